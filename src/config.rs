@@ -1,0 +1,666 @@
+//! YAML → typed configuration. Every error names the field path and the problem, so an
+//! operator can fix the file without reading code. Unknown keys are errors (typos fail loudly).
+
+use crate::invoice::Network;
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A configuration problem, with the dotted path of the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "config: {}", self.problem)
+        } else {
+            write!(f, "config field `{}`: {}", self.field, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where agents connect (their HTTP_PROXY / HTTPS_PROXY).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub guard: GuardConfig,
+    pub wallet: WalletConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8402))
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Admin API, /metrics and probes. Absent: no admin listener.
+    pub listen: Option<SocketAddr>,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default = "default_ca_cert")]
+    pub ca_cert: PathBuf,
+    #[serde(default = "default_ca_key")]
+    pub ca_key: PathBuf,
+    /// Host globs whose TLS we terminate; every other CONNECT is tunnelled untouched.
+    #[serde(default = "default_intercept")]
+    pub intercept: Vec<String>,
+    /// Extra PEM files trusted for upstream TLS, beside the public web roots.
+    #[serde(default)]
+    pub upstream_roots: Vec<PathBuf>,
+}
+
+fn default_ca_cert() -> PathBuf {
+    PathBuf::from("data/ca.pem")
+}
+fn default_ca_key() -> PathBuf {
+    PathBuf::from("data/ca-key.pem")
+}
+fn default_intercept() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            ca_cert: default_ca_cert(),
+            ca_key: default_ca_key(),
+            intercept: default_intercept(),
+            upstream_roots: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Allow loopback, private, link-local and metadata destinations (off by default: SSRF).
+    #[serde(default)]
+    pub allow_private: bool,
+    /// `host:port` entries allowed even when they resolve to a refused address.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Lnd,
+    Cln,
+    Lnbits,
+    Nwc,
+    Dev,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Lnd => "lnd",
+            Backend::Cln => "cln",
+            Backend::Lnbits => "lnbits",
+            Backend::Nwc => "nwc",
+            Backend::Dev => "dev",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalletConfig {
+    pub backend: Backend,
+    /// The network the node pays on: bitcoin | testnet | signet | regtest. Invoices for any
+    /// other network are refused. Default: regtest for `dev`, bitcoin otherwise.
+    pub network: Option<String>,
+    pub lnbits: Option<LnbitsConfig>,
+    pub lnd: Option<LndConfig>,
+    pub cln: Option<ClnConfig>,
+    pub nwc: Option<NwcConfig>,
+    #[serde(default)]
+    pub dev: DevWalletConfig,
+    #[serde(default = "default_max_fee")]
+    pub max_fee_sats: u64,
+    #[serde(default = "default_payment_timeout")]
+    pub payment_timeout_secs: u64,
+}
+
+fn default_max_fee() -> u64 {
+    10
+}
+fn default_payment_timeout() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LnbitsConfig {
+    pub url: String,
+    pub admin_key_env: Option<String>,
+    pub admin_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LndConfig {
+    pub url: String,
+    pub macaroon_file: PathBuf,
+    pub tls_cert_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClnConfig {
+    pub url: String,
+    pub rune_env: Option<String>,
+    pub rune_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NwcConfig {
+    pub uri_env: Option<String>,
+    pub uri_file: Option<PathBuf>,
+}
+
+/// The built-in simulated wallet: pays invoices minted with the same `secret` (the demo seller's
+/// and test sellers'), so the whole flow runs without a node. Never moves real money.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevWalletConfig {
+    #[serde(default = "default_dev_balance")]
+    pub balance_sats: u64,
+    /// Simulated time a payment takes.
+    #[serde(default)]
+    pub pay_delay_ms: u64,
+    /// Shared with the dev sellers: the preimage of a dev invoice is HMAC(secret, payment secret).
+    #[serde(default = "default_dev_secret")]
+    pub secret: String,
+    /// Simulated routing fee, in msat per payment.
+    #[serde(default)]
+    pub fee_msat: u64,
+}
+
+fn default_dev_balance() -> u64 {
+    1_000_000
+}
+pub fn default_dev_secret() -> String {
+    "l402-proxy-dev".to_string()
+}
+
+impl Default for DevWalletConfig {
+    fn default() -> Self {
+        DevWalletConfig {
+            balance_sats: default_dev_balance(),
+            pay_delay_ms: 0,
+            secret: default_dev_secret(),
+            fee_msat: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("data/l402-proxy.db")
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: default_store_path(),
+        }
+    }
+}
+
+/// How requests are handled on the way through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Request bodies up to this size are buffered so a paid request can be replayed; a larger
+    /// body streams upstream and cannot be replayed (the agent gets the 402 with a reason).
+    #[serde(default = "default_max_replay_body")]
+    pub max_replay_body_bytes: usize,
+    /// Time to connect to an upstream, in seconds.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Idle keep-alive connections to upstreams are closed after this many seconds.
+    #[serde(default = "default_pool_idle")]
+    pub pool_idle_secs: u64,
+}
+
+fn default_max_replay_body() -> usize {
+    1 << 20
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_pool_idle() -> u64 {
+    90
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_replay_body_bytes: default_max_replay_body(),
+            connect_timeout_secs: default_connect_timeout(),
+            pool_idle_secs: default_pool_idle(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The user name in `Proxy-Authorization: Basic base64(name:key)`.
+    pub name: String,
+    /// sha256 of the key, 64 hex characters (`l402-proxy hash-key` prints it).
+    pub key_sha256: String,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub hosts: HostRules,
+}
+
+/// Spending limits in sats; an absent limit means none of that kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub per_request_sats: Option<u64>,
+    pub hourly_sats: Option<u64>,
+    pub daily_sats: Option<u64>,
+    pub weekly_sats: Option<u64>,
+    pub monthly_sats: Option<u64>,
+    pub total_sats: Option<u64>,
+}
+
+/// Which hosts an agent may pay (globs; deny wins over allow).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostRules {
+    #[serde(default = "default_intercept")]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+impl Default for HostRules {
+    fn default() -> Self {
+        HostRules {
+            allow: default_intercept(),
+            deny: Vec::new(),
+        }
+    }
+}
+
+impl HostRules {
+    pub fn permits(&self, host: &str) -> bool {
+        !crate::glob::any_matches(&self.deny, host) && crate::glob::any_matches(&self.allow, host)
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file; relative paths inside it are resolved
+    /// against the file's directory, so a config works wherever the proxy is started from.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("", format!("cannot read {}: {e}", path.display())))?;
+        let mut config = Config::parse(&text)?;
+        if let Some(dir) = path.parent() {
+            config.resolve_paths(dir);
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates YAML text (paths stay as written).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = serde_yaml_ng::from_str(text).map_err(yaml_error)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, dir: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        fix(&mut self.tls.ca_cert);
+        fix(&mut self.tls.ca_key);
+        self.tls.upstream_roots.iter_mut().for_each(fix);
+        fix(&mut self.store.path);
+        if let Some(p) = self.admin.token_file.as_mut() {
+            fix(p);
+        }
+        if let Some(l) = self.wallet.lnbits.as_mut() {
+            l.admin_key_file.as_mut().map(fix);
+        }
+        if let Some(l) = self.wallet.lnd.as_mut() {
+            fix(&mut l.macaroon_file);
+            l.tls_cert_file.as_mut().map(fix);
+        }
+        if let Some(c) = self.wallet.cln.as_mut() {
+            c.rune_file.as_mut().map(fix);
+            c.tls_cert_file.as_mut().map(fix);
+        }
+        if let Some(n) = self.wallet.nwc.as_mut() {
+            n.uri_file.as_mut().map(fix);
+        }
+    }
+
+    /// The network invoices must be for.
+    pub fn network(&self) -> Network {
+        self.wallet
+            .network
+            .as_deref()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(match self.wallet.backend {
+                Backend::Dev => Network::Regtest,
+                _ => Network::Bitcoin,
+            })
+    }
+
+    /// Checks everything serde cannot: value ranges, uniqueness, cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(n) = &self.wallet.network {
+            n.parse::<Network>().map_err(|_| {
+                err(
+                    "wallet.network",
+                    format!("unknown network {n:?}; use bitcoin, testnet, signet or regtest"),
+                )
+            })?;
+        }
+        let w = &self.wallet;
+        let need = |present: bool, field: &str| {
+            if present {
+                Ok(())
+            } else {
+                Err(err(
+                    field,
+                    format!("missing, but wallet.backend is {}", w.backend.name()),
+                ))
+            }
+        };
+        match w.backend {
+            Backend::Lnbits => {
+                need(w.lnbits.is_some(), "wallet.lnbits")?;
+                if let Some(l) = &w.lnbits {
+                    check_url(&l.url, "wallet.lnbits.url")?;
+                    one_secret_source(
+                        l.admin_key_env.is_some(),
+                        l.admin_key_file.is_some(),
+                        "wallet.lnbits.admin_key_env",
+                    )?;
+                }
+            }
+            Backend::Lnd => {
+                need(w.lnd.is_some(), "wallet.lnd")?;
+                if let Some(l) = &w.lnd {
+                    check_url(&l.url, "wallet.lnd.url")?;
+                }
+            }
+            Backend::Cln => {
+                need(w.cln.is_some(), "wallet.cln")?;
+                if let Some(c) = &w.cln {
+                    check_url(&c.url, "wallet.cln.url")?;
+                    one_secret_source(
+                        c.rune_env.is_some(),
+                        c.rune_file.is_some(),
+                        "wallet.cln.rune_env",
+                    )?;
+                }
+            }
+            Backend::Nwc => {
+                need(w.nwc.is_some(), "wallet.nwc")?;
+                if let Some(n) = &w.nwc {
+                    one_secret_source(
+                        n.uri_env.is_some(),
+                        n.uri_file.is_some(),
+                        "wallet.nwc.uri_env",
+                    )?;
+                }
+            }
+            Backend::Dev => {
+                if w.dev.secret.is_empty() {
+                    return Err(err("wallet.dev.secret", "must not be empty"));
+                }
+            }
+        }
+        if w.payment_timeout_secs == 0 {
+            return Err(err("wallet.payment_timeout_secs", "must be at least 1"));
+        }
+        if self.admin.listen.is_some()
+            && self.admin.token_env.is_none()
+            && self.admin.token_file.is_none()
+        {
+            return Err(err(
+                "admin.token_env",
+                "admin.listen is set, so a bearer token is required: set admin.token_env or admin.token_file",
+            ));
+        }
+        for (i, entry) in self.guard.allow.iter().enumerate() {
+            if split_host_port(entry).is_none() {
+                return Err(err(
+                    format!("guard.allow[{i}]"),
+                    format!("{entry:?} is not host:port"),
+                ));
+            }
+        }
+        if self.http.max_replay_body_bytes > (256 << 20) {
+            return Err(err(
+                "http.max_replay_body_bytes",
+                "at most 268435456 (256 MiB)",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            let at = |f: &str| format!("agents[{i}].{f}");
+            if a.name.is_empty() || a.name.contains(':') || a.name.chars().any(char::is_control) {
+                return Err(err(
+                    at("name"),
+                    "must be non-empty, without ':' or control characters",
+                ));
+            }
+            if !seen.insert(a.name.as_str()) {
+                return Err(err(
+                    at("name"),
+                    format!("duplicate agent name {:?}", a.name),
+                ));
+            }
+            if a.key_sha256.len() != 64 || !a.key_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(err(
+                    at("key_sha256"),
+                    "must be 64 hex characters: the sha256 of the agent's key (`l402-proxy hash-key` prints it)",
+                ));
+            }
+            if a.limits.per_request_sats == Some(0) {
+                return Err(err(
+                    at("limits.per_request_sats"),
+                    "0 would refuse every payment; remove the key for no limit",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_url(url: &str, field: &str) -> Result<(), ConfigError> {
+    match url.parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => Ok(()),
+        _ => Err(err(field, format!("{url:?} is not an http(s) URL"))),
+    }
+}
+
+fn one_secret_source(env: bool, file: bool, field: &str) -> Result<(), ConfigError> {
+    match (env, file) {
+        (true, true) => Err(err(field, "set either the _env or the _file key, not both")),
+        (false, false) => Err(err(
+            field,
+            "missing: name an environment variable (_env) or a file (_file)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Splits `host:port` (IPv6 in brackets) into its parts.
+pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty()).then_some((host, port))
+}
+
+/// serde_yaml_ng messages already carry the field path ("agents[0]: missing field `name`");
+/// lift it into our `field` so every config error reads the same way.
+fn yaml_error(e: serde_yaml_ng::Error) -> ConfigError {
+    let msg = e.to_string();
+    match msg.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') && !path.is_empty() => err(path, rest),
+        _ => err("", msg),
+    }
+}
+
+/// Reads a secret named by an `_env` or `_file` key. The value is trimmed; it is never logged.
+pub fn read_secret(
+    env: Option<&str>,
+    file: Option<&Path>,
+    field: &str,
+) -> Result<String, ConfigError> {
+    if let Some(var) = env {
+        return match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+            _ => Err(err(field, format!("environment variable {var} is not set"))),
+        };
+    }
+    if let Some(path) = file {
+        return std::fs::read_to_string(path)
+            .map(|v| v.trim().to_string())
+            .map_err(|e| err(field, format!("cannot read {}: {e}", path.display())));
+    }
+    Err(err(field, "no secret source configured"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+
+    fn minimal() -> String {
+        format!(
+            "wallet: {{ backend: dev }}\nagents:\n  - name: research\n    key_sha256: \"{KEY}\"\n"
+        )
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(&minimal()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8402".parse().unwrap());
+        assert_eq!(c.tls.intercept, vec!["*"]);
+        assert_eq!(c.network(), Network::Regtest);
+        assert_eq!(c.wallet.max_fee_sats, 10);
+        assert!(c.agents[0].hosts.permits("anything.example"));
+    }
+
+    #[test]
+    fn unknown_key_names_the_field() {
+        let e = Config::parse(&format!("{}    limts: {{}}\n", minimal())).unwrap_err();
+        assert!(e.field.starts_with("agents[0]"), "{e}");
+        assert!(e.problem.contains("limts"), "{e}");
+    }
+
+    #[test]
+    fn bad_key_hash_names_the_field() {
+        let e =
+            Config::parse("wallet: {backend: dev}\nagents:\n  - {name: a, key_sha256: nothex}\n")
+                .unwrap_err();
+        assert_eq!(e.field, "agents[0].key_sha256");
+    }
+
+    #[test]
+    fn duplicate_agents_refused() {
+        let text = format!("wallet: {{backend: dev}}\nagents:\n  - {{name: a, key_sha256: \"{KEY}\"}}\n  - {{name: a, key_sha256: \"{KEY}\"}}\n");
+        assert_eq!(Config::parse(&text).unwrap_err().field, "agents[1].name");
+    }
+
+    #[test]
+    fn backend_needs_its_section() {
+        let e = Config::parse("wallet: {backend: lnbits}\n").unwrap_err();
+        assert_eq!(e.field, "wallet.lnbits");
+        let e = Config::parse("wallet: {backend: lnbits, lnbits: {url: 'ftp://x'}}\n").unwrap_err();
+        assert_eq!(e.field, "wallet.lnbits.url");
+        let e = Config::parse("wallet: {backend: dev, network: moon}\n").unwrap_err();
+        assert_eq!(e.field, "wallet.network");
+    }
+
+    #[test]
+    fn admin_needs_token() {
+        let e = Config::parse("wallet: {backend: dev}\nadmin: {listen: '127.0.0.1:9402'}\n")
+            .unwrap_err();
+        assert_eq!(e.field, "admin.token_env");
+    }
+
+    #[test]
+    fn wrong_type_is_reported_with_path() {
+        let e = Config::parse("listen: nope\nwallet: {backend: dev}\n").unwrap_err();
+        assert_eq!(e.field, "listen", "{e}");
+    }
+
+    #[test]
+    fn host_rules_deny_wins() {
+        let r = HostRules {
+            allow: vec!["*.example.com".into()],
+            deny: vec!["evil.example.com".into()],
+        };
+        assert!(r.permits("api.example.com"));
+        assert!(!r.permits("evil.example.com"));
+        assert!(!r.permits("other.org"));
+    }
+
+    #[test]
+    fn host_port_split() {
+        assert_eq!(split_host_port("a.b:80"), Some(("a.b", 80)));
+        assert_eq!(split_host_port("[::1]:443"), Some(("::1", 443)));
+        assert_eq!(split_host_port("nope"), None);
+        assert_eq!(split_host_port(":80"), None);
+    }
+}

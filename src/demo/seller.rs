@@ -1,0 +1,534 @@
+//! A small L402 seller: mints Aperture-style macaroons bound to dev invoices and checks the
+//! `Authorization: L402 <token>:<preimage>` it gets back. Used by `l402-proxy demo` and by the
+//! tests, which is why it speaks every challenge dialect servers are seen to use.
+//!
+//! Routes (the first path segment is the service):
+//! - `/free/…` — no payment.
+//! - `/sse/…` — paid; an event stream (`?n=` events, `?ms=` apart).
+//! - `/echo/…` — paid; echoes the method and request body.
+//! - `/hostile/<kind>` — a 402 whose invoice must never be paid (amountless, expired,
+//!   wrong-network, garbage, unknown-feature, mismatch, huge).
+//! - `/offers/…` — a Fewsats-style JSON 402 with no L402 challenge (must pass through).
+//! - `/basic/…` — a plain 401 Basic challenge (must pass through).
+//! - anything else — paid content for that service.
+//!
+//! `?dialect=` picks the challenge form: aperture (default: LSAT line then L402 line, `macaroon=`),
+//! spec (`version="0", token=`), bare (unquoted), lsat, folded (both on one line), params (no
+//! scheme), urlsafe (unpadded URL-safe token), status401 (spec form on a 401).
+
+use crate::l402::macaroon::{self, identifier_v0};
+use crate::money::{Msat, PaymentHash, Preimage};
+use crate::proxy::body::{self, Body, BoxError};
+use crate::wallet::dev::{now_unix, DevInvoiceMinter};
+use base64::Engine as _;
+use bytes::Bytes;
+use dashmap::DashSet;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// BOLT 11's own amountless example: valid signature, no amount.
+const AMOUNTLESS_INVOICE: &str = "lnbc1pvjluezsp5zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zygspp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqdpl2pkx2ctnv5sxxmmwwd5kgetjypeh2ursdae8g6twvus8g6rfwvs8qun0dfjkxaq9qrsgq357wnc5r2ueh7ck6q93dj32dlqnls087fxdwk8qakdyafkq3yap9us6v52vjjsrvywa6rt52cm9r9zqt8r2t7mlcwspyetp5h2tztugp9lfyql";
+/// BOLT 11's example with an unknown required feature bit: readers must refuse it.
+const UNKNOWN_FEATURE_INVOICE: &str = "lnbc25m1pvjluezpp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqdq5vdhkven9v5sxyetpdeessp5zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zygs9q4psqqqqqqqqqqqqqqqqsgqtqyx5vggfcsll4wu246hz02kp85x4katwsk9639we5n5yngc3yhqkm35jnjw4len8vrnqnf5ejh0mzj9n3vz2px97evektfm2l6wqccp3y7372";
+
+/// What the seller charges and how its tokens behave.
+#[derive(Clone)]
+pub struct SellerConfig {
+    pub minter: DevInvoiceMinter,
+    pub price: Msat,
+    /// Per-service prices overriding `price`.
+    pub prices: HashMap<String, Msat>,
+    /// When set, tokens carry `<service>_valid_until=now+ttl`.
+    pub token_ttl_secs: Option<u64>,
+    pub invoice_expiry_secs: u64,
+}
+
+impl SellerConfig {
+    pub fn new(minter: DevInvoiceMinter) -> SellerConfig {
+        SellerConfig {
+            minter,
+            price: Msat::from_sats(10),
+            prices: HashMap::new(),
+            token_ttl_secs: None,
+            invoice_expiry_secs: 600,
+        }
+    }
+}
+
+/// Counters a test or the demo can read.
+#[derive(Debug, Default)]
+pub struct SellerStats {
+    pub challenges: AtomicU64,
+    pub accepted: AtomicU64,
+    pub rejected_tokens: AtomicU64,
+    pub free: AtomicU64,
+}
+
+pub struct Seller {
+    config: SellerConfig,
+    root_key: [u8; 32],
+    pub stats: SellerStats,
+    /// Payment hashes proven paid by a presented preimage.
+    paid: DashSet<PaymentHash>,
+}
+
+impl Seller {
+    pub fn new(config: SellerConfig) -> Arc<Seller> {
+        Arc::new(Seller {
+            config,
+            root_key: rand::random(),
+            stats: SellerStats::default(),
+            paid: DashSet::new(),
+        })
+    }
+
+    /// Distinct payments this seller has seen proven.
+    pub fn paid_count(&self) -> usize {
+        self.paid.len()
+    }
+
+    pub fn challenges(&self) -> u64 {
+        self.stats.challenges.load(Ordering::Relaxed)
+    }
+
+    pub fn accepted(&self) -> u64 {
+        self.stats.accepted.load(Ordering::Relaxed)
+    }
+
+    fn price(&self, service: &str) -> Msat {
+        self.config
+            .prices
+            .get(service)
+            .copied()
+            .unwrap_or(self.config.price)
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or("").to_string();
+        let service = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        match service.as_str() {
+            "" => {
+                return text(
+                    StatusCode::OK,
+                    "l402-proxy demo seller: try /weather/today (paid), /free/hello\n",
+                )
+            }
+            "free" => {
+                self.stats.free.fetch_add(1, Ordering::Relaxed);
+                return text(StatusCode::OK, "free content\n");
+            }
+            "offers" => return offers_402(),
+            "basic" => {
+                let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"seller\""),
+                );
+                return r;
+            }
+            "hostile" => return self.hostile(&path),
+            _ => {}
+        }
+        if !self.authorized(&req, &service) {
+            let dialect = query_param(&query, "dialect").unwrap_or("aperture");
+            return self.challenge(&service, dialect);
+        }
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        match service.as_str() {
+            "sse" => sse(&query),
+            "echo" => {
+                let method = req.method().clone();
+                match req.into_body().collect().await {
+                    Ok(body) => {
+                        let mut out = format!("{method} ").into_bytes();
+                        out.extend_from_slice(&body.to_bytes());
+                        response(StatusCode::OK, "application/octet-stream", Bytes::from(out))
+                    }
+                    Err(_) => text(StatusCode::BAD_REQUEST, "body read failed\n"),
+                }
+            }
+            _ => text(
+                StatusCode::OK,
+                &format!("paid content for {service}: {path}\n"),
+            ),
+        }
+    }
+
+    /// Checks `Authorization: L402|LSAT <token>:<preimage>` against our root key and the service.
+    fn authorized(&self, req: &Request<Incoming>, service: &str) -> bool {
+        let Some(value) = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let ok = self.verify(value, service);
+        if !ok {
+            self.stats.rejected_tokens.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    fn verify(&self, value: &str, service: &str) -> bool {
+        let Some((scheme, rest)) = value.split_once(' ') else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case("l402") && !scheme.eq_ignore_ascii_case("lsat") {
+            return false;
+        }
+        let Some((token, preimage)) = rest.rsplit_once(':') else {
+            return false;
+        };
+        let Ok(mac) = macaroon::decode_token(token) else {
+            return false;
+        };
+        if !macaroon::verify_signature(&self.root_key, &mac) {
+            return false;
+        }
+        let Some(hash) = mac.payment_hash_v0().map(PaymentHash) else {
+            return false;
+        };
+        if Preimage::verify_hex(preimage, &hash).is_err() {
+            return false;
+        }
+        let wanted = format!("{service}:");
+        if !mac
+            .services()
+            .is_some_and(|s| s.split(',').any(|x| x.starts_with(&wanted)))
+        {
+            return false;
+        }
+        let until_key = format!("{service}_valid_until=");
+        let expired = mac.caveats.iter().any(|c| {
+            c.strip_prefix(&until_key)
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|until| now_unix() >= until)
+        });
+        if expired {
+            return false;
+        }
+        self.paid.insert(hash);
+        true
+    }
+
+    fn mint_token(&self, service: &str, hash: &PaymentHash) -> Vec<u8> {
+        let id = identifier_v0(&hash.0, &rand::random());
+        let mut caveats = vec![
+            format!("services={service}:0"),
+            format!("{service}_capabilities="),
+        ];
+        if let Some(ttl) = self.config.token_ttl_secs {
+            caveats.push(format!("{service}_valid_until={}", now_unix() + ttl));
+        }
+        macaroon::mint(&self.root_key, "lsat", &id, &caveats).to_v2_bytes()
+    }
+
+    fn challenge(&self, service: &str, dialect: &str) -> Response<Body> {
+        let invoice = match self.config.minter.mint(
+            self.price(service),
+            &format!("L402 {service}"),
+            self.config.invoice_expiry_secs,
+        ) {
+            Ok(i) => i,
+            Err(e) => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("challenge failure: {e}\n"),
+                )
+            }
+        };
+        self.stats.challenges.fetch_add(1, Ordering::Relaxed);
+        let token = self.mint_token(service, &invoice.payment_hash);
+        challenge_response(dialect, &token, &invoice.bolt11)
+    }
+
+    fn hostile(&self, path: &str) -> Response<Body> {
+        let kind = path
+            .trim_start_matches("/hostile/")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        let minter = &self.config.minter;
+        let fresh = |amount: Msat| {
+            minter
+                .mint(amount, "hostile", 600)
+                .map(|i| (i.bolt11, i.payment_hash))
+        };
+        let made = match kind {
+            "amountless" => Ok((AMOUNTLESS_INVOICE.to_string(), PaymentHash([0; 32]))),
+            "unknown-feature" => Ok((UNKNOWN_FEATURE_INVOICE.to_string(), PaymentHash([0; 32]))),
+            "expired" => minter
+                .mint_at(Msat(10_000), "old", now_unix() - 7200, 60, minter.network())
+                .map(|i| (i.bolt11, i.payment_hash)),
+            "wrong-network" => {
+                let other = match minter.network() {
+                    crate::invoice::Network::Bitcoin => crate::invoice::Network::Testnet,
+                    _ => crate::invoice::Network::Bitcoin,
+                };
+                minter
+                    .mint_at(Msat(10_000), "elsewhere", now_unix(), 600, other)
+                    .map(|i| (i.bolt11, i.payment_hash))
+            }
+            "garbage" => Ok(("lnbcrt10u1notaninvoice".to_string(), PaymentHash([0; 32]))),
+            "bad-checksum" => fresh(Msat(10_000)).map(|(b, h)| (corrupt_last_char(&b), h)),
+            "huge" => fresh(Msat::from_sats(10_000_000)),
+            "mismatch" => fresh(Msat(10_000)).map(|(b, _)| (b, PaymentHash([7; 32]))),
+            _ => return text(StatusCode::NOT_FOUND, "unknown hostile kind\n"),
+        };
+        match made {
+            Ok((bolt11, hash)) => {
+                self.stats.challenges.fetch_add(1, Ordering::Relaxed);
+                let token = self.mint_token("hostile", &hash);
+                challenge_response("spec", &token, &bolt11)
+            }
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+        }
+    }
+}
+
+fn corrupt_last_char(s: &str) -> String {
+    let mut out: String = s.chars().take(s.len().saturating_sub(1)).collect();
+    out.push(if s.ends_with('q') { 'p' } else { 'q' });
+    out
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A 402 (or 401) with the challenge written in one of the dialects seen in the wild.
+fn challenge_response(dialect: &str, token: &[u8], invoice: &str) -> Response<Body> {
+    let std_b64 = base64::engine::general_purpose::STANDARD.encode(token);
+    let mut status = StatusCode::PAYMENT_REQUIRED;
+    let lines: Vec<String> = match dialect {
+        "spec" => vec![format!("L402 version=\"0\", token=\"{std_b64}\", invoice=\"{invoice}\"")],
+        "bare" => vec![format!("L402 macaroon={std_b64}, invoice={invoice}")],
+        "lsat" => vec![format!("LSAT macaroon=\"{std_b64}\", invoice=\"{invoice}\"")],
+        "folded" => vec![format!(
+            "LSAT macaroon=\"{std_b64}\", invoice=\"{invoice}\", L402 macaroon=\"{std_b64}\", invoice=\"{invoice}\""
+        )],
+        "params" => vec![format!("macaroon=\"{std_b64}\" invoice=\"{invoice}\"")],
+        "urlsafe" => {
+            let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token);
+            vec![format!("L402 macaroon=\"{url}\",invoice=\"{invoice}\"")]
+        }
+        "status401" => {
+            status = StatusCode::UNAUTHORIZED;
+            vec![format!("L402 version=\"0\", token=\"{std_b64}\", invoice=\"{invoice}\"")]
+        }
+        _ => vec![
+            format!("LSAT macaroon=\"{std_b64}\", invoice=\"{invoice}\""),
+            format!("L402 macaroon=\"{std_b64}\", invoice=\"{invoice}\""),
+        ],
+    };
+    let mut r = text(status, "payment required\n");
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for line in lines {
+        if let Ok(v) = HeaderValue::from_str(&line) {
+            h.append(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    r
+}
+
+fn offers_402() -> Response<Body> {
+    let body = r#"{"version":"0.2.2","payment_request_url":"http://127.0.0.1/pay","payment_context_token":"x","offers":[{"offer_id":"o1","amount":1,"currency":"USD"}]}"#;
+    response(
+        StatusCode::PAYMENT_REQUIRED,
+        "application/json",
+        Bytes::from_static(body.as_bytes()),
+    )
+}
+
+fn sse(query: &str) -> Response<Body> {
+    let n: u32 = query_param(query, "n")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .min(1000);
+    let ms: u64 = query_param(query, "ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+        .min(10_000);
+    let events = futures_util::stream::unfold(0u32, move |i| async move {
+        if i >= n {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let frame = Frame::data(Bytes::from(format!("id: {i}\ndata: event {i}\n\n")));
+        Some((Ok::<_, BoxError>(frame), i + 1))
+    });
+    let mut r = Response::new(StreamBody::new(events).boxed());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    response(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from(body.to_string()),
+    )
+}
+
+fn response(status: StatusCode, content_type: &'static str, bytes: Bytes) -> Response<Body> {
+    let mut r = Response::new(body::full(bytes));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// The seller's own TLS identity: a throwaway CA (PEM, for `tls.upstream_roots` or a client's
+/// trust store) and a leaf for localhost and 127.0.0.1.
+pub struct SellerTls {
+    pub ca_pem: String,
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl SellerTls {
+    pub fn generate() -> anyhow::Result<SellerTls> {
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::default();
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "l402-proxy demo seller CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate()?;
+        let mut leaf =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+        leaf.distinguished_name
+            .push(DnType::CommonName, "localhost");
+        leaf.is_ca = IsCa::ExplicitNoCa;
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let mut server = rustls::ServerConfig::builder_with_provider(crate::tls::crypto_provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf_cert.der().clone(), ca_cert.der().clone()], key)?;
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(SellerTls {
+            ca_pem: ca_cert.pem(),
+            server: Arc::new(server),
+        })
+    }
+}
+
+/// Serves the seller on a plain-HTTP listener until the task is dropped.
+pub async fn serve_http(seller: Arc<Seller>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_io(seller.clone(), TokioIo::new(stream)));
+    }
+}
+
+/// Serves the seller over TLS (h2 or HTTP/1.1) until the task is dropped.
+pub async fn serve_https(
+    seller: Arc<Seller>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let seller = seller.clone();
+        tokio::spawn(async move {
+            if let Ok(tls) = acceptor.accept(stream).await {
+                serve_io(seller, TokioIo::new(tls)).await;
+            }
+        });
+    }
+}
+
+async fn serve_io<I>(seller: Arc<Seller>, io: I)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let seller = seller.clone();
+        async move { Ok::<_, Infallible>(seller.handle(req).await) }
+    });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(io, service)
+        .await;
+}
+
+/// A running seller: where it listens and the CA its HTTPS side uses.
+pub struct RunningSeller {
+    pub seller: Arc<Seller>,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub ca_pem: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for RunningSeller {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|t| t.abort());
+    }
+}
+
+/// Starts the seller on `ip` with ephemeral HTTP and HTTPS ports.
+pub async fn start(seller: Arc<Seller>, ip: std::net::IpAddr) -> anyhow::Result<RunningSeller> {
+    let tls = SellerTls::generate()?;
+    let http_listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
+    let https_listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
+    let http = http_listener.local_addr()?;
+    let https = https_listener.local_addr()?;
+    let tasks = vec![
+        tokio::spawn(serve_http(seller.clone(), http_listener)),
+        tokio::spawn(serve_https(seller.clone(), https_listener, tls.server)),
+    ];
+    Ok(RunningSeller {
+        seller,
+        http,
+        https,
+        ca_pem: tls.ca_pem,
+        tasks,
+    })
+}

@@ -1,0 +1,1402 @@
+//! BOLT 11 invoices: decoding/validating the ones L402 servers hand us, and minting the ones our
+//! simulated ("dev") wallet and demo seller hand out.
+//!
+//! Parsing is delegated to `lightning-invoice`, but the acceptance decision is ours, because its
+//! strict `Bolt11Invoice::from_str` refuses real-world invoices we must pay: LNbits (FakeWallet)
+//! invoices carry no feature-bits (`9`) field at all. Every other BOLT 11 reader rule that
+//! `lightning-invoice` enforces is enforced here too (see [`decode`]).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bitcoin::hashes::{sha256, Hash as _};
+use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
+use lightning_invoice::{
+    Bolt11ParseError, Currency, InvoiceBuilder, PaymentSecret, SignedRawBolt11Invoice, TaggedField,
+};
+use sha2::{Digest, Sha256};
+
+/// BOLT 11: "default is 3600 (1 hour) if not specified" for the `x` field.
+pub const DEFAULT_EXPIRY_SECS: u64 = 3600;
+
+/// `min_final_cltv_expiry_delta` (`c` field) written by [`mint`]. 40 is what LND writes (and
+/// what Aperture's invoices carry); BOLT 11's implicit default of 18 is refused as too low by
+/// some modern senders, so we always write it explicitly.
+pub const MINT_MIN_FINAL_CLTV_EXPIRY_DELTA: u64 = 40;
+
+/// Longest string we even try to parse. Same cap as `lightning-invoice` (and LND), checked up
+/// front so hostile megabyte "invoices" are refused before any work is done on them.
+const MAX_INVOICE_LEN: usize = lightning_invoice::MAX_LENGTH;
+
+/// 21 million BTC in millisatoshis; anything above cannot be a real amount.
+const MAX_AMOUNT_MSAT: u64 = 21_000_000 * 100_000_000 * 1_000;
+
+/// A signature is 65 bytes = 104 five-bit groups; the bech32 checksum is 6 groups.
+const SIGNATURE_LEN_5: usize = 104;
+const CHECKSUM_LEN_5: usize = 6;
+
+/// The Bitcoin network an invoice is for (from its human-readable prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Network {
+    /// `lnbc`
+    Bitcoin,
+    /// `lntb`
+    Testnet,
+    /// `lntbs`
+    Signet,
+    /// `lnbcrt`
+    Regtest,
+}
+
+impl Network {
+    fn as_str(self) -> &'static str {
+        match self {
+            Network::Bitcoin => "bitcoin",
+            Network::Testnet => "testnet",
+            Network::Signet => "signet",
+            Network::Regtest => "regtest",
+        }
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Returned by `Network::from_str` for names it does not know.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("unknown network {0:?}: expected one of bitcoin (or mainnet), testnet, signet, regtest")]
+pub struct UnknownNetwork(pub String);
+
+impl FromStr for Network {
+    type Err = UnknownNetwork;
+
+    /// Case-insensitive and whitespace-tolerant, because the value usually comes from a config
+    /// file or a command line typed by a person.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "bitcoin" | "mainnet" => Ok(Network::Bitcoin),
+            "testnet" => Ok(Network::Testnet),
+            "signet" => Ok(Network::Signet),
+            "regtest" => Ok(Network::Regtest),
+            _ => Err(UnknownNetwork(s.to_owned())),
+        }
+    }
+}
+
+impl From<Network> for Currency {
+    fn from(n: Network) -> Self {
+        match n {
+            Network::Bitcoin => Currency::Bitcoin,
+            Network::Testnet => Currency::BitcoinTestnet,
+            Network::Signet => Currency::Signet,
+            Network::Regtest => Currency::Regtest,
+        }
+    }
+}
+
+/// The fields of a validated BOLT 11 invoice that the proxy needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoice {
+    pub network: Network,
+    /// None for amountless invoices.
+    pub amount_msat: Option<u64>,
+    pub payment_hash: [u8; 32],
+    /// None only for legacy invoices that have neither a payment secret nor a features field
+    /// (pre-2020 writers, e.g. the L402 specification's own example); see [`decode`].
+    pub payment_secret: Option<[u8; 32]>,
+    /// Unix seconds.
+    pub timestamp: u64,
+    /// Seconds; BOLT 11 default 3600 when the `x` field is absent.
+    pub expiry_secs: u64,
+    /// Compressed payee public key (from `n` or recovered from the signature).
+    pub payee: [u8; 33],
+    /// The `d` field with control/format characters replaced by U+FFFD, because it is chosen by
+    /// a possibly hostile server and typically ends up in logs. None when the invoice commits to
+    /// a description hash (`h`) instead.
+    pub description: Option<String>,
+}
+
+impl Invoice {
+    /// Unix second at which the invoice expires (`timestamp + expiry_secs`, saturating so a
+    /// hostile huge `x` cannot wrap around into the past).
+    pub fn expires_at(&self) -> u64 {
+        self.timestamp.saturating_add(self.expiry_secs)
+    }
+
+    /// True from the expiry second on. Backends such as LNbits happily "pay" expired internal
+    /// invoices, so the proxy has to check this itself.
+    pub fn is_expired_at(&self, now_unix: u64) -> bool {
+        now_unix >= self.expires_at()
+    }
+
+    /// Amount rounded UP to whole sats (for comparing with sat limits); None if amountless.
+    /// Rounding up means a 1001 msat invoice can never sneak under a 1 sat limit.
+    pub fn amount_sats_ceil(&self) -> Option<u64> {
+        self.amount_msat.map(|m| m.div_ceil(1000))
+    }
+}
+
+/// Why an invoice was refused (or could not be minted).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvoiceError {
+    /// Not decodable as BOLT 11 at all: bad bech32/checksum, mixed case, unknown prefix or
+    /// multiplier, truncated fields, ...
+    #[error("not a valid BOLT 11 invoice: {0}")]
+    Malformed(String),
+    /// The signature does not verify against the invoice (or cannot recover a key): it was
+    /// tampered with or not signed by its payee.
+    #[error("invoice signature is invalid: the invoice was altered or not signed by its payee")]
+    BadSignature,
+    /// The features field sets an even (required) bit we do not know; BOLT 11 says the payer
+    /// MUST NOT pay such an invoice.
+    #[error("invoice requires a Lightning feature this client does not understand (unknown even feature bit); refusing to pay it")]
+    UnknownRequiredFeature,
+    /// A field BOLT 11 makes mandatory is absent (or present only with an invalid length, in
+    /// which case readers must skip it).
+    #[error("invoice is missing its {0}")]
+    MissingField(&'static str),
+    /// Decodes and is signed, but breaks a BOLT 11 rule (duplicate fields, sub-millisatoshi
+    /// amount, features inconsistent with the payment secret, unsupported network, ...).
+    #[error("invoice violates BOLT 11: {0}")]
+    Semantic(String),
+    /// [`mint`] was given parameters that cannot form a valid invoice.
+    #[error("cannot mint invoice: {0}")]
+    Mint(String),
+}
+
+/// Decodes and fully validates a BOLT11 string: bech32/checksum, signature (must verify; high-S
+/// with `n` must fail), all of lightning-invoice's semantic checks — EXCEPT that an invoice with
+/// no features field at all is accepted (LNbits), provided everything else holds (signature
+/// verified, exactly one payment hash, exactly one description, whole-msat amount, ...).
+/// Unknown *required* feature bits are refused. Never panics on any input string (hostile
+/// servers send these); trims surrounding whitespace; accepts all-uppercase; rejects mixed case.
+///
+/// Payment secret: mandatory (`MissingField`) whenever a features field is present. An invoice
+/// with neither features nor payment secret is a legacy (pre-2020) invoice; it is accepted with
+/// `payment_secret: None`, because the L402 specification's own example challenge is one and
+/// the secret only protects the payee (the payer's backend decides whether it can still pay).
+///
+/// The signature is checked against the SHA-256 of the invoice exactly as received (lowercased
+/// HRP + data part), not against a re-serialisation of the parsed fields as `lightning-invoice`
+/// does, so a writer's non-minimal encodings (leading zeros) cannot yield a bogus payee key.
+pub fn decode(s: &str) -> Result<Invoice, InvoiceError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(InvoiceError::Malformed("empty string".into()));
+    }
+    if s.len() > MAX_INVOICE_LEN {
+        return Err(InvoiceError::Malformed(format!(
+            "{} characters, more than the {MAX_INVOICE_LEN} allowed",
+            s.len()
+        )));
+    }
+
+    // Checks bech32 charset, single case, checksum, HRP and every field's syntax.
+    let signed = SignedRawBolt11Invoice::from_str(s).map_err(parse_error)?;
+
+    // From here on `s` is known to be valid single-case ASCII bech32.
+    let digest = signable_digest(&s.to_ascii_lowercase())
+        .ok_or_else(|| InvoiceError::Malformed("data part too short to hold a signature".into()))?;
+    let payee = verify_signature(&signed, digest)?;
+    let fields = check_fields(&signed)?;
+
+    let raw = signed.raw_invoice();
+    let network = match raw.currency() {
+        Currency::Bitcoin => Network::Bitcoin,
+        Currency::BitcoinTestnet => Network::Testnet,
+        Currency::Signet => Network::Signet,
+        Currency::Regtest => Network::Regtest,
+        Currency::Simnet => {
+            return Err(InvoiceError::Semantic(
+                "simnet (lnsb) invoices are not supported".into(),
+            ))
+        }
+    };
+
+    Ok(Invoice {
+        network,
+        amount_msat: amount_msat(
+            raw.hrp.raw_amount,
+            raw.hrp.si_prefix.map(|p| p.multiplier()),
+        )?,
+        payment_hash: fields.payment_hash,
+        payment_secret: fields.payment_secret,
+        timestamp: raw.data.timestamp.as_unix_timestamp(),
+        expiry_secs: raw
+            .expiry_time()
+            .map_or(DEFAULT_EXPIRY_SECS, |x| x.as_seconds()),
+        payee: payee.serialize(),
+        description: raw.description().map(|d| d.to_string()),
+    })
+}
+
+/// Maps the parser's errors onto ours; everything is "malformed" except a signature that
+/// cannot even be parsed (e.g. recovery id > 3), which is a signature problem.
+fn parse_error(e: Bolt11ParseError) -> InvoiceError {
+    match e {
+        Bolt11ParseError::MalformedSignature(_) => InvoiceError::BadSignature,
+        // bech32's top-level message is just "parse failed"; the cause (mixed case, missing
+        // separator, bad character, ...) is in its source chain.
+        Bolt11ParseError::Bech32Error(ref inner) => {
+            let mut msg = format!("invalid bech32: {inner}");
+            let mut source = std::error::Error::source(inner);
+            while let Some(cause) = source {
+                msg.push_str(": ");
+                msg.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            InvoiceError::Malformed(msg)
+        }
+        other => InvoiceError::Malformed(other.to_string()),
+    }
+}
+
+/// The message BOLT 11 signs: SHA-256 of the HRP's UTF-8 bytes followed by the data part
+/// (without signature and checksum) packed into bytes and zero-padded to a byte boundary.
+/// `lower` must be a lowercase string that already passed bech32 validation; returns None only
+/// if it is not (so callers never index out of bounds).
+fn signable_digest(lower: &str) -> Option<[u8; 32]> {
+    let sep = lower.rfind('1')?;
+    let hrp = lower.get(..sep)?;
+    let data = lower.get(sep + 1..)?;
+    let unsigned_len = data.len().checked_sub(SIGNATURE_LEN_5 + CHECKSUM_LEN_5)?;
+
+    let mut packed = Vec::with_capacity(unsigned_len * 5 / 8 + 1);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in data.bytes().take(unsigned_len) {
+        acc = (acc << 5) | u32::from(bech32_value(c)?);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            packed.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if bits > 0 {
+        packed.push((acc << (8 - bits)) as u8);
+    }
+
+    let mut h = Sha256::new();
+    h.update(hrp.as_bytes());
+    h.update(&packed);
+    Some(h.finalize().into())
+}
+
+/// Value of a lowercase bech32 character.
+fn bech32_value(c: u8) -> Option<u8> {
+    const CHARSET: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+    CHARSET.iter().position(|&x| x == c).map(|i| i as u8)
+}
+
+/// BOLT 11: with `n`, the signature must verify against it (libsecp256k1 rejects high-S, as
+/// BOLT 11 requires here); without `n`, the payee is whatever key the signature recovers to.
+fn verify_signature(
+    signed: &SignedRawBolt11Invoice,
+    digest: [u8; 32],
+) -> Result<PublicKey, InvoiceError> {
+    let secp = Secp256k1::verification_only();
+    let msg = Message::from_digest(digest);
+    let sig = &signed.signature().0;
+    match signed.raw_invoice().payee_pub_key() {
+        Some(n) => secp
+            .verify_ecdsa(&msg, &sig.to_standard(), &n.0)
+            .map(|()| n.0)
+            .map_err(|_| InvoiceError::BadSignature),
+        None => secp
+            .recover_ecdsa(&msg, sig)
+            .map_err(|_| InvoiceError::BadSignature),
+    }
+}
+
+struct CheckedFields {
+    payment_hash: [u8; 32],
+    payment_secret: Option<[u8; 32]>,
+}
+
+/// The field rules of `Bolt11Invoice::from_signed` (field counts, payment secret, features),
+/// minus its insistence on a features field being present.
+fn check_fields(signed: &SignedRawBolt11Invoice) -> Result<CheckedFields, InvoiceError> {
+    let mut hashes = Vec::new();
+    let mut secrets = Vec::new();
+    let mut descriptions = 0usize;
+    let mut features = Vec::new();
+    for field in signed.raw_invoice().known_tagged_fields() {
+        match field {
+            TaggedField::PaymentHash(h) => hashes.push(h.0.to_byte_array()),
+            TaggedField::PaymentSecret(s) => secrets.push(s.0),
+            TaggedField::Description(_) | TaggedField::DescriptionHash(_) => descriptions += 1,
+            TaggedField::Features(f) => features.push(f),
+            _ => {}
+        }
+    }
+
+    let payment_hash = match hashes.as_slice() {
+        [] => return Err(InvoiceError::MissingField("payment hash (p field)")),
+        [h] => *h,
+        _ => return Err(InvoiceError::Semantic("more than one payment hash".into())),
+    };
+    match descriptions {
+        0 => return Err(InvoiceError::MissingField("description (d or h field)")),
+        1 => {}
+        _ => {
+            return Err(InvoiceError::Semantic(
+                "more than one description / description hash".into(),
+            ))
+        }
+    }
+    let payment_secret = match secrets.as_slice() {
+        [] => None,
+        [s] => Some(*s),
+        _ => {
+            return Err(InvoiceError::Semantic(
+                "more than one payment secret".into(),
+            ))
+        }
+    };
+    // Every features field is checked, not just the first, so a required bit cannot hide in
+    // a second one.
+    if features.iter().any(|f| f.requires_unknown_bits()) {
+        return Err(InvoiceError::UnknownRequiredFeature);
+    }
+    if let Some(first) = features.first() {
+        if payment_secret.is_none() {
+            return Err(InvoiceError::MissingField("payment secret (s field)"));
+        }
+        if !first.supports_payment_secret() {
+            return Err(InvoiceError::Semantic(
+                "features field does not signal payment_secret although the invoice has one".into(),
+            ));
+        }
+    }
+    Ok(CheckedFields {
+        payment_hash,
+        payment_secret,
+    })
+}
+
+/// Amount in msat from the HRP's number and its multiplier in pico-BTC (None = whole BTC).
+/// Computed in u128 because e.g. `lnbc20000000` (20M BTC) is 2e19 pico-BTC, past u64, which
+/// `lightning-invoice` silently reports as "no amount". Refuses sub-msat precision and anything
+/// above the 21M BTC supply.
+fn amount_msat(
+    raw_amount: Option<u64>,
+    multiplier: Option<u64>,
+) -> Result<Option<u64>, InvoiceError> {
+    let Some(raw) = raw_amount else {
+        return Ok(None);
+    };
+    let pico = u128::from(raw) * u128::from(multiplier.unwrap_or(1_000_000_000_000));
+    if pico % 10 != 0 {
+        return Err(InvoiceError::Semantic(
+            "amount has sub-millisatoshi precision".into(),
+        ));
+    }
+    u64::try_from(pico / 10)
+        .ok()
+        .filter(|&msat| msat <= MAX_AMOUNT_MSAT)
+        .map(Some)
+        .ok_or_else(|| InvoiceError::Semantic("amount exceeds the 21 million BTC supply".into()))
+}
+
+/// Mints a signed BOLT11 invoice for the built-in simulated ("dev") wallet and the demo seller.
+/// Must produce an invoice that `decode` accepts and that real decoders (lightning-invoice strict
+/// from_str) accept too: include payment secret and the standard features (var_onion +
+/// payment_secret), min_final_cltv_expiry_delta, description.
+///
+/// Also writes the payee key (`n`), so the signature is bound to a stated key rather than
+/// recovered, and an explicit expiry (`x`) even when it equals the default. Signing is RFC 6979
+/// deterministic: equal inputs give equal strings.
+#[allow(clippy::too_many_arguments)] // the signature is fixed by the project's API
+pub fn mint(
+    node_key: &SecretKey,
+    network: Network,
+    amount_msat: u64,
+    payment_hash: [u8; 32],
+    payment_secret: [u8; 32],
+    description: &str,
+    timestamp_unix: u64,
+    expiry_secs: u64,
+) -> Result<String, InvoiceError> {
+    if amount_msat == 0 {
+        return Err(InvoiceError::Mint(
+            "amount must be at least 1 msat (amountless invoices are not minted)".into(),
+        ));
+    }
+    if amount_msat > MAX_AMOUNT_MSAT {
+        return Err(InvoiceError::Mint(format!(
+            "amount {amount_msat} msat exceeds the 21 million BTC supply"
+        )));
+    }
+    let secp = Secp256k1::signing_only();
+    let payee = PublicKey::from_secret_key(&secp, node_key);
+    InvoiceBuilder::new(network.into())
+        .description(description.to_owned())
+        .payment_hash(sha256::Hash::from_byte_array(payment_hash))
+        .payment_secret(PaymentSecret(payment_secret))
+        .duration_since_epoch(Duration::from_secs(timestamp_unix))
+        .min_final_cltv_expiry_delta(MINT_MIN_FINAL_CLTV_EXPIRY_DELTA)
+        .amount_milli_satoshis(amount_msat)
+        .expiry_time(Duration::from_secs(expiry_secs))
+        .payee_pub_key(payee)
+        .build_signed(|msg| secp.sign_ecdsa_recoverable(msg, node_key))
+        .map(|inv| inv.to_string())
+        .map_err(|e| InvoiceError::Mint(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lightning_invoice::{
+        Bolt11Invoice, Bolt11SemanticError, ParseOrSemanticError, RawTaggedField,
+    };
+    use serde_json::Value;
+
+    const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/l402-vectors.json");
+
+    fn vectors() -> Value {
+        let text = std::fs::read_to_string(VECTORS).unwrap_or_else(|e| {
+            panic!("test vectors missing: cannot read {VECTORS}: {e} (expected the shared l402-vectors.json next to the crate)")
+        });
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{VECTORS} is not valid JSON: {e}"))
+    }
+
+    fn list<'a>(v: &'a Value, key: &str) -> &'a Vec<Value> {
+        v[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{VECTORS}: \"{key}\" is not an array"))
+    }
+
+    fn hex32(s: &str) -> [u8; 32] {
+        let v = hex::decode(s).unwrap();
+        v.try_into().unwrap()
+    }
+
+    fn network_of(name: &str) -> Network {
+        name.parse().unwrap()
+    }
+
+    /// `invoice="..."` inside a challenge header value.
+    fn challenge_invoice(header: &str) -> &str {
+        let start = header.find("invoice=\"").expect("no invoice= in challenge") + 9;
+        let len = header[start..].find('"').expect("unterminated invoice=");
+        &header[start..start + len]
+    }
+
+    fn key(byte: u8) -> SecretKey {
+        SecretKey::from_slice(&[byte; 32]).unwrap()
+    }
+
+    fn pubkey(k: &SecretKey) -> [u8; 33] {
+        PublicKey::from_secret_key(&Secp256k1::new(), k).serialize()
+    }
+
+    fn check_decoded(inv: &Invoice, d: &Value, what: &str) {
+        assert_eq!(
+            inv.network,
+            network_of(d["network"].as_str().unwrap()),
+            "{what}"
+        );
+        assert_eq!(inv.amount_msat, d["amount_msat"].as_u64(), "{what}");
+        assert_eq!(inv.timestamp, d["timestamp"].as_u64().unwrap(), "{what}");
+        assert_eq!(inv.expiry_secs, d["expiry"].as_u64().unwrap(), "{what}");
+        assert_eq!(
+            inv.payment_hash,
+            hex32(d["payment_hash"].as_str().unwrap()),
+            "{what}"
+        );
+    }
+
+    #[test]
+    fn valid_vectors_decode_to_stated_fields() {
+        let v = vectors();
+        let valid = list(&v, "bolt11_valid");
+        assert!(!valid.is_empty());
+        for vec in valid {
+            let s = vec["invoice"].as_str().unwrap();
+            let title = vec["title"].as_str().unwrap_or("?");
+            let inv = decode(s).unwrap_or_else(|e| panic!("{title}: {e}"));
+            check_decoded(&inv, &vec["decoded"], title);
+            assert!(inv.payment_secret.is_some(), "{title}");
+
+            // Cross-check against lightning-invoice's strict reader (these all have features):
+            // same payee, and its re-serialisation hash equals our hash of the original text.
+            let strict = Bolt11Invoice::from_str(s).unwrap_or_else(|e| panic!("{title}: {e:?}"));
+            assert_eq!(
+                strict.recover_payee_pub_key().serialize(),
+                inv.payee,
+                "{title}"
+            );
+            assert_eq!(strict.amount_milli_satoshis(), inv.amount_msat, "{title}");
+            let ours = signable_digest(&s.trim().to_ascii_lowercase()).unwrap();
+            assert_eq!(strict.signable_hash(), ours, "{title}");
+        }
+    }
+
+    #[test]
+    fn spec_vectors_payee_is_the_spec_node() {
+        // BOLT 11 examples are all signed by 03e7156a...; lowercase and uppercase alike.
+        let v = vectors();
+        let spec_node =
+            hex::decode("03e7156ae33b0a208d0744199163177e909e80176e55d97a2f221ede0f934dd9ad")
+                .unwrap();
+        for vec in list(&v, "bolt11_valid") {
+            if vec["source"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("lightning/bolts")
+            {
+                let inv = decode(vec["invoice"].as_str().unwrap()).unwrap();
+                assert_eq!(inv.payee.to_vec(), spec_node, "{}", vec["title"]);
+            }
+        }
+    }
+
+    #[test]
+    fn challenge_invoices_decode() {
+        let v = vectors();
+        let examples = list(&v, "bolt11_l402_examples");
+        let challenges = list(&v, "challenges");
+        let mut checked = 0;
+        for ex in examples {
+            // The example's "invoice" is a pointer like `... invoice="lnbc1500n1pw5kjhmpp5fu6x…")`.
+            let pointer = ex["invoice"].as_str().unwrap();
+            let prefix = challenge_invoice(pointer).trim_end_matches('…');
+            let header = challenges
+                .iter()
+                .filter_map(|c| c["header_value"].as_str())
+                .find(|h| h.contains(&format!("invoice=\"{prefix}")))
+                .unwrap_or_else(|| panic!("no challenge with invoice prefix {prefix}"));
+            let s = challenge_invoice(header);
+            let inv = decode(s).unwrap_or_else(|e| panic!("{prefix}: {e}"));
+            check_decoded(&inv, &ex["decoded"], prefix);
+            checked += 1;
+        }
+        assert_eq!(checked, 2);
+
+        // Explicitly the two named in the brief.
+        let spec = challenges
+            .iter()
+            .find_map(|c| {
+                c["header_value"]
+                    .as_str()
+                    .filter(|h| h.contains("lnbc1500n1"))
+            })
+            .map(challenge_invoice)
+            .unwrap();
+        let inv = decode(spec).unwrap();
+        assert_eq!(inv.amount_msat, Some(150_000));
+        assert_eq!(inv.network, Network::Bitcoin);
+        assert_eq!(inv.expiry_secs, 10_800);
+        assert_eq!(
+            hex::encode(inv.payment_hash),
+            "4f346baeff5a99cc6c5636b1e72ff750f4aa0e2fc1250482fc38e06a9822a7dc"
+        );
+        // Legacy (2019) invoice: no `s`, no `9`. Strict lightning-invoice refuses it.
+        assert_eq!(inv.payment_secret, None);
+        assert_eq!(
+            Bolt11Invoice::from_str(spec),
+            Err(ParseOrSemanticError::SemanticError(
+                Bolt11SemanticError::NoPaymentSecret
+            ))
+        );
+
+        let aperture = challenges
+            .iter()
+            .find_map(|c| {
+                c["header_value"]
+                    .as_str()
+                    .filter(|h| h.contains("lnbcrt100n1"))
+            })
+            .map(challenge_invoice)
+            .unwrap();
+        let inv = decode(aperture).unwrap();
+        assert_eq!(inv.network, Network::Regtest);
+        assert_eq!(inv.amount_msat, Some(10_000));
+        assert!(inv.payment_secret.is_some());
+        assert!(Bolt11Invoice::from_str(aperture).is_ok());
+
+        // Every challenge that carries an invoice decodes (incl. the lsat-js testnet one).
+        for c in challenges {
+            let h = c["header_value"].as_str().unwrap();
+            if h.contains("invoice=\"") {
+                decode(challenge_invoice(h)).unwrap_or_else(|e| panic!("{}: {e}", c["name"]));
+            }
+        }
+    }
+
+    /// The error kind each invalid vector must produce, keyed by a word of its title.
+    fn expected_kind(title: &str) -> Option<fn(&InvoiceError) -> bool> {
+        let t = title.to_ascii_lowercase();
+        let f: fn(&InvoiceError) -> bool = if t.contains("unknown feature") {
+            |e| matches!(e, InvoiceError::UnknownRequiredFeature)
+        } else if t.contains("checksum")
+            || t.contains("no 1")
+            || t.contains("mixed case")
+            || t.contains("too short")
+            || t.contains("multiplier")
+        {
+            |e| matches!(e, InvoiceError::Malformed(_))
+        } else if t.contains("missing required `s`") {
+            |e| matches!(e, InvoiceError::MissingField(f) if f.contains("payment secret"))
+        } else if t.contains("high-s") || t.contains("not recoverable") {
+            |e| matches!(e, InvoiceError::BadSignature)
+        } else if t.contains("sub-millisatoshi") {
+            |e| matches!(e, InvoiceError::Semantic(_))
+        } else {
+            return None;
+        };
+        Some(f)
+    }
+
+    #[test]
+    fn invalid_vectors_are_refused_with_the_right_kind() {
+        let v = vectors();
+        let invalid = list(&v, "bolt11_invalid");
+        assert!(!invalid.is_empty());
+        let mut kinds_checked = 0;
+        for vec in invalid {
+            let title = vec["title"].as_str().unwrap_or("?");
+            let s = vec["invoice"].as_str().unwrap();
+            let err = match decode(s) {
+                Ok(inv) => panic!("{title}: accepted: {inv:?}"),
+                Err(e) => e,
+            };
+            assert!(!err.to_string().is_empty());
+            if let Some(ok) = expected_kind(title) {
+                assert!(ok(&err), "{title}: unexpected error kind {err:?}");
+                kinds_checked += 1;
+            }
+        }
+        assert_eq!(
+            kinds_checked,
+            invalid.len(),
+            "every invalid vector has a known kind"
+        );
+    }
+
+    #[test]
+    fn high_s_vector_fails_only_because_of_high_s() {
+        // The refusal must come from the `n` verification rejecting high-S, not from a parse
+        // error or a wrong key.
+        let v = vectors();
+        let vec = list(&v, "bolt11_invalid")
+            .iter()
+            .find(|x| x["title"].as_str().unwrap_or("").contains("high-S"))
+            .unwrap();
+        let s = vec["invoice"].as_str().unwrap();
+        let signed = SignedRawBolt11Invoice::from_str(s).unwrap();
+        let n = signed.raw_invoice().payee_pub_key().unwrap().0;
+        let msg = Message::from_digest(signable_digest(s).unwrap());
+        let secp = Secp256k1::verification_only();
+        let sig = signed.signature().0.to_standard();
+        let mut low_s = sig;
+        low_s.normalize_s();
+        assert_ne!(sig, low_s, "vector's signature is not high-S");
+        // The very same signature with S negated verifies: high-S is the only flaw.
+        assert!(secp.verify_ecdsa(&msg, &low_s, &n).is_ok());
+        assert!(secp.verify_ecdsa(&msg, &sig, &n).is_err());
+        assert_eq!(decode(s), Err(InvoiceError::BadSignature));
+    }
+
+    const HASH: [u8; 32] = [0x11; 32];
+    const SECRET: [u8; 32] = [0x22; 32];
+    const TS: u64 = 1_700_000_000;
+
+    #[test]
+    fn minted_invoice_round_trips_and_is_strictly_valid() {
+        let k = key(7);
+        for (network, prefix) in [
+            (Network::Bitcoin, "lnbc"),
+            (Network::Testnet, "lntb"),
+            (Network::Signet, "lntbs"),
+            (Network::Regtest, "lnbcrt"),
+        ] {
+            for amount in [1u64, 10, 1001, 150_000, 2_500_000_000, 10u64.pow(18)] {
+                let s = mint(&k, network, amount, HASH, SECRET, "demo seller", TS, 600).unwrap();
+                assert!(s.starts_with(prefix), "{s}");
+                let inv = decode(&s).unwrap();
+                assert_eq!(
+                    inv,
+                    Invoice {
+                        network,
+                        amount_msat: Some(amount),
+                        payment_hash: HASH,
+                        payment_secret: Some(SECRET),
+                        timestamp: TS,
+                        expiry_secs: 600,
+                        payee: pubkey(&k),
+                        description: Some("demo seller".into()),
+                    }
+                );
+
+                let strict = Bolt11Invoice::from_str(&s).unwrap();
+                assert_eq!(strict.amount_milli_satoshis(), Some(amount));
+                assert_eq!(strict.payment_hash().to_byte_array(), HASH);
+                assert_eq!(strict.payment_secret().0, SECRET);
+                assert_eq!(strict.currency(), Currency::from(network));
+                assert_eq!(strict.min_final_cltv_expiry_delta(), 40);
+                assert_eq!(strict.expiry_time(), Duration::from_secs(600));
+                assert_eq!(
+                    strict.payee_pub_key().map(|p| p.serialize()),
+                    Some(pubkey(&k))
+                );
+                let f = strict.features().unwrap();
+                assert!(f.requires_variable_length_onion() && f.requires_payment_secret());
+                assert!(strict.check_signature().is_ok());
+            }
+        }
+        // Deterministic (RFC 6979).
+        let a = mint(&k, Network::Regtest, 5, HASH, SECRET, "x", TS, 1).unwrap();
+        let b = mint(&k, Network::Regtest, 5, HASH, SECRET, "x", TS, 1).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn mint_edge_cases() {
+        let k = key(9);
+        // Default expiry written explicitly still reads back as 3600; expiry 0 is allowed.
+        for exp in [0, 3600, u32::MAX as u64] {
+            let s = mint(&k, Network::Bitcoin, 1000, HASH, SECRET, "", TS, exp).unwrap();
+            assert_eq!(decode(&s).unwrap().expiry_secs, exp);
+        }
+        // Longest allowed description (639 bytes) still produces a decodable invoice.
+        let long = "a".repeat(639);
+        let s = mint(&k, Network::Bitcoin, 1000, HASH, SECRET, &long, TS, 60).unwrap();
+        assert_eq!(
+            decode(&s).unwrap().description.as_deref(),
+            Some(long.as_str())
+        );
+        assert!(Bolt11Invoice::from_str(&s).is_ok());
+
+        let too_long = "a".repeat(640);
+        assert!(matches!(
+            mint(&k, Network::Bitcoin, 1000, HASH, SECRET, &too_long, TS, 60),
+            Err(InvoiceError::Mint(_))
+        ));
+        assert!(matches!(
+            mint(&k, Network::Bitcoin, 0, HASH, SECRET, "x", TS, 60),
+            Err(InvoiceError::Mint(_))
+        ));
+        assert!(matches!(
+            mint(&k, Network::Bitcoin, u64::MAX, HASH, SECRET, "x", TS, 60),
+            Err(InvoiceError::Mint(_))
+        ));
+        assert!(matches!(
+            mint(&k, Network::Bitcoin, 1, HASH, SECRET, "x", 1 << 35, 60),
+            Err(InvoiceError::Mint(_))
+        ));
+    }
+
+    #[test]
+    fn case_and_whitespace_handling() {
+        let s = mint(&key(3), Network::Bitcoin, 1000, HASH, SECRET, "d", TS, 60).unwrap();
+        let inv = decode(&s).unwrap();
+        assert_eq!(decode(&format!(" \t\r\n{s}\n ")).unwrap(), inv);
+        assert_eq!(decode(&s.to_ascii_uppercase()).unwrap(), inv);
+        let mut mixed = s.clone();
+        mixed.replace_range(0..2, "LN");
+        assert!(matches!(decode(&mixed), Err(InvoiceError::Malformed(_))));
+        assert!(matches!(decode(""), Err(InvoiceError::Malformed(_))));
+        assert!(matches!(decode("   "), Err(InvoiceError::Malformed(_))));
+        assert!(matches!(
+            decode(&format!("lightning:{s}")),
+            Err(InvoiceError::Malformed(_))
+        ));
+        let huge = "q".repeat(MAX_INVOICE_LEN + 1);
+        assert!(matches!(decode(&huge), Err(InvoiceError::Malformed(_))));
+    }
+
+    #[test]
+    fn hostile_description_is_sanitised() {
+        let d = "pay\u{1b}[31m me\nFAKE LOG LINE\u{202e}";
+        let s = mint(&key(4), Network::Bitcoin, 1000, HASH, SECRET, d, TS, 60).unwrap();
+        let got = decode(&s).unwrap().description.unwrap();
+        assert!(
+            !got.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{got:?}"
+        );
+        assert!(got.starts_with("pay"));
+    }
+
+    /// A signed invoice like LNbits' FakeWallet writes: everything except the `9` field.
+    /// `with_n` adds the payee key; `sign` produces the signature from the message.
+    fn no_features_invoice(
+        with_n: bool,
+        with_secret: bool,
+        sign: impl FnOnce(&Message) -> bitcoin::secp256k1::ecdsa::RecoverableSignature,
+    ) -> String {
+        let k = key(5);
+        let builder = InvoiceBuilder::new(Currency::Bitcoin)
+            .description("lnbits fakewallet".into())
+            .payment_hash(sha256::Hash::from_byte_array(HASH))
+            .duration_since_epoch(Duration::from_secs(TS))
+            .min_final_cltv_expiry_delta(18)
+            .amount_milli_satoshis(100_000)
+            .expiry_time(Duration::from_secs(3600));
+        let builder = if with_n {
+            builder.payee_pub_key(PublicKey::from_secret_key(&Secp256k1::new(), &k))
+        } else {
+            builder
+        };
+        let mut raw = builder
+            .payment_secret(PaymentSecret(SECRET))
+            .build_raw()
+            .unwrap();
+        raw.data.tagged_fields.retain(|f| {
+            !matches!(f, RawTaggedField::KnownSemantics(TaggedField::Features(_)))
+                && (with_secret
+                    || !matches!(
+                        f,
+                        RawTaggedField::KnownSemantics(TaggedField::PaymentSecret(_))
+                    ))
+        });
+        assert!(raw.features().is_none());
+        raw.sign::<_, ()>(|m| Ok(sign(m))).unwrap().to_string()
+    }
+
+    fn good_sig(m: &Message) -> bitcoin::secp256k1::ecdsa::RecoverableSignature {
+        Secp256k1::new().sign_ecdsa_recoverable(m, &key(5))
+    }
+
+    #[test]
+    fn no_features_invoice_is_accepted_lnbits_path() {
+        for with_n in [false, true] {
+            let s = no_features_invoice(with_n, true, good_sig);
+            // Strict reader refuses exactly because of the missing features field...
+            assert_eq!(
+                Bolt11Invoice::from_str(&s),
+                Err(ParseOrSemanticError::SemanticError(
+                    Bolt11SemanticError::InvalidFeatures
+                ))
+            );
+            // ...while the raw reader is happy and its signature checks out.
+            assert!(SignedRawBolt11Invoice::from_str(&s)
+                .unwrap()
+                .check_signature());
+            let inv = decode(&s).unwrap();
+            assert_eq!(
+                inv,
+                Invoice {
+                    network: Network::Bitcoin,
+                    amount_msat: Some(100_000),
+                    payment_hash: HASH,
+                    payment_secret: Some(SECRET),
+                    timestamp: TS,
+                    expiry_secs: 3600,
+                    payee: pubkey(&key(5)),
+                    description: Some("lnbits fakewallet".into()),
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn no_features_invoice_with_bad_signature_is_refused() {
+        // Signed by another key while `n` names key 5.
+        let s = no_features_invoice(true, true, |m| {
+            Secp256k1::new().sign_ecdsa_recoverable(m, &key(6))
+        });
+        assert_eq!(decode(&s), Err(InvoiceError::BadSignature));
+
+        // Signature over a different message by the right key.
+        let s = no_features_invoice(true, true, |_| good_sig(&Message::from_digest([0xab; 32])));
+        assert_eq!(decode(&s), Err(InvoiceError::BadSignature));
+
+        // Without `n`: a zeroed signature recovers no key at all.
+        let s = no_features_invoice(false, true, |_| {
+            let id = bitcoin::secp256k1::ecdsa::RecoveryId::from_i32(0).unwrap();
+            bitcoin::secp256k1::ecdsa::RecoverableSignature::from_compact(&[0; 64], id).unwrap()
+        });
+        assert_eq!(decode(&s), Err(InvoiceError::BadSignature));
+
+        // Without `n`, any other well-formed signature recovers *some* key: decode cannot tell,
+        // but the reported payee is then not the real one (this is why mint writes `n`).
+        let s = no_features_invoice(false, true, |m| {
+            Secp256k1::new().sign_ecdsa_recoverable(m, &key(6))
+        });
+        assert_eq!(decode(&s).unwrap().payee, pubkey(&key(6)));
+    }
+
+    #[test]
+    fn legacy_invoice_without_features_or_secret_is_accepted() {
+        let s = no_features_invoice(false, false, good_sig);
+        let inv = decode(&s).unwrap();
+        assert_eq!(inv.payment_secret, None);
+        assert_eq!(inv.payee, pubkey(&key(5)));
+    }
+
+    /// Re-signs a minted invoice after `edit` changed its features field.
+    fn with_features_edit(edit: impl Fn(&mut TaggedField)) -> String {
+        let s = mint(&key(8), Network::Bitcoin, 1000, HASH, SECRET, "f", TS, 60).unwrap();
+        let (mut raw, _, _) = SignedRawBolt11Invoice::from_str(&s).unwrap().into_parts();
+        for f in raw.data.tagged_fields.iter_mut() {
+            if let RawTaggedField::KnownSemantics(tf @ TaggedField::Features(_)) = f {
+                edit(tf);
+            }
+        }
+        raw.sign::<_, ()>(|m| Ok(Secp256k1::new().sign_ecdsa_recoverable(m, &key(8))))
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn feature_bits_policy() {
+        let required_100 = with_features_edit(|tf| {
+            if let TaggedField::Features(f) = tf {
+                f.set_required_feature_bit(100).unwrap();
+            }
+        });
+        assert_eq!(
+            decode(&required_100),
+            Err(InvoiceError::UnknownRequiredFeature)
+        );
+
+        // Unknown *optional* (odd) bits are fine, as BOLT 9 says.
+        let optional_101 = with_features_edit(|tf| {
+            if let TaggedField::Features(f) = tf {
+                f.set_optional_feature_bit(101).unwrap();
+            }
+        });
+        assert!(decode(&optional_101).is_ok());
+        assert!(Bolt11Invoice::from_str(&optional_101).is_ok());
+
+        // A features field that does not signal payment_secret while `s` is present.
+        let no_secret_bit = with_features_edit(|tf| {
+            if let TaggedField::Features(f) = tf {
+                f.clear_payment_secret();
+            }
+        });
+        assert!(matches!(
+            decode(&no_secret_bit),
+            Err(InvoiceError::Semantic(_))
+        ));
+    }
+
+    #[test]
+    fn amount_and_expiry_helpers() {
+        let mut inv =
+            decode(&mint(&key(2), Network::Bitcoin, 1001, HASH, SECRET, "a", TS, 100).unwrap())
+                .unwrap();
+        assert_eq!(inv.amount_sats_ceil(), Some(2));
+        inv.amount_msat = Some(1000);
+        assert_eq!(inv.amount_sats_ceil(), Some(1));
+        inv.amount_msat = Some(1);
+        assert_eq!(inv.amount_sats_ceil(), Some(1));
+        inv.amount_msat = Some(0);
+        assert_eq!(inv.amount_sats_ceil(), Some(0));
+        inv.amount_msat = Some(u64::MAX);
+        assert_eq!(inv.amount_sats_ceil(), Some(u64::MAX / 1000 + 1));
+        inv.amount_msat = None;
+        assert_eq!(inv.amount_sats_ceil(), None);
+
+        assert_eq!(inv.expires_at(), TS + 100);
+        assert!(!inv.is_expired_at(TS));
+        assert!(!inv.is_expired_at(TS + 99));
+        assert!(inv.is_expired_at(TS + 100));
+        assert!(inv.is_expired_at(u64::MAX));
+        inv.expiry_secs = u64::MAX;
+        assert_eq!(inv.expires_at(), u64::MAX);
+        assert!(!inv.is_expired_at(u64::MAX - 1));
+        inv.expiry_secs = 0;
+        assert!(inv.is_expired_at(TS));
+    }
+
+    #[test]
+    fn amount_parsing_rules() {
+        assert_eq!(amount_msat(None, None), Ok(None));
+        assert_eq!(
+            amount_msat(Some(2500), Some(1_000_000)),
+            Ok(Some(250_000_000))
+        );
+        assert_eq!(amount_msat(Some(10), Some(1)), Ok(Some(1)));
+        assert!(matches!(
+            amount_msat(Some(11), Some(1)),
+            Err(InvoiceError::Semantic(_))
+        ));
+        assert_eq!(
+            amount_msat(Some(21_000_000), None),
+            Ok(Some(MAX_AMOUNT_MSAT))
+        );
+        assert!(matches!(
+            amount_msat(Some(21_000_001), None),
+            Err(InvoiceError::Semantic(_))
+        ));
+        // Past u64 pico-BTC, where lightning-invoice reports "no amount".
+        assert_eq!(
+            amount_msat(Some(20_000_000), None),
+            Ok(Some(2 * 10u64.pow(18)))
+        );
+        assert!(matches!(
+            amount_msat(Some(u64::MAX), None),
+            Err(InvoiceError::Semantic(_))
+        ));
+        assert!(matches!(
+            amount_msat(Some(u64::MAX), Some(1_000_000_000)),
+            Err(InvoiceError::Semantic(_))
+        ));
+    }
+
+    #[test]
+    fn network_names() {
+        for (s, n) in [
+            ("bitcoin", Network::Bitcoin),
+            ("mainnet", Network::Bitcoin),
+            ("Testnet", Network::Testnet),
+            (" signet ", Network::Signet),
+            ("REGTEST", Network::Regtest),
+        ] {
+            assert_eq!(s.parse::<Network>(), Ok(n));
+        }
+        assert!("simnet".parse::<Network>().is_err());
+        assert!("".parse::<Network>().is_err());
+        for n in [
+            Network::Bitcoin,
+            Network::Testnet,
+            Network::Signet,
+            Network::Regtest,
+        ] {
+            assert_eq!(n.to_string().parse::<Network>(), Ok(n));
+        }
+        assert_eq!(Network::Bitcoin.to_string(), "bitcoin");
+    }
+
+    // ---- no-panic fuzzing -------------------------------------------------------------------
+
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    const CHARSET: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+
+    /// BIP 173 checksum, so fuzz inputs get past the bech32 layer into the field parsers.
+    fn bech32_encode(hrp: &str, data: &[u8]) -> String {
+        fn polymod(values: &[u8]) -> u32 {
+            const GEN: [u32; 5] = [0x3b6a57b2, 0x26508e6d, 0x1ea119fa, 0x3d4233dd, 0x2a1462b3];
+            let mut chk = 1u32;
+            for &v in values {
+                let b = chk >> 25;
+                chk = ((chk & 0x1ffffff) << 5) ^ u32::from(v);
+                for (i, g) in GEN.iter().enumerate() {
+                    if (b >> i) & 1 == 1 {
+                        chk ^= g;
+                    }
+                }
+            }
+            chk
+        }
+        let mut values: Vec<u8> = hrp.bytes().map(|b| b >> 5).collect();
+        values.push(0);
+        values.extend(hrp.bytes().map(|b| b & 31));
+        values.extend_from_slice(data);
+        values.extend_from_slice(&[0; 6]);
+        let pm = polymod(&values) ^ 1;
+        let mut out = format!("{hrp}1");
+        out.extend(data.iter().map(|&d| CHARSET[d as usize] as char));
+        out.extend((0..6).map(|i| CHARSET[((pm >> (5 * (5 - i))) & 31) as usize] as char));
+        out
+    }
+
+    /// Random field-shaped invoices, correctly signed over their exact encoding, so the field
+    /// rules (not just the signature) are reached; differential against lightning-invoice's
+    /// strict reader: whatever it accepts we accept with the same fields, and whatever only we
+    /// accept is one of the documented leniencies.
+    #[test]
+    fn signed_random_invoices_agree_with_strict_reader() {
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let secp = Secp256k1::new();
+        let signer = key(12);
+        let signer_pub = pubkey(&signer);
+        let groups =
+            |text: &str| -> Vec<u8> { text.bytes().map(|c| bech32_value(c).unwrap()).collect() };
+        let description = groups("xysxxatsyp3k7enxv4js"); // "1 cup coffee" from the BOLT 11 examples
+        let feature_choices = [
+            groups("sgq"),
+            groups("ysgq"),
+            groups("pqqqqqqqqqqqqqqqqsgq"),
+            groups("gq"),
+            groups("q"),
+        ];
+        let n_field = to_groups(&signer_pub);
+        let mut ours_only = std::collections::BTreeMap::<String, usize>::new();
+        let mut both = 0;
+        for _ in 0..3000 {
+            let hrp = [
+                "lnbc",
+                "lntb",
+                "lnbcrt",
+                "lntbs",
+                "lnbc2500u",
+                "lnbc10p",
+                "lnbc11p",
+                "lnbc20000000",
+            ][rng.below(8)];
+            let random_groups = |n: usize, rng: &mut XorShift| -> Vec<u8> {
+                let mut g: Vec<u8> = (0..n).map(|_| rng.below(32) as u8).collect();
+                if n == 52 && rng.below(4) != 0 {
+                    g[51] &= 0b10000; // zero padding bits, as canonical writers do
+                }
+                g
+            };
+            let mut fields: Vec<(u8, Vec<u8>)> = Vec::new();
+            for (tag, keep) in [
+                (1u8, 8),
+                (13, 8),
+                (16, 6),
+                (5, 6),
+                (6, 2),
+                (24, 2),
+                (19, 3),
+                (23, 1),
+            ] {
+                let copies = match rng.below(10) {
+                    0 => 2,
+                    r if r < keep => 1,
+                    _ => 0,
+                };
+                for _ in 0..copies {
+                    let v = match tag {
+                        13 => description.clone(),
+                        5 => feature_choices[rng.below(feature_choices.len())].clone(),
+                        19 if rng.below(4) != 0 => n_field.clone(),
+                        19 => random_groups(53, &mut rng),
+                        6 | 24 => random_groups(1 + rng.below(5), &mut rng),
+                        _ => random_groups(52, &mut rng),
+                    };
+                    fields.push((tag, v));
+                }
+            }
+            if rng.below(4) == 0 {
+                let len = rng.below(60);
+                fields.push((rng.below(32) as u8, random_groups(len, &mut rng)));
+            }
+            // Shuffle (Fisher-Yates).
+            for i in (1..fields.len()).rev() {
+                fields.swap(i, rng.below(i + 1));
+            }
+            let mut data: Vec<u8> = (0..7).map(|_| rng.below(32) as u8).collect();
+            for (tag, v) in &fields {
+                data.extend_from_slice(&[*tag, (v.len() >> 5) as u8 & 31, v.len() as u8 & 31]);
+                data.extend_from_slice(v);
+            }
+            let unsigned = bech32_encode(hrp, &data);
+            let digest =
+                signable_digest(&format!("{}{}", &unsigned, "q".repeat(SIGNATURE_LEN_5))).unwrap();
+            let (rid, sig) = secp
+                .sign_ecdsa_recoverable(&Message::from_digest(digest), &signer)
+                .serialize_compact();
+            let mut bytes = sig.to_vec();
+            bytes.push(rid.to_i32() as u8);
+            data.extend(to_groups(&bytes));
+            let s = bech32_encode(hrp, &data);
+            let ours = decode(&s);
+            match (Bolt11Invoice::from_str(&s), &ours) {
+                (Ok(strict), Ok(inv)) => {
+                    both += 1;
+                    match (strict.amount_milli_satoshis(), inv.amount_msat) {
+                        // Its pico-BTC u64 overflowed into "no amount"; ours is the real amount.
+                        (None, Some(m)) => assert!(m.checked_mul(10).is_none(), "{s}"),
+                        (a, b) => assert_eq!(a, b, "{s}"),
+                    }
+                    assert_eq!(strict.payment_hash().to_byte_array(), inv.payment_hash);
+                    assert_eq!(Some(strict.payment_secret().0), inv.payment_secret);
+                    assert_eq!(strict.expiry_time().as_secs(), inv.expiry_secs);
+                    assert_eq!(strict.duration_since_epoch().as_secs(), inv.timestamp);
+                    assert_eq!(Currency::from(inv.network), strict.currency());
+                    assert_eq!(strict.recover_payee_pub_key().serialize(), inv.payee);
+                }
+                (Ok(_), Err(e)) => panic!("strict reader accepts what we refuse ({e}): {s}"),
+                (Err(e), Ok(inv)) => {
+                    let raw = SignedRawBolt11Invoice::from_str(&s).unwrap();
+                    let no_features = raw.raw_invoice().features().is_none();
+                    match e {
+                        ParseOrSemanticError::SemanticError(
+                            Bolt11SemanticError::InvalidFeatures,
+                        ) => {
+                            assert!(no_features, "{s}")
+                        }
+                        ParseOrSemanticError::SemanticError(
+                            Bolt11SemanticError::NoPaymentSecret,
+                        ) => {
+                            assert!(no_features && inv.payment_secret.is_none(), "{s}")
+                        }
+                        // Its hash is of a re-serialisation; ours of the text as signed.
+                        ParseOrSemanticError::SemanticError(
+                            Bolt11SemanticError::InvalidSignature,
+                        ) => {
+                            assert_ne!(*raw.signable_hash(), signable_digest(&s).unwrap(), "{s}");
+                            assert_eq!(inv.payee, signer_pub, "{s}");
+                        }
+                        other => panic!("unexpected leniency vs strict reader ({other:?}): {s}"),
+                    }
+                    *ours_only.entry(format!("{e:?}")).or_insert(0) += 1;
+                }
+                (Err(_), Err(_)) => {}
+            }
+        }
+        assert!(both > 50, "differential fuzz too shallow: {both}");
+        // Each kind of extra leniency (see match above) is actually exercised.
+        assert_eq!(ours_only.len(), 3, "{ours_only:?}");
+    }
+
+    /// Bytes to 5-bit groups, zero-padded at the end (BOLT 11 field encoding).
+    fn to_groups(bytes: &[u8]) -> Vec<u8> {
+        let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0u32);
+        for &b in bytes {
+            acc = (acc << 8) | u32::from(b);
+            bits += 8;
+            while bits >= 5 {
+                bits -= 5;
+                out.push(((acc >> bits) & 31) as u8);
+            }
+            acc &= (1 << bits) - 1;
+        }
+        if bits > 0 {
+            out.push(((acc << (5 - bits)) & 31) as u8);
+        }
+        out
+    }
+
+    #[test]
+    fn bech32_helper_matches_real_invoices() {
+        let s = mint(&key(1), Network::Bitcoin, 1000, HASH, SECRET, "x", TS, 60).unwrap();
+        let sep = s.rfind('1').unwrap();
+        let data: Vec<u8> = s[sep + 1..s.len() - 6]
+            .bytes()
+            .map(|c| bech32_value(c).unwrap())
+            .collect();
+        assert_eq!(bech32_encode(&s[..sep], &data), s);
+    }
+
+    #[test]
+    fn never_panics_on_hostile_input() {
+        let v = vectors();
+        let mut corpus: Vec<String> = Vec::new();
+        for key in ["bolt11_valid", "bolt11_invalid"] {
+            for x in list(&v, key) {
+                corpus.push(x["invoice"].as_str().unwrap().to_owned());
+            }
+        }
+        for c in list(&v, "challenges") {
+            let h = c["header_value"].as_str().unwrap();
+            if h.contains("invoice=\"") {
+                corpus.push(challenge_invoice(h).to_owned());
+            }
+        }
+        corpus.push(mint(&key(1), Network::Regtest, 1, HASH, SECRET, "x", TS, 60).unwrap());
+        corpus.push(no_features_invoice(false, true, good_sig));
+
+        let mut calls = 0usize;
+        // Every prefix and suffix (char-boundary safe: the corpus is ASCII).
+        for s in &corpus {
+            for i in 0..=s.len() {
+                let _ = decode(&s[..i]);
+                let _ = decode(&s[i..]);
+                calls += 2;
+            }
+        }
+
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let alphabet: Vec<char> =
+            "qpzry9x8gf2tvdw0s3jn54khce6mua7lQPZRY1lnbcLNBC0 \t\n\"=,:\u{0}\u{7f}é€😀bio"
+                .chars()
+                .collect();
+        // Random strings and mutated vectors (these mostly die at the checksum).
+        for _ in 0..3000 {
+            let s: String = if rng.below(2) == 0 {
+                let len = rng.below(400);
+                let mut s =
+                    String::from(["ln", "lnbc", "LNBC", "lntb", "lnbcrt", ""][rng.below(6)]);
+                s.extend((0..len).map(|_| alphabet[rng.below(alphabet.len())]));
+                s
+            } else {
+                let mut chars: Vec<char> = corpus[rng.below(corpus.len())].chars().collect();
+                for _ in 0..=rng.below(4) {
+                    let i = rng.below(chars.len());
+                    match rng.below(3) {
+                        0 => chars[i] = alphabet[rng.below(alphabet.len())],
+                        1 => {
+                            chars.remove(i);
+                        }
+                        _ => chars.insert(i, alphabet[rng.below(alphabet.len())]),
+                    }
+                }
+                chars.into_iter().collect()
+            };
+            let _ = decode(&s);
+            calls += 1;
+        }
+
+        // Checksum-valid strings with random or field-shaped data, to reach the field parsers,
+        // amount rules and signature code.
+        let hrps = [
+            "lnbc",
+            "lntb",
+            "lntbs",
+            "lnbcrt",
+            "lnsb",
+            "lnbc2500u",
+            "lnbc1p",
+            "lnbc10p",
+            "lnbc0",
+            "lnbc00m",
+            "lnbc99999999999999999999m",
+            "lnbc18446744073709551615",
+            "lnbc21000001",
+            "lnbc1x",
+            "lnxx",
+            "ln",
+            "bc",
+            "lnbc1m1",
+        ];
+        let tags = [1u8, 13, 19, 23, 6, 24, 9, 3, 16, 27, 5, 0, 31];
+        for round in 0..4000 {
+            let hrp = hrps[rng.below(hrps.len())];
+            let mut data: Vec<u8> = Vec::new();
+            if round % 4 == 0 {
+                data.extend((0..rng.below(300)).map(|_| rng.below(32) as u8));
+            } else {
+                data.extend((0..7).map(|_| rng.below(32) as u8));
+                for _ in 0..rng.below(8) {
+                    data.push(tags[rng.below(tags.len())]);
+                    let len = match rng.below(4) {
+                        0 => 52,
+                        1 => 53,
+                        2 => rng.below(8),
+                        _ => rng.below(120),
+                    };
+                    data.push((len >> 5) as u8 & 31);
+                    data.push(len as u8 & 31);
+                    data.extend((0..len).map(|_| rng.below(32) as u8));
+                }
+                // Random 104-group signature, recovery id byte often valid.
+                data.extend((0..103).map(|_| rng.below(32) as u8));
+                data.push(rng.below(4) as u8);
+            }
+            let s = bech32_encode(hrp, &data);
+            let s = if rng.below(5) == 0 {
+                s.to_ascii_uppercase()
+            } else {
+                s
+            };
+            let _ = decode(&s);
+            calls += 1;
+        }
+
+        assert!(calls > 10_000, "{calls}");
+    }
+}

@@ -1,0 +1,370 @@
+//! Turning a challenge into a paid token, safely: concurrent requests for one service share a
+//! single payment (single-flight), a payment hash is never paid twice, and the payment runs in
+//! its own task so an agent hanging up mid-payment cannot lose a settled preimage.
+
+use super::challenge::{self, Challenge};
+use super::macaroon;
+use super::policy::{self, Decline};
+use super::tokens::{path_scope, Token, TokenCache};
+use crate::agents::Agent;
+use crate::invoice::{self, Network};
+use crate::money::{Msat, PaymentHash, Preimage};
+use crate::wallet::dev::now_unix;
+use crate::wallet::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use http::HeaderValue;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What a request got from the engine.
+#[derive(Debug, Clone)]
+pub struct Obtained {
+    pub token: Arc<Token>,
+    /// Set when this request's challenge was paid; None when it rides on a token another
+    /// request of the same agent paid for the same service.
+    pub paid: Option<PaidInfo>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PaidInfo {
+    pub amount: Msat,
+    pub fee: Msat,
+    pub payment_hash: PaymentHash,
+}
+
+type FlightResult = Result<Obtained, Decline>;
+
+/// Where a payment hash stands in this process.
+#[derive(Debug, Clone, Copy)]
+enum HashState {
+    /// Sent to the wallet and not known to have failed: never send it again, look it up.
+    Pending,
+    Paid(Paid),
+}
+
+/// Counters the metrics layer reads.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub payments_succeeded: AtomicU64,
+    pub payments_failed: AtomicU64,
+    pub paid_msat: AtomicU64,
+    pub fees_msat: AtomicU64,
+    pub shared_tokens: AtomicU64,
+    pub declines: AtomicU64,
+}
+
+pub struct Engine {
+    pub tokens: TokenCache,
+    wallet: Arc<dyn Wallet>,
+    network: Network,
+    max_fee: Msat,
+    timeout: Duration,
+    flights: DashMap<String, watch::Receiver<Option<FlightResult>>>,
+    hashes: DashMap<PaymentHash, HashState>,
+    pub stats: EngineStats,
+}
+
+/// Everything about the request that the engine needs.
+pub struct ChallengeContext<'a> {
+    pub agent: &'a Arc<Agent>,
+    /// `scheme://authority`, the token cache key.
+    pub origin: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    /// The token the request carried upstream, if any (a 402 answered it).
+    pub sent: Option<&'a PaymentHash>,
+}
+
+impl Engine {
+    pub fn new(
+        wallet: Arc<dyn Wallet>,
+        network: Network,
+        max_fee: Msat,
+        timeout: Duration,
+    ) -> Engine {
+        Engine {
+            tokens: TokenCache::new(),
+            wallet,
+            network,
+            max_fee,
+            timeout,
+            flights: DashMap::new(),
+            hashes: DashMap::new(),
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn wallet(&self) -> &Arc<dyn Wallet> {
+        &self.wallet
+    }
+
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
+    /// Gets a token answering `challenge`: one a concurrent request already paid for, or a new
+    /// payment, subject to the agent's policy.
+    pub async fn obtain(
+        self: &Arc<Self>,
+        cx: &ChallengeContext<'_>,
+        chosen: &Challenge,
+    ) -> FlightResult {
+        let result = self.obtain_inner(cx, chosen).await;
+        if result.is_err() {
+            self.stats.declines.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn obtain_inner(
+        self: &Arc<Self>,
+        cx: &ChallengeContext<'_>,
+        chosen: &Challenge,
+    ) -> FlightResult {
+        let mac = macaroon::decode_token(&chosen.token).ok();
+        let services = mac.as_ref().and_then(|m| m.services()).map(str::to_string);
+        if let Some(token) = self.fresh_token(cx, services.as_deref()) {
+            return Ok(token);
+        }
+        let invoice = invoice::decode(&chosen.invoice).map_err(|e| {
+            Decline::new(
+                "invoice-invalid",
+                format!("the challenge's invoice is not payable: {e}"),
+            )
+        })?;
+        let amount = policy::check_invoice(&invoice, cx.agent, cx.host, self.network, now_unix())?;
+        let hash = PaymentHash(invoice.payment_hash);
+        if let Some(committed) = mac.as_ref().and_then(|m| m.payment_hash_v0()) {
+            if committed != hash.0 {
+                return Err(Decline::new(
+                    "token-invoice-mismatch",
+                    "the token commits to a different payment hash than the invoice",
+                ));
+            }
+        }
+        let scope = path_scope(cx.path).to_string();
+        let key = format!(
+            "{}\n{}\n{}",
+            cx.agent.name,
+            cx.origin,
+            services.as_deref().unwrap_or(&scope)
+        );
+        let sender = loop {
+            let mut waiting = match self.flights.entry(key.clone()) {
+                Entry::Occupied(e) => e.get().clone(),
+                Entry::Vacant(v) => {
+                    let (tx, rx) = watch::channel(None);
+                    v.insert(rx);
+                    break tx;
+                }
+            };
+            // Follower: another request of this agent is paying for this service.
+            let outcome = waiting.wait_for(Option::is_some).await.map(|o| o.clone());
+            match outcome {
+                Ok(outcome) => {
+                    return match outcome {
+                        Some(Ok(o)) => {
+                            self.stats.shared_tokens.fetch_add(1, Ordering::Relaxed);
+                            Ok(Obtained {
+                                token: o.token,
+                                paid: None,
+                            })
+                        }
+                        Some(Err(d)) => Err(Decline::new(
+                            d.code,
+                            format!("a concurrent payment for this service failed: {}", d.detail),
+                        )),
+                        None => Err(Decline::new(
+                            "payment-aborted",
+                            "the concurrent payment was abandoned",
+                        )),
+                    };
+                }
+                // The leader vanished without an outcome; compete to lead again.
+                Err(_) => continue,
+            }
+        };
+        // Leader. A flight that finished just before we took the slot left its token behind.
+        if let Some(token) = self.fresh_token(cx, services.as_deref()) {
+            let _ = sender.send(Some(Ok(token.clone())));
+            self.flights.remove(&key);
+            return Ok(token);
+        }
+        let job = PaymentJob {
+            engine: self.clone(),
+            agent: cx.agent.name.clone(),
+            origin: cx.origin.to_string(),
+            token: chosen.token.clone(),
+            bolt11: chosen.invoice.clone(),
+            hash,
+            amount,
+            services,
+            expiry: mac.as_ref().and_then(|m| m.expires_at_unix()),
+            scope,
+        };
+        let engine = self.clone();
+        let handle = tokio::spawn(async move {
+            let outcome = job.run().await;
+            let _ = sender.send(Some(outcome.clone()));
+            engine.flights.remove(&key);
+            outcome
+        });
+        handle
+            .await
+            .unwrap_or_else(|_| Err(Decline::new("payment-aborted", "the payment task failed")))
+    }
+
+    fn fresh_token(&self, cx: &ChallengeContext<'_>, services: Option<&str>) -> Option<Obtained> {
+        let token = self.tokens.find_fresh(
+            &cx.agent.name,
+            cx.origin,
+            services,
+            cx.path,
+            now_unix(),
+            cx.sent,
+        )?;
+        self.stats.shared_tokens.fetch_add(1, Ordering::Relaxed);
+        Some(Obtained { token, paid: None })
+    }
+
+    /// Claims a hash for paying. Returns the earlier result when it was already paid here.
+    async fn claim(&self, hash: PaymentHash) -> Result<Option<Paid>, Decline> {
+        let state = match self.hashes.entry(hash) {
+            Entry::Vacant(v) => {
+                v.insert(HashState::Pending);
+                return Ok(None);
+            }
+            Entry::Occupied(e) => *e.get(),
+        };
+        match state {
+            HashState::Paid(paid) => Ok(Some(paid)),
+            // Sent before and not known to have failed: ask the node, never pay again.
+            HashState::Pending => match self.wallet.lookup(&hash).await {
+                Ok(PaymentStatus::Succeeded(paid)) => {
+                    self.hashes.insert(hash, HashState::Paid(paid));
+                    Ok(Some(paid))
+                }
+                Ok(PaymentStatus::Failed(reason)) => {
+                    self.hashes.remove(&hash);
+                    Err(Decline::new(
+                        "payment-failed",
+                        format!("an earlier attempt failed: {reason}"),
+                    ))
+                }
+                _ => Err(Decline::new(
+                    "payment-in-flight",
+                    "this invoice's payment is still in flight; retry later",
+                )),
+            },
+        }
+    }
+}
+
+/// One payment, run detached from the request that asked for it.
+struct PaymentJob {
+    engine: Arc<Engine>,
+    agent: Arc<str>,
+    origin: String,
+    token: String,
+    bolt11: String,
+    hash: PaymentHash,
+    amount: Msat,
+    services: Option<String>,
+    expiry: Option<u64>,
+    scope: String,
+}
+
+impl PaymentJob {
+    async fn run(self) -> FlightResult {
+        let engine = &self.engine;
+        let (paid, fresh) = match engine.claim(self.hash).await? {
+            Some(paid) => (paid, false),
+            None => (self.pay().await?, true),
+        };
+        let authorization = HeaderValue::from_str(&challenge::authorization_value(
+            &self.token,
+            paid.preimage.as_bytes(),
+        ))
+        .map_err(|_| Decline::new("challenge-invalid", "the token cannot be sent in a header"))?;
+        let token = Arc::new(Token::new(
+            authorization,
+            self.hash,
+            self.services.clone(),
+            self.expiry,
+            self.scope.clone(),
+        ));
+        engine
+            .tokens
+            .insert(&self.agent, &self.origin, token.clone());
+        Ok(Obtained {
+            token,
+            paid: fresh.then_some(PaidInfo {
+                amount: self.amount,
+                fee: paid.fee,
+                payment_hash: self.hash,
+            }),
+        })
+    }
+
+    async fn pay(&self) -> Result<Paid, Decline> {
+        let engine = &self.engine;
+        let request = PayRequest {
+            bolt11: self.bolt11.clone(),
+            payment_hash: self.hash,
+            amount: self.amount,
+            max_fee: engine.max_fee,
+            timeout: engine.timeout,
+        };
+        tracing::info!(agent = %self.agent, origin = %self.origin, hash = %self.hash.short(), amount = %self.amount, "paying");
+        let started = std::time::Instant::now();
+        let outcome = match tokio::time::timeout(engine.timeout, engine.wallet.pay(&request)).await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Err(PayError::Timeout(engine.timeout)),
+        };
+        let outcome = match outcome {
+            // The wallet says it already paid this hash: recover the preimage instead of failing.
+            Err(PayError::AlreadyPaid) => match engine.wallet.lookup(&self.hash).await {
+                Ok(PaymentStatus::Succeeded(paid)) => Ok(paid),
+                _ => Err(PayError::AlreadyPaid),
+            },
+            other => other,
+        };
+        // Defence in depth: the type already guarantees it, re-check before trusting a backend.
+        let outcome = outcome.and_then(|paid| {
+            Preimage::verify(*paid.preimage.as_bytes(), &self.hash)
+                .map(|_| paid)
+                .map_err(|_| PayError::BadPreimage)
+        });
+        match outcome {
+            Ok(paid) => {
+                engine.hashes.insert(self.hash, HashState::Paid(paid));
+                engine
+                    .stats
+                    .payments_succeeded
+                    .fetch_add(1, Ordering::Relaxed);
+                engine
+                    .stats
+                    .paid_msat
+                    .fetch_add(self.amount.0, Ordering::Relaxed);
+                engine
+                    .stats
+                    .fees_msat
+                    .fetch_add(paid.fee.0, Ordering::Relaxed);
+                tracing::info!(agent = %self.agent, hash = %self.hash.short(), fee = %paid.fee, ms = started.elapsed().as_millis() as u64, "paid");
+                Ok(paid)
+            }
+            Err(e) => {
+                engine.stats.payments_failed.fetch_add(1, Ordering::Relaxed);
+                if !e.may_be_in_flight() {
+                    engine.hashes.remove(&self.hash);
+                }
+                tracing::warn!(agent = %self.agent, hash = %self.hash.short(), error = %e, "payment failed");
+                Err(Decline::new(e.code(), e.to_string()))
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Paid tokens, cached per (agent, origin), several per origin: one origin may host several
+//! services, each with its own token. A token is tied to the path scopes where it worked, so a
+//! 402 on another service's path does not evict it.
+
+use crate::money::PaymentHash;
+use dashmap::DashMap;
+use http::HeaderValue;
+use std::sync::{Arc, RwLock};
+
+/// Tokens kept per (agent, origin); the oldest goes first beyond this.
+const TOKENS_PER_ORIGIN: usize = 16;
+/// Tokens are dropped this long before their caveats say they expire, so a request never
+/// leaves with a token that will be stale on arrival.
+pub const EXPIRY_SKEW_SECS: u64 = 5;
+
+/// A paid credential, ready to attach.
+#[derive(Debug)]
+pub struct Token {
+    /// `L402 <token>:<preimage>`, built once.
+    pub authorization: HeaderValue,
+    pub payment_hash: PaymentHash,
+    /// The macaroon's `services=` caveat, when it has one.
+    pub services: Option<String>,
+    /// Unix seconds after which the token is not used (caveat expiry minus skew).
+    pub expires_at: Option<u64>,
+    /// Path scopes (directory prefixes) where this token has been used successfully.
+    scopes: RwLock<Vec<String>>,
+}
+
+impl Token {
+    pub fn new(
+        authorization: HeaderValue,
+        payment_hash: PaymentHash,
+        services: Option<String>,
+        caveat_expiry: Option<u64>,
+        scope: String,
+    ) -> Token {
+        Token {
+            authorization,
+            payment_hash,
+            services,
+            expires_at: caveat_expiry.map(|e| e.saturating_sub(EXPIRY_SKEW_SECS)),
+            scopes: RwLock::new(vec![scope]),
+        }
+    }
+
+    fn is_live(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|e| now < e)
+    }
+
+    /// Length of the longest known scope that is a prefix of `path`.
+    fn scope_match(&self, path: &str) -> Option<usize> {
+        let scopes = self.scopes.read().unwrap_or_else(|p| p.into_inner());
+        scopes
+            .iter()
+            .filter(|s| path.starts_with(s.as_str()))
+            .map(|s| s.len())
+            .max()
+    }
+
+    /// Remembers that the token worked under this scope.
+    pub fn learn_scope(&self, scope: &str) {
+        let mut scopes = self.scopes.write().unwrap_or_else(|p| p.into_inner());
+        if !scopes.iter().any(|s| s == scope) && scopes.len() < 64 {
+            scopes.push(scope.to_string());
+        }
+    }
+}
+
+/// How a cached token was chosen for a request.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    pub token: Arc<Token>,
+    /// True when the token is known to work under this path's scope; false when it is only the
+    /// origin's most recent token, tried on a path it has not been seen on.
+    pub known: bool,
+}
+
+/// One agent's tokens: origin → tokens, newest last.
+type OriginTokens = DashMap<Box<str>, Vec<Arc<Token>>>;
+
+#[derive(Default)]
+pub struct TokenCache {
+    /// agent → origin → tokens, newest last. Two levels so a lookup borrows `&str` keys and
+    /// allocates nothing.
+    by_agent: DashMap<Arc<str>, OriginTokens>,
+}
+
+impl TokenCache {
+    pub fn new() -> TokenCache {
+        TokenCache::default()
+    }
+
+    /// The token to attach to a request of `agent` to `origin` + `path`, if any.
+    pub fn find(&self, agent: &str, origin: &str, path: &str, now: u64) -> Option<Attached> {
+        let origins = self.by_agent.get(agent)?;
+        let tokens = origins.get(origin)?;
+        let live = || tokens.iter().rev().filter(|t| t.is_live(now));
+        let known = live()
+            .filter_map(|t| t.scope_match(path).map(|len| (len, t)))
+            .max_by_key(|(len, _)| *len);
+        if let Some((_, token)) = known {
+            return Some(Attached {
+                token: token.clone(),
+                known: true,
+            });
+        }
+        live().next().map(|t| Attached {
+            token: t.clone(),
+            known: false,
+        })
+    }
+
+    /// A live token that a concurrent request just paid for the same service or scope: used
+    /// instead of paying again when a 402 arrives for a request that left before it existed.
+    pub fn find_fresh(
+        &self,
+        agent: &str,
+        origin: &str,
+        services: Option<&str>,
+        path: &str,
+        now: u64,
+        not: Option<&PaymentHash>,
+    ) -> Option<Arc<Token>> {
+        let origins = self.by_agent.get(agent)?;
+        let tokens = origins.get(origin)?;
+        tokens
+            .iter()
+            .rev()
+            .filter(|t| t.is_live(now) && Some(&t.payment_hash) != not)
+            .find(|t| match services {
+                Some(s) => t.services.as_deref() == Some(s),
+                None => t.scope_match(path).is_some(),
+            })
+            .cloned()
+    }
+
+    pub fn insert(&self, agent: &Arc<str>, origin: &str, token: Arc<Token>) {
+        let origins = self.by_agent.entry(agent.clone()).or_default();
+        let mut tokens = origins.entry(Box::from(origin)).or_default();
+        tokens.retain(|t| t.payment_hash != token.payment_hash);
+        if tokens.len() >= TOKENS_PER_ORIGIN {
+            tokens.remove(0);
+        }
+        tokens.push(token);
+    }
+
+    /// Drops a token the server no longer accepts.
+    pub fn evict(&self, agent: &str, origin: &str, hash: &PaymentHash) {
+        if let Some(origins) = self.by_agent.get(agent) {
+            if let Some(mut tokens) = origins.get_mut(origin) {
+                tokens.retain(|t| &t.payment_hash != hash);
+            }
+        }
+    }
+
+    /// Number of cached tokens (all agents).
+    pub fn len(&self) -> usize {
+        self.by_agent
+            .iter()
+            .map(|o| o.iter().map(|t| t.len()).sum::<usize>())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The scope of a path: its directory (`/v1/weather/today?x` → `/v1/weather/`). Services are
+/// routed by path prefix, and siblings in one directory almost always share a service.
+pub fn path_scope(path: &str) -> &str {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    match path.rfind('/') {
+        Some(i) => &path[..=i],
+        None => "/",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(n: u8, services: Option<&str>, scope: &str, exp: Option<u64>) -> Arc<Token> {
+        Arc::new(Token::new(
+            HeaderValue::from_static("L402 x:y"),
+            PaymentHash([n; 32]),
+            services.map(str::to_string),
+            exp,
+            scope.to_string(),
+        ))
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(path_scope("/v1/weather/today?x=/y"), "/v1/weather/");
+        assert_eq!(path_scope("/"), "/");
+        assert_eq!(path_scope("/a"), "/");
+        assert_eq!(path_scope(""), "/");
+    }
+
+    #[test]
+    fn several_tokens_per_origin_matched_by_scope() {
+        let cache = TokenCache::new();
+        let agent: Arc<str> = Arc::from("a");
+        cache.insert(
+            &agent,
+            "https://x:443",
+            token(1, Some("weather:0"), "/weather/", None),
+        );
+        cache.insert(
+            &agent,
+            "https://x:443",
+            token(2, Some("stocks:0"), "/stocks/", None),
+        );
+        let w = cache
+            .find("a", "https://x:443", "/weather/today", 0)
+            .unwrap();
+        assert!(w.known);
+        assert_eq!(w.token.payment_hash, PaymentHash([1; 32]));
+        let s = cache.find("a", "https://x:443", "/stocks/q", 0).unwrap();
+        assert_eq!(s.token.payment_hash, PaymentHash([2; 32]));
+        let other = cache.find("a", "https://x:443", "/news/", 0).unwrap();
+        assert!(
+            !other.known,
+            "unknown path gets the newest token, speculatively"
+        );
+        assert!(
+            cache
+                .find("b", "https://x:443", "/weather/today", 0)
+                .is_none(),
+            "agents never share"
+        );
+        assert!(cache
+            .find("a", "http://x:80", "/weather/today", 0)
+            .is_none());
+        cache.evict("a", "https://x:443", &PaymentHash([1; 32]));
+        assert!(
+            !cache
+                .find("a", "https://x:443", "/weather/today", 0)
+                .unwrap()
+                .known
+        );
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn expired_tokens_are_not_used() {
+        let cache = TokenCache::new();
+        let agent: Arc<str> = Arc::from("a");
+        cache.insert(&agent, "o", token(1, None, "/", Some(100)));
+        assert!(cache.find("a", "o", "/x", 90).is_some());
+        assert!(cache.find("a", "o", "/x", 95).is_none(), "skew pre-expires");
+    }
+
+    #[test]
+    fn fresh_lookup_by_service_or_scope() {
+        let cache = TokenCache::new();
+        let agent: Arc<str> = Arc::from("a");
+        cache.insert(&agent, "o", token(1, Some("svc:0"), "/a/", None));
+        assert!(cache
+            .find_fresh("a", "o", Some("svc:0"), "/zzz/", 0, None)
+            .is_some());
+        assert!(cache
+            .find_fresh(
+                "a",
+                "o",
+                Some("svc:0"),
+                "/a/",
+                0,
+                Some(&PaymentHash([1; 32]))
+            )
+            .is_none());
+        assert!(cache.find_fresh("a", "o", None, "/a/b", 0, None).is_some());
+        assert!(cache.find_fresh("a", "o", None, "/b/", 0, None).is_none());
+    }
+
+    #[test]
+    fn bounded_per_origin() {
+        let cache = TokenCache::new();
+        let agent: Arc<str> = Arc::from("a");
+        for n in 0..40u8 {
+            cache.insert(&agent, "o", token(n, None, "/", None));
+        }
+        assert_eq!(cache.len(), TOKENS_PER_ORIGIN);
+    }
+}

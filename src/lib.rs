@@ -1,0 +1,14 @@
+//! l402-proxy: a transparent HTTP(S) forward proxy that pays L402 challenges for the AI agents
+//! behind it, through the operator's Lightning wallet, within the operator's budgets.
+
+pub mod agents;
+pub mod config;
+pub mod demo;
+pub mod glob;
+pub mod guard;
+pub mod invoice;
+pub mod l402;
+pub mod money;
+pub mod proxy;
+pub mod tls;
+pub mod wallet;

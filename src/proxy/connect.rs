@@ -1,0 +1,121 @@
+//! `CONNECT host:port`: authenticated once, then either tunnelled byte for byte, or, for hosts
+//! matching `tls.intercept`, terminated with a leaf from our CA so the L402 flow can see the
+//! requests inside. The agent named on CONNECT owns every request in the tunnel.
+
+use super::body::{empty, Body};
+use super::forward::{forward, guard_response, Target};
+use super::responses;
+use super::Shared;
+use crate::agents::Agent;
+use http::uri::Scheme;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio_rustls::LazyConfigAcceptor;
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    agent: Arc<Agent>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return responses::text(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "CONNECT needs host:port",
+        );
+    };
+    let target = Target::new(Scheme::HTTPS, authority);
+    if crate::glob::any_matches(&shared.intercept, &target.host) {
+        // Vet the destination now, so a refusal is a clear answer to CONNECT rather than a
+        // broken TLS session later.
+        if let Err(e) = shared.guard.resolve(&target.host, target.port).await {
+            return guard_response(&e);
+        }
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => intercept(shared, agent, target, TokioIo::new(upgraded)).await,
+                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            }
+        });
+    } else {
+        let upstream = match shared.guard.connect(&target.host, target.port).await {
+            Ok(stream) => stream,
+            Err(e) => return guard_response(&e),
+        };
+        tokio::spawn(async move {
+            let mut upstream = upstream;
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => {
+                    let mut agent_side = TokioIo::new(upgraded);
+                    let _ = tokio::io::copy_bidirectional(&mut agent_side, &mut upstream).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            }
+        });
+    }
+    let mut ok = Response::new(empty());
+    *ok.status_mut() = StatusCode::OK;
+    ok
+}
+
+/// Terminates the agent's TLS with a leaf for the name it asked for (SNI, else the CONNECT
+/// host: clients send no SNI for IP addresses), then serves h2 or HTTP/1.1 as negotiated.
+async fn intercept(
+    shared: Arc<Shared>,
+    agent: Arc<Agent>,
+    target: Target,
+    io: TokioIo<hyper::upgrade::Upgraded>,
+) {
+    let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
+        Ok(start) => start,
+        Err(e) => {
+            tracing::debug!(host = %target.host, error = %e, "agent TLS hello failed");
+            return;
+        }
+    };
+    let name = start
+        .client_hello()
+        .server_name()
+        .map(str::to_owned)
+        .unwrap_or_else(|| target.host.clone());
+    let config = match shared.ca.server_config_for(&name) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(host = %name, error = %e, "cannot mint a certificate");
+            return;
+        }
+    };
+    let tls = match start.into_stream(config).await {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::debug!(host = %name, error = %e, "agent TLS handshake failed (does it trust our CA?)");
+            return;
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let target = Arc::new(target);
+    let service = service_fn(move |req: Request<Incoming>| {
+        let shared = shared.clone();
+        let agent = agent.clone();
+        let target = target.clone();
+        async move { Ok::<_, Infallible>(forward(&shared, &agent, req, &target).await) }
+    });
+    let io = TokioIo::new(tls);
+    let result = if h2 {
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, service)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "intercepted connection ended with an error");
+    }
+}

@@ -1,0 +1,350 @@
+//! One request to an upstream: attach a cached token if there is one, send, and when the answer
+//! is a payable L402 challenge, obtain a token (pay or share) and replay exactly once.
+
+use super::body::{self, Body, RequestBody};
+use super::headers::strip_hop_by_hop;
+use super::responses::{self, header_text};
+use super::Shared;
+use crate::agents::Agent;
+use crate::guard::GuardError;
+use crate::l402::challenge::{self, Challenge};
+use crate::l402::engine::{ChallengeContext, Obtained};
+use crate::l402::policy::Decline;
+use crate::l402::tokens::{path_scope, Attached};
+use crate::wallet::dev::now_unix;
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use std::sync::Arc;
+
+pub const DECLINE_HEADER: &str = "x-l402-proxy-decline";
+pub const REASON_HEADER: &str = "x-l402-proxy-reason";
+pub const PAID_MSAT_HEADER: &str = "x-l402-proxy-paid-msat";
+pub const FEE_MSAT_HEADER: &str = "x-l402-proxy-fee-msat";
+pub const PAYMENT_HASH_HEADER: &str = "x-l402-proxy-payment-hash";
+pub const TOKEN_HEADER: &str = "x-l402-proxy-token";
+
+/// Where a request goes: the origin is the token cache key.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub host: String,
+    pub port: u16,
+    /// `scheme://host:port`, lower-cased host.
+    pub origin: String,
+}
+
+impl Target {
+    pub fn new(scheme: Scheme, authority: Authority) -> Target {
+        let https = scheme == Scheme::HTTPS;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let origin = if host.contains(':') {
+            format!("{scheme}://[{host}]:{port}")
+        } else {
+            format!("{scheme}://{host}:{port}")
+        };
+        Target {
+            scheme,
+            authority,
+            host,
+            port,
+            origin,
+        }
+    }
+
+    /// The target of an absolute-form request (`GET http://host/path`).
+    pub fn from_absolute(uri: &Uri) -> Option<Target> {
+        let scheme = uri.scheme()?.clone();
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return None;
+        }
+        Some(Target::new(scheme, uri.authority()?.clone()))
+    }
+
+    fn upstream_uri(&self, path: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(
+                path.cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            )
+            .build()
+    }
+}
+
+/// What is needed to send the request again after paying.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+}
+
+impl Replay {
+    fn request(&self, authorization: &HeaderValue) -> Option<Request<Body>> {
+        let body = self.body.clone()?;
+        let mut req = Request::new(body::from_bytes(body));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req.headers_mut()
+            .insert(header::AUTHORIZATION, authorization.clone());
+        Some(req)
+    }
+}
+
+pub async fn forward(
+    shared: &Shared,
+    agent: &Arc<Agent>,
+    req: Request<Incoming>,
+    target: &Target,
+) -> Response<Body> {
+    let (mut parts, incoming) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let uri = match target.upstream_uri(parts.uri.path_and_query()) {
+        Ok(uri) => uri,
+        Err(_) => {
+            return responses::text(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "invalid request target",
+            )
+        }
+    };
+    let body = match RequestBody::read(incoming, shared.max_body).await {
+        Ok(body) => body,
+        Err(_) => {
+            return responses::text(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "could not read the request body",
+            )
+        }
+    };
+    let attached = shared
+        .engine
+        .tokens
+        .find(&agent.name, &target.origin, uri.path(), now_unix());
+    if let Some(a) = &attached {
+        parts
+            .headers
+            .insert(header::AUTHORIZATION, a.token.authorization.clone());
+    }
+    let replay = Replay {
+        method: parts.method.clone(),
+        uri: uri.clone(),
+        headers: parts.headers.clone(),
+        body: body.replayable().cloned(),
+    };
+    let mut request = Request::new(match body {
+        RequestBody::Buffered(bytes) => body::from_bytes(bytes),
+        RequestBody::Streaming(rest) => http_body_util::BodyExt::boxed(rest),
+    });
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = parts.headers;
+    let response = match send(shared, request).await {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let challenges = challenges_in(&response);
+    let Some(chosen) = challenge::select(&challenges) else {
+        learn_if_worked(&attached, &response, replay.uri.path());
+        return finish(response);
+    };
+    if let Some(a) = &attached {
+        // The server refused a token known to work here: stale (expired, revoked). A token that
+        // was only tried speculatively on a new path stays for the paths where it works.
+        if a.known {
+            shared
+                .engine
+                .tokens
+                .evict(&agent.name, &target.origin, &a.token.payment_hash);
+        }
+    }
+    if replay.body.is_none() {
+        return declined(
+            response,
+            &Decline::new(
+                "body-not-replayable",
+                format!(
+                    "the request body is larger than http.max_replay_body_bytes ({}) so it cannot be replayed after paying",
+                    shared.max_body
+                ),
+            ),
+        );
+    }
+    let cx = ChallengeContext {
+        agent,
+        origin: &target.origin,
+        host: &target.host,
+        path: replay.uri.path(),
+        sent: attached.as_ref().map(|a| &a.token.payment_hash),
+    };
+    match shared.engine.obtain(&cx, chosen).await {
+        Err(decline) => declined(response, &decline),
+        Ok(obtained) => {
+            drop(response);
+            replay_once(shared, &replay, &obtained).await
+        }
+    }
+}
+
+/// Sends the request again with the token. A second 402 goes back to the agent: one request
+/// never causes two payments.
+async fn replay_once(shared: &Shared, replay: &Replay, obtained: &Obtained) -> Response<Body> {
+    let Some(request) = replay.request(&obtained.token.authorization) else {
+        return responses::text(
+            StatusCode::BAD_GATEWAY,
+            "replay-failed",
+            "request body unavailable for replay",
+        );
+    };
+    let response = match send(shared, request).await {
+        Ok(r) => r,
+        Err(mut e) => {
+            annotate_paid(e.headers_mut(), obtained);
+            return e;
+        }
+    };
+    let rejected = !challenges_in(&response).is_empty();
+    if !rejected && response.status().is_success() {
+        obtained.token.learn_scope(path_scope(replay.uri.path()));
+    }
+    let mut out = if rejected {
+        declined(
+            response,
+            &Decline::new(
+                "replay-rejected",
+                "the server answered the paid token with another challenge; not paying twice for one request",
+            ),
+        )
+    } else {
+        finish(response)
+    };
+    annotate_paid(out.headers_mut(), obtained);
+    out
+}
+
+fn annotate_paid(headers: &mut HeaderMap, obtained: &Obtained) {
+    match &obtained.paid {
+        Some(paid) => {
+            headers.insert(PAID_MSAT_HEADER, HeaderValue::from(paid.amount.0));
+            headers.insert(FEE_MSAT_HEADER, HeaderValue::from(paid.fee.0));
+            if let Ok(v) = HeaderValue::from_str(&paid.payment_hash.to_hex()) {
+                headers.insert(PAYMENT_HASH_HEADER, v);
+            }
+            headers.insert(TOKEN_HEADER, HeaderValue::from_static("paid"));
+        }
+        None => {
+            headers.insert(TOKEN_HEADER, HeaderValue::from_static("shared"));
+        }
+    }
+}
+
+/// A speculative token that got through has proven itself on this path's scope.
+fn learn_if_worked(attached: &Option<Attached>, response: &Response<Incoming>, path: &str) {
+    if let Some(a) = attached {
+        if !a.known && response.status().is_success() {
+            a.token.learn_scope(path_scope(path));
+        }
+    }
+}
+
+/// L402 challenges in a 402, or in a 401 that carries one (the spec's status for a bad token).
+fn challenges_in(response: &Response<Incoming>) -> Vec<Challenge> {
+    let status = response.status();
+    if status != StatusCode::PAYMENT_REQUIRED && status != StatusCode::UNAUTHORIZED {
+        return Vec::new();
+    }
+    challenge::parse_challenges(
+        response
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
+}
+
+/// The upstream's own 402, streamed back, with our reason for not paying.
+fn declined(response: Response<Incoming>, decline: &Decline) -> Response<Body> {
+    tracing::info!(code = decline.code, detail = %decline.detail, "declined to pay");
+    let mut out = finish(response);
+    let h = out.headers_mut();
+    h.insert(DECLINE_HEADER, HeaderValue::from_static(decline.code));
+    h.insert(REASON_HEADER, header_text(&decline.detail));
+    out
+}
+
+/// Hands an upstream response to the agent: hop-by-hop headers removed, body streamed.
+fn finish(response: Response<Incoming>) -> Response<Body> {
+    let (mut parts, incoming) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.version = Version::HTTP_11;
+    Response::from_parts(parts, body::stream(incoming))
+}
+
+async fn send(
+    shared: &Shared,
+    mut request: Request<Body>,
+) -> Result<Response<Incoming>, Response<Body>> {
+    // The pooled client picks h1 or h2 per upstream; the agent's version is not the upstream's.
+    *request.version_mut() = Version::HTTP_11;
+    shared
+        .client
+        .request(request)
+        .await
+        .map_err(|e| upstream_error(&e))
+}
+
+fn upstream_error(error: &hyper_util::client::legacy::Error) -> Response<Body> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(g) = e.downcast_ref::<GuardError>() {
+            return guard_response(g);
+        }
+        source = e.source();
+    }
+    let detail = error_chain(error);
+    tracing::debug!(error = %detail, "upstream request failed");
+    responses::text(
+        StatusCode::BAD_GATEWAY,
+        "upstream-failed",
+        &format!("upstream request failed: {detail}"),
+    )
+}
+
+pub fn guard_response(error: &GuardError) -> Response<Body> {
+    if error.is_refusal() {
+        responses::text(
+            StatusCode::FORBIDDEN,
+            "destination-refused",
+            &error.to_string(),
+        )
+    } else {
+        responses::text(
+            StatusCode::BAD_GATEWAY,
+            "upstream-unreachable",
+            &error.to_string(),
+        )
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}

@@ -1,0 +1,151 @@
+//! The listener agents point HTTP_PROXY / HTTPS_PROXY at: accept, authenticate, and dispatch to
+//! plain forwarding or CONNECT handling.
+
+pub mod body;
+pub mod connect;
+pub mod forward;
+pub mod headers;
+pub mod responses;
+
+use crate::agents::Agents;
+use crate::config::Config;
+use crate::guard::{Guard, GuardedConnector};
+use crate::l402::engine::Engine;
+use crate::money::Msat;
+use crate::tls::{upstream_client_config, CertificateAuthority};
+use crate::wallet::Wallet;
+use body::Body;
+use forward::Target;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub type UpstreamClient = Client<HttpsConnector<GuardedConnector>, Body>;
+
+/// State shared by every connection.
+pub struct Shared {
+    pub agents: Agents,
+    pub engine: Arc<Engine>,
+    pub ca: Arc<CertificateAuthority>,
+    pub guard: Arc<Guard>,
+    pub client: UpstreamClient,
+    pub intercept: Vec<String>,
+    pub max_body: usize,
+}
+
+impl Shared {
+    /// Assembles the proxy's state from a validated config and a wallet.
+    pub fn from_config(config: &Config, wallet: Arc<dyn Wallet>) -> anyhow::Result<Shared> {
+        let ca = CertificateAuthority::load_or_create(&config.tls.ca_cert, &config.tls.ca_key)?;
+        let guard = Arc::new(Guard::new(
+            &config.guard,
+            Duration::from_secs(config.http.connect_timeout_secs),
+        ));
+        let tls = upstream_client_config(&config.tls.upstream_roots)?;
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(GuardedConnector::new(guard.clone()));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(config.http.pool_idle_secs))
+            .pool_timer(TokioTimer::new())
+            .build(https);
+        let engine = Engine::new(
+            wallet,
+            config.network(),
+            Msat::from_sats(config.wallet.max_fee_sats),
+            Duration::from_secs(config.wallet.payment_timeout_secs),
+        );
+        Ok(Shared {
+            agents: Agents::from_config(&config.agents),
+            engine: Arc::new(engine),
+            ca: Arc::new(ca),
+            guard,
+            client,
+            intercept: config.tls.intercept.clone(),
+            max_body: config.http.max_replay_body_bytes,
+        })
+    }
+}
+
+/// A bound proxy listener.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+}
+
+impl Proxy {
+    pub async fn bind(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Proxy { shared, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Accepts connections until the task is dropped.
+    pub async fn run(self) {
+        loop {
+            let (stream, _peer) = match self.listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let shared = shared.clone();
+                    async move { Ok::<_, Infallible>(dispatch(shared, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "agent connection ended with an error");
+                }
+            });
+        }
+    }
+}
+
+/// Authenticates, then sends the request where it belongs.
+async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let agent = match shared
+        .agents
+        .authenticate(req.headers().get(http::header::PROXY_AUTHORIZATION))
+    {
+        Ok(agent) => agent,
+        Err(e) => return responses::proxy_auth_required(e.reason()),
+    };
+    if req.method() == Method::CONNECT {
+        return connect::handle(shared, agent, req).await;
+    }
+    match Target::from_absolute(req.uri()) {
+        Some(target) => forward::forward(&shared, &agent, req, &target).await,
+        None => responses::text(
+            StatusCode::BAD_REQUEST,
+            "not-a-proxy-request",
+            "this is a forward proxy: send absolute-form requests (set HTTP_PROXY/HTTPS_PROXY)",
+        ),
+    }
+}

@@ -1,0 +1,50 @@
+//! Responses the proxy writes itself. Each says what went wrong in a header (for programs) and
+//! in the body (for people).
+
+use super::body::{full, Body};
+use http::{header, HeaderValue, Response, StatusCode};
+
+/// Header naming why the proxy refused or failed a request.
+pub const ERROR_HEADER: &str = "x-l402-proxy-error";
+
+pub fn proxy_auth_required(reason: &str) -> Response<Body> {
+    let mut r = text(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "proxy-auth-required",
+        reason,
+    );
+    r.headers_mut().insert(
+        header::PROXY_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"l402-proxy\""),
+    );
+    r
+}
+
+/// A response with a plain-text explanation and the machine-readable code in a header.
+pub fn text(status: StatusCode, code: &'static str, detail: &str) -> Response<Body> {
+    let mut r = Response::new(full(format!("l402-proxy: {detail}\n")));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(ERROR_HEADER, HeaderValue::from_static(code));
+    r
+}
+
+/// Turns free text into a header value: printable ASCII only, bounded length.
+pub fn header_text(s: &str) -> HeaderValue {
+    let clean: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(300)
+        .collect();
+    HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static("unprintable"))
+}

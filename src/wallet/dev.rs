@@ -1,0 +1,286 @@
+//! The built-in simulated wallet and its invoice minter, for the demo and tests. A dev invoice
+//! carries a random payment secret `s`; its preimage is HMAC-SHA256(dev secret, s). Anyone holding
+//! the dev secret (the demo seller, a test seller in another process) can mint invoices this
+//! wallet can pay, and the wallet can prove each payment with a real preimage. No money moves.
+
+use super::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
+use crate::invoice::{self, Network};
+use crate::money::{Msat, PaymentHash, Preimage};
+use bitcoin::secp256k1::SecretKey;
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn derive_preimage(secret: &[u8], payment_secret: &[u8; 32]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    };
+    mac.update(payment_secret);
+    mac.finalize().into_bytes().into()
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Mints dev invoices (the seller's side of the simulated network).
+#[derive(Clone)]
+pub struct DevInvoiceMinter {
+    secret: Vec<u8>,
+    node_key: SecretKey,
+    network: Network,
+}
+
+/// A freshly minted invoice with what the seller needs to know about it.
+#[derive(Debug, Clone)]
+pub struct MintedInvoice {
+    pub bolt11: String,
+    pub payment_hash: PaymentHash,
+}
+
+impl DevInvoiceMinter {
+    pub fn new(secret: &str, network: Network) -> DevInvoiceMinter {
+        // A stable node key per secret, so invoices from one dev network share a payee.
+        let seed: [u8; 32] =
+            Sha256::digest([b"l402-proxy dev node:".as_slice(), secret.as_bytes()].concat()).into();
+        let node_key = SecretKey::from_slice(&seed).unwrap_or_else(|_| {
+            // A sha256 output is a valid key with overwhelming probability; fall back to a fresh one.
+            SecretKey::new(&mut rand::thread_rng())
+        });
+        DevInvoiceMinter {
+            secret: secret.as_bytes().to_vec(),
+            node_key,
+            network,
+        }
+    }
+
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
+    /// Mints an invoice valid from `timestamp` for `expiry_secs`.
+    pub fn mint_at(
+        &self,
+        amount: Msat,
+        memo: &str,
+        timestamp: u64,
+        expiry_secs: u64,
+        network: Network,
+    ) -> Result<MintedInvoice, invoice::InvoiceError> {
+        let payment_secret: [u8; 32] = rand::random();
+        let preimage = derive_preimage(&self.secret, &payment_secret);
+        let hash: [u8; 32] = Sha256::digest(preimage).into();
+        let bolt11 = invoice::mint(
+            &self.node_key,
+            network,
+            amount.0,
+            hash,
+            payment_secret,
+            memo,
+            timestamp,
+            expiry_secs,
+        )?;
+        Ok(MintedInvoice {
+            bolt11,
+            payment_hash: PaymentHash(hash),
+        })
+    }
+
+    pub fn mint(
+        &self,
+        amount: Msat,
+        memo: &str,
+        expiry_secs: u64,
+    ) -> Result<MintedInvoice, invoice::InvoiceError> {
+        self.mint_at(amount, memo, now_unix(), expiry_secs, self.network)
+    }
+}
+
+/// The simulated wallet: a balance, a fee, an optional delay, and a memory of what it paid.
+pub struct DevWallet {
+    secret: Vec<u8>,
+    balance_msat: AtomicU64,
+    fee: Msat,
+    delay: Duration,
+    payments: DashMap<PaymentHash, PaymentStatus>,
+    attempts: AtomicU64,
+}
+
+impl DevWallet {
+    pub fn new(secret: &str, balance: Msat, fee: Msat, delay: Duration) -> DevWallet {
+        DevWallet {
+            secret: secret.as_bytes().to_vec(),
+            balance_msat: AtomicU64::new(balance.0),
+            fee,
+            delay,
+            payments: DashMap::new(),
+            attempts: AtomicU64::new(0),
+        }
+    }
+
+    /// Payments that settled, for tests and the demo.
+    pub fn settled_count(&self) -> usize {
+        self.payments
+            .iter()
+            .filter(|p| matches!(p.value(), PaymentStatus::Succeeded(_)))
+            .count()
+    }
+
+    /// Every call to `pay`, settled or not.
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    pub fn balance(&self) -> Msat {
+        Msat(self.balance_msat.load(Ordering::Relaxed))
+    }
+
+    fn debit(&self, amount: Msat) -> Result<(), PayError> {
+        self.balance_msat
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                b.checked_sub(amount.0)
+            })
+            .map(|_| ())
+            .map_err(|_| PayError::InsufficientBalance)
+    }
+
+    fn settle(&self, request: &PayRequest) -> Result<Paid, PayError> {
+        let decoded =
+            invoice::decode(&request.bolt11).map_err(|e| PayError::Rejected(e.to_string()))?;
+        if decoded.payment_hash != request.payment_hash.0 {
+            return Err(PayError::Rejected(
+                "payment hash does not match the invoice".into(),
+            ));
+        }
+        if decoded.is_expired_at(now_unix()) {
+            return Err(PayError::InvoiceExpired);
+        }
+        let amount = decoded
+            .amount_msat
+            .ok_or_else(|| PayError::Rejected("amountless invoice".into()))?;
+        let secret = decoded
+            .payment_secret
+            .ok_or_else(|| PayError::NoRoute("not a dev-network invoice".into()))?;
+        let preimage = Preimage::verify(
+            derive_preimage(&self.secret, &secret),
+            &request.payment_hash,
+        )
+        .map_err(|_| PayError::NoRoute("unknown payee: not minted on this dev network".into()))?;
+        if self.fee > request.max_fee {
+            return Err(PayError::FeeTooHigh);
+        }
+        self.debit(Msat(amount).saturating_add(self.fee))?;
+        Ok(Paid {
+            preimage,
+            fee: self.fee,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Wallet for DevWallet {
+    fn backend(&self) -> &'static str {
+        "dev"
+    }
+
+    async fn pay(&self, request: &PayRequest) -> Result<Paid, PayError> {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        // Claim the hash first: two concurrent pays of one invoice must not both settle.
+        match self.payments.entry(request.payment_hash) {
+            Entry::Occupied(_) => return Err(PayError::AlreadyPaid),
+            Entry::Vacant(v) => {
+                v.insert(PaymentStatus::InFlight);
+            }
+        }
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let outcome = self.settle(request);
+        let status = match &outcome {
+            Ok(paid) => PaymentStatus::Succeeded(*paid),
+            Err(e) => PaymentStatus::Failed(e.to_string()),
+        };
+        self.payments.insert(request.payment_hash, status);
+        outcome
+    }
+
+    async fn lookup(&self, hash: &PaymentHash) -> Result<PaymentStatus, PayError> {
+        Ok(self
+            .payments
+            .get(hash)
+            .map(|s| s.value().clone())
+            .unwrap_or(PaymentStatus::Unknown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(m: &MintedInvoice) -> PayRequest {
+        PayRequest {
+            bolt11: m.bolt11.clone(),
+            payment_hash: m.payment_hash,
+            amount: Msat(10_000),
+            max_fee: Msat(1000),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn pays_dev_invoices_once_with_a_real_preimage() {
+        let minter = DevInvoiceMinter::new("s", Network::Regtest);
+        let wallet = DevWallet::new("s", Msat::from_sats(100), Msat(5), Duration::ZERO);
+        let inv = minter.mint(Msat(10_000), "test", 600).unwrap();
+        let paid = wallet.pay(&request(&inv)).await.unwrap();
+        assert!(Preimage::verify(*paid.preimage.as_bytes(), &inv.payment_hash).is_ok());
+        assert_eq!(wallet.balance(), Msat(100_000 - 10_005));
+        assert_eq!(
+            wallet.pay(&request(&inv)).await.unwrap_err(),
+            PayError::AlreadyPaid
+        );
+        assert_eq!(wallet.settled_count(), 1);
+        assert!(matches!(
+            wallet.lookup(&inv.payment_hash).await.unwrap(),
+            PaymentStatus::Succeeded(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn refuses_foreign_expired_and_unaffordable_invoices() {
+        let wallet = DevWallet::new("s", Msat::from_sats(5), Msat(0), Duration::ZERO);
+        let foreign = DevInvoiceMinter::new("other", Network::Regtest)
+            .mint(Msat(1000), "x", 600)
+            .unwrap();
+        assert!(matches!(
+            wallet.pay(&request(&foreign)).await,
+            Err(PayError::NoRoute(_))
+        ));
+        let minter = DevInvoiceMinter::new("s", Network::Regtest);
+        let old = minter
+            .mint_at(Msat(1000), "x", now_unix() - 1000, 10, Network::Regtest)
+            .unwrap();
+        assert_eq!(
+            wallet.pay(&request(&old)).await.unwrap_err(),
+            PayError::InvoiceExpired
+        );
+        let big = minter.mint(Msat::from_sats(6), "x", 600).unwrap();
+        assert_eq!(
+            wallet.pay(&request(&big)).await.unwrap_err(),
+            PayError::InsufficientBalance
+        );
+        assert_eq!(wallet.balance(), Msat::from_sats(5));
+        assert_eq!(
+            wallet.lookup(&PaymentHash([9; 32])).await.unwrap(),
+            PaymentStatus::Unknown
+        );
+    }
+}
