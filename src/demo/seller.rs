@@ -55,6 +55,9 @@ pub struct SellerConfig {
     /// When set, tokens carry `<service>_valid_until=now+ttl`.
     pub token_ttl_secs: Option<u64>,
     pub invoice_expiry_secs: u64,
+    /// When set, each SSE event after the first waits for a permit (`release_events`), so a
+    /// test can prove events arrive one by one without relying on timing.
+    pub gate_events: bool,
 }
 
 impl SellerConfig {
@@ -65,6 +68,7 @@ impl SellerConfig {
             prices: HashMap::new(),
             token_ttl_secs: None,
             invoice_expiry_secs: 600,
+            gate_events: false,
         }
     }
 }
@@ -80,7 +84,8 @@ pub struct SellerStats {
 
 pub struct Seller {
     config: SellerConfig,
-    root_key: [u8; 32],
+    root_key: std::sync::RwLock<[u8; 32]>,
+    events: Arc<tokio::sync::Semaphore>,
     pub stats: SellerStats,
     /// Payment hashes proven paid by a presented preimage.
     paid: DashSet<PaymentHash>,
@@ -90,7 +95,8 @@ impl Seller {
     pub fn new(config: SellerConfig) -> Arc<Seller> {
         Arc::new(Seller {
             config,
-            root_key: rand::random(),
+            root_key: std::sync::RwLock::new(rand::random()),
+            events: Arc::new(tokio::sync::Semaphore::new(0)),
             stats: SellerStats::default(),
             paid: DashSet::new(),
         })
@@ -107,6 +113,20 @@ impl Seller {
 
     pub fn accepted(&self) -> u64 {
         self.stats.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Lets `n` more gated SSE events out.
+    pub fn release_events(&self, n: usize) {
+        self.events.add_permits(n);
+    }
+
+    /// Forgets every token issued so far, as a server whose root key rotated does.
+    pub fn rotate_root_key(&self) {
+        *self.root_key.write().unwrap_or_else(|p| p.into_inner()) = rand::random();
+    }
+
+    fn root_key(&self) -> [u8; 32] {
+        *self.root_key.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn price(&self, service: &str) -> Msat {
@@ -155,7 +175,7 @@ impl Seller {
         }
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         match service.as_str() {
-            "sse" => sse(&query),
+            "sse" => sse(&query, self.config.gate_events.then(|| self.events.clone())),
             "echo" => {
                 let method = req.method().clone();
                 match req.into_body().collect().await {
@@ -203,7 +223,7 @@ impl Seller {
         let Ok(mac) = macaroon::decode_token(token) else {
             return false;
         };
-        if !macaroon::verify_signature(&self.root_key, &mac) {
+        if !macaroon::verify_signature(&self.root_key(), &mac) {
             return false;
         }
         let Some(hash) = mac.payment_hash_v0().map(PaymentHash) else {
@@ -241,7 +261,7 @@ impl Seller {
         if let Some(ttl) = self.config.token_ttl_secs {
             caveats.push(format!("{service}_valid_until={}", now_unix() + ttl));
         }
-        macaroon::mint(&self.root_key, "lsat", &id, &caveats).to_v2_bytes()
+        macaroon::mint(&self.root_key(), "lsat", &id, &caveats).to_v2_bytes()
     }
 
     fn challenge(&self, service: &str, dialect: &str) -> Response<Body> {
@@ -366,7 +386,7 @@ fn offers_402() -> Response<Body> {
     )
 }
 
-fn sse(query: &str) -> Response<Body> {
+fn sse(query: &str, gate: Option<Arc<tokio::sync::Semaphore>>) -> Response<Body> {
     let n: u32 = query_param(query, "n")
         .and_then(|v| v.parse().ok())
         .unwrap_or(5)
@@ -375,15 +395,21 @@ fn sse(query: &str) -> Response<Body> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200)
         .min(10_000);
-    let events = futures_util::stream::unfold(0u32, move |i| async move {
-        if i >= n {
-            return None;
+    let events = futures_util::stream::unfold(0u32, move |i| {
+        let gate = gate.clone();
+        async move {
+            if i >= n {
+                return None;
+            }
+            if i > 0 {
+                match gate {
+                    Some(gate) => gate.acquire().await.ok()?.forget(),
+                    None => tokio::time::sleep(Duration::from_millis(ms)).await,
+                }
+            }
+            let frame = Frame::data(Bytes::from(format!("id: {i}\ndata: event {i}\n\n")));
+            Some((Ok::<_, BoxError>(frame), i + 1))
         }
-        if i > 0 {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-        let frame = Frame::data(Bytes::from(format!("id: {i}\ndata: event {i}\n\n")));
-        Some((Ok::<_, BoxError>(frame), i + 1))
     });
     let mut r = Response::new(StreamBody::new(events).boxed());
     let h = r.headers_mut();
