@@ -465,6 +465,12 @@ impl Config {
         if w.payment_timeout_secs == 0 {
             return Err(err("wallet.payment_timeout_secs", "must be at least 1"));
         }
+        if self.admin.listen.is_some() {
+            return Err(err(
+                "admin.listen",
+                "the admin API is not available in this build yet; remove the admin section",
+            ));
+        }
         if self.admin.listen.is_some()
             && self.admin.token_env.is_none()
             && self.admin.token_file.is_none()
@@ -508,6 +514,23 @@ impl Config {
                     at("key_sha256"),
                     "must be 64 hex characters: the sha256 of the agent's key (`l402-proxy hash-key` prints it)",
                 ));
+            }
+            // Refuse limits this build cannot enforce yet: a limit that silently does nothing
+            // is worse than none, since the operator would believe spend is capped.
+            let l = &a.limits;
+            for (name, set) in [
+                ("hourly_sats", l.hourly_sats.is_some()),
+                ("daily_sats", l.daily_sats.is_some()),
+                ("weekly_sats", l.weekly_sats.is_some()),
+                ("monthly_sats", l.monthly_sats.is_some()),
+                ("total_sats", l.total_sats.is_some()),
+            ] {
+                if set {
+                    return Err(err(
+                        at(&format!("limits.{name}")),
+                        "not enforced by this build yet (budget windows arrive with the durable ledger); remove it",
+                    ));
+                }
             }
             if a.limits.per_request_sats == Some(0) {
                 return Err(err(
@@ -633,10 +656,17 @@ mod tests {
     }
 
     #[test]
-    fn admin_needs_token() {
+    fn features_not_in_this_build_are_refused_not_ignored() {
         let e = Config::parse("wallet: {backend: dev}\nadmin: {listen: '127.0.0.1:9402'}\n")
             .unwrap_err();
-        assert_eq!(e.field, "admin.token_env");
+        assert_eq!(e.field, "admin.listen");
+        let text = format!(
+            "wallet: {{backend: dev}}\nagents:\n  - {{name: a, key_sha256: \"{KEY}\", limits: {{daily_sats: 5}}}}\n"
+        );
+        assert_eq!(
+            Config::parse(&text).unwrap_err().field,
+            "agents[0].limits.daily_sats"
+        );
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! - `/echo/…` — paid; echoes the method and request body.
 //! - `/hostile/<kind>` — a 402 whose invoice must never be paid (amountless, expired,
 //!   wrong-network, garbage, unknown-feature, mismatch, huge).
+//! - `/inspect/…` — free; lists the request headers the seller received.
 //! - `/offers/…` — a Fewsats-style JSON 402 with no L402 challenge (must pass through).
 //! - `/basic/…` — a plain 401 Basic challenge (must pass through).
+//! - `/never/…` — a fresh challenge even for a valid token.
 //! - anything else — paid content for that service.
 //!
 //! `?dialect=` picks the challenge form: aperture (default: LSAT line then L402 line, `macaroon=`),
@@ -158,6 +160,16 @@ impl Seller {
                 return text(StatusCode::OK, "free content\n");
             }
             "offers" => return offers_402(),
+            "inspect" => {
+                let mut seen = String::new();
+                for (name, value) in req.headers() {
+                    seen.push_str(&format!(
+                        "{name}: {}\n",
+                        String::from_utf8_lossy(value.as_bytes())
+                    ));
+                }
+                return text(StatusCode::OK, &seen);
+            }
             "basic" => {
                 let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
                 r.headers_mut().insert(
@@ -169,7 +181,9 @@ impl Seller {
             "hostile" => return self.hostile(&path),
             _ => {}
         }
-        if !self.authorized(&req, &service) {
+        // `never` answers every token with a fresh challenge, as a server with a bug or a
+        // metered balance would: the proxy must pay once and hand back the second 402.
+        if service == "never" || !self.authorized(&req, &service) {
             let dialect = query_param(&query, "dialect").unwrap_or("aperture");
             return self.challenge(&service, dialect);
         }

@@ -1,0 +1,342 @@
+//! Test harness: a real L402 seller (HTTP and HTTPS) and the proxy, both listening on
+//! 127.0.0.1, and real clients (curl, Python requests, a hyper client) talking through it.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use l402_proxy::agents::{basic_credentials, hash_key};
+use l402_proxy::config::Config;
+use l402_proxy::demo::seller::{self, RunningSeller, Seller, SellerConfig};
+use l402_proxy::invoice::Network;
+use l402_proxy::money::Msat;
+use l402_proxy::proxy::{Proxy, Shared};
+use l402_proxy::wallet::dev::{DevInvoiceMinter, DevWallet};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const SECRET: &str = "test-dev-secret";
+
+/// What a test wants different from the defaults.
+pub struct Options {
+    /// When false, the guard has no allowance for the seller on loopback.
+    pub allow_seller: bool,
+    pub intercept: Vec<String>,
+    /// Put the seller's CA in `tls.upstream_roots`.
+    pub trust_seller: bool,
+    pub max_body: usize,
+    pub pay_delay: Duration,
+    pub seller: SellerConfig,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let mut seller = SellerConfig::new(DevInvoiceMinter::new(SECRET, Network::Regtest));
+        seller.prices.insert("pricey".into(), Msat::from_sats(5000));
+        Options {
+            allow_seller: true,
+            intercept: vec!["*".into()],
+            trust_seller: true,
+            max_body: 1 << 20,
+            pay_delay: Duration::ZERO,
+            seller,
+        }
+    }
+}
+
+pub struct Harness {
+    pub dir: PathBuf,
+    pub proxy: SocketAddr,
+    pub seller: RunningSeller,
+    pub wallet: Arc<DevWallet>,
+    pub shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("l402-test-{tag}-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::with(Options::default()).await
+    }
+
+    pub async fn with(opts: Options) -> Harness {
+        let dir = temp_dir("h");
+        let running = seller::start(
+            Seller::new(opts.seller.clone()),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+        )
+        .await
+        .unwrap();
+        let seller_ca = dir.join("seller-ca.pem");
+        std::fs::write(&seller_ca, &running.ca_pem).unwrap();
+        let roots = if opts.trust_seller {
+            format!("[\"{}\"]", seller_ca.display())
+        } else {
+            "[]".to_string()
+        };
+        let allow = if opts.allow_seller {
+            let (h, s) = (running.http.port(), running.https.port());
+            format!("[\"127.0.0.1:{h}\", \"127.0.0.1:{s}\", \"localhost:{h}\", \"localhost:{s}\"]")
+        } else {
+            "[]".to_string()
+        };
+        let intercept = opts
+            .intercept
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let yaml = format!(
+            r#"listen: 127.0.0.1:0
+tls: {{ ca_cert: ca.pem, ca_key: ca-key.pem, intercept: [{intercept}], upstream_roots: {roots} }}
+guard: {{ allow_private: false, allow: {allow} }}
+wallet: {{ backend: dev, network: regtest, dev: {{ secret: {SECRET} }} }}
+http: {{ max_replay_body_bytes: {max_body} }}
+agents:
+  - name: alice
+    key_sha256: "{alice}"
+    limits: {{ per_request_sats: 1000 }}
+  - name: bob
+    key_sha256: "{bob}"
+"#,
+            max_body = opts.max_body,
+            alice = hash_key("alice-key"),
+            bob = hash_key("bob-key"),
+        );
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let config = Config::load(&path).unwrap();
+        let wallet = Arc::new(DevWallet::new(
+            SECRET,
+            Msat::from_sats(1_000_000),
+            Msat(0),
+            opts.pay_delay,
+        ));
+        let shared = Arc::new(Shared::from_config(&config, wallet.clone()).unwrap());
+        let proxy = Proxy::bind(config.listen, shared.clone()).await.unwrap();
+        let addr = proxy.local_addr().unwrap();
+        let task = tokio::spawn(proxy.run());
+        Harness {
+            dir,
+            proxy: addr,
+            seller: running,
+            wallet,
+            shared,
+            task,
+        }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    pub fn seller_ca(&self) -> PathBuf {
+        self.dir.join("seller-ca.pem")
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.seller.http.port())
+    }
+
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.seller.https.port())
+    }
+
+    pub fn proxy_url(&self, creds: Option<(&str, &str)>) -> String {
+        match creds {
+            Some((n, k)) => format!("http://{n}:{k}@{}", self.proxy),
+            None => format!("http://{}", self.proxy),
+        }
+    }
+
+    pub fn payments(&self) -> usize {
+        self.wallet.settled_count()
+    }
+
+    /// curl through the proxy, trusting our CA.
+    pub async fn curl(&self, creds: Option<(&str, &str)>, url: &str, extra: &[&str]) -> Reply {
+        let mut args: Vec<String> = vec![
+            "--proxy".into(),
+            self.proxy_url(creds),
+            "--cacert".into(),
+            self.ca().display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(url.to_string());
+        curl(&args).await
+    }
+
+    /// A hyper client sending one absolute-form request through the proxy on a new connection.
+    pub async fn get(&self, creds: (&str, &str), url: &str) -> Reply {
+        proxied(self.proxy, creds, http::Method::GET, url, Bytes::new()).await
+    }
+}
+
+/// A response as a client saw it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    /// For curl through CONNECT: the proxy's answer to CONNECT (0 when none).
+    pub connect_status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    pub fn paid(&self) -> bool {
+        self.header("x-l402-proxy-token") == Some("paid")
+    }
+
+    pub fn decline(&self) -> Option<&str> {
+        self.header("x-l402-proxy-decline")
+    }
+}
+
+/// Runs curl with the given arguments; returns the final response (after any CONNECT).
+pub async fn curl(args: &[String]) -> Reply {
+    let dir = temp_dir("curl");
+    let (headers_file, body_file) = (dir.join("h"), dir.join("b"));
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-S", "--max-time", "30", "-D"])
+        .arg(&headers_file)
+        .arg("-o")
+        .arg(&body_file)
+        .args(["-w", "%{http_code} %{http_connect}"])
+        .args(args)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .output()
+        .await
+        .expect("curl must be installed");
+    let written = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut codes = written
+        .split_whitespace()
+        .map(|c| c.parse::<u16>().unwrap_or(0));
+    let status = codes.next().unwrap_or(0);
+    let connect_status = codes.next().unwrap_or(0);
+    let raw_headers = std::fs::read_to_string(&headers_file).unwrap_or_default();
+    let body = std::fs::read_to_string(&body_file).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    Reply {
+        status,
+        connect_status,
+        headers: last_header_block(&raw_headers),
+        body,
+    }
+}
+
+fn last_header_block(raw: &str) -> HashMap<String, String> {
+    let normalized = raw.replace("\r\n", "\n");
+    let block = normalized
+        .split("\n\n")
+        .filter(|b| b.trim_start().starts_with("HTTP/"))
+        .last()
+        .unwrap_or("");
+    block
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
+/// One absolute-form request through the proxy on a fresh connection.
+pub async fn proxied(
+    proxy: SocketAddr,
+    creds: (&str, &str),
+    method: http::Method,
+    url: &str,
+    body: Bytes,
+) -> Reply {
+    let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let uri: http::Uri = url.parse().unwrap();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri.clone())
+        .header(http::header::HOST, uri.authority().unwrap().as_str())
+        .header(
+            http::header::PROXY_AUTHORIZATION,
+            basic_credentials(creds.0, creds.1),
+        )
+        .body(Full::new(body))
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        connect_status: 0,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// Runs a Python snippet with the given environment; returns its stdout parsed as JSON.
+pub async fn python(script: &str, env: &[(&str, String)]) -> serde_json::Value {
+    let mut cmd = tokio::process::Command::new("python3");
+    cmd.arg("-c").arg(script);
+    for var in [
+        "NO_PROXY",
+        "no_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("python3 must be installed");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON from python ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+pub fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
