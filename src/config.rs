@@ -52,6 +52,9 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
+    /// Caps over all agents together (same keys as an agent's limits).
+    #[serde(default)]
+    pub operator_limits: Limits,
 }
 
 fn default_listen() -> SocketAddr {
@@ -465,12 +468,6 @@ impl Config {
         if w.payment_timeout_secs == 0 {
             return Err(err("wallet.payment_timeout_secs", "must be at least 1"));
         }
-        if self.admin.listen.is_some() {
-            return Err(err(
-                "admin.listen",
-                "the admin API is not available in this build yet; remove the admin section",
-            ));
-        }
         if self.admin.listen.is_some()
             && self.admin.token_env.is_none()
             && self.admin.token_file.is_none()
@@ -514,23 +511,6 @@ impl Config {
                     at("key_sha256"),
                     "must be 64 hex characters: the sha256 of the agent's key (`l402-proxy hash-key` prints it)",
                 ));
-            }
-            // Refuse limits this build cannot enforce yet: a limit that silently does nothing
-            // is worse than none, since the operator would believe spend is capped.
-            let l = &a.limits;
-            for (name, set) in [
-                ("hourly_sats", l.hourly_sats.is_some()),
-                ("daily_sats", l.daily_sats.is_some()),
-                ("weekly_sats", l.weekly_sats.is_some()),
-                ("monthly_sats", l.monthly_sats.is_some()),
-                ("total_sats", l.total_sats.is_some()),
-            ] {
-                if set {
-                    return Err(err(
-                        at(&format!("limits.{name}")),
-                        "not enforced by this build yet (budget windows arrive with the durable ledger); remove it",
-                    ));
-                }
             }
             if a.limits.per_request_sats == Some(0) {
                 return Err(err(
@@ -656,17 +636,20 @@ mod tests {
     }
 
     #[test]
-    fn features_not_in_this_build_are_refused_not_ignored() {
+    fn admin_needs_token() {
         let e = Config::parse("wallet: {backend: dev}\nadmin: {listen: '127.0.0.1:9402'}\n")
             .unwrap_err();
-        assert_eq!(e.field, "admin.listen");
+        assert_eq!(e.field, "admin.token_env");
+    }
+
+    #[test]
+    fn operator_limits_and_window_limits_parse() {
         let text = format!(
-            "wallet: {{backend: dev}}\nagents:\n  - {{name: a, key_sha256: \"{KEY}\", limits: {{daily_sats: 5}}}}\n"
+            "wallet: {{backend: dev}}\noperator_limits: {{daily_sats: 50}}\nagents:\n  - {{name: a, key_sha256: \"{KEY}\", limits: {{daily_sats: 5, total_sats: 9}}}}\n"
         );
-        assert_eq!(
-            Config::parse(&text).unwrap_err().field,
-            "agents[0].limits.daily_sats"
-        );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.operator_limits.daily_sats, Some(50));
+        assert_eq!(c.agents[0].limits.total_sats, Some(9));
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! l402-proxy: a transparent HTTP(S) forward proxy that pays L402 challenges for the AI agents
 //! behind it, through the operator's Lightning wallet, within the operator's budgets.
 
+pub mod admin;
 pub mod agents;
+pub mod budget;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod glob;
@@ -10,5 +13,6 @@ pub mod invoice;
 pub mod l402;
 pub mod money;
 pub mod proxy;
+pub mod store;
 pub mod tls;
 pub mod wallet;

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use l402_proxy::admin::Admin;
 use l402_proxy::config::Config;
 use l402_proxy::proxy::{Proxy, Shared};
 use std::io::Read;
@@ -166,31 +167,81 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&config_path)?;
+    let mut config = Config::load(&config_path)?;
     let wallet = l402_proxy::wallet::from_config(&config)?;
     let shared = Arc::new(Shared::from_config(&config, wallet)?);
-    let proxy = Proxy::bind(config.listen, shared)
+    let admin = match config.admin.listen {
+        Some(addr) => {
+            let token = l402_proxy::config::read_secret(
+                config.admin.token_env.as_deref(),
+                config.admin.token_file.as_deref(),
+                "admin.token_env",
+            )?;
+            let admin = Admin::new(shared.clone(), &token);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?;
+            tracing::info!(listen = %addr, "admin API ready");
+            tokio::spawn(admin.clone().serve(listener));
+            Some(admin)
+        }
+        None => None,
+    };
+    // Pending payments from an earlier run are resolved before any new payment can start.
+    shared.prepare().await?;
+    let proxy = Proxy::bind(config.listen, shared.clone())
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(listen = %proxy.local_addr()?, agents = config.agents.len(), wallet = config.wallet.backend.name(), "l402-proxy ready");
+    if let Some(admin) = &admin {
+        admin
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let task = tokio::spawn(proxy.run());
-    shutdown_signal().await;
+    while let Signal::Reload = signal().await {
+        match Config::load(&config_path) {
+            Ok(new) => {
+                let restart = shared.reload(&config, &new);
+                tracing::info!(agents = new.agents.len(), "config reloaded");
+                if !restart.is_empty() {
+                    tracing::warn!(settings = ?restart, "these changes take effect only after a restart");
+                }
+                config = new;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config reload refused; keeping the running config")
+            }
+        }
+    }
     tracing::info!("shutting down");
     task.abort();
+    if let Err(e) = shared.engine.store().flush().await {
+        tracing::warn!(error = %e, "ledger flush failed");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+enum Signal {
+    Reload,
+    Stop,
+}
+
+async fn signal() -> Signal {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
+        if let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = term.recv() => Signal::Stop,
+                _ = hup.recv() => Signal::Reload,
+            };
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+    Signal::Stop
 }

@@ -78,6 +78,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     let config = Config::load(&config_path)?;
     let wallet = crate::wallet::from_config(&config)?;
     let shared = Arc::new(Shared::from_config(&config, wallet)?);
+    shared.prepare().await?;
     let proxy = Proxy::bind(config.listen, shared.clone())
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -2,20 +2,25 @@
 //! single payment (single-flight), a payment hash is never paid twice, and the payment runs in
 //! its own task so an agent hanging up mid-payment cannot lose a settled preimage.
 
-use super::challenge::{self, Challenge};
+use super::challenge::Challenge;
 use super::macaroon;
+use super::payment::PaymentJob;
 use super::policy::{self, Decline};
+use super::reconcile::InFlight;
 use super::tokens::{path_scope, Token, TokenCache};
 use crate::agents::Agent;
+use crate::budget::Budget;
 use crate::invoice::{self, Network};
-use crate::money::{Msat, PaymentHash, Preimage};
+use crate::money::{Msat, PaymentHash};
+use crate::store::Store;
 use crate::wallet::dev::now_unix;
-use crate::wallet::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
+use crate::wallet::{Paid, PaymentStatus, Wallet};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use http::HeaderValue;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -39,7 +44,7 @@ type FlightResult = Result<Obtained, Decline>;
 
 /// Where a payment hash stands in this process.
 #[derive(Debug, Clone, Copy)]
-enum HashState {
+pub(super) enum HashState {
     /// Sent to the wallet and not known to have failed: never send it again, look it up.
     Pending,
     Paid(Paid),
@@ -58,13 +63,27 @@ pub struct EngineStats {
 
 pub struct Engine {
     pub tokens: TokenCache,
-    wallet: Arc<dyn Wallet>,
+    pub budget: Arc<Budget>,
+    pub(super) store: Store,
+    pub(super) wallet: Arc<dyn Wallet>,
     network: Network,
-    max_fee: Msat,
-    timeout: Duration,
+    pub(super) max_fee: Msat,
+    pub(super) timeout: Duration,
     flights: DashMap<String, watch::Receiver<Option<FlightResult>>>,
-    hashes: DashMap<PaymentHash, HashState>,
+    pub(super) hashes: DashMap<PaymentHash, HashState>,
+    /// Payments that may still settle (timeouts, crashes): budget held, resolved by lookup.
+    pub(super) in_flight: Mutex<HashMap<PaymentHash, InFlight>>,
     pub stats: EngineStats,
+}
+
+/// How the engine pays and where it records what it does.
+pub struct EngineParts {
+    pub wallet: Arc<dyn Wallet>,
+    pub network: Network,
+    pub max_fee: Msat,
+    pub timeout: Duration,
+    pub budget: Arc<Budget>,
+    pub store: Store,
 }
 
 /// Everything about the request that the engine needs.
@@ -79,22 +98,24 @@ pub struct ChallengeContext<'a> {
 }
 
 impl Engine {
-    pub fn new(
-        wallet: Arc<dyn Wallet>,
-        network: Network,
-        max_fee: Msat,
-        timeout: Duration,
-    ) -> Engine {
+    pub fn new(parts: EngineParts) -> Engine {
         Engine {
             tokens: TokenCache::new(),
-            wallet,
-            network,
-            max_fee,
-            timeout,
+            budget: parts.budget,
+            store: parts.store,
+            wallet: parts.wallet,
+            network: parts.network,
+            max_fee: parts.max_fee,
+            timeout: parts.timeout,
             flights: DashMap::new(),
             hashes: DashMap::new(),
+            in_flight: Mutex::new(HashMap::new()),
             stats: EngineStats::default(),
         }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn wallet(&self) -> &Arc<dyn Wallet> {
@@ -113,8 +134,20 @@ impl Engine {
         chosen: &Challenge,
     ) -> FlightResult {
         let result = self.obtain_inner(cx, chosen).await;
-        if result.is_err() {
+        if let Err(decline) = &result {
             self.stats.declines.fetch_add(1, Ordering::Relaxed);
+            // Recorded for the operator, off the request path.
+            let store = self.store.clone();
+            let (agent, host) = (cx.agent.name.to_string(), cx.host.to_string());
+            let (code, detail) = (decline.code.to_string(), decline.detail.clone());
+            tokio::spawn(async move {
+                if let Err(e) = store
+                    .record_decline(agent, host, code, detail, now_unix() as i64)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not record a decline");
+                }
+            });
         }
         result
     }
@@ -195,8 +228,9 @@ impl Engine {
         }
         let job = PaymentJob {
             engine: self.clone(),
-            agent: cx.agent.name.clone(),
+            agent: cx.agent.clone(),
             origin: cx.origin.to_string(),
+            host: cx.host.to_string(),
             token: chosen.token.clone(),
             bolt11: chosen.invoice.clone(),
             hash,
@@ -231,7 +265,7 @@ impl Engine {
     }
 
     /// Claims a hash for paying. Returns the earlier result when it was already paid here.
-    async fn claim(&self, hash: PaymentHash) -> Result<Option<Paid>, Decline> {
+    pub(super) async fn claim(&self, hash: PaymentHash) -> Result<Option<Paid>, Decline> {
         let state = match self.hashes.entry(hash) {
             Entry::Vacant(v) => {
                 v.insert(HashState::Pending);
@@ -259,112 +293,6 @@ impl Engine {
                     "this invoice's payment is still in flight; retry later",
                 )),
             },
-        }
-    }
-}
-
-/// One payment, run detached from the request that asked for it.
-struct PaymentJob {
-    engine: Arc<Engine>,
-    agent: Arc<str>,
-    origin: String,
-    token: String,
-    bolt11: String,
-    hash: PaymentHash,
-    amount: Msat,
-    services: Option<String>,
-    expiry: Option<u64>,
-    scope: String,
-}
-
-impl PaymentJob {
-    async fn run(self) -> FlightResult {
-        let engine = &self.engine;
-        let (paid, fresh) = match engine.claim(self.hash).await? {
-            Some(paid) => (paid, false),
-            None => (self.pay().await?, true),
-        };
-        let authorization = HeaderValue::from_str(&challenge::authorization_value(
-            &self.token,
-            paid.preimage.as_bytes(),
-        ))
-        .map_err(|_| Decline::new("challenge-invalid", "the token cannot be sent in a header"))?;
-        let token = Arc::new(Token::new(
-            authorization,
-            self.hash,
-            self.services.clone(),
-            self.expiry,
-            self.scope.clone(),
-        ));
-        engine
-            .tokens
-            .insert(&self.agent, &self.origin, token.clone());
-        Ok(Obtained {
-            token,
-            paid: fresh.then_some(PaidInfo {
-                amount: self.amount,
-                fee: paid.fee,
-                payment_hash: self.hash,
-            }),
-        })
-    }
-
-    async fn pay(&self) -> Result<Paid, Decline> {
-        let engine = &self.engine;
-        let request = PayRequest {
-            bolt11: self.bolt11.clone(),
-            payment_hash: self.hash,
-            amount: self.amount,
-            max_fee: engine.max_fee,
-            timeout: engine.timeout,
-        };
-        tracing::info!(agent = %self.agent, origin = %self.origin, hash = %self.hash.short(), amount = %self.amount, "paying");
-        let started = std::time::Instant::now();
-        let outcome = match tokio::time::timeout(engine.timeout, engine.wallet.pay(&request)).await
-        {
-            Ok(outcome) => outcome,
-            Err(_) => Err(PayError::Timeout(engine.timeout)),
-        };
-        let outcome = match outcome {
-            // The wallet says it already paid this hash: recover the preimage instead of failing.
-            Err(PayError::AlreadyPaid) => match engine.wallet.lookup(&self.hash).await {
-                Ok(PaymentStatus::Succeeded(paid)) => Ok(paid),
-                _ => Err(PayError::AlreadyPaid),
-            },
-            other => other,
-        };
-        // Defence in depth: the type already guarantees it, re-check before trusting a backend.
-        let outcome = outcome.and_then(|paid| {
-            Preimage::verify(*paid.preimage.as_bytes(), &self.hash)
-                .map(|_| paid)
-                .map_err(|_| PayError::BadPreimage)
-        });
-        match outcome {
-            Ok(paid) => {
-                engine.hashes.insert(self.hash, HashState::Paid(paid));
-                engine
-                    .stats
-                    .payments_succeeded
-                    .fetch_add(1, Ordering::Relaxed);
-                engine
-                    .stats
-                    .paid_msat
-                    .fetch_add(self.amount.0, Ordering::Relaxed);
-                engine
-                    .stats
-                    .fees_msat
-                    .fetch_add(paid.fee.0, Ordering::Relaxed);
-                tracing::info!(agent = %self.agent, hash = %self.hash.short(), fee = %paid.fee, ms = started.elapsed().as_millis() as u64, "paid");
-                Ok(paid)
-            }
-            Err(e) => {
-                engine.stats.payments_failed.fetch_add(1, Ordering::Relaxed);
-                if !e.may_be_in_flight() {
-                    engine.hashes.remove(&self.hash);
-                }
-                tracing::warn!(agent = %self.agent, hash = %self.hash.short(), error = %e, "payment failed");
-                Err(Decline::new(e.code(), e.to_string()))
-            }
         }
     }
 }

@@ -4,5 +4,7 @@
 pub mod challenge;
 pub mod engine;
 pub mod macaroon;
+pub mod payment;
 pub mod policy;
+pub mod reconcile;
 pub mod tokens;

@@ -29,10 +29,16 @@ pub async fn handle(
         );
     };
     let target = Target::new(Scheme::HTTPS, authority);
-    if crate::glob::any_matches(&shared.intercept, &target.host) {
+    let own = target.host == super::self_view::SELF_HOST;
+    if own || crate::glob::any_matches(&shared.intercept, &target.host) {
         // Vet the destination now, so a refusal is a clear answer to CONNECT rather than a
-        // broken TLS session later.
-        if let Err(e) = shared.guard.resolve(&target.host, target.port).await {
+        // broken TLS session later. The proxy's own name is answered inside, never dialled.
+        let vetted = if own {
+            Ok(Vec::new())
+        } else {
+            shared.guard.resolve(&target.host, target.port).await
+        };
+        if let Err(e) = vetted {
             return guard_response(&e);
         }
         tokio::spawn(async move {

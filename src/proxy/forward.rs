@@ -24,6 +24,7 @@ pub const PAID_MSAT_HEADER: &str = "x-l402-proxy-paid-msat";
 pub const FEE_MSAT_HEADER: &str = "x-l402-proxy-fee-msat";
 pub const PAYMENT_HASH_HEADER: &str = "x-l402-proxy-payment-hash";
 pub const TOKEN_HEADER: &str = "x-l402-proxy-token";
+pub const REMAINING_HEADER: &str = "x-l402-proxy-remaining-msat";
 
 /// Where a request goes: the origin is the token cache key.
 #[derive(Debug, Clone)]
@@ -107,6 +108,9 @@ pub async fn forward(
     req: Request<Incoming>,
     target: &Target,
 ) -> Response<Body> {
+    if target.host == super::self_view::SELF_HOST {
+        return super::self_view::respond(&shared.engine.budget, agent, req.uri().path());
+    }
     let (mut parts, incoming) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let uri = match target.upstream_uri(parts.uri.path_and_query()) {
@@ -193,7 +197,15 @@ pub async fn forward(
         Err(decline) => declined(response, &decline),
         Ok(obtained) => {
             drop(response);
-            replay_once(shared, &replay, &obtained).await
+            let mut out = replay_once(shared, &replay, &obtained).await;
+            if obtained.paid.is_some() {
+                // What the agent has left under its tightest limit, when it has one.
+                if let Some(left) = shared.engine.budget.view(agent).remaining_msat.tightest() {
+                    out.headers_mut()
+                        .insert(REMAINING_HEADER, HeaderValue::from(left));
+                }
+            }
+            out
         }
     }
 }

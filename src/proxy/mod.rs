@@ -6,14 +6,19 @@ pub mod connect;
 pub mod forward;
 pub mod headers;
 pub mod responses;
+pub mod self_view;
 
 use crate::agents::Agents;
+use crate::budget::Budget;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::guard::{Guard, GuardedConnector};
-use crate::l402::engine::Engine;
+use crate::l402::engine::{Engine, EngineParts};
 use crate::money::Msat;
+use crate::store::Store;
 use crate::tls::{upstream_client_config, CertificateAuthority};
 use crate::wallet::Wallet;
+use arc_swap::ArcSwap;
 use body::Body;
 use forward::Target;
 use http::{Method, Request, Response, StatusCode};
@@ -32,7 +37,8 @@ pub type UpstreamClient = Client<HttpsConnector<GuardedConnector>, Body>;
 
 /// State shared by every connection.
 pub struct Shared {
-    pub agents: Agents,
+    /// Swapped whole on reload; requests hold the snapshot they authenticated against.
+    pub agents: ArcSwap<Agents>,
     pub engine: Arc<Engine>,
     pub ca: Arc<CertificateAuthority>,
     pub guard: Arc<Guard>,
@@ -42,8 +48,17 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Assembles the proxy's state from a validated config and a wallet.
+    /// Assembles the proxy's state from a validated config and a wallet, with the system clock.
     pub fn from_config(config: &Config, wallet: Arc<dyn Wallet>) -> anyhow::Result<Shared> {
+        Shared::with_clock(config, wallet, Arc::new(crate::clock::SystemClock))
+    }
+
+    /// As `from_config`, with the clock budgets use (tests inject one).
+    pub fn with_clock(
+        config: &Config,
+        wallet: Arc<dyn Wallet>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Shared> {
         let ca = CertificateAuthority::load_or_create(&config.tls.ca_cert, &config.tls.ca_key)?;
         let guard = Arc::new(Guard::new(
             &config.guard,
@@ -60,14 +75,17 @@ impl Shared {
             .pool_idle_timeout(Duration::from_secs(config.http.pool_idle_secs))
             .pool_timer(TokioTimer::new())
             .build(https);
-        let engine = Engine::new(
+        let store = Store::open(&config.store.path)?;
+        let engine = Engine::new(EngineParts {
             wallet,
-            config.network(),
-            Msat::from_sats(config.wallet.max_fee_sats),
-            Duration::from_secs(config.wallet.payment_timeout_secs),
-        );
+            network: config.network(),
+            max_fee: Msat::from_sats(config.wallet.max_fee_sats),
+            timeout: Duration::from_secs(config.wallet.payment_timeout_secs),
+            budget: Arc::new(Budget::new(clock, config.operator_limits.clone())),
+            store,
+        });
         Ok(Shared {
-            agents: Agents::from_config(&config.agents),
+            agents: ArcSwap::from_pointee(Agents::from_config(&config.agents)),
             engine: Arc::new(engine),
             ca: Arc::new(ca),
             guard,
@@ -77,6 +95,60 @@ impl Shared {
         })
     }
 }
+
+impl Shared {
+    /// Reads the ledger back (spend, totals, tokens), resolves payments a previous run left
+    /// pending, and keeps resolving in the background. Call before accepting agents.
+    pub async fn prepare(&self) -> anyhow::Result<crate::l402::reconcile::RestoreReport> {
+        let report = self.engine.restore().await?;
+        self.engine.spawn_reconciler(RECONCILE_EVERY);
+        if report.pending > 0 || report.tokens > 0 {
+            tracing::info!(
+                pending = report.pending,
+                still_in_flight = report.still_in_flight,
+                tokens = report.tokens,
+                "ledger restored"
+            );
+        }
+        Ok(report)
+    }
+}
+
+impl Shared {
+    /// Applies a reloaded config: agents, their limits and the operator's limits change; spend,
+    /// tokens and open connections stay. Settings that need a restart are reported.
+    pub fn reload(&self, old: &Config, new: &Config) -> Vec<&'static str> {
+        self.agents
+            .store(Arc::new(Agents::from_config(&new.agents)));
+        self.engine
+            .budget
+            .set_operator_limits(new.operator_limits.clone());
+        let mut needs_restart = Vec::new();
+        if old.listen != new.listen {
+            needs_restart.push("listen");
+        }
+        if old.admin.listen != new.admin.listen {
+            needs_restart.push("admin.listen");
+        }
+        if old.tls.intercept != new.tls.intercept
+            || old.tls.upstream_roots != new.tls.upstream_roots
+        {
+            needs_restart.push("tls");
+        }
+        if old.wallet.backend != new.wallet.backend
+            || old.wallet.max_fee_sats != new.wallet.max_fee_sats
+        {
+            needs_restart.push("wallet");
+        }
+        if old.store.path != new.store.path {
+            needs_restart.push("store.path");
+        }
+        needs_restart
+    }
+}
+
+/// How often payments of unknown outcome are looked up again.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
 /// A bound proxy listener.
 pub struct Proxy {
@@ -132,6 +204,7 @@ impl Proxy {
 async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let agent = match shared
         .agents
+        .load()
         .authenticate(req.headers().get(http::header::PROXY_AUTHORIZATION))
     {
         Ok(agent) => agent,

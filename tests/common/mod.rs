@@ -127,6 +127,7 @@ agents:
             opts.pay_delay,
         ));
         let shared = Arc::new(Shared::from_config(&config, wallet.clone()).unwrap());
+        shared.prepare().await.unwrap();
         let proxy = Proxy::bind(config.listen, shared.clone()).await.unwrap();
         let addr = proxy.local_addr().unwrap();
         let task = tokio::spawn(proxy.run());
