@@ -1,0 +1,434 @@
+#!/usr/bin/env bash
+# l402-proxy benchmark: the method of shared/BENCHMARKING.md, in one run, one table.
+#
+# nginx (1 worker, keep-alive, access_log off, 1 KiB body over HTTP and HTTPS) is the origin; the
+# proxy runs pinned to core 0, nginx and the load generators share core 1. Direct and proxied
+# runs are interleaved, in rounds; the table quotes medians. Everything stays on 127.0.0.1.
+#
+#   bench/run.sh                      # defaults: 3 rounds of 3 s per measured phase
+#   BENCH_SECS=5 BENCH_ROUNDS=5 bench/run.sh
+#
+# Environment (all optional):
+#   CARGO_TARGET_DIR   where cargo builds (default: target/ in the repo)
+#   BENCH_SECS         measured seconds per phase, whole (default 3, at most 10)
+#   BENCH_ROUNDS       rounds (default 3)
+#   BENCH_IDLE         idle connections for the RSS figure (default 1000)
+#   BENCH_PORT_BASE    first of the fixed ports used (default 18400: +0 proxy, +80 nginx http,
+#                      +43 nginx https)
+#   BENCH_KEEP=1       keep the work directory (configs, logs, raw results) after the run
+#   BENCH_NO_INSTALL=1 do not apt-get anything (fail if wrk/nginx/openssl are missing)
+# Speed is measured and printed, never asserted: the exit status says only whether the run
+# itself worked.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+SECS=${BENCH_SECS:-3}
+ROUNDS=${BENCH_ROUNDS:-3}
+IDLE_CONNS=${BENCH_IDLE:-1000}
+BASE=${BENCH_PORT_BASE:-18400}
+PROXY_PORT=$((BASE + 0))
+NGINX_HTTP=$((BASE + 80))
+NGINX_HTTPS=$((BASE + 43))
+WARMUP=0.5
+AGENT=bench
+AGENT_KEY=bench-key-$RANDOM$RANDOM
+CLK_TCK=$(getconf CLK_TCK)
+
+if ! [[ $SECS =~ ^[0-9]+$ ]] || ((SECS < 1 || SECS > 10)); then
+  echo "BENCH_SECS must be a whole number of seconds, 1 to 10 (wrk takes whole seconds)" >&2
+  exit 2
+fi
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ---------------------------------------------------------------- tools
+NGINX_BIN=$(command -v nginx || true)
+[[ -z $NGINX_BIN && -x /usr/sbin/nginx ]] && NGINX_BIN=/usr/sbin/nginx
+missing=()
+[[ -z $NGINX_BIN ]] && missing+=(nginx-light)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v taskset >/dev/null || missing+=(util-linux)
+if ((${#missing[@]})); then
+  if [[ ${BENCH_NO_INSTALL:-0} == 1 ]]; then
+    echo "missing: ${missing[*]} (and BENCH_NO_INSTALL=1)" >&2
+    exit 2
+  fi
+  SUDO=""
+  [[ $(id -u) != 0 ]] && SUDO=sudo
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null; then
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+fi
+
+log "building (release) into $CARGO_TARGET_DIR"
+(cd "$ROOT" && cargo build --release --quiet --bin l402-proxy --example loadgen --example bench_seller)
+BIN=$CARGO_TARGET_DIR/release/l402-proxy
+LOADGEN=$CARGO_TARGET_DIR/release/examples/loadgen
+SELLER=$CARGO_TARGET_DIR/release/examples/bench_seller
+
+# ---------------------------------------------------------------- processes and cleanup
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/l402-bench.XXXXXX")
+chmod 755 "$WORK" # nginx workers may run as another user
+PIDS=()
+cleanup() {
+  local status=$?
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+    log "work directory kept: $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if (($(ulimit -n) < IDLE_CONNS * 2 + 100)); then
+  log "warning: open-file limit $(ulimit -n) is low for $IDLE_CONNS idle connections"
+fi
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {
+  local i
+  for i in $(seq 1 200); do
+    port_open "$1" && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on 127.0.0.1:$1 (see logs in $WORK)" >&2
+  BENCH_KEEP=1
+  return 1
+}
+for p in "$PROXY_PORT" "$NGINX_HTTP" "$NGINX_HTTPS"; do
+  if port_open "$p"; then
+    echo "127.0.0.1:$p is already in use; set BENCH_PORT_BASE" >&2
+    exit 2
+  fi
+done
+
+# ---------------------------------------------------------------- origin: certificates and nginx
+log "origin certificates (private CA → CA:FALSE leaf for localhost/127.0.0.1)"
+(
+  cd "$WORK"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout origin-ca-key.pem -out origin-ca.pem -days 7 -subj "/CN=l402-bench origin CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout origin-key.pem -out origin.csr -subj "/CN=localhost" 2>/dev/null
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+    "extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost,IP:127.0.0.1" >origin-ext.cnf
+  openssl x509 -req -in origin.csr -CA origin-ca.pem -CAkey origin-ca-key.pem -CAcreateserial \
+    -out origin.pem -days 7 -extfile origin-ext.cnf 2>/dev/null
+  chmod 644 ./*.pem
+  mkdir -p www nginx-tmp
+  head -c 1024 /dev/zero | tr '\0' 'x' >www/1k
+  chmod -R a+rX www nginx-tmp
+)
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_timeout 300s;
+  keepalive_requests 100000000;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path $WORK/nginx-tmp/body;
+  proxy_temp_path $WORK/nginx-tmp/proxy;
+  fastcgi_temp_path $WORK/nginx-tmp/fastcgi;
+  uwsgi_temp_path $WORK/nginx-tmp/uwsgi;
+  scgi_temp_path $WORK/nginx-tmp/scgi;
+  server {
+    listen 127.0.0.1:$NGINX_HTTP;
+    listen 127.0.0.1:$NGINX_HTTPS ssl;
+    server_name localhost;
+    ssl_certificate $WORK/origin.pem;
+    ssl_certificate_key $WORK/origin-key.pem;
+    root $WORK/www;
+    location = /1k { default_type application/octet-stream; }
+  }
+}
+EOF
+log "nginx on 127.0.0.1:$NGINX_HTTP (http) and :$NGINX_HTTPS (https), core 1"
+taskset -c 1 "$NGINX_BIN" -c "$WORK/nginx.conf" -p "$WORK" 2>"$WORK/nginx.stderr" &
+PIDS+=($!)
+wait_port "$NGINX_HTTP"
+wait_port "$NGINX_HTTPS"
+
+# ---------------------------------------------------------------- the L402 seller (own process)
+log "L402 seller (examples/bench_seller), core 1"
+taskset -c 1 "$SELLER" "$WORK/seller-ca.pem" >"$WORK/seller.out" 2>"$WORK/seller.err" &
+SELLER_PID=$!
+PIDS+=("$SELLER_PID")
+for _ in $(seq 1 200); do
+  grep -q '^seller http=' "$WORK/seller.out" 2>/dev/null && break
+  sleep 0.05
+done
+SELLER_HTTP=$(sed -n 's/^seller http=\([0-9]*\) .*/\1/p' "$WORK/seller.out")
+[[ -n $SELLER_HTTP ]] || { echo "seller did not start" >&2; cat "$WORK/seller.err" >&2; exit 1; }
+
+# ---------------------------------------------------------------- the proxy
+KEY_SHA=$(printf '%s' "$AGENT_KEY" | "$BIN" hash-key)
+# CONNECTs to localhost are intercepted (TLS terminated with a leaf from our CA); CONNECTs to
+# 127.0.0.1 are tunnelled byte for byte, which gives the tunnel row.
+cat >"$WORK/proxy.yaml" <<EOF
+listen: 127.0.0.1:$PROXY_PORT
+tls:
+  ca_cert: ca.pem
+  ca_key: ca-key.pem
+  intercept: ["localhost"]
+  upstream_roots: ["origin-ca.pem", "seller-ca.pem"]
+guard: { allow_private: true }
+wallet: { backend: dev, network: regtest }
+store: { path: l402-proxy.db }
+agents:
+  - name: $AGENT
+    key_sha256: "$KEY_SHA"
+EOF
+log "proxy on 127.0.0.1:$PROXY_PORT, core 0"
+taskset -c 0 "$BIN" run --config "$WORK/proxy.yaml" >"$WORK/proxy.out" 2>"$WORK/proxy.err" &
+PROXY_PID=$!
+PIDS+=("$PROXY_PID")
+wait_port "$PROXY_PORT"
+RSS_START_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$PROXY_PID/status")
+
+# ---------------------------------------------------------------- measuring helpers
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$PROXY_PID/stat"; }
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$PROXY_PID/status"; }
+
+PROXY_URL=http://127.0.0.1:$PROXY_PORT
+AUTH_B64=$(printf '%s:%s' "$AGENT" "$AGENT_KEY" | base64 -w0)
+WRK_PROXY_LUA=$WORK/proxy.lua
+cat >"$WRK_PROXY_LUA" <<EOF
+-- absolute-form request line through the forward proxy
+wrk.path = "http://127.0.0.1:$NGINX_HTTP/1k"
+wrk.headers["Host"] = "127.0.0.1:$NGINX_HTTP"
+wrk.headers["Proxy-Authorization"] = "Basic $AUTH_B64"
+EOF
+
+declare -A RES  # RES[scenario|c|metric] = "v1 v2 …" (one value per round)
+WARNINGS=()
+add() { RES["$1|$2|$3"]+="$4 "; }
+warn() { WARNINGS+=("$*"); log "WARNING: $*"; }
+
+# Converts wrk's "120.00us" / "1.20ms" / "1.00s" to µs.
+to_us() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0
+    if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000; else m = 1
+    printf "%.1f", n * m }'
+}
+
+# run_wrk SCENARIO C PROXIED
+run_wrk() {
+  local scen=$1 c=$2 proxied=$3 out t0 t1 total rps p50 p99 non2xx errs
+  out=$WORK/wrk-$scen-$c.txt
+  t0=$(cpu_ticks)
+  if [[ $proxied == 1 ]]; then
+    taskset -c 1 wrk -t1 -c"$c" -d"${SECS}s" --latency -s "$WRK_PROXY_LUA" "$PROXY_URL/" >"$out"
+  else
+    taskset -c 1 wrk -t1 -c"$c" -d"${SECS}s" --latency "http://127.0.0.1:$NGINX_HTTP/1k" >"$out"
+  fi
+  t1=$(cpu_ticks)
+  total=$(awk '/requests in/ {print $1}' "$out")
+  rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out")
+  p50=$(to_us "$(awk '$1 == "50%" {print $2}' "$out")")
+  p99=$(to_us "$(awk '$1 == "99%" {print $2}' "$out")")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' "$out")
+  errs=$(awk '/Socket errors/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$out")
+  [[ -n $non2xx && $non2xx != 0 ]] && warn "$scen c=$c: $non2xx non-2xx answers"
+  [[ -n $errs && $errs != 0 ]] && warn "$scen c=$c: $errs socket errors"
+  add "$scen" "$c" rps "$rps"
+  add "$scen" "$c" p50 "$p50"
+  add "$scen" "$c" p99 "$p99"
+  if [[ $proxied == 1 && ${total:-0} -gt 0 ]]; then
+    add "$scen" "$c" cpu "$(awk -v d=$((t1 - t0)) -v n="$total" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", d * 1e6 / hz / n}')"
+  fi
+}
+
+# run_lg SCENARIO C PROXIED [loadgen args…]
+run_lg() {
+  local scen=$1 c=$2 proxied=$3 out t0 t1 line total
+  shift 3
+  out=$WORK/lg-$scen-$c.txt
+  t0=$(cpu_ticks)
+  taskset -c 1 "$LOADGEN" -c "$c" -d "$SECS" --warmup "$WARMUP" "$@" >"$out" 2>>"$WORK/loadgen.err"
+  t1=$(cpu_ticks)
+  line=$(tail -1 "$out")
+  kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$line"; }
+  total=$(kv total)
+  add "$scen" "$c" rps "$(kv rps)"
+  add "$scen" "$c" p50 "$(kv p50_us)"
+  add "$scen" "$c" p99 "$(kv p99_us)"
+  [[ $(kv errors) != 0 ]] && warn "$scen c=$c: $(kv errors) failed requests/connections"
+  [[ $(kv bad_status) != 0 ]] && warn "$scen c=$c: $(kv bad_status) answers were not 200"
+  [[ $(kv flagged) != 0 ]] && warn "$scen c=$c: $(kv flagged) answers carried x-l402-proxy-token (a payment, not the cached token)"
+  if [[ $proxied == 1 && ${total:-0} -gt 0 ]]; then
+    add "$scen" "$c" cpu "$(awk -v d=$((t1 - t0)) -v n="$total" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", d * 1e6 / hz / n}')"
+  fi
+}
+
+LG_PROXY=(--proxy "127.0.0.1:$PROXY_PORT" --proxy-auth "$AGENT:$AGENT_KEY")
+direct_https() { run_lg c_https "$1" 0 --url "https://localhost:$NGINX_HTTPS/1k" --cacert "$WORK/origin-ca.pem"; }
+proxy_https() { run_lg d_intercept "$1" 1 "${LG_PROXY[@]}" --url "https://localhost:$NGINX_HTTPS/1k" --cacert "$WORK/ca.pem"; }
+proxy_tunnel() { run_lg t_tunnel "$1" 1 "${LG_PROXY[@]}" --url "https://127.0.0.1:$NGINX_HTTPS/1k" --cacert "$WORK/origin-ca.pem"; }
+paid_cached() {
+  run_lg e_cached "$1" 1 "${LG_PROXY[@]}" --url "http://127.0.0.1:$SELLER_HTTP/weather/today" \
+    --flag-header x-l402-proxy-token
+}
+seller_free() { run_lg f_free "$1" 1 "${LG_PROXY[@]}" --url "http://127.0.0.1:$SELLER_HTTP/free/x"; }
+
+# ---------------------------------------------------------------- sanity and the first payment
+log "checking every path once"
+"$LOADGEN" -c 1 -d 0.2 --warmup 0 "${LG_PROXY[@]}" --url "http://127.0.0.1:$NGINX_HTTP/1k" >/dev/null
+"$LOADGEN" -c 1 -d 0.2 --warmup 0 "${LG_PROXY[@]}" --url "https://localhost:$NGINX_HTTPS/1k" --cacert "$WORK/ca.pem" >/dev/null
+first=$("$LOADGEN" -c 1 --count 1 "${LG_PROXY[@]}" --url "http://127.0.0.1:$SELLER_HTTP/weather/today" \
+  --flag-header x-l402-proxy-token)
+grep -q 'flagged=1' <<<"$first" && grep -q 'bad_status=0' <<<"$first" ||
+  warn "the first /weather/today was not paid as expected: $first"
+log "first paid request: $first"
+
+# ---------------------------------------------------------------- rounds
+CONCS=(1 16 64)
+PAID_CONCS=(1 16)
+est=$(awk -v r="$ROUNDS" -v s="$SECS" -v w="$WARMUP" 'BEGIN {printf "%.0f", r * (15 * s + 10 * (s + w) + 4 * (s + w))}')
+log "$ROUNDS rounds × 19 phases of ${SECS}s (≈ ${est}s)"
+for r in $(seq 1 "$ROUNDS"); do
+  log "round $r/$ROUNDS"
+  for c in "${CONCS[@]}"; do
+    # Alternate which side goes first, so drift does not favour one.
+    if ((r % 2)); then
+      run_wrk a_http "$c" 0; run_wrk b_http "$c" 1
+      direct_https "$c"; proxy_https "$c"; proxy_tunnel "$c"
+    else
+      run_wrk b_http "$c" 1; run_wrk a_http "$c" 0
+      proxy_tunnel "$c"; proxy_https "$c"; direct_https "$c"
+    fi
+  done
+  for c in "${PAID_CONCS[@]}"; do
+    if ((r % 2)); then paid_cached "$c"; seller_free "$c"; else seller_free "$c"; paid_cached "$c"; fi
+  done
+done
+RSS_LOADED_KB=$(rss_kb)
+
+# ---------------------------------------------------------------- idle connections
+log "holding $IDLE_CONNS idle keep-alive connections through the proxy"
+taskset -c 1 "$LOADGEN" --idle "$IDLE_CONNS" --hold 120 "${LG_PROXY[@]}" \
+  --url "http://127.0.0.1:$NGINX_HTTP/1k" >"$WORK/idle.out" 2>"$WORK/idle.err" &
+IDLE_PID=$!
+PIDS+=("$IDLE_PID")
+for _ in $(seq 1 600); do
+  grep -q '^ready' "$WORK/idle.out" 2>/dev/null && break
+  kill -0 "$IDLE_PID" 2>/dev/null || break
+  sleep 0.1
+done
+if grep -q '^ready' "$WORK/idle.out"; then
+  sleep 1
+  RSS_IDLE_KB=$(rss_kb)
+  PROXY_FDS=$(ls "/proc/$PROXY_PID/fd" | wc -l)
+  grep -q 'bad_status=0' "$WORK/idle.out" || warn "idle phase: $(cat "$WORK/idle.out")"
+else
+  RSS_IDLE_KB=""
+  PROXY_FDS=""
+  warn "idle phase failed: $(cat "$WORK/idle.err")"
+fi
+kill "$IDLE_PID" 2>/dev/null || true
+wait "$IDLE_PID" 2>/dev/null || true
+
+# ---------------------------------------------------------------- report
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]; else print ""}'; }
+spread() { # (max-min)/median in %, across rounds
+  tr ' ' '\n' | awk 'NF' | sort -g |
+    awk '{a[NR] = $1} END {m = a[int((NR + 1) / 2)]; if (NR > 1 && m > 0) printf "%.0f%%", (a[NR] - a[1]) * 100 / m; else print "-"}'
+}
+get() { median <<<"${RES["$1|$2|$3"]:-}"; }
+spr() { spread <<<"${RES["$1|$2|$3"]:-}"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.2f", a / b; else print "-" }'; }
+diffv() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "") printf "%+.0f", a - b; else print "-" }'; }
+mib() { awk -v k="$1" 'BEGIN { if (k != "") printf "%.1f MiB", k / 1024; else print "-" }'; }
+
+declare -A NAME=(
+  [a_http]="(a) direct nginx, HTTP (wrk)"
+  [b_http]="(b) via proxy, HTTP pass-through (wrk)"
+  [c_https]="(c) direct nginx, HTTPS (loadgen)"
+  [d_intercept]="(d) via proxy, HTTPS intercepted (loadgen)"
+  [t_tunnel]="(t) via proxy, HTTPS CONNECT tunnel (loadgen)"
+  [e_cached]="(e) via proxy, L402 cached token (loadgen)"
+  [f_free]="(f) via proxy, seller /free pass-through"
+)
+declare -A BASELINE=([b_http]=a_http [d_intercept]=c_https [t_tunnel]=c_https [e_cached]=f_free)
+
+echo
+REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "unknown revision")
+if [[ $REV != unknown* ]] && ! git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null; then
+  REV="$REV + uncommitted changes in src/"
+fi
+echo "l402-proxy benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $REV"
+echo "medians of $ROUNDS rounds × ${SECS}s (spread = (max−min)/median across rounds); 1 KiB body, keep-alive;"
+echo "proxy on core 0, origin + load generator on core 1; ratio and Δp50 are against the row's baseline"
+echo "((b)→(a), (d),(t)→(c), (e)→(f)); proxy CPU = (utime+stime) delta ÷ every request of the run."
+echo
+printf '%-46s %3s %9s %6s %6s %9s %9s %7s %10s %6s\n' scenario c "req/s" spread ratio "p50 µs" "p99 µs" "Δp50" "CPU µs/req" "cpu÷"
+printf '%s\n' "$(printf '%.0s-' $(seq 1 121))"
+for scen in a_http b_http c_https d_intercept t_tunnel e_cached f_free; do
+  concs=("${CONCS[@]}")
+  [[ $scen == e_cached || $scen == f_free ]] && concs=("${PAID_CONCS[@]}")
+  for c in "${concs[@]}"; do
+    rps=$(get "$scen" "$c" rps)
+    p50=$(get "$scen" "$c" p50)
+    p99=$(get "$scen" "$c" p99)
+    cpu=$(get "$scen" "$c" cpu)
+    base=${BASELINE[$scen]:-}
+    rr="" dp="" cr=""
+    if [[ -n $base ]]; then
+      rr=$(ratio "$rps" "$(get "$base" "$c" rps)")
+      dp=$(diffv "$p50" "$(get "$base" "$c" p50)")
+      [[ $scen == e_cached ]] && cr=$(ratio "$cpu" "$(get f_free "$c" cpu)")
+    fi
+    printf '%-46s %3s %9s %6s %6s %9s %9s %7s %10s %6s\n' "${NAME[$scen]}" "$c" "${rps:--}" "$(spr "$scen" "$c" rps)" \
+      "${rr:--}" "${p50:--}" "${p99:--}" "${dp:--}" "${cpu:--}" "${cr:--}"
+  done
+done
+echo
+echo "proxy RSS: at start $(mib "$RSS_START_KB"), after load $(mib "$RSS_LOADED_KB"),"
+echo "           with $IDLE_CONNS idle keep-alive connections $(mib "$RSS_IDLE_KB") (+$(mib "$(awk -v a="${RSS_IDLE_KB:-0}" -v b="$RSS_LOADED_KB" 'BEGIN {print a - b}')"); proxy fds open: ${PROXY_FDS:--})"
+echo
+echo "against the targets (shared/BENCHMARKING.md; c=16 unless said):"
+printf '  %-58s %10s   target %s\n' \
+  "proxy CPU µs/req, HTTP pass-through (b)" "$(get b_http 16 cpu)" "≤ 12" \
+  "proxy CPU µs/req, HTTPS intercepted (d)" "$(get d_intercept 16 cpu)" "≤ 12" \
+  "HTTP req/s via proxy ÷ direct (b/a)" "$(ratio "$(get b_http 16 rps)" "$(get a_http 16 rps)")" "≥ 0.65" \
+  "p50 at c=1, HTTP via proxy (b), µs" "$(get b_http 1 p50)" "≤ 30 (peers quote p50 itself)" \
+  "p50 added at c=1, HTTP (b − a), µs" "$(diffv "$(get b_http 1 p50)" "$(get a_http 1 p50)")" "≤ 30" \
+  "RSS with $IDLE_CONNS idle connections" "$(mib "$RSS_IDLE_KB")" "≤ 20 MiB" \
+  "cached-token CPU ÷ pass-through CPU (e/f)" "$(ratio "$(get e_cached 16 cpu)" "$(get f_free 16 cpu)")" "≤ 1.05" \
+  "cached-token req/s ÷ pass-through req/s (e/f)" "$(ratio "$(get e_cached 16 rps)" "$(get f_free 16 rps)")" "≥ 0.95"
+echo
+echo "peers (BENCHMARKING.md): hudsucker 16.8 µs/req HTTP, 15.5 HTTPS, 0.51 of direct, p50 42 µs, 34.6 MiB;"
+echo "squid 41.4 / 12.7 (tunnel), 0.19, 73 µs, 50.2 MiB. Differences below the spread column are noise."
+if ((${#WARNINGS[@]})); then
+  echo
+  echo "warnings:"
+  printf '  - %s\n' "${WARNINGS[@]}"
+fi
+kill "$SELLER_PID" 2>/dev/null || true
+wait "$SELLER_PID" 2>/dev/null || true
+if grep -q '^seller challenges=' "$WORK/seller.out"; then
+  echo
+  echo "seller counters: $(sed -n 's/^seller challenges=/challenges=/p' "$WORK/seller.out") (one challenge and one payment expected)"
+fi
