@@ -213,6 +213,9 @@ pub struct DevWalletConfig {
     /// Simulated routing fee, in msat per payment.
     #[serde(default)]
     pub fee_msat: u64,
+    /// Where the simulated network journals payments, so they outlive the proxy process (as a
+    /// real node's would) and are found by lookup after a restart. Absent: in memory only.
+    pub state_file: Option<PathBuf>,
 }
 
 fn default_dev_balance() -> u64 {
@@ -229,6 +232,7 @@ impl Default for DevWalletConfig {
             pay_delay_ms: 0,
             secret: default_dev_secret(),
             fee_msat: 0,
+            state_file: None,
         }
     }
 }
@@ -368,6 +372,9 @@ impl Config {
         fix(&mut self.tls.ca_key);
         self.tls.upstream_roots.iter_mut().for_each(fix);
         fix(&mut self.store.path);
+        if let Some(p) = self.wallet.dev.state_file.as_mut() {
+            fix(p);
+        }
         if let Some(p) = self.admin.token_file.as_mut() {
             fix(p);
         }

@@ -112,6 +112,27 @@ pub struct DevWallet {
     delay: Duration,
     payments: DashMap<PaymentHash, PaymentStatus>,
     attempts: AtomicU64,
+    /// With a state file, the wallet behaves like a node in another process: a payment is
+    /// journaled when it leaves and settles on schedule even if the proxy dies meanwhile.
+    journal: Option<std::sync::Mutex<std::fs::File>>,
+    sent: DashMap<PaymentHash, Sent>,
+}
+
+/// A payment the simulated network has accepted, as journaled.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Sent {
+    hash: String,
+    preimage: String,
+    amount_msat: u64,
+    fee_msat: u64,
+    settle_at_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl DevWallet {
@@ -123,7 +144,55 @@ impl DevWallet {
             delay,
             payments: DashMap::new(),
             attempts: AtomicU64::new(0),
+            journal: None,
+            sent: DashMap::new(),
         }
+    }
+
+    /// Keeps the simulated network's record of payments in `path` (JSON lines, fsynced), so
+    /// payments outlive the proxy process and `lookup` answers after a restart.
+    pub fn with_state_file(mut self, path: &std::path::Path) -> std::io::Result<DevWallet> {
+        use std::io::BufRead;
+        if let Ok(file) = std::fs::File::open(path) {
+            for line in std::io::BufReader::new(file).lines() {
+                let Ok(sent) = serde_json::from_str::<Sent>(&line?) else {
+                    continue;
+                };
+                let Some(hash) = PaymentHash::from_hex(&sent.hash) else {
+                    continue;
+                };
+                let _ = self.debit(Msat(sent.amount_msat.saturating_add(sent.fee_msat)));
+                self.sent.insert(hash, sent);
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        self.journal = Some(std::sync::Mutex::new(file));
+        Ok(self)
+    }
+
+    fn journal(&self, hash: &PaymentHash, paid: &Paid, amount: Msat) -> Result<(), PayError> {
+        use std::io::Write;
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let sent = Sent {
+            hash: hash.to_hex(),
+            preimage: paid.preimage.to_hex(),
+            amount_msat: amount.0,
+            fee_msat: paid.fee.0,
+            settle_at_ms: now_ms().saturating_add(self.delay.as_millis() as u64),
+        };
+        let line =
+            serde_json::to_string(&sent).map_err(|e| PayError::Unavailable(e.to_string()))? + "\n";
+        let mut file = journal.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(line.as_bytes())
+            .and_then(|_| file.sync_data())
+            .map_err(|e| PayError::Unavailable(format!("dev wallet journal: {e}")))?;
+        self.sent.insert(*hash, sent);
+        Ok(())
     }
 
     /// Payments that settled, for tests and the demo.
@@ -193,6 +262,9 @@ impl Wallet for DevWallet {
 
     async fn pay(&self, request: &PayRequest) -> Result<Paid, PayError> {
         self.attempts.fetch_add(1, Ordering::Relaxed);
+        if self.sent.contains_key(&request.payment_hash) {
+            return Err(PayError::AlreadyPaid);
+        }
         // Claim the hash first: two concurrent pays of one invoice must not both settle.
         match self.payments.entry(request.payment_hash) {
             Entry::Occupied(_) => return Err(PayError::AlreadyPaid),
@@ -200,10 +272,14 @@ impl Wallet for DevWallet {
                 v.insert(PaymentStatus::InFlight);
             }
         }
-        if !self.delay.is_zero() {
+        // Validated and debited, then journaled: from here the payment completes on its own.
+        let outcome = self.settle(request).and_then(|paid| {
+            self.journal(&request.payment_hash, &paid, request.amount)?;
+            Ok(paid)
+        });
+        if outcome.is_ok() && !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
-        let outcome = self.settle(request);
         let status = match &outcome {
             Ok(paid) => PaymentStatus::Succeeded(*paid),
             Err(e) => PaymentStatus::Failed(e.to_string()),
@@ -213,11 +289,26 @@ impl Wallet for DevWallet {
     }
 
     async fn lookup(&self, hash: &PaymentHash) -> Result<PaymentStatus, PayError> {
-        Ok(self
-            .payments
-            .get(hash)
-            .map(|s| s.value().clone())
-            .unwrap_or(PaymentStatus::Unknown))
+        let known = self.payments.get(hash).map(|s| s.value().clone());
+        if let Some(status) = known
+            .as_ref()
+            .filter(|s| !matches!(s, PaymentStatus::InFlight))
+        {
+            return Ok(status.clone());
+        }
+        // A journaled payment (perhaps sent by an earlier process) settles on schedule.
+        if let Some(sent) = self.sent.get(hash) {
+            if now_ms() < sent.settle_at_ms {
+                return Ok(PaymentStatus::InFlight);
+            }
+            let preimage =
+                Preimage::verify_hex(&sent.preimage, hash).map_err(|_| PayError::BadPreimage)?;
+            return Ok(PaymentStatus::Succeeded(Paid {
+                preimage,
+                fee: Msat(sent.fee_msat),
+            }));
+        }
+        Ok(known.unwrap_or(PaymentStatus::Unknown))
     }
 }
 
@@ -282,5 +373,48 @@ mod tests {
             wallet.lookup(&PaymentHash([9; 32])).await.unwrap(),
             PaymentStatus::Unknown
         );
+    }
+
+    #[tokio::test]
+    async fn a_journaled_payment_settles_on_schedule_after_a_restart() {
+        let path = std::env::temp_dir().join(format!("dev-wallet-{}.jsonl", rand::random::<u64>()));
+        let minter = DevInvoiceMinter::new("s", Network::Regtest);
+        let inv = minter.mint(Msat(10_000), "x", 600).unwrap();
+        {
+            let wallet = DevWallet::new(
+                "s",
+                Msat::from_sats(100),
+                Msat(3),
+                Duration::from_millis(300),
+            )
+            .with_state_file(&path)
+            .unwrap();
+            // Abandoned mid-payment, as a proxy killed while waiting would be.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(50), wallet.pay(&request(&inv))).await;
+        }
+        let wallet = DevWallet::new(
+            "s",
+            Msat::from_sats(100),
+            Msat(3),
+            Duration::from_millis(300),
+        )
+        .with_state_file(&path)
+        .unwrap();
+        assert_eq!(wallet.balance(), Msat(100_000 - 10_003));
+        assert_eq!(
+            wallet.lookup(&inv.payment_hash).await.unwrap(),
+            PaymentStatus::InFlight
+        );
+        assert_eq!(
+            wallet.pay(&request(&inv)).await.unwrap_err(),
+            PayError::AlreadyPaid
+        );
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        match wallet.lookup(&inv.payment_hash).await.unwrap() {
+            PaymentStatus::Succeeded(paid) => assert_eq!(paid.fee, Msat(3)),
+            other => panic!("expected settled, got {other:?}"),
+        }
+        let _ = std::fs::remove_file(path);
     }
 }

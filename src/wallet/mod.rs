@@ -95,12 +95,24 @@ pub fn from_config(config: &crate::config::Config) -> anyhow::Result<std::sync::
     use crate::config::Backend;
     let w = &config.wallet;
     match w.backend {
-        Backend::Dev => Ok(std::sync::Arc::new(dev::DevWallet::new(
-            &w.dev.secret,
-            Msat::from_sats(w.dev.balance_sats),
-            Msat(w.dev.fee_msat),
-            Duration::from_millis(w.dev.pay_delay_ms),
-        ))),
+        Backend::Dev => {
+            let wallet = dev::DevWallet::new(
+                &w.dev.secret,
+                Msat::from_sats(w.dev.balance_sats),
+                Msat(w.dev.fee_msat),
+                Duration::from_millis(w.dev.pay_delay_ms),
+            );
+            let wallet = match &w.dev.state_file {
+                Some(path) => wallet.with_state_file(path).map_err(|e| {
+                    anyhow::anyhow!(
+                        "config field `wallet.dev.state_file`: {}: {e}",
+                        path.display()
+                    )
+                })?,
+                None => wallet,
+            };
+            Ok(std::sync::Arc::new(wallet))
+        }
         other => anyhow::bail!(
             "wallet.backend {} is not available in this build yet; use `dev` (simulated) for now",
             other.name()

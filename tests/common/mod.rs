@@ -4,7 +4,9 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use l402_proxy::admin::Admin;
 use l402_proxy::agents::{basic_credentials, hash_key};
+use l402_proxy::clock::{Clock, ManualClock, SystemClock};
 use l402_proxy::config::Config;
 use l402_proxy::demo::seller::{self, RunningSeller, Seller, SellerConfig};
 use l402_proxy::invoice::Network;
@@ -29,6 +31,20 @@ pub struct Options {
     pub max_body: usize,
     pub pay_delay: Duration,
     pub seller: SellerConfig,
+    /// YAML flow maps for the agents' limits.
+    pub alice_limits: String,
+    pub bob_limits: String,
+    /// More agents: (name, limits); each one's key is `<name>-key`.
+    pub extra_agents: Vec<(String, String)>,
+    pub operator_limits: String,
+    pub max_fee_sats: u64,
+    /// Reuse a directory (CA, ledger) — for restarts.
+    pub dir: Option<PathBuf>,
+    pub reuse_seller: Option<Arc<RunningSeller>>,
+    pub wallet: Option<Arc<DevWallet>>,
+    pub clock: Option<Arc<ManualClock>>,
+    /// Start the admin API with this bearer token.
+    pub admin_token: Option<String>,
 }
 
 impl Default for Options {
@@ -42,23 +58,41 @@ impl Default for Options {
             max_body: 1 << 20,
             pay_delay: Duration::ZERO,
             seller,
+            alice_limits: "{ per_request_sats: 1000 }".into(),
+            bob_limits: "{}".into(),
+            extra_agents: Vec::new(),
+            operator_limits: "{}".into(),
+            max_fee_sats: 10,
+            dir: None,
+            reuse_seller: None,
+            wallet: None,
+            clock: None,
+            admin_token: None,
         }
     }
 }
 
 pub struct Harness {
     pub dir: PathBuf,
+    own_dir: bool,
     pub proxy: SocketAddr,
-    pub seller: RunningSeller,
+    pub admin: Option<SocketAddr>,
+    pub seller: Arc<RunningSeller>,
     pub wallet: Arc<DevWallet>,
     pub shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(t) = &self.admin_task {
+            t.abort();
+        }
+        if self.own_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -74,13 +108,19 @@ impl Harness {
     }
 
     pub async fn with(opts: Options) -> Harness {
-        let dir = temp_dir("h");
-        let running = seller::start(
-            Seller::new(opts.seller.clone()),
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-        )
-        .await
-        .unwrap();
+        let own_dir = opts.dir.is_none();
+        let dir = opts.dir.clone().unwrap_or_else(|| temp_dir("h"));
+        let running = match opts.reuse_seller.clone() {
+            Some(s) => s,
+            None => Arc::new(
+                seller::start(
+                    Seller::new(opts.seller.clone()),
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                )
+                .await
+                .unwrap(),
+            ),
+        };
         let seller_ca = dir.join("seller-ca.pem");
         std::fs::write(&seller_ca, &running.ca_pem).unwrap();
         let roots = if opts.trust_seller {
@@ -104,40 +144,76 @@ impl Harness {
             r#"listen: 127.0.0.1:0
 tls: {{ ca_cert: ca.pem, ca_key: ca-key.pem, intercept: [{intercept}], upstream_roots: {roots} }}
 guard: {{ allow_private: false, allow: {allow} }}
-wallet: {{ backend: dev, network: regtest, dev: {{ secret: {SECRET} }} }}
+wallet: {{ backend: dev, network: regtest, max_fee_sats: {max_fee}, dev: {{ secret: {SECRET} }} }}
 http: {{ max_replay_body_bytes: {max_body} }}
+store: {{ path: ledger.db }}
+operator_limits: {operator}
 agents:
   - name: alice
     key_sha256: "{alice}"
-    limits: {{ per_request_sats: 1000 }}
+    limits: {alice_limits}
   - name: bob
     key_sha256: "{bob}"
-"#,
+    limits: {bob_limits}
+{extra}"#,
             max_body = opts.max_body,
+            max_fee = opts.max_fee_sats,
+            operator = opts.operator_limits,
             alice = hash_key("alice-key"),
             bob = hash_key("bob-key"),
+            alice_limits = opts.alice_limits,
+            bob_limits = opts.bob_limits,
+            extra = opts
+                .extra_agents
+                .iter()
+                .map(|(name, limits)| format!(
+                    "  - name: {name}\n    key_sha256: \"{}\"\n    limits: {limits}\n",
+                    hash_key(&format!("{name}-key"))
+                ))
+                .collect::<String>(),
         );
         let path = dir.join("config.yaml");
         std::fs::write(&path, yaml).unwrap();
         let config = Config::load(&path).unwrap();
-        let wallet = Arc::new(DevWallet::new(
-            SECRET,
-            Msat::from_sats(1_000_000),
-            Msat(0),
-            opts.pay_delay,
-        ));
-        let shared = Arc::new(Shared::from_config(&config, wallet.clone()).unwrap());
+        let wallet = opts.wallet.clone().unwrap_or_else(|| {
+            Arc::new(DevWallet::new(
+                SECRET,
+                Msat::from_sats(1_000_000),
+                Msat(0),
+                opts.pay_delay,
+            ))
+        });
+        let clock: Arc<dyn Clock> = match &opts.clock {
+            Some(c) => c.clone(),
+            None => Arc::new(SystemClock),
+        };
+        let shared = Arc::new(Shared::with_clock(&config, wallet.clone(), clock).unwrap());
         shared.prepare().await.unwrap();
+        let (admin, admin_task) = match &opts.admin_token {
+            Some(token) => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let admin = Admin::new(shared.clone(), token);
+                admin
+                    .ready
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                (Some(addr), Some(tokio::spawn(admin.serve(listener))))
+            }
+            None => (None, None),
+        };
         let proxy = Proxy::bind(config.listen, shared.clone()).await.unwrap();
         let addr = proxy.local_addr().unwrap();
         let task = tokio::spawn(proxy.run());
         Harness {
             dir,
+            own_dir,
             proxy: addr,
+            admin,
             seller: running,
             wallet,
             shared,
             task,
+            admin_task,
         }
     }
 
@@ -162,6 +238,25 @@ agents:
             Some((n, k)) => format!("http://{n}:{k}@{}", self.proxy),
             None => format!("http://{}", self.proxy),
         }
+    }
+
+    /// curl to the admin API, with the bearer token when given.
+    pub async fn admin(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        extra: &[&str],
+    ) -> Reply {
+        let addr = self.admin.expect("harness started without admin");
+        let mut args: Vec<String> = vec!["-X".into(), method.into()];
+        if let Some(t) = token {
+            args.push("-H".into());
+            args.push(format!("Authorization: Bearer {t}"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(format!("http://{addr}{path}"));
+        curl(&args).await
     }
 
     pub fn payments(&self) -> usize {
