@@ -293,6 +293,41 @@ paid_cached() {
 }
 seller_free() { run_lg f_free "$1" 1 "${LG_PROXY[@]}" --url "http://127.0.0.1:$SELLER_HTTP/free/x"; }
 
+# hold_idle LABEL: opens $IDLE_CONNS connections through the proxy, one after the other, each
+# sending one plain-HTTP request to nginx and then staying idle; records VmRSS and open fds.
+declare -A IDLE_RSS IDLE_FDS
+hold_idle() {
+  local label=$1 pid
+  log "holding $IDLE_CONNS idle keep-alive connections through the proxy ($label)"
+  : >"$WORK/idle-$label.out"
+  taskset -c 1 "$LOADGEN" --idle "$IDLE_CONNS" --hold 120 "${LG_PROXY[@]}" \
+    --url "http://127.0.0.1:$NGINX_HTTP/1k" >"$WORK/idle-$label.out" 2>"$WORK/idle-$label.err" &
+  pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 1 600); do
+    grep -q '^ready' "$WORK/idle-$label.out" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if grep -q '^ready' "$WORK/idle-$label.out"; then
+    sleep 1
+    IDLE_RSS[$label]=$(rss_kb)
+    IDLE_FDS[$label]=$(find "/proc/$PROXY_PID/fd" -mindepth 1 -maxdepth 1 | wc -l)
+    grep -q 'bad_status=0' "$WORK/idle-$label.out" || warn "idle phase ($label): $(cat "$WORK/idle-$label.out")"
+  else
+    IDLE_RSS[$label]=""
+    IDLE_FDS[$label]=""
+    warn "idle phase ($label) failed: $(head -c 300 "$WORK/idle-$label.err")"
+  fi
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  sleep 0.5 # let the proxy see the connections close
+}
+
+# ---------------------------------------------------------------- idle connections (fresh proxy)
+hold_idle fresh
+RSS_FRESH_AFTER_KB=$(rss_kb)
+
 # ---------------------------------------------------------------- sanity and the first payment
 log "checking every path once"
 "$LOADGEN" -c 1 -d 0.2 --warmup 0 "${LG_PROXY[@]}" --url "http://127.0.0.1:$NGINX_HTTP/1k" >/dev/null
@@ -326,29 +361,10 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 RSS_LOADED_KB=$(rss_kb)
 
-# ---------------------------------------------------------------- idle connections
-log "holding $IDLE_CONNS idle keep-alive connections through the proxy"
-taskset -c 1 "$LOADGEN" --idle "$IDLE_CONNS" --hold 120 "${LG_PROXY[@]}" \
-  --url "http://127.0.0.1:$NGINX_HTTP/1k" >"$WORK/idle.out" 2>"$WORK/idle.err" &
-IDLE_PID=$!
-PIDS+=("$IDLE_PID")
-for _ in $(seq 1 600); do
-  grep -q '^ready' "$WORK/idle.out" 2>/dev/null && break
-  kill -0 "$IDLE_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if grep -q '^ready' "$WORK/idle.out"; then
-  sleep 1
-  RSS_IDLE_KB=$(rss_kb)
-  PROXY_FDS=$(ls "/proc/$PROXY_PID/fd" | wc -l)
-  grep -q 'bad_status=0' "$WORK/idle.out" || warn "idle phase: $(cat "$WORK/idle.out")"
-else
-  RSS_IDLE_KB=""
-  PROXY_FDS=""
-  warn "idle phase failed: $(cat "$WORK/idle.err")"
-fi
-kill "$IDLE_PID" 2>/dev/null || true
-wait "$IDLE_PID" 2>/dev/null || true
+# ---------------------------------------------------------------- idle connections (after load)
+hold_idle after_load
+RSS_IDLE_KB=${IDLE_RSS[after_load]}
+PROXY_FDS=${IDLE_FDS[after_load]}
 
 # ---------------------------------------------------------------- report
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]; else print ""}'; }
@@ -405,8 +421,10 @@ for scen in a_http b_http c_https d_intercept t_tunnel e_cached f_free; do
   done
 done
 echo
-echo "proxy RSS: at start $(mib "$RSS_START_KB"), after load $(mib "$RSS_LOADED_KB"),"
-echo "           with $IDLE_CONNS idle keep-alive connections $(mib "$RSS_IDLE_KB") (+$(mib "$(awk -v a="${RSS_IDLE_KB:-0}" -v b="$RSS_LOADED_KB" 'BEGIN {print a - b}')"); proxy fds open: ${PROXY_FDS:--})"
+sub_kb() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "") print a - b; else print "" }'; }
+echo "proxy RSS (VmRSS): at start $(mib "$RSS_START_KB");"
+echo "  fresh, with $IDLE_CONNS idle keep-alive connections: $(mib "${IDLE_RSS[fresh]}") (+$(mib "$(sub_kb "${IDLE_RSS[fresh]}" "$RSS_START_KB")"), proxy fds open: ${IDLE_FDS[fresh]:--}); after they closed: $(mib "$RSS_FRESH_AFTER_KB")"
+echo "  after all the load: $(mib "$RSS_LOADED_KB"); then with $IDLE_CONNS idle connections: $(mib "$RSS_IDLE_KB") (+$(mib "$(sub_kb "$RSS_IDLE_KB" "$RSS_LOADED_KB")"), fds open: ${PROXY_FDS:--})"
 echo
 echo "against the targets (shared/BENCHMARKING.md; c=16 unless said):"
 printf '  %-58s %10s   target %s\n' \
@@ -415,7 +433,8 @@ printf '  %-58s %10s   target %s\n' \
   "HTTP req/s via proxy ÷ direct (b/a)" "$(ratio "$(get b_http 16 rps)" "$(get a_http 16 rps)")" "≥ 0.65" \
   "p50 at c=1, HTTP via proxy (b), µs" "$(get b_http 1 p50)" "≤ 30 (peers quote p50 itself)" \
   "p50 added at c=1, HTTP (b − a), µs" "$(diffv "$(get b_http 1 p50)" "$(get a_http 1 p50)")" "≤ 30" \
-  "RSS with $IDLE_CONNS idle connections" "$(mib "$RSS_IDLE_KB")" "≤ 20 MiB" \
+  "RSS with $IDLE_CONNS idle connections, fresh proxy" "$(mib "${IDLE_RSS[fresh]}")" "≤ 20 MiB" \
+  "RSS with $IDLE_CONNS idle connections, after the load" "$(mib "$RSS_IDLE_KB")" "≤ 20 MiB" \
   "cached-token CPU ÷ pass-through CPU (e/f)" "$(ratio "$(get e_cached 16 cpu)" "$(get f_free 16 cpu)")" "≤ 1.05" \
   "cached-token req/s ÷ pass-through req/s (e/f)" "$(ratio "$(get e_cached 16 rps)" "$(get f_free 16 rps)")" "≥ 0.95"
 echo

@@ -380,27 +380,23 @@ mod tests {
         let path = std::env::temp_dir().join(format!("dev-wallet-{}.jsonl", rand::random::<u64>()));
         let minter = DevInvoiceMinter::new("s", Network::Regtest);
         let inv = minter.mint(Msat(10_000), "x", 600).unwrap();
-        {
-            let wallet = DevWallet::new(
+        let open = || {
+            DevWallet::new(
                 "s",
                 Msat::from_sats(100),
                 Msat(3),
                 Duration::from_millis(300),
             )
             .with_state_file(&path)
-            .unwrap();
+            .unwrap()
+        };
+        {
+            let wallet = open();
             // Abandoned mid-payment, as a proxy killed while waiting would be.
             let _ =
                 tokio::time::timeout(Duration::from_millis(50), wallet.pay(&request(&inv))).await;
         }
-        let wallet = DevWallet::new(
-            "s",
-            Msat::from_sats(100),
-            Msat(3),
-            Duration::from_millis(300),
-        )
-        .with_state_file(&path)
-        .unwrap();
+        let wallet = open();
         assert_eq!(wallet.balance(), Msat(100_000 - 10_003));
         assert_eq!(
             wallet.lookup(&inv.payment_hash).await.unwrap(),
