@@ -190,7 +190,10 @@ impl LndWallet {
 /// LND stores macaroons in binary; some deployments hand them over hex-encoded already.
 fn macaroon_hex(raw: &[u8]) -> String {
     let text = std::str::from_utf8(raw).map(str::trim).unwrap_or("");
-    if !text.is_empty() && text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !text.is_empty()
+        && text.len().is_multiple_of(2)
+        && text.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         text.to_ascii_lowercase()
     } else {
         hex::encode(raw)

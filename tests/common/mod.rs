@@ -29,6 +29,9 @@ pub struct Options {
     pub max_body: usize,
     pub pay_delay: Duration,
     pub seller: SellerConfig,
+    /// The config's `wallet:` value (YAML flow mapping); when set, the proxy pays with the
+    /// backend it names (built by `wallet::from_config`) instead of the dev wallet.
+    pub wallet_yaml: Option<String>,
 }
 
 impl Default for Options {
@@ -42,6 +45,7 @@ impl Default for Options {
             max_body: 1 << 20,
             pay_delay: Duration::ZERO,
             seller,
+            wallet_yaml: None,
         }
     }
 }
@@ -50,6 +54,7 @@ pub struct Harness {
     pub dir: PathBuf,
     pub proxy: SocketAddr,
     pub seller: RunningSeller,
+    /// The dev wallet (idle when `Options::wallet_yaml` chose another backend).
     pub wallet: Arc<DevWallet>,
     pub shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
@@ -104,7 +109,7 @@ impl Harness {
             r#"listen: 127.0.0.1:0
 tls: {{ ca_cert: ca.pem, ca_key: ca-key.pem, intercept: [{intercept}], upstream_roots: {roots} }}
 guard: {{ allow_private: false, allow: {allow} }}
-wallet: {{ backend: dev, network: regtest, dev: {{ secret: {SECRET} }} }}
+wallet: {wallet_yaml}
 http: {{ max_replay_body_bytes: {max_body} }}
 agents:
   - name: alice
@@ -114,6 +119,9 @@ agents:
     key_sha256: "{bob}"
 "#,
             max_body = opts.max_body,
+            wallet_yaml = opts.wallet_yaml.clone().unwrap_or_else(|| format!(
+                "{{ backend: dev, network: regtest, dev: {{ secret: {SECRET} }} }}"
+            )),
             alice = hash_key("alice-key"),
             bob = hash_key("bob-key"),
         );
@@ -126,7 +134,11 @@ agents:
             Msat(0),
             opts.pay_delay,
         ));
-        let shared = Arc::new(Shared::from_config(&config, wallet.clone()).unwrap());
+        let paying: Arc<dyn l402_proxy::wallet::Wallet> = match opts.wallet_yaml {
+            Some(_) => l402_proxy::wallet::from_config(&config).unwrap(),
+            None => wallet.clone(),
+        };
+        let shared = Arc::new(Shared::from_config(&config, paying).unwrap());
         let proxy = Proxy::bind(config.listen, shared.clone()).await.unwrap();
         let addr = proxy.local_addr().unwrap();
         let task = tokio::spawn(proxy.run());
