@@ -323,6 +323,31 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn a_pay_without_answer_times_out_as_maybe_in_flight() {
+        // Accepts the connection and reads the request, never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let wallet = LnbitsWallet::new(&url, "key").unwrap();
+        let request = PayRequest {
+            bolt11: "lnbc1x".into(),
+            payment_hash: PaymentHash([3; 32]),
+            amount: Msat(1000),
+            max_fee: Msat(0),
+            timeout: Duration::from_millis(500),
+        };
+        let err = wallet.pay(&request).await.unwrap_err();
+        assert_eq!(err, PayError::Timeout(Duration::from_millis(500)));
+        assert!(err.may_be_in_flight());
+        server.abort();
+    }
+
     #[test]
     fn debug_never_shows_the_key() {
         let w = LnbitsWallet::new("http://127.0.0.1:1", "supersecretadminkey").unwrap();

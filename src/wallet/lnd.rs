@@ -95,7 +95,10 @@ impl LndWallet {
                     snippet(&line)
                 ))
             })?;
-            if let Some(err) = update.get("error") {
+            // Streamed errors are wrapped in "error"; a gateway error before the stream
+            // starts can also come bare, as `{"code", "message"}`.
+            let bare = update.get("code").is_some() && update.get("message").is_some();
+            if let Some(err) = update.get("error").or(bare.then_some(&update)) {
                 let e = send_error(err, status.as_u16());
                 return Err(if in_flight && !e.may_be_in_flight() {
                     PayError::Unavailable(format!(

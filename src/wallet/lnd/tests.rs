@@ -169,18 +169,31 @@ async fn gateway_errors_map_to_reasons() {
     for (status, code, message, expected) in cases {
         let (_, hash) = payment();
         let message_owned = message.to_string();
-        let fixture = Fixture::start(Identity::self_signed_ca(), move |_| {
-            Canned::lines(
+        // Wrapped, as a stream sends it, and bare, as the gateway answers before streaming.
+        let wrapped = Fixture::start(Identity::self_signed_ca(), {
+            let message = message.to_string();
+            move |_| {
+                Canned::lines(
+                    status,
+                    &[json!({"error": {"code": code, "message": message, "details": []}})],
+                )
+            }
+        })
+        .await;
+        let bare = Fixture::start(Identity::self_signed_ca(), move |_| {
+            Canned::Json(
                 status,
-                &[json!({"error": {"code": code, "message": message_owned, "details": []}})],
+                json!({"code": code, "message": message_owned, "details": []}),
             )
         })
         .await;
-        let err = wallet_for(&fixture)
-            .pay(&request(hash, Duration::from_secs(10)))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), expected, "{message}: {err}");
+        for fixture in [wrapped, bare] {
+            let err = wallet_for(&fixture)
+                .pay(&request(hash, Duration::from_secs(10)))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), expected, "{message}: {err}");
+        }
     }
 }
 
