@@ -47,22 +47,15 @@ impl ClnWallet {
 
     /// Polls `listpays` until the payment completes, fails, or `deadline` passes.
     async fn follow(&self, request: &PayRequest, deadline: Instant) -> Result<Paid, PayError> {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(PayError::Timeout(request.timeout));
-            }
-            match self
-                .listpays(&request.payment_hash, left.min(LOOKUP_TIMEOUT))
-                .await
-            {
-                Ok(PaymentStatus::Succeeded(paid)) => return Ok(paid),
-                Ok(PaymentStatus::Failed(why)) => return Err(PayError::NoRoute(why)),
-                Ok(_) | Err(_) => {}
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            tokio::time::sleep(POLL_EVERY.min(left)).await;
-        }
+        let hash = request.payment_hash;
+        super::follow(
+            request,
+            deadline,
+            POLL_EVERY,
+            |t| self.listpays(&hash, t),
+            PayError::NoRoute,
+        )
+        .await
     }
 
     async fn listpays(

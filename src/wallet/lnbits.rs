@@ -34,23 +34,16 @@ impl LnbitsWallet {
 
     /// Follows a payment LNbits left pending until it settles, fails, or `deadline` passes.
     async fn follow(&self, request: &PayRequest, deadline: Instant) -> Result<Paid, PayError> {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(PayError::Timeout(request.timeout));
-            }
-            match self
-                .status(&request.payment_hash, left.min(LOOKUP_TIMEOUT))
-                .await
-            {
-                Ok(PaymentStatus::Succeeded(paid)) => return Ok(checked_fee(paid, request)),
-                Ok(PaymentStatus::Failed(why)) => return Err(PayError::Rejected(why)),
-                // Unknown right after LNbits accepted it, or a blip: keep asking until the deadline.
-                Ok(_) | Err(_) => {}
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            tokio::time::sleep(POLL_EVERY.min(left)).await;
-        }
+        let hash = request.payment_hash;
+        super::follow(
+            request,
+            deadline,
+            POLL_EVERY,
+            |t| self.status(&hash, t),
+            PayError::Rejected,
+        )
+        .await
+        .map(|paid| checked_fee(paid, request))
     }
 
     async fn status(

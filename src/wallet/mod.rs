@@ -96,6 +96,37 @@ pub trait Wallet: Send + Sync + 'static {
     async fn lookup(&self, hash: &PaymentHash) -> Result<PaymentStatus, PayError>;
 }
 
+/// Follows a payment a node accepted but has not settled, asking `status` (given the time left
+/// for one lookup) every `every` until it settles or fails, or until `deadline` — then it is a
+/// `Timeout`: it may still settle, so the engine only ever looks it up again. A lookup that
+/// errors or does not know the hash yet is asked again: the node already took the payment.
+pub(crate) async fn follow<F, Fut>(
+    request: &PayRequest,
+    deadline: std::time::Instant,
+    every: Duration,
+    mut status: F,
+    failed: fn(String) -> PayError,
+) -> Result<Paid, PayError>
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<PaymentStatus, PayError>>,
+{
+    const ONE_LOOKUP: Duration = Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(PayError::Timeout(request.timeout));
+        }
+        match status(left.min(ONE_LOOKUP)).await {
+            Ok(PaymentStatus::Succeeded(paid)) => return Ok(paid),
+            Ok(PaymentStatus::Failed(why)) => return Err(failed(why)),
+            Ok(PaymentStatus::InFlight | PaymentStatus::Unknown) | Err(_) => {}
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        tokio::time::sleep(every.min(left)).await;
+    }
+}
+
 /// Builds the wallet named by `wallet.backend`, reading its secrets now so a missing key fails
 /// at startup with the config field named, not at the first payment.
 pub fn from_config(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Wallet>> {
