@@ -177,3 +177,25 @@ fn run_serves_until_sigterm() {
     assert!(child.wait().unwrap().success());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn run_refuses_to_start_without_the_wallet_secret() {
+    let dir = common::temp_dir("run-secret");
+    let cfg = dir.join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "listen: 127.0.0.1:0\nwallet: { backend: lnbits, lnbits: { url: 'http://127.0.0.1:5000', admin_key_env: L402_CLI_TEST_UNSET_KEY } }\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env_remove("L402_CLI_TEST_UNSET_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("wallet.lnbits.admin_key_env"), "{stderr}");
+    assert!(stderr.contains("L402_CLI_TEST_UNSET_KEY"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

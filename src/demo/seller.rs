@@ -1,6 +1,7 @@
-//! A small L402 seller: mints Aperture-style macaroons bound to dev invoices and checks the
-//! `Authorization: L402 <token>:<preimage>` it gets back. Used by `l402-proxy demo` and by the
-//! tests, which is why it speaks every challenge dialect servers are seen to use.
+//! A small L402 seller: mints Aperture-style macaroons bound to invoices from its invoice source
+//! (the dev minter, or an LNbits wallet) and checks the `Authorization: L402 <token>:<preimage>`
+//! it gets back. Used by `l402-proxy demo` and by the tests, which is why it speaks every
+//! challenge dialect servers are seen to use.
 //!
 //! Routes (the first path segment is the service):
 //! - `/free/…` — no payment.
@@ -21,7 +22,8 @@
 use crate::l402::macaroon::{self, identifier_v0};
 use crate::money::{Msat, PaymentHash, Preimage};
 use crate::proxy::body::{self, Body, BoxError};
-use crate::wallet::dev::{now_unix, DevInvoiceMinter};
+use crate::wallet::dev::{now_unix, DevInvoiceMinter, MintedInvoice};
+use crate::wallet::lnbits::LnbitsInvoices;
 use base64::Engine as _;
 use bytes::Bytes;
 use dashmap::DashSet;
@@ -47,10 +49,41 @@ const AMOUNTLESS_INVOICE: &str = "lnbc1pvjluezsp5zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg
 /// BOLT 11's example with an unknown required feature bit: readers must refuse it.
 const UNKNOWN_FEATURE_INVOICE: &str = "lnbc25m1pvjluezpp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqdq5vdhkven9v5sxyetpdeessp5zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zygs9q4psqqqqqqqqqqqqqqqqsgqtqyx5vggfcsll4wu246hz02kp85x4katwsk9639we5n5yngc3yhqkm35jnjw4len8vrnqnf5ejh0mzj9n3vz2px97evektfm2l6wqccp3y7372";
 
+/// Where the seller's invoices come from.
+#[derive(Clone)]
+pub enum InvoiceSource {
+    /// Minted locally for the dev network (the demo and most tests).
+    Dev(DevInvoiceMinter),
+    /// Created on an LNbits wallet, so a real LNbits can pay them (tests with LNbits).
+    Lnbits(Box<LnbitsInvoices>),
+}
+
+impl InvoiceSource {
+    async fn invoice(
+        &self,
+        amount: Msat,
+        memo: &str,
+        expiry_secs: u64,
+    ) -> Result<MintedInvoice, String> {
+        match self {
+            InvoiceSource::Dev(minter) => minter
+                .mint(amount, memo, expiry_secs)
+                .map_err(|e| e.to_string()),
+            InvoiceSource::Lnbits(lnbits) => lnbits
+                .create(amount, memo, expiry_secs)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// What the seller charges and how its tokens behave.
 #[derive(Clone)]
 pub struct SellerConfig {
+    /// Mints the `/hostile/…` invoices, which must never be paid, whatever `invoices` is.
     pub minter: DevInvoiceMinter,
+    /// Where paid routes get their invoices (default: `minter`).
+    pub invoices: InvoiceSource,
     pub price: Msat,
     /// Per-service prices overriding `price`.
     pub prices: HashMap<String, Msat>,
@@ -65,6 +98,7 @@ pub struct SellerConfig {
 impl SellerConfig {
     pub fn new(minter: DevInvoiceMinter) -> SellerConfig {
         SellerConfig {
+            invoices: InvoiceSource::Dev(minter.clone()),
             minter,
             price: Msat::from_sats(10),
             prices: HashMap::new(),
@@ -185,7 +219,7 @@ impl Seller {
         // metered balance would: the proxy must pay once and hand back the second 402.
         if service == "never" || !self.authorized(&req, &service) {
             let dialect = query_param(&query, "dialect").unwrap_or("aperture");
-            return self.challenge(&service, dialect);
+            return self.challenge(&service, dialect).await;
         }
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         match service.as_str() {
@@ -278,12 +312,17 @@ impl Seller {
         macaroon::mint(&self.root_key(), "lsat", &id, &caveats).to_v2_bytes()
     }
 
-    fn challenge(&self, service: &str, dialect: &str) -> Response<Body> {
-        let invoice = match self.config.minter.mint(
-            self.price(service),
-            &format!("L402 {service}"),
-            self.config.invoice_expiry_secs,
-        ) {
+    async fn challenge(&self, service: &str, dialect: &str) -> Response<Body> {
+        let invoice = match self
+            .config
+            .invoices
+            .invoice(
+                self.price(service),
+                &format!("L402 {service}"),
+                self.config.invoice_expiry_secs,
+            )
+            .await
+        {
             Ok(i) => i,
             Err(e) => {
                 return text(

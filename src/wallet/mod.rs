@@ -2,7 +2,13 @@
 //! payment by hash. Backends are interchangeable; each must return a preimage verified
 //! against the payment hash, which the `Preimage` type enforces.
 
+pub mod cln;
 pub mod dev;
+#[cfg(test)]
+pub(crate) mod fixture;
+pub mod http;
+pub mod lnbits;
+pub mod lnd;
 
 use crate::money::{Msat, PaymentHash, Preimage};
 use std::time::Duration;
@@ -90,10 +96,44 @@ pub trait Wallet: Send + Sync + 'static {
     async fn lookup(&self, hash: &PaymentHash) -> Result<PaymentStatus, PayError>;
 }
 
-/// Builds the wallet named by `wallet.backend`.
+/// Follows a payment a node accepted but has not settled, asking `status` (given the time left
+/// for one lookup) every `every` until it settles or fails, or until `deadline` — then it is a
+/// `Timeout`: it may still settle, so the engine only ever looks it up again. A lookup that
+/// errors or does not know the hash yet is asked again: the node already took the payment.
+pub(crate) async fn follow<F, Fut>(
+    request: &PayRequest,
+    deadline: std::time::Instant,
+    every: Duration,
+    mut status: F,
+    failed: fn(String) -> PayError,
+) -> Result<Paid, PayError>
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<PaymentStatus, PayError>>,
+{
+    const ONE_LOOKUP: Duration = Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(PayError::Timeout(request.timeout));
+        }
+        match status(left.min(ONE_LOOKUP)).await {
+            Ok(PaymentStatus::Succeeded(paid)) => return Ok(paid),
+            Ok(PaymentStatus::Failed(why)) => return Err(failed(why)),
+            Ok(PaymentStatus::InFlight | PaymentStatus::Unknown) | Err(_) => {}
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        tokio::time::sleep(every.min(left)).await;
+    }
+}
+
+/// Builds the wallet named by `wallet.backend`, reading its secrets now so a missing key fails
+/// at startup with the config field named, not at the first payment.
 pub fn from_config(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Wallet>> {
-    use crate::config::Backend;
+    use crate::config::{read_secret, Backend};
+    use std::sync::Arc;
     let w = &config.wallet;
+    let missing = |field: &str| anyhow::anyhow!("config field `{field}`: missing");
     match w.backend {
         Backend::Dev => {
             let wallet = dev::DevWallet::new(
@@ -111,11 +151,106 @@ pub fn from_config(config: &crate::config::Config) -> anyhow::Result<std::sync::
                 })?,
                 None => wallet,
             };
-            Ok(std::sync::Arc::new(wallet))
+            Ok(Arc::new(wallet))
         }
-        other => anyhow::bail!(
-            "wallet.backend {} is not available in this build yet; use `dev` (simulated) for now",
-            other.name()
+        Backend::Lnbits => {
+            let c = w.lnbits.as_ref().ok_or_else(|| missing("wallet.lnbits"))?;
+            let field = if c.admin_key_env.is_some() {
+                "wallet.lnbits.admin_key_env"
+            } else {
+                "wallet.lnbits.admin_key_file"
+            };
+            let key = read_secret(
+                c.admin_key_env.as_deref(),
+                c.admin_key_file.as_deref(),
+                field,
+            )?;
+            Ok(Arc::new(lnbits::LnbitsWallet::new(&c.url, &key)?))
+        }
+        Backend::Lnd => {
+            let c = w.lnd.as_ref().ok_or_else(|| missing("wallet.lnd"))?;
+            Ok(Arc::new(lnd::LndWallet::from_files(
+                &c.url,
+                &c.macaroon_file,
+                c.tls_cert_file.as_deref(),
+            )?))
+        }
+        Backend::Cln => {
+            let c = w.cln.as_ref().ok_or_else(|| missing("wallet.cln"))?;
+            let field = if c.rune_env.is_some() {
+                "wallet.cln.rune_env"
+            } else {
+                "wallet.cln.rune_file"
+            };
+            let rune = read_secret(c.rune_env.as_deref(), c.rune_file.as_deref(), field)?;
+            let trust = match &c.tls_cert_file {
+                Some(path) => http::Trust::pinned_file(path, "wallet.cln.tls_cert_file")?,
+                None => http::Trust::PublicRoots,
+            };
+            Ok(Arc::new(cln::ClnWallet::new(&c.url, &rune, trust)?))
+        }
+        Backend::Nwc => anyhow::bail!(
+            "wallet.backend nwc is not available in this build yet; use lnbits, lnd, cln or dev"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn build(yaml: &str) -> anyhow::Result<std::sync::Arc<dyn super::Wallet>> {
+        super::from_config(&Config::parse(yaml).expect("valid config"))
+    }
+
+    #[test]
+    fn missing_secrets_name_the_config_field() {
+        let e = build("wallet: {backend: lnbits, lnbits: {url: 'http://127.0.0.1:5000', admin_key_env: L402_TEST_SURELY_UNSET}}\n")
+            .err()
+            .expect("unset variable");
+        assert!(e.to_string().contains("wallet.lnbits.admin_key_env"), "{e}");
+        assert!(e.to_string().contains("L402_TEST_SURELY_UNSET"), "{e}");
+        let e = build("wallet: {backend: lnd, lnd: {url: 'https://127.0.0.1:8080', macaroon_file: /nonexistent/pay.macaroon}}\n")
+            .err()
+            .expect("missing macaroon");
+        assert!(e.to_string().contains("wallet.lnd.macaroon_file"), "{e}");
+        let e = build("wallet: {backend: cln, cln: {url: 'https://127.0.0.1:3010', rune_file: /nonexistent/rune}}\n")
+            .err()
+            .expect("missing rune");
+        assert!(e.to_string().contains("wallet.cln.rune_file"), "{e}");
+    }
+
+    #[test]
+    fn each_backend_is_built_from_its_section() {
+        let dir = std::env::temp_dir().join(format!("l402-wallet-cfg-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key");
+        std::fs::write(&key, "adminkey\n").unwrap();
+        let w = build(&format!(
+            "wallet: {{backend: lnbits, lnbits: {{url: 'http://127.0.0.1:5000', admin_key_file: {}}}}}\n",
+            key.display()
+        ))
+        .unwrap();
+        assert_eq!(w.backend(), "lnbits");
+        let w = build(&format!(
+            "wallet: {{backend: lnd, lnd: {{url: 'https://127.0.0.1:8080', macaroon_file: {}}}}}\n",
+            key.display()
+        ))
+        .unwrap();
+        assert_eq!(w.backend(), "lnd");
+        let w = build(&format!(
+            "wallet: {{backend: cln, cln: {{url: 'https://127.0.0.1:3010', rune_file: {}}}}}\n",
+            key.display()
+        ))
+        .unwrap();
+        assert_eq!(w.backend(), "cln");
+        let e = build(&format!(
+            "wallet: {{backend: cln, cln: {{url: 'https://127.0.0.1:3010', rune_file: {k}, tls_cert_file: {k}}}}}\n",
+            k = key.display()
+        ))
+        .err()
+        .expect("not a certificate");
+        assert!(e.to_string().contains("wallet.cln.tls_cert_file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -45,6 +45,9 @@ pub struct Options {
     pub clock: Option<Arc<ManualClock>>,
     /// Start the admin API with this bearer token.
     pub admin_token: Option<String>,
+    /// The config's `wallet:` value (YAML flow mapping); when set, the proxy pays with the
+    /// backend it names (built by `wallet::from_config`) instead of the dev wallet.
+    pub wallet_yaml: Option<String>,
 }
 
 impl Default for Options {
@@ -68,6 +71,7 @@ impl Default for Options {
             wallet: None,
             clock: None,
             admin_token: None,
+            wallet_yaml: None,
         }
     }
 }
@@ -78,6 +82,7 @@ pub struct Harness {
     pub proxy: SocketAddr,
     pub admin: Option<SocketAddr>,
     pub seller: Arc<RunningSeller>,
+    /// The dev wallet (idle when `Options::wallet_yaml` chose another backend).
     pub wallet: Arc<DevWallet>,
     pub shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
@@ -144,7 +149,7 @@ impl Harness {
             r#"listen: 127.0.0.1:0
 tls: {{ ca_cert: ca.pem, ca_key: ca-key.pem, intercept: [{intercept}], upstream_roots: {roots} }}
 guard: {{ allow_private: false, allow: {allow} }}
-wallet: {{ backend: dev, network: regtest, max_fee_sats: {max_fee}, dev: {{ secret: {SECRET} }} }}
+wallet: {wallet_yaml}
 http: {{ max_replay_body_bytes: {max_body} }}
 store: {{ path: ledger.db }}
 operator_limits: {operator}
@@ -157,8 +162,11 @@ agents:
     limits: {bob_limits}
 {extra}"#,
             max_body = opts.max_body,
-            max_fee = opts.max_fee_sats,
             operator = opts.operator_limits,
+            wallet_yaml = opts.wallet_yaml.clone().unwrap_or_else(|| format!(
+                "{{ backend: dev, network: regtest, max_fee_sats: {}, dev: {{ secret: {SECRET} }} }}",
+                opts.max_fee_sats
+            )),
             alice = hash_key("alice-key"),
             bob = hash_key("bob-key"),
             alice_limits = opts.alice_limits,
@@ -187,7 +195,11 @@ agents:
             Some(c) => c.clone(),
             None => Arc::new(SystemClock),
         };
-        let shared = Arc::new(Shared::with_clock(&config, wallet.clone(), clock).unwrap());
+        let paying: Arc<dyn l402_proxy::wallet::Wallet> = match opts.wallet_yaml {
+            Some(_) => l402_proxy::wallet::from_config(&config).unwrap(),
+            None => wallet.clone(),
+        };
+        let shared = Arc::new(Shared::with_clock(&config, paying, clock).unwrap());
         shared.prepare().await.unwrap();
         let (admin, admin_task) = match &opts.admin_token {
             Some(token) => {

@@ -1,0 +1,233 @@
+//! Core Lightning over clnrest (the REST plugin shipped with CLN).
+//!
+//! - Pay: `POST /v1/pay {"bolt11", "maxfee", "retry_for"}` blocks until the payment completes
+//!   or fails; success is `{"status": "complete", "payment_preimage", "amount_msat",
+//!   "amount_sent_msat"}` (fee = sent − amount). A failure is HTTP 500 with the RPC error
+//!   itself, `{"code", "message", "data"}` (clnrest serialises cln-rpc's `RpcError`); the codes
+//!   are lightningd's `jsonrpc_errors.h` PAY_* values.
+//! - Lookup: `POST /v1/listpays {"payment_hash"}` → `{"pays": [{"status", "preimage", …}]}`.
+//! - Auth: the `Rune` header. Least privilege: a rune restricted to `pay` and `listpays`.
+//! - TLS: clnrest's self-signed certificates; pin `tls_cert_file` (its CA or server cert).
+//!
+//! CLN's `pay` is idempotent for a hash it already paid: it returns the earlier success.
+
+use super::http::{snippet, str_field, NodeClient, Reply, Trust};
+use super::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
+use crate::money::{Msat, PaymentHash, Preimage};
+use http::Method;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+// lightningd/jsonrpc_errors.h (see `lightning-pay(7)`).
+const PAY_IN_PROGRESS: i64 = 200;
+const PAY_RHASH_ALREADY_USED: i64 = 201;
+const PAY_DESTINATION_PERM_FAIL: i64 = 203;
+const PAY_TRY_OTHER_ROUTE: i64 = 204;
+const PAY_ROUTE_NOT_FOUND: i64 = 205;
+const PAY_ROUTE_TOO_EXPENSIVE: i64 = 206;
+const PAY_INVOICE_EXPIRED: i64 = 207;
+const PAY_STOPPED_RETRYING: i64 = 210;
+const JSONRPC2_INVALID_PARAMS: i64 = -32602;
+
+#[derive(Debug)]
+pub struct ClnWallet {
+    node: NodeClient,
+}
+
+impl ClnWallet {
+    pub fn new(url: &str, rune: &str, trust: Trust) -> anyhow::Result<ClnWallet> {
+        let auth = super::http::secret_header("rune", rune, "wallet.cln.rune_env")?;
+        Ok(ClnWallet {
+            node: NodeClient::new(url, trust, vec![auth])?,
+        })
+    }
+
+    /// Polls `listpays` until the payment completes, fails, or `deadline` passes.
+    async fn follow(&self, request: &PayRequest, deadline: Instant) -> Result<Paid, PayError> {
+        let hash = request.payment_hash;
+        super::follow(
+            request,
+            deadline,
+            POLL_EVERY,
+            |t| self.listpays(&hash, t),
+            PayError::NoRoute,
+        )
+        .await
+    }
+
+    async fn listpays(
+        &self,
+        hash: &PaymentHash,
+        timeout: Duration,
+    ) -> Result<PaymentStatus, PayError> {
+        let body = json!({"payment_hash": hash.to_hex()});
+        let reply = self
+            .node
+            .call(Method::POST, "/v1/listpays", Some(&body), timeout)
+            .await
+            .map_err(|e| e.into_lookup(timeout))?;
+        if !reply.status.is_success() {
+            return Err(rpc_error(&reply));
+        }
+        let json: Value = reply.json("clnrest listpays")?;
+        let pays = json
+            .get("pays")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let with = |s: &str| pays.iter().find(|p| str_field(p, "status") == Some(s));
+        if let Some(p) = with("complete") {
+            let preimage = str_field(p, "preimage").unwrap_or("");
+            let preimage =
+                Preimage::verify_hex(preimage, hash).map_err(|_| PayError::BadPreimage)?;
+            return Ok(PaymentStatus::Succeeded(Paid {
+                preimage,
+                fee: fee(p),
+            }));
+        }
+        if with("pending").is_some() {
+            return Ok(PaymentStatus::InFlight);
+        }
+        if with("failed").is_some() {
+            return Ok(PaymentStatus::Failed(
+                "CLN reports the payment failed".into(),
+            ));
+        }
+        Ok(PaymentStatus::Unknown)
+    }
+}
+
+/// CLN amounts: integers in msat (CLN ≥ 23), or strings like "1000msat" (older releases).
+fn msat_field(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim_end_matches("msat").parse().ok(),
+        _ => None,
+    }
+}
+
+fn fee(p: &Value) -> Msat {
+    match (
+        msat_field(p.get("amount_sent_msat")),
+        msat_field(p.get("amount_msat")),
+    ) {
+        (Some(sent), Some(amount)) => Msat(sent.saturating_sub(amount)),
+        _ => Msat::ZERO,
+    }
+}
+
+/// clnrest's error body is the RPC error (`{"code","message"}`); older builds wrapped it in
+/// `{"error": …}`. Both are read.
+fn rpc_error(reply: &Reply) -> PayError {
+    let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    let err = body.get("error").filter(|e| e.is_object()).unwrap_or(&body);
+    let code = err.get("code").and_then(Value::as_i64);
+    let message = match err.get("message") {
+        Some(Value::String(s)) => s.clone(),
+        _ => snippet(&reply.body),
+    };
+    match reply.status.as_u16() {
+        401 | 403 => {
+            return PayError::Rejected(format!(
+                "clnrest refused the rune ({message}); it must allow the pay and listpays methods"
+            ))
+        }
+        404 => {
+            return PayError::Rejected(format!(
+                "clnrest does not know this method ({message}); is the URL a clnrest endpoint?"
+            ))
+        }
+        _ => {}
+    }
+    let m = message.to_ascii_lowercase();
+    match code {
+        Some(PAY_RHASH_ALREADY_USED) => PayError::AlreadyPaid,
+        Some(PAY_ROUTE_NOT_FOUND | PAY_TRY_OTHER_ROUTE) => {
+            if m.contains("insufficient") || m.contains("not enough") {
+                PayError::InsufficientBalance
+            } else {
+                PayError::NoRoute(format!("CLN: {message}"))
+            }
+        }
+        Some(PAY_ROUTE_TOO_EXPENSIVE) => PayError::FeeTooHigh,
+        Some(PAY_INVOICE_EXPIRED) => PayError::InvoiceExpired,
+        Some(PAY_STOPPED_RETRYING) => PayError::NoRoute(format!(
+            "CLN stopped retrying within the payment timeout, nothing in flight: {message}"
+        )),
+        Some(PAY_DESTINATION_PERM_FAIL) => PayError::Rejected(format!(
+            "the payee permanently rejected the payment: {message}"
+        )),
+        Some(JSONRPC2_INVALID_PARAMS) => PayError::Rejected(format!("CLN: {message}")),
+        Some(_) if m.contains("already paid") => PayError::AlreadyPaid,
+        Some(_) if m.contains("expired") => PayError::InvoiceExpired,
+        Some(_) if m.contains("insufficient") => PayError::InsufficientBalance,
+        Some(_) => PayError::Rejected(format!("CLN: {message}")),
+        // No RPC error code: clnrest itself (or something in front of it) failed.
+        None => PayError::Unavailable(format!(
+            "clnrest answered HTTP {}: {message}",
+            reply.status.as_u16()
+        )),
+    }
+}
+
+#[async_trait::async_trait]
+impl Wallet for ClnWallet {
+    fn backend(&self) -> &'static str {
+        "cln"
+    }
+
+    async fn pay(&self, request: &PayRequest) -> Result<Paid, PayError> {
+        let deadline = Instant::now() + request.timeout;
+        // CLN gets most of our time budget, so it reports a definite failure (210) before our
+        // own deadline makes the outcome unknown.
+        let secs = request.timeout.as_secs();
+        let body = json!({
+            "bolt11": request.bolt11,
+            "maxfee": request.max_fee.0,
+            "retry_for": (secs - secs / 5).max(1),
+        });
+        let reply = self
+            .node
+            .call(Method::POST, "/v1/pay", Some(&body), request.timeout)
+            .await
+            .map_err(|e| e.into_pay(request.timeout))?;
+        if !reply.status.is_success() {
+            let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+            let err = body.get("error").filter(|e| e.is_object()).unwrap_or(&body);
+            // Another `pay` of this hash is running: follow it instead of failing.
+            if err.get("code").and_then(Value::as_i64) == Some(PAY_IN_PROGRESS) {
+                return self.follow(request, deadline).await;
+            }
+            return Err(rpc_error(&reply));
+        }
+        let json: Value = reply.json("clnrest pay")?;
+        match str_field(&json, "status").unwrap_or("") {
+            "complete" => {
+                let preimage = str_field(&json, "payment_preimage").unwrap_or("");
+                let preimage = Preimage::verify_hex(preimage, &request.payment_hash)
+                    .map_err(|_| PayError::BadPreimage)?;
+                let paid = Paid {
+                    preimage,
+                    fee: fee(&json),
+                };
+                if paid.fee > request.max_fee {
+                    tracing::warn!(hash = %request.payment_hash.short(), fee = %paid.fee, max_fee = %request.max_fee, "CLN reports a fee above the limit it was given");
+                }
+                Ok(paid)
+            }
+            "failed" => Err(PayError::NoRoute("CLN reports the payment failed".into())),
+            // "pending": the payment left but has not resolved yet.
+            _ => self.follow(request, deadline).await,
+        }
+    }
+
+    async fn lookup(&self, hash: &PaymentHash) -> Result<PaymentStatus, PayError> {
+        self.listpays(hash, LOOKUP_TIMEOUT).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

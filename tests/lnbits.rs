@@ -1,0 +1,396 @@
+//! The LNbits backend against REAL LNbits 1.6.2 (PyPI), started by `tests/lnbits/start.sh`:
+//!
+//! - instance #1 runs on FakeWallet: payments between its wallets are internal, with real
+//!   bolt11 invoices and real preimages;
+//! - instance #2 is funded by a wallet on #1 (`LNbitsWallet` funding class), so paying an
+//!   invoice of #1 from #2 takes LNbits' external path (funding source → preimage back).
+//!
+//! The seller gets its invoices from LNbits wallets; curl goes through the proxy, which pays
+//! with the `lnbits` backend. Both instances start once per test binary and are killed at exit
+//! (process group; the script's watcher also ends them if this process dies).
+//! `L402_SKIP_LNBITS=1` skips these tests (for machines without Python); CI runs them.
+
+mod common;
+
+use common::{Harness, Options};
+use l402_proxy::demo::seller::{InvoiceSource, SellerConfig};
+use l402_proxy::invoice::Network;
+use l402_proxy::money::{Msat, PaymentHash};
+use l402_proxy::wallet::dev::{DevInvoiceMinter, MintedInvoice};
+use l402_proxy::wallet::lnbits::{LnbitsInvoices, LnbitsWallet};
+use l402_proxy::wallet::{PayError, PayRequest, PaymentStatus, Wallet};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const ALICE: (&str, &str) = ("alice", "alice-key");
+
+/// One running LNbits: its data dir and what start.sh wrote to `lnbits.env`.
+struct Instance {
+    dir: PathBuf,
+    env: HashMap<String, String>,
+}
+
+impl Instance {
+    fn start(dir: &Path, funding: Option<&Instance>) -> Instance {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lnbits/start.sh");
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script).arg("start").arg(dir);
+        if let Some(f) = funding {
+            cmd.arg(f.dir.join("lnbits.env"));
+        }
+        let out = cmd
+            .env("LNBITS_WATCH_PID", std::process::id().to_string())
+            .output()
+            .expect("bash must be installed");
+        assert!(
+            out.status.success(),
+            "tests/lnbits/start.sh start failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(dir.join("lnbits.env")).expect("lnbits.env");
+        let env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Instance {
+            dir: dir.to_path_buf(),
+            env,
+        }
+    }
+
+    fn get(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from lnbits.env"))
+    }
+
+    fn url(&self) -> &str {
+        self.get("LNBITS_URL")
+    }
+
+    fn pgid(&self) -> i32 {
+        self.get("LNBITS_PGID").parse().expect("pgid")
+    }
+
+    fn seller_invoices(&self) -> LnbitsInvoices {
+        LnbitsInvoices::new(self.url(), self.get("LNBITS_SELLER_INVOICE_KEY")).unwrap()
+    }
+}
+
+struct Lnbits {
+    first: Instance,
+    second: Instance,
+}
+
+static LNBITS: OnceLock<Option<Lnbits>> = OnceLock::new();
+
+extern "C" fn stop_lnbits() {
+    if let Some(Some(l)) = LNBITS.get() {
+        for i in [&l.second, &l.first] {
+            // SAFETY: kill(2) on a process group this test binary started.
+            unsafe {
+                libc::kill(-i.pgid(), libc::SIGTERM);
+            }
+        }
+    }
+}
+
+/// The two instances, started on first use; None when the tests are to be skipped.
+fn lnbits() -> Option<&'static Lnbits> {
+    LNBITS
+        .get_or_init(|| {
+            if std::env::var("L402_SKIP_LNBITS").as_deref() == Ok("1") {
+                eprintln!("L402_SKIP_LNBITS=1: skipping the LNbits tests");
+                return None;
+            }
+            let root = common::temp_dir("lnbits");
+            let started = Instant::now();
+            let first = Instance::start(&root.join("one"), None);
+            let second = Instance::start(&root.join("two"), Some(&first));
+            eprintln!("LNbits x2 up in {:?}", started.elapsed());
+            // SAFETY: registering a plain extern "C" fn; it only reads a OnceLock and kills.
+            unsafe {
+                libc::atexit(stop_lnbits);
+            }
+            Some(Lnbits { first, second })
+        })
+        .as_ref()
+}
+
+/// A small JSON client for the test's own LNbits calls (balances, funding).
+async fn lnbits_call(url: &str, method: &str, path: &str, key: &str, body: Option<Value>) -> Value {
+    let mut args = vec![
+        "-s".to_string(),
+        "-X".into(),
+        method.into(),
+        "-H".into(),
+        format!("X-Api-Key: {key}"),
+        "-H".into(),
+        "Content-Type: application/json".into(),
+    ];
+    if let Some(b) = body {
+        args.push("-d".into());
+        args.push(b.to_string());
+    }
+    args.push(format!("{url}{path}"));
+    let out = tokio::process::Command::new("curl")
+        .args(&args)
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .output()
+        .await
+        .expect("curl");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "LNbits {method} {path}: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// A fresh wallet on `at`, funded with `sats` paid from that instance's payer wallet.
+struct TestWallet {
+    url: String,
+    admin: String,
+}
+
+impl TestWallet {
+    async fn new(at: &Instance, sats: u64) -> TestWallet {
+        let w = lnbits_call(
+            at.url(),
+            "POST",
+            "/api/v1/account",
+            "",
+            Some(json!({"name": "test"})),
+        )
+        .await;
+        let admin = w["adminkey"].as_str().expect("adminkey").to_string();
+        if sats > 0 {
+            let inv = lnbits_call(
+                at.url(),
+                "POST",
+                "/api/v1/payments",
+                &admin,
+                Some(json!({"out": false, "amount": sats, "memo": "float"})),
+            )
+            .await;
+            let paid = lnbits_call(
+                at.url(),
+                "POST",
+                "/api/v1/payments",
+                at.get("LNBITS_PAYER_ADMIN_KEY"),
+                Some(json!({"out": true, "bolt11": inv["bolt11"]})),
+            )
+            .await;
+            assert_eq!(paid["status"], "success", "{paid}");
+        }
+        TestWallet {
+            url: at.url().to_string(),
+            admin,
+        }
+    }
+
+    async fn balance_msat(&self) -> u64 {
+        let w = lnbits_call(&self.url, "GET", "/api/v1/wallet", &self.admin, None).await;
+        w["balance"].as_u64().unwrap_or_else(|| panic!("{w}"))
+    }
+
+    fn backend(&self) -> LnbitsWallet {
+        LnbitsWallet::new(&self.url, &self.admin).unwrap()
+    }
+}
+
+/// A proxy paying from `payer` through the lnbits backend (admin key in an env var), and a
+/// seller whose invoices come from `seller_at`'s seller wallet.
+async fn harness(payer: &TestWallet, seller_at: &Instance) -> Harness {
+    let var = format!("L402_TEST_LNBITS_KEY_{}", rand::random::<u32>());
+    // SAFETY (edition 2021: safe fn): a unique variable, set before the proxy reads it.
+    std::env::set_var(&var, &payer.admin);
+    let mut seller = SellerConfig::new(DevInvoiceMinter::new(common::SECRET, Network::Bitcoin));
+    seller.invoices = InvoiceSource::Lnbits(Box::new(seller_at.seller_invoices()));
+    seller.price = Msat::from_sats(21);
+    seller.prices.insert("pricey".into(), Msat::from_sats(5000));
+    Harness::with(Options {
+        seller,
+        wallet_yaml: Some(format!(
+            "{{ backend: lnbits, network: bitcoin, lnbits: {{ url: '{}', admin_key_env: {var} }}, payment_timeout_secs: 30 }}",
+            payer.url
+        )),
+        ..Options::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_pays_real_lnbits_invoices_once_and_refuses_over_limit() {
+    let Some(l) = lnbits() else { return };
+    let payer = TestWallet::new(&l.first, 1_000).await;
+    let h = harness(&payer, &l.first).await;
+    let before = payer.balance_msat().await;
+    assert_eq!(before, 1_000_000);
+
+    let first = h
+        .curl(Some(ALICE), &h.http_url("/weather/today"), &[])
+        .await;
+    assert_eq!(first.status, 200, "{first:?}");
+    assert!(first.paid(), "{first:?}");
+    assert_eq!(first.header("x-l402-proxy-paid-msat"), Some("21000"));
+    let fee: u64 = first
+        .header("x-l402-proxy-fee-msat")
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
+    assert_eq!(first.body, "paid content for weather: /weather/today\n");
+    assert_eq!(payer.balance_msat().await, before - 21_000 - fee);
+    assert_eq!(h.seller.seller.paid_count(), 1);
+
+    // Same service again: the cached token is reused, nothing is paid.
+    let again = h
+        .curl(Some(ALICE), &h.http_url("/weather/tomorrow"), &[])
+        .await;
+    assert_eq!(again.status, 200, "{again:?}");
+    assert!(!again.paid());
+    assert_eq!(payer.balance_msat().await, before - 21_000 - fee);
+
+    // 5000 sat is over alice's per_request_sats (1000): the real LNbits invoice is not paid.
+    let pricey = h.curl(Some(ALICE), &h.http_url("/pricey/x"), &[]).await;
+    assert_eq!(pricey.status, 402, "{pricey:?}");
+    assert_eq!(
+        pricey.decline(),
+        Some("over-per-request-limit"),
+        "{pricey:?}"
+    );
+    assert_eq!(payer.balance_msat().await, before - 21_000 - fee);
+    assert_eq!(h.seller.seller.paid_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_pays_through_a_second_lnbits_funding_source() {
+    let Some(l) = lnbits() else { return };
+    // The payer lives on #2; the seller's invoices are #1's: #2 pays them through its funding
+    // source (a wallet on #1), the path a real node backend takes.
+    let payer = TestWallet::new(&l.second, 1_000).await;
+    let h = harness(&payer, &l.first).await;
+    let before = payer.balance_msat().await;
+    let r = h.curl(Some(ALICE), &h.http_url("/news/latest"), &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.paid());
+    let fee: u64 = r
+        .header("x-l402-proxy-fee-msat")
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
+    assert_eq!(payer.balance_msat().await, before - 21_000 - fee);
+    let again = h.curl(Some(ALICE), &h.http_url("/news/older"), &[]).await;
+    assert_eq!(again.status, 200);
+    assert!(!again.paid());
+    assert_eq!(payer.balance_msat().await, before - 21_000 - fee);
+}
+
+fn pay_request(inv: &MintedInvoice, sats: u64) -> PayRequest {
+    PayRequest {
+        bolt11: inv.bolt11.clone(),
+        payment_hash: inv.payment_hash,
+        amount: Msat::from_sats(sats),
+        max_fee: Msat::from_sats(10),
+        timeout: Duration::from_secs(20),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lnbits_backend_errors_against_the_real_instance() {
+    let Some(l) = lnbits() else { return };
+    let seller = l.first.seller_invoices();
+    let invoice = |sats: u64| {
+        let seller = seller.clone();
+        async move {
+            seller
+                .create(Msat::from_sats(sats), "errors", 600)
+                .await
+                .unwrap()
+        }
+    };
+
+    // A fresh wallet holds nothing.
+    let empty = TestWallet::new(&l.first, 0).await.backend();
+    let inv = invoice(5).await;
+    assert_eq!(
+        empty.pay(&pay_request(&inv, 5)).await.unwrap_err(),
+        PayError::InsufficientBalance
+    );
+    assert_eq!(
+        empty.lookup(&inv.payment_hash).await.unwrap(),
+        PaymentStatus::Unknown
+    );
+
+    // Paying twice: the second is AlreadyPaid, and lookup recovers the first's preimage.
+    let funded = TestWallet::new(&l.first, 100).await.backend();
+    let inv = invoice(7).await;
+    let paid = funded.pay(&pay_request(&inv, 7)).await.unwrap();
+    assert_eq!(
+        funded.pay(&pay_request(&inv, 7)).await.unwrap_err(),
+        PayError::AlreadyPaid
+    );
+    assert_eq!(
+        funded.lookup(&inv.payment_hash).await.unwrap(),
+        PaymentStatus::Succeeded(paid)
+    );
+    // The seller's own record of that hash is incoming, not a payment of `empty`'s wallet.
+    assert_eq!(
+        empty.lookup(&inv.payment_hash).await.unwrap(),
+        PaymentStatus::Unknown
+    );
+
+    // Garbage is refused by LNbits' decoder.
+    let garbage = MintedInvoice {
+        bolt11: "lnbc1garbage".into(),
+        payment_hash: PaymentHash([1; 32]),
+    };
+    assert!(matches!(
+        funded.pay(&pay_request(&garbage, 1)).await,
+        Err(PayError::Rejected(_))
+    ));
+
+    // FakeWallet can only pay invoices of its own instance: a validly signed mainnet invoice
+    // from elsewhere has no route.
+    let elsewhere = DevInvoiceMinter::new("elsewhere", Network::Bitcoin)
+        .mint(Msat::from_sats(3), "x", 600)
+        .unwrap();
+    match funded.pay(&pay_request(&elsewhere, 3)).await {
+        Err(PayError::NoRoute(why)) => assert!(why.contains("internal"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+
+    // On #2 the external path says "Payment already paid." with status success.
+    let on_two = TestWallet::new(&l.second, 100).await.backend();
+    let inv = invoice(9).await;
+    let paid = on_two.pay(&pay_request(&inv, 9)).await.unwrap();
+    assert_eq!(
+        on_two.pay(&pay_request(&inv, 9)).await.unwrap_err(),
+        PayError::AlreadyPaid
+    );
+    assert_eq!(
+        on_two.lookup(&inv.payment_hash).await.unwrap(),
+        PaymentStatus::Succeeded(paid)
+    );
+
+    // A wrong key and a closed port are reported as such.
+    let wrong = LnbitsWallet::new(l.first.url(), "0000000000000000000000000000000f").unwrap();
+    match wrong.pay(&pay_request(&invoice(1).await, 1)).await {
+        Err(PayError::Rejected(why)) => assert!(why.contains("key"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let nowhere = LnbitsWallet::new(&format!("http://127.0.0.1:{port}"), "k").unwrap();
+    match nowhere.pay(&pay_request(&invoice(1).await, 1)).await {
+        Err(e @ PayError::Unavailable(_)) => assert!(e.to_string().contains("connect"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
