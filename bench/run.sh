@@ -13,6 +13,7 @@
 #   BENCH_SECS         measured seconds per phase, whole (default 3, at most 10)
 #   BENCH_ROUNDS       rounds (default 3)
 #   BENCH_IDLE         idle connections for the RSS figure (default 1000)
+#   BENCH_PAID         paid requests (each for a new service) per round (default 100)
 #   BENCH_PORT_BASE    first of the fixed ports used (default 18400: +0 proxy, +80 nginx http,
 #                      +43 nginx https)
 #   BENCH_KEEP=1       keep the work directory (configs, logs, raw results) after the run
@@ -118,6 +119,8 @@ for p in "$PROXY_PORT" "$NGINX_HTTP" "$NGINX_HTTPS"; do
   fi
 done
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # ---------------------------------------------------------------- origin: certificates and nginx
 log "origin certificates (private CA → CA:FALSE leaf for localhost/127.0.0.1)"
 (
@@ -181,6 +184,18 @@ for _ in $(seq 1 200); do
 done
 SELLER_HTTP=$(sed -n 's/^seller http=\([0-9]*\) .*/\1/p' "$WORK/seller.out")
 [[ -n $SELLER_HTTP ]] || { echo "seller did not start" >&2; cat "$WORK/seller.err" >&2; exit 1; }
+# A second seller for the fresh-payment runs: the proxy keeps at most 16 tokens per origin and
+# drops the oldest first, so paying for new services on the first seller would evict the token
+# the cached-token runs use.
+taskset -c 1 "$SELLER" "$WORK/seller2-ca.pem" >"$WORK/seller2.out" 2>"$WORK/seller2.err" &
+SELLER2_PID=$!
+PIDS+=("$SELLER2_PID")
+for _ in $(seq 1 200); do
+  grep -q '^seller http=' "$WORK/seller2.out" 2>/dev/null && break
+  sleep 0.05
+done
+SELLER2_HTTP=$(sed -n 's/^seller http=\([0-9]*\) .*/\1/p' "$WORK/seller2.out")
+[[ -n $SELLER2_HTTP ]] || { echo "second seller did not start" >&2; cat "$WORK/seller2.err" >&2; exit 1; }
 
 # ---------------------------------------------------------------- the proxy
 KEY_SHA=$(printf '%s' "$AGENT_KEY" | "$BIN" hash-key)
@@ -223,7 +238,11 @@ EOF
 
 declare -A RES  # RES[scenario|c|metric] = "v1 v2 …" (one value per round)
 WARNINGS=()
-add() { RES["$1|$2|$3"]+="$4 "; }
+add() {
+  RES["$1|$2|$3"]+="$4 "
+  printf '%s\t%s\t%s\t%s\t%s\n' "$ROUND" "$1" "$2" "$3" "$4" >>"$WORK/results.tsv"
+}
+ROUND=0
 warn() { WARNINGS+=("$*"); log "WARNING: $*"; }
 
 # Converts wrk's "120.00us" / "1.20ms" / "1.00s" to µs.
@@ -234,15 +253,15 @@ to_us() {
     printf "%.1f", n * m }'
 }
 
-# run_wrk SCENARIO C PROXIED
+# run_wrk SCENARIO C PROXIED [CORE]
 run_wrk() {
-  local scen=$1 c=$2 proxied=$3 out t0 t1 total rps p50 p99 non2xx errs
+  local scen=$1 c=$2 proxied=$3 core=${4:-1} out t0 t1 total rps p50 p99 non2xx errs
   out=$WORK/wrk-$scen-$c.txt
   t0=$(cpu_ticks)
   if [[ $proxied == 1 ]]; then
-    taskset -c 1 wrk -t1 -c"$c" -d"${SECS}s" --latency -s "$WRK_PROXY_LUA" "$PROXY_URL/" >"$out"
+    taskset -c "$core" wrk -t1 -c"$c" -d"${SECS}s" --latency -s "$WRK_PROXY_LUA" "$PROXY_URL/" >"$out"
   else
-    taskset -c 1 wrk -t1 -c"$c" -d"${SECS}s" --latency "http://127.0.0.1:$NGINX_HTTP/1k" >"$out"
+    taskset -c "$core" wrk -t1 -c"$c" -d"${SECS}s" --latency "http://127.0.0.1:$NGINX_HTTP/1k" >"$out"
   fi
   t1=$(cpu_ticks)
   total=$(awk '/requests in/ {print $1}' "$out")
@@ -277,7 +296,7 @@ run_lg() {
   add "$scen" "$c" p99 "$(kv p99_us)"
   [[ $(kv errors) != 0 ]] && warn "$scen c=$c: $(kv errors) failed requests/connections"
   [[ $(kv bad_status) != 0 ]] && warn "$scen c=$c: $(kv bad_status) answers were not 200"
-  [[ $(kv flagged) != 0 ]] && warn "$scen c=$c: $(kv flagged) answers carried x-l402-proxy-token (a payment, not the cached token)"
+  [[ $scen == e_cached && $(kv flagged) != 0 ]] && warn "$scen c=$c: $(kv flagged) answers carried x-l402-proxy-token (a payment, not the cached token)"
   if [[ $proxied == 1 && ${total:-0} -gt 0 ]]; then
     add "$scen" "$c" cpu "$(awk -v d=$((t1 - t0)) -v n="$total" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", d * 1e6 / hz / n}')"
   fi
@@ -292,6 +311,14 @@ paid_cached() {
     --flag-header x-l402-proxy-token
 }
 seller_free() { run_lg f_free "$1" 1 "${LG_PROXY[@]}" --url "http://127.0.0.1:$SELLER_HTTP/free/x"; }
+# PAID_N requests, each for a service never paid before: 402 → the dev wallet pays → replay.
+paid_fresh() {
+  run_lg p_paid 1 1 "${LG_PROXY[@]}" --count "$PAID_N" --vary-service \
+    --url "http://127.0.0.1:$SELLER2_HTTP/paid$1/x" --flag-header x-l402-proxy-token
+  local line
+  line=$(tail -1 "$WORK/lg-p_paid-1.txt")
+  grep -q "flagged=$PAID_N\$" <<<"$line" || warn "paid run $1: not every request was paid: $line"
+}
 
 # hold_idle LABEL: opens $IDLE_CONNS connections through the proxy, one after the other, each
 # sending one plain-HTTP request to nginx and then staying idle; records VmRSS and open fds.
@@ -341,9 +368,11 @@ log "first paid request: $first"
 # ---------------------------------------------------------------- rounds
 CONCS=(1 16 64)
 PAID_CONCS=(1 16)
-est=$(awk -v r="$ROUNDS" -v s="$SECS" -v w="$WARMUP" 'BEGIN {printf "%.0f", r * (15 * s + 10 * (s + w) + 4 * (s + w))}')
-log "$ROUNDS rounds × 19 phases of ${SECS}s (≈ ${est}s)"
+PAID_N=${BENCH_PAID:-100}
+est=$(awk -v r="$ROUNDS" -v s="$SECS" -v w="$WARMUP" 'BEGIN {printf "%.0f", r * (16 * s + 10 * (s + w) + 4 * (s + w) + 1)}')
+log "$ROUNDS rounds × 20 phases of ${SECS}s (≈ ${est}s)"
 for r in $(seq 1 "$ROUNDS"); do
+  ROUND=$r
   log "round $r/$ROUNDS"
   for c in "${CONCS[@]}"; do
     # Alternate which side goes first, so drift does not favour one.
@@ -358,6 +387,10 @@ for r in $(seq 1 "$ROUNDS"); do
   for c in "${PAID_CONCS[@]}"; do
     if ((r % 2)); then paid_cached "$c"; seller_free "$c"; else seller_free "$c"; paid_cached "$c"; fi
   done
+  paid_fresh "$r"
+  # Calibration: the same direct run with wrk on the proxy's core, so every request crosses
+  # cores once each way, as each hop of a proxied request does.
+  run_wrk x_cross 1 0 0
 done
 RSS_LOADED_KB=$(rss_kb)
 
@@ -386,8 +419,10 @@ declare -A NAME=(
   [t_tunnel]="(t) via proxy, HTTPS CONNECT tunnel (loadgen)"
   [e_cached]="(e) via proxy, L402 cached token (loadgen)"
   [f_free]="(f) via proxy, seller /free pass-through"
+  [p_paid]="(p) via proxy, new service: 402→pay→replay"
+  [x_cross]="(x) direct nginx, HTTP, wrk on core 0"
 )
-declare -A BASELINE=([b_http]=a_http [d_intercept]=c_https [t_tunnel]=c_https [e_cached]=f_free)
+declare -A BASELINE=([b_http]=a_http [x_cross]=a_http [d_intercept]=c_https [t_tunnel]=c_https [e_cached]=f_free [p_paid]=f_free)
 
 echo
 REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "unknown revision")
@@ -397,13 +432,17 @@ fi
 echo "l402-proxy benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $REV"
 echo "medians of $ROUNDS rounds × ${SECS}s (spread = (max−min)/median across rounds); 1 KiB body, keep-alive;"
 echo "proxy on core 0, origin + load generator on core 1; ratio and Δp50 are against the row's baseline"
-echo "((b)→(a), (d),(t)→(c), (e)→(f)); proxy CPU = (utime+stime) delta ÷ every request of the run."
+echo "((b),(x)→(a), (d),(t)→(c), (e),(p)→(f)); proxy CPU = (utime+stime) delta ÷ every request of the run."
+echo "(x) is a calibration row, no proxy: what crossing cores costs on this machine at c=1; a proxied"
+echo "request crosses twice as often. (p): $PAID_N requests per round, each paying for a new service."
+echo "load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews latency)"
 echo
 printf '%-46s %3s %9s %6s %6s %9s %9s %7s %10s %6s\n' scenario c "req/s" spread ratio "p50 µs" "p99 µs" "Δp50" "CPU µs/req" "cpu÷"
 printf '%s\n' "$(printf '%.0s-' $(seq 1 121))"
-for scen in a_http b_http c_https d_intercept t_tunnel e_cached f_free; do
+for scen in a_http x_cross b_http c_https d_intercept t_tunnel e_cached f_free p_paid; do
   concs=("${CONCS[@]}")
   [[ $scen == e_cached || $scen == f_free ]] && concs=("${PAID_CONCS[@]}")
+  [[ $scen == x_cross || $scen == p_paid ]] && concs=(1)
   for c in "${concs[@]}"; do
     rps=$(get "$scen" "$c" rps)
     p50=$(get "$scen" "$c" p50)
@@ -436,7 +475,8 @@ printf '  %-58s %10s   target %s\n' \
   "RSS with $IDLE_CONNS idle connections, fresh proxy" "$(mib "${IDLE_RSS[fresh]}")" "≤ 20 MiB" \
   "RSS with $IDLE_CONNS idle connections, after the load" "$(mib "$RSS_IDLE_KB")" "≤ 20 MiB" \
   "cached-token CPU ÷ pass-through CPU (e/f)" "$(ratio "$(get e_cached 16 cpu)" "$(get f_free 16 cpu)")" "≤ 1.05" \
-  "cached-token req/s ÷ pass-through req/s (e/f)" "$(ratio "$(get e_cached 16 rps)" "$(get f_free 16 rps)")" "≥ 0.95"
+  "cached-token req/s ÷ pass-through req/s (e/f)" "$(ratio "$(get e_cached 16 rps)" "$(get f_free 16 rps)")" "≥ 0.95" \
+  "paid request (p), c=1: p50 / p99, µs" "$(get p_paid 1 p50) / $(get p_paid 1 p99)" "p99 ≤ 2000 + wallet pay time (dev: ≈ 0) + (f) p99 $(get f_free 1 p99)"
 echo
 echo "peers (BENCHMARKING.md): hudsucker 16.8 µs/req HTTP, 15.5 HTTPS, 0.51 of direct, p50 42 µs, 34.6 MiB;"
 echo "squid 41.4 / 12.7 (tunnel), 0.19, 73 µs, 50.2 MiB. Differences below the spread column are noise."
@@ -445,9 +485,8 @@ if ((${#WARNINGS[@]})); then
   echo "warnings:"
   printf '  - %s\n' "${WARNINGS[@]}"
 fi
-kill "$SELLER_PID" 2>/dev/null || true
-wait "$SELLER_PID" 2>/dev/null || true
-if grep -q '^seller challenges=' "$WORK/seller.out"; then
-  echo
-  echo "seller counters: $(sed -n 's/^seller challenges=/challenges=/p' "$WORK/seller.out") (one challenge and one payment expected)"
-fi
+kill "$SELLER_PID" "$SELLER2_PID" 2>/dev/null || true
+wait "$SELLER_PID" "$SELLER2_PID" 2>/dev/null || true
+echo
+echo "seller counters: (e)/(f) seller: $(sed -n 's/^seller challenges=/challenges=/p' "$WORK/seller.out") (expected 1 challenge, 1 paid);"
+echo "                 (p) seller: $(sed -n 's/^seller challenges=/challenges=/p' "$WORK/seller2.out") (expected $((PAID_N * ROUNDS)) paid)"

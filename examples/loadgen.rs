@@ -68,6 +68,10 @@ struct Args {
     /// Send exactly this many requests per connection, whatever the clock says (no warm-up).
     #[arg(long)]
     count: Option<u64>,
+    /// Make every request's first path segment unique (`/weather/today` → `/weather-7/today`):
+    /// on the L402 seller each request is then a new service, which the proxy must pay for.
+    #[arg(long)]
+    vary_service: bool,
     /// Idle mode: open this many connections, one request each, then hold them.
     #[arg(long)]
     idle: Option<usize>,
@@ -88,6 +92,8 @@ struct Target {
     proxy_auth: Option<HeaderValue>,
     tls: Option<tokio_rustls::TlsConnector>,
     host_header: HeaderValue,
+    vary_service: bool,
+    sequence: std::sync::atomic::AtomicU64,
 }
 
 fn loopback(addr: &str) -> anyhow::Result<SocketAddr> {
@@ -155,11 +161,30 @@ impl Target {
             proxy_auth,
             tls,
             host_header,
+            vary_service: args.vary_service,
+            sequence: Default::default(),
         })
     }
 
     fn request(&self) -> Request<Empty<Bytes>> {
-        let uri = if self.absolute {
+        let uri = if self.vary_service {
+            let n = self
+                .sequence
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = self.uri.path().trim_start_matches('/');
+            let (first, rest) = path.split_once('/').unwrap_or((path, ""));
+            let varied = format!("/{first}-{n}/{rest}");
+            if self.absolute {
+                let base = format!(
+                    "{}://{}",
+                    self.uri.scheme_str().unwrap_or("http"),
+                    self.host_header.to_str().unwrap_or("")
+                );
+                Uri::try_from(format!("{base}{varied}")).expect("valid uri")
+            } else {
+                Uri::try_from(varied).expect("valid uri")
+            }
+        } else if self.absolute {
             self.uri.clone()
         } else {
             self.uri
