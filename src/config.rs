@@ -55,6 +55,31 @@ pub struct Config {
     /// Caps over all agents together (same keys as an agent's limits).
     #[serde(default)]
     pub operator_limits: Limits,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// On SIGTERM: how long open connections and in-flight payments may take to finish.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+fn default_grace() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (readable, the default) or `json` (one object per line); `--log-format` overrides.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 fn default_listen() -> SocketAddr {

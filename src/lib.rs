@@ -11,6 +11,7 @@ pub mod glob;
 pub mod guard;
 pub mod invoice;
 pub mod l402;
+pub mod metrics;
 pub mod money;
 pub mod proxy;
 pub mod store;

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -18,14 +19,14 @@ use std::sync::Arc;
     about = "A forward proxy that pays L402 challenges for AI agents"
 )]
 struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// Log format on stderr (default: the config's log.format, else text).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -61,6 +62,35 @@ enum Command {
     },
     /// Read an agent key on stdin and print the key_sha256 value for the config.
     HashKey,
+    /// Exit 0 when the URL answers 200 (a container HEALTHCHECK without curl).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9402/healthz")]
+        url: String,
+    },
+    /// Run the demo L402 seller alone (paid /weather/today, free /free/x, ...).
+    Seller {
+        /// Plain-HTTP listener.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// HTTPS listener, with a certificate from the seller's own throwaway CA.
+        #[arg(long)]
+        tls_listen: Option<SocketAddr>,
+        /// Write the seller CA's PEM here (for the proxy's tls.upstream_roots).
+        #[arg(long)]
+        ca_out: Option<PathBuf>,
+        /// Price of each service, in sats.
+        #[arg(long, default_value_t = 10)]
+        price_sats: u64,
+        /// Create invoices on this LNbits instance instead of the dev network.
+        #[arg(long, requires = "lnbits_invoice_key_env")]
+        lnbits_url: Option<String>,
+        /// Environment variable holding the LNbits wallet's invoice key.
+        #[arg(long, requires = "lnbits_url")]
+        lnbits_invoice_key_env: Option<String>,
+        /// The dev network's shared secret (invoices payable by `wallet.backend: dev`).
+        #[arg(long, default_value = "l402-proxy-dev")]
+        dev_secret: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -82,6 +112,13 @@ enum ConfigCommand {
 }
 
 fn init_logs(format: LogFormat) {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    let mut first = false;
+    ONCE.call_once(|| first = true);
+    if !first {
+        return;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -95,8 +132,11 @@ fn init_logs(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
-    match run(cli.command) {
+    // `run` reads its config first so the config's log format can apply.
+    if !matches!(cli.command, Command::Run { .. }) {
+        init_logs(cli.log_format.unwrap_or(LogFormat::Text));
+    }
+    match run(cli.command, cli.log_format) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -105,7 +145,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+fn run(command: Command, log_format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
     match command {
         Command::HashKey => {
             let mut key = String::new();
@@ -139,7 +179,24 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", ca.ca_cert_pem());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { config } => runtime()?.block_on(serve(config)),
+        Command::Run { config } => runtime()?.block_on(serve(config, log_format)),
+        Command::Healthcheck { url } => runtime()?.block_on(healthcheck(&url)),
+        Command::Seller {
+            listen,
+            tls_listen,
+            ca_out,
+            price_sats,
+            lnbits_url,
+            lnbits_invoice_key_env,
+            dev_secret,
+        } => runtime()?.block_on(seller(SellerArgs {
+            listen,
+            tls_listen,
+            ca_out,
+            price_sats,
+            lnbits: lnbits_url.zip(lnbits_invoice_key_env),
+            dev_secret,
+        })),
         Command::Demo {
             listen,
             data_dir,
@@ -166,8 +223,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-async fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
-    let mut config = Config::load(&config_path)?;
+async fn serve(config_path: PathBuf, log_format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
+    let loaded = Config::load(&config_path);
+    let from_config = match &loaded {
+        Ok(c) if c.log.format == l402_proxy::config::LogFormat::Json => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    init_logs(log_format.unwrap_or(from_config));
+    let mut config = loaded?;
     let wallet = l402_proxy::wallet::from_config(&config)?;
     let shared = Arc::new(Shared::from_config(&config, wallet)?);
     let admin = match config.admin.listen {
@@ -198,7 +261,14 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
             .ready
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    let task = tokio::spawn(proxy.run());
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let proxy_task = tokio::spawn(proxy.run_until(
+        async {
+            let _ = stopped.await;
+        },
+        grace,
+    ));
     while let Signal::Reload = signal().await {
         match Config::load(&config_path) {
             Ok(new) => {
@@ -214,11 +284,31 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    tracing::info!("shutting down");
-    task.abort();
+    // Stop accepting, let open requests and payments finish within the grace period, make the
+    // ledger durable, exit 0.
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: draining connections and payments"
+    );
+    if let Some(admin) = &admin {
+        admin
+            .ready
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    let _ = stop.send(());
+    let _ = tokio::time::timeout_at(deadline, proxy_task).await;
+    while shared.engine.payments_in_progress() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let unfinished = shared.engine.payments_in_progress();
+    if unfinished > 0 {
+        tracing::warn!(unfinished, "payments still running at exit; their ledger rows stay pending and are reconciled on the next start");
+    }
     if let Err(e) = shared.engine.store().flush().await {
         tracing::warn!(error = %e, "ledger flush failed");
     }
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -244,4 +334,87 @@ async fn signal() -> Signal {
     }
     let _ = tokio::signal::ctrl_c().await;
     Signal::Stop
+}
+
+/// GET `url`; success only on 200.
+async fn healthcheck(url: &str) -> anyhow::Result<ExitCode> {
+    use http_body_util::Empty;
+    let uri: http::Uri = url.parse().with_context(|| format!("{url} is not a URL"))?;
+    let host = uri.host().context("the URL has no host")?.to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let check = async {
+        let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let req = http::Request::get(path)
+            .header(
+                http::header::HOST,
+                uri.authority().map(|a| a.as_str()).unwrap_or(""),
+            )
+            .body(Empty::<bytes::Bytes>::new())?;
+        Ok::<_, anyhow::Error>(sender.send_request(req).await?.status())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), check).await {
+        Ok(Ok(status)) if status == http::StatusCode::OK => Ok(ExitCode::SUCCESS),
+        Ok(Ok(status)) => {
+            eprintln!("{url}: {status}");
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(Err(e)) => {
+            eprintln!("{url}: {e:#}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(_) => {
+            eprintln!("{url}: no answer within 5 s");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+struct SellerArgs {
+    listen: SocketAddr,
+    tls_listen: Option<SocketAddr>,
+    ca_out: Option<PathBuf>,
+    price_sats: u64,
+    lnbits: Option<(String, String)>,
+    dev_secret: String,
+}
+
+/// The demo seller on fixed listeners, until SIGTERM or Ctrl-C.
+async fn seller(args: SellerArgs) -> anyhow::Result<ExitCode> {
+    use l402_proxy::demo::seller::{
+        serve_http, serve_https, InvoiceSource, Seller, SellerConfig, SellerTls,
+    };
+    use l402_proxy::invoice::Network;
+    use l402_proxy::wallet::dev::DevInvoiceMinter;
+    let mut config = SellerConfig::new(DevInvoiceMinter::new(&args.dev_secret, Network::Regtest));
+    config.price = l402_proxy::money::Msat::from_sats(args.price_sats);
+    if let Some((url, key_env)) = &args.lnbits {
+        let key = std::env::var(key_env)
+            .with_context(|| format!("environment variable {key_env} is not set"))?;
+        config.invoices = InvoiceSource::Lnbits(Box::new(
+            l402_proxy::wallet::lnbits::LnbitsInvoices::new(url, &key)?,
+        ));
+    }
+    let seller = Seller::new(config);
+    let http = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tokio::spawn(serve_http(seller.clone(), http));
+    if let Some(addr) = args.tls_listen {
+        let tls = SellerTls::generate()?;
+        if let Some(path) = &args.ca_out {
+            std::fs::write(path, &tls.ca_pem)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tokio::spawn(serve_https(seller.clone(), listener, tls.server));
+    }
+    tracing::info!(http = %args.listen, https = ?args.tls_listen, lnbits = args.lnbits.is_some(), "demo seller ready");
+    while let Signal::Reload = signal().await {}
+    Ok(ExitCode::SUCCESS)
 }

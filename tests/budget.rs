@@ -397,3 +397,51 @@ async fn admin_api_needs_its_token_and_manages_budgets() {
     assert_eq!(junk.status, 400);
     assert_eq!(h.payments(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_every_family_after_a_paid_request() {
+    let h = Harness::with(Options {
+        admin_token: Some(TOKEN.into()),
+        ..Options::default()
+    })
+    .await;
+    assert!(h
+        .curl(Some(ALICE), &h.https_url("/weather/a"), &[])
+        .await
+        .paid());
+    assert!(!h
+        .curl(Some(ALICE), &h.https_url("/weather/b"), &[])
+        .await
+        .paid());
+    let _ = h
+        .curl(Some(ALICE), &h.https_url("/hostile/expired"), &[])
+        .await;
+    let _ = h.curl(None, &h.http_url("/free/x"), &[]).await;
+    let metrics = h.admin(None, "GET", "/metrics", &[]).await;
+    assert_eq!(metrics.status, 200, "/metrics needs no token");
+    let text = metrics.body;
+    for line in [
+        "l402_proxy_requests_total{outcome=\"paid\"} 1",
+        "l402_proxy_requests_total{outcome=\"passed\"} 1",
+        "l402_proxy_requests_total{outcome=\"declined\"} 1",
+        "l402_proxy_requests_total{outcome=\"auth_failed\"} 1",
+        "l402_proxy_challenges_total 2",
+        "l402_proxy_payments_total{backend=\"dev\",outcome=\"succeeded\"} 1",
+        "l402_proxy_paid_msat_total{agent=\"alice\"} 10000",
+        "l402_proxy_fees_msat_total{agent=\"alice\"} 0",
+        "l402_proxy_payment_duration_seconds_count{backend=\"dev\"} 1",
+        // /weather/b by its scope, and /hostile/expired speculatively (the origin's newest).
+        "l402_proxy_token_cache_hits_total 2",
+        "l402_proxy_token_cache_misses_total 1",
+        "l402_proxy_declines_total{reason=\"invoice-expired\"} 1",
+        "l402_proxy_connects_total{mode=\"intercept\"} 3",
+        "l402_proxy_certificates_minted_total 1",
+        "# TYPE l402_proxy_upstream_duration_seconds histogram",
+        "# TYPE l402_proxy_open_connections gauge",
+        "# TYPE l402_proxy_open_tunnels gauge",
+        "# TYPE l402_proxy_token_cache_misses_total counter",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(!text.contains("alice-key"));
+}

@@ -199,3 +199,70 @@ fn run_refuses_to_start_without_the_wallet_secret() {
     assert!(stderr.contains("L402_CLI_TEST_UNSET_KEY"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seller_and_healthcheck_commands() {
+    let dir = common::temp_dir("seller");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (http, https) = (free(), free());
+    let ca = dir.join("seller-ca.pem");
+    let mut child = bin()
+        .args([
+            "seller",
+            "--listen",
+            &format!("127.0.0.1:{http}"),
+            "--tls-listen",
+            &format!("127.0.0.1:{https}"),
+            "--ca-out",
+        ])
+        .arg(&ca)
+        .spawn()
+        .unwrap();
+    let health = |url: String| bin().args(["healthcheck", "--url", &url]).output().unwrap();
+    let mut up = false;
+    for _ in 0..100 {
+        if health(format!("http://127.0.0.1:{http}/free/x"))
+            .status
+            .success()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        up,
+        "the seller answers 200 on /free/x, so healthcheck passes"
+    );
+    assert!(
+        !health(format!("http://127.0.0.1:{http}/weather/today"))
+            .status
+            .success(),
+        "402 is not healthy"
+    );
+    assert!(
+        !health(format!("http://127.0.0.1:{}/", free()))
+            .status
+            .success(),
+        "nothing listening"
+    );
+    let paid = common::curl(&[
+        "--cacert".to_string(),
+        ca.display().to_string(),
+        format!("https://localhost:{https}/weather/today"),
+    ])
+    .await;
+    assert_eq!(paid.status, 402);
+    assert!(paid
+        .header("www-authenticate")
+        .is_some_and(|c| c.contains("invoice=\"lnbcrt")));
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -36,12 +36,17 @@ impl Drop for Proxy {
 
 impl Proxy {
     fn start(config: &Path, port: u16, log: &Path) -> Proxy {
+        Proxy::start_with(config, port, log, &[])
+    }
+
+    fn start_with(config: &Path, port: u16, log: &Path, extra: &[&str]) -> Proxy {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_l402-proxy"))
+            .args(extra)
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
@@ -287,5 +292,54 @@ async fn sighup_reloads_agents_and_limits_keeping_spend_and_tokens() {
     let log = std::fs::read_to_string(dir.join("proxy.log")).unwrap_or_default();
     assert!(log.contains("config reload refused"), "{log}");
     assert!(!log.contains("alice-key"), "secrets never logged");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_payment_finish_then_exits_cleanly() {
+    let dir = common::temp_dir("term");
+    let seller = start_seller().await;
+    let (port, admin) = (free_port(), free_port());
+    let config = write_config(&dir, port, admin, &seller, "{}", false);
+    let log = dir.join("proxy.log");
+    let mut proxy = Proxy::start_with(&config, port, &log, &["--log-format", "json"]);
+    let url = format!("http://127.0.0.1:{}/weather/today", seller.http.port());
+    let agent = tokio::spawn({
+        let args = vec![
+            "--proxy".to_string(),
+            proxy.url(("alice", "alice-key")),
+            url,
+        ];
+        async move { common::curl(&args).await }
+    });
+    wait_for("the payment to leave", || journal_lines(&dir) == 1).await;
+    proxy.signal("TERM");
+    let reply = agent.await.unwrap();
+    assert_eq!(
+        reply.status, 200,
+        "the request in flight completes: {reply:?}"
+    );
+    assert!(reply.paid());
+    let status = tokio::task::spawn_blocking(move || proxy.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit 0 after draining");
+    assert_eq!(
+        ledger(&dir)[0].1,
+        "settled",
+        "the ledger was flushed before exit"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("fields").is_some(),
+            "{line}"
+        );
+    }
+    assert!(text.contains("shutting down") && text.contains("stopped"));
     let _ = std::fs::remove_dir_all(dir);
 }

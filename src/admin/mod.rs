@@ -77,6 +77,14 @@ impl Admin {
         let path = req.uri().path().to_string();
         match (req.method(), path.as_str()) {
             (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/metrics") => {
+                let mut r = Response::new(full(self.shared.metrics_text()));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                return r;
+            }
             (&Method::GET, "/readyz") => {
                 return if self.ready.load(Ordering::Relaxed) {
                     text(StatusCode::OK, "ready\n")

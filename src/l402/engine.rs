@@ -11,6 +11,7 @@ use super::tokens::{path_scope, Token, TokenCache};
 use crate::agents::Agent;
 use crate::budget::Budget;
 use crate::invoice::{self, Network};
+use crate::metrics::Metrics;
 use crate::money::{Msat, PaymentHash};
 use crate::store::Store;
 use crate::wallet::dev::now_unix;
@@ -18,7 +19,7 @@ use crate::wallet::{Paid, PaymentStatus, Wallet};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -50,17 +51,6 @@ pub(super) enum HashState {
     Paid(Paid),
 }
 
-/// Counters the metrics layer reads.
-#[derive(Debug, Default)]
-pub struct EngineStats {
-    pub payments_succeeded: AtomicU64,
-    pub payments_failed: AtomicU64,
-    pub paid_msat: AtomicU64,
-    pub fees_msat: AtomicU64,
-    pub shared_tokens: AtomicU64,
-    pub declines: AtomicU64,
-}
-
 pub struct Engine {
     pub tokens: TokenCache,
     pub budget: Arc<Budget>,
@@ -73,7 +63,9 @@ pub struct Engine {
     pub(super) hashes: DashMap<PaymentHash, HashState>,
     /// Payments that may still settle (timeouts, crashes): budget held, resolved by lookup.
     pub(super) in_flight: Mutex<HashMap<PaymentHash, InFlight>>,
-    pub stats: EngineStats,
+    pub metrics: Arc<Metrics>,
+    /// Payment tasks running now (shutdown waits for them).
+    active: AtomicUsize,
 }
 
 /// How the engine pays and where it records what it does.
@@ -84,6 +76,7 @@ pub struct EngineParts {
     pub timeout: Duration,
     pub budget: Arc<Budget>,
     pub store: Store,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Everything about the request that the engine needs.
@@ -110,12 +103,18 @@ impl Engine {
             flights: DashMap::new(),
             hashes: DashMap::new(),
             in_flight: Mutex::new(HashMap::new()),
-            stats: EngineStats::default(),
+            metrics: parts.metrics,
+            active: AtomicUsize::new(0),
         }
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Payments handed to the wallet and not finished yet.
+    pub fn payments_in_progress(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
     }
 
     pub fn wallet(&self) -> &Arc<dyn Wallet> {
@@ -135,7 +134,7 @@ impl Engine {
     ) -> FlightResult {
         let result = self.obtain_inner(cx, chosen).await;
         if let Err(decline) = &result {
-            self.stats.declines.fetch_add(1, Ordering::Relaxed);
+            self.metrics.decline(decline.code);
             // Recorded for the operator, off the request path.
             let store = self.store.clone();
             let (agent, host) = (cx.agent.name.to_string(), cx.host.to_string());
@@ -199,13 +198,10 @@ impl Engine {
             match outcome {
                 Ok(outcome) => {
                     return match outcome {
-                        Some(Ok(o)) => {
-                            self.stats.shared_tokens.fetch_add(1, Ordering::Relaxed);
-                            Ok(Obtained {
-                                token: o.token,
-                                paid: None,
-                            })
-                        }
+                        Some(Ok(o)) => Ok(Obtained {
+                            token: o.token,
+                            paid: None,
+                        }),
                         Some(Err(d)) => Err(Decline::new(
                             d.code,
                             format!("a concurrent payment for this service failed: {}", d.detail),
@@ -240,8 +236,10 @@ impl Engine {
             scope,
         };
         let engine = self.clone();
+        self.active.fetch_add(1, Ordering::SeqCst);
         let handle = tokio::spawn(async move {
             let outcome = job.run().await;
+            engine.active.fetch_sub(1, Ordering::SeqCst);
             let _ = sender.send(Some(outcome.clone()));
             engine.flights.remove(&key);
             outcome
@@ -260,7 +258,6 @@ impl Engine {
             now_unix(),
             cx.sent,
         )?;
-        self.stats.shared_tokens.fetch_add(1, Ordering::Relaxed);
         Some(Obtained { token, paid: None })
     }
 

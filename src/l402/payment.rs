@@ -12,7 +12,6 @@ use crate::money::{Msat, PaymentHash, Preimage};
 use crate::store::{Begin, NewPayment};
 use crate::wallet::{Paid, PayError, PayRequest, PaymentStatus};
 use http::HeaderValue;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub(super) struct PaymentJob {
@@ -156,18 +155,10 @@ impl PaymentJob {
                 engine
                     .budget
                     .commit(reservation, self.amount.saturating_add(paid.fee));
+                engine.metrics.payment("succeeded", engine.wallet.backend());
                 engine
-                    .stats
-                    .payments_succeeded
-                    .fetch_add(1, Ordering::Relaxed);
-                engine
-                    .stats
-                    .paid_msat
-                    .fetch_add(self.amount.0, Ordering::Relaxed);
-                engine
-                    .stats
-                    .fees_msat
-                    .fetch_add(paid.fee.0, Ordering::Relaxed);
+                    .metrics
+                    .paid(&self.agent.name, self.amount.0, paid.fee.0);
                 // Settling the record need not hold up the agent: until it lands, a crash leaves
                 // the row pending and the restart reconciles it through the wallet.
                 let store = engine.store.clone();
@@ -188,7 +179,7 @@ impl PaymentJob {
                 })
             }
             Err(e) if e.may_be_in_flight() => {
-                engine.stats.payments_failed.fetch_add(1, Ordering::Relaxed);
+                engine.metrics.payment("in_flight", engine.wallet.backend());
                 // Budget stays held and the hash stays claimed until the wallet says how it ended.
                 engine.track(InFlight {
                     reservation,
@@ -198,7 +189,7 @@ impl PaymentJob {
                 Err(Decline::new(e.code(), e.to_string()))
             }
             Err(e) => {
-                engine.stats.payments_failed.fetch_add(1, Ordering::Relaxed);
+                engine.metrics.payment("failed", engine.wallet.backend());
                 if let Err(se) = engine
                     .store
                     .fail(self.hash, e.to_string(), engine.budget.now())
@@ -243,6 +234,11 @@ impl PaymentJob {
                 .map(|_| paid)
                 .map_err(|_| PayError::BadPreimage)
         });
+        engine
+            .metrics
+            .payment_seconds
+            .with_label_values(&[engine.wallet.backend()])
+            .observe(started.elapsed().as_secs_f64());
         match &outcome {
             Ok(paid) => {
                 tracing::info!(agent = %self.agent.name, hash = %self.hash.short(), fee = %paid.fee, ms = started.elapsed().as_millis() as u64, "paid")

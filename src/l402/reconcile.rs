@@ -9,7 +9,6 @@ use crate::budget::{Reservation, Window};
 use crate::money::{Msat, Preimage};
 use crate::store::{PaymentRow, StoreError};
 use crate::wallet::PaymentStatus;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,15 +105,9 @@ impl Engine {
                     self.budget
                         .commit(payment.reservation, payment.amount.saturating_add(paid.fee));
                     self.hashes.insert(hash, HashState::Paid(paid));
-                    self.stats
-                        .payments_succeeded
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .paid_msat
-                        .fetch_add(payment.amount.0, Ordering::Relaxed);
-                    self.stats
-                        .fees_msat
-                        .fetch_add(paid.fee.0, Ordering::Relaxed);
+                    self.metrics.payment("succeeded", self.wallet.backend());
+                    self.metrics
+                        .paid(&payment.spec.agent, payment.amount.0, paid.fee.0);
                     if let Err(d) = payment.spec.install(self, &paid.preimage) {
                         tracing::warn!(hash = %hash.short(), reason = %d, "settled, but its token is unusable");
                     }
@@ -125,6 +118,7 @@ impl Engine {
                         _ => "the wallet has no record of it: it never left".to_string(),
                     };
                     tracing::info!(hash = %hash.short(), %reason, "in-flight payment failed; budget released");
+                    self.metrics.payment("failed", self.wallet.backend());
                     if let Err(e) = self.store.fail(hash, reason, now).await {
                         tracing::error!(hash = %hash.short(), error = %e, "could not record a failed payment");
                     }

@@ -7,6 +7,8 @@ use super::forward::{forward, guard_response, Target};
 use super::responses;
 use super::Shared;
 use crate::agents::Agent;
+use crate::guard::GuardError;
+use crate::metrics::{GaugeGuard, Outcome};
 use http::uri::Scheme;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -39,20 +41,26 @@ pub async fn handle(
             shared.guard.resolve(&target.host, target.port).await
         };
         if let Err(e) = vetted {
-            return guard_response(&e);
+            return refused(&shared, &e);
         }
+        shared.metrics.connect("intercept");
         tokio::spawn(async move {
+            let _open = GaugeGuard::new(&shared.metrics.open_tunnels);
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => intercept(shared, agent, target, TokioIo::new(upgraded)).await,
+                Ok(upgraded) => {
+                    intercept(shared.clone(), agent, target, TokioIo::new(upgraded)).await
+                }
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
             }
         });
     } else {
         let upstream = match shared.guard.connect(&target.host, target.port).await {
             Ok(stream) => stream,
-            Err(e) => return guard_response(&e),
+            Err(e) => return refused(&shared, &e),
         };
+        shared.metrics.connect("tunnel");
         tokio::spawn(async move {
+            let _open = GaugeGuard::new(&shared.metrics.open_tunnels);
             let mut upstream = upstream;
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
@@ -66,6 +74,16 @@ pub async fn handle(
     let mut ok = Response::new(empty());
     *ok.status_mut() = StatusCode::OK;
     ok
+}
+
+/// The answer to a CONNECT the guard refused or could not reach, counted.
+fn refused(shared: &Shared, error: &GuardError) -> Response<Body> {
+    shared.metrics.request(if error.is_refusal() {
+        Outcome::Refused
+    } else {
+        Outcome::UpstreamError
+    });
+    guard_response(error)
 }
 
 /// Terminates the agent's TLS with a leaf for the name it asked for (SNI, else the CONNECT

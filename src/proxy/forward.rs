@@ -11,6 +11,7 @@ use crate::l402::challenge::{self, Challenge};
 use crate::l402::engine::{ChallengeContext, Obtained};
 use crate::l402::policy::Decline;
 use crate::l402::tokens::{path_scope, Attached};
+use crate::metrics::Outcome;
 use crate::wallet::dev::now_unix;
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -109,6 +110,7 @@ pub async fn forward(
     target: &Target,
 ) -> Response<Body> {
     if target.host == super::self_view::SELF_HOST {
+        shared.metrics.request(Outcome::SelfView);
         return super::self_view::respond(&shared.engine.budget, agent, req.uri().path());
     }
     let (mut parts, incoming) = req.into_parts();
@@ -116,31 +118,37 @@ pub async fn forward(
     let uri = match target.upstream_uri(parts.uri.path_and_query()) {
         Ok(uri) => uri,
         Err(_) => {
+            shared.metrics.request(Outcome::BadRequest);
             return responses::text(
                 StatusCode::BAD_REQUEST,
                 "bad-request",
                 "invalid request target",
-            )
+            );
         }
     };
     let body = match RequestBody::read(incoming, shared.max_body).await {
         Ok(body) => body,
         Err(_) => {
+            shared.metrics.request(Outcome::BadRequest);
             return responses::text(
                 StatusCode::BAD_REQUEST,
                 "bad-request",
                 "could not read the request body",
-            )
+            );
         }
     };
     let attached = shared
         .engine
         .tokens
         .find(&agent.name, &target.origin, uri.path(), now_unix());
-    if let Some(a) = &attached {
-        parts
-            .headers
-            .insert(header::AUTHORIZATION, a.token.authorization.clone());
+    match &attached {
+        Some(a) => {
+            shared.metrics.token_hits.inc();
+            parts
+                .headers
+                .insert(header::AUTHORIZATION, a.token.authorization.clone());
+        }
+        None => shared.metrics.token_misses.inc(),
     }
     let replay = Replay {
         method: parts.method.clone(),
@@ -162,8 +170,10 @@ pub async fn forward(
     let challenges = challenges_in(&response);
     let Some(chosen) = challenge::select(&challenges) else {
         learn_if_worked(&attached, &response, replay.uri.path());
+        shared.metrics.request(Outcome::Passed);
         return finish(response);
     };
+    shared.metrics.challenges.inc();
     if let Some(a) = &attached {
         // The server refused a token known to work here: stale (expired, revoked). A token that
         // was only tried speculatively on a new path stays for the paths where it works.
@@ -175,6 +185,8 @@ pub async fn forward(
         }
     }
     if replay.body.is_none() {
+        shared.metrics.request(Outcome::Declined);
+        shared.metrics.decline("body-not-replayable");
         return declined(
             response,
             &Decline::new(
@@ -194,7 +206,10 @@ pub async fn forward(
         sent: attached.as_ref().map(|a| &a.token.payment_hash),
     };
     match shared.engine.obtain(&cx, chosen).await {
-        Err(decline) => declined(response, &decline),
+        Err(decline) => {
+            shared.metrics.request(Outcome::Declined);
+            declined(response, &decline)
+        }
         Ok(obtained) => {
             drop(response);
             let mut out = replay_once(shared, &replay, &obtained).await;
@@ -228,6 +243,16 @@ async fn replay_once(shared: &Shared, replay: &Replay, obtained: &Obtained) -> R
         }
     };
     let rejected = !challenges_in(&response).is_empty();
+    shared
+        .metrics
+        .request(match (rejected, obtained.paid.is_some()) {
+            (true, _) => Outcome::Declined,
+            (false, true) => Outcome::Paid,
+            (false, false) => Outcome::Shared,
+        });
+    if rejected {
+        shared.metrics.decline("replay-rejected");
+    }
     if !rejected && response.status().is_success() {
         obtained.token.learn_scope(path_scope(replay.uri.path()));
     }
@@ -310,11 +335,23 @@ async fn send(
 ) -> Result<Response<Incoming>, Response<Body>> {
     // The pooled client picks h1 or h2 per upstream; the agent's version is not the upstream's.
     *request.version_mut() = Version::HTTP_11;
+    let started = std::time::Instant::now();
+    let result = shared.client.request(request).await;
     shared
-        .client
-        .request(request)
-        .await
-        .map_err(|e| upstream_error(&e))
+        .metrics
+        .upstream_seconds
+        .observe(started.elapsed().as_secs_f64());
+    result.map_err(|e| {
+        let response = upstream_error(&e);
+        shared
+            .metrics
+            .request(if response.status() == StatusCode::FORBIDDEN {
+                Outcome::Refused
+            } else {
+                Outcome::UpstreamError
+            });
+        response
+    })
 }
 
 fn upstream_error(error: &hyper_util::client::legacy::Error) -> Response<Body> {

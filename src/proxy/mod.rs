@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::guard::{Guard, GuardedConnector};
 use crate::l402::engine::{Engine, EngineParts};
+use crate::metrics::{GaugeGuard, Metrics, Outcome};
 use crate::money::Msat;
 use crate::store::Store;
 use crate::tls::{upstream_client_config, CertificateAuthority};
@@ -45,6 +46,7 @@ pub struct Shared {
     pub client: UpstreamClient,
     pub intercept: Vec<String>,
     pub max_body: usize,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -76,6 +78,7 @@ impl Shared {
             .pool_timer(TokioTimer::new())
             .build(https);
         let store = Store::open(&config.store.path)?;
+        let metrics = Arc::new(Metrics::new());
         let engine = Engine::new(EngineParts {
             wallet,
             network: config.network(),
@@ -83,6 +86,7 @@ impl Shared {
             timeout: Duration::from_secs(config.wallet.payment_timeout_secs),
             budget: Arc::new(Budget::new(clock, config.operator_limits.clone())),
             store,
+            metrics: metrics.clone(),
         });
         Ok(Shared {
             agents: ArcSwap::from_pointee(Agents::from_config(&config.agents)),
@@ -92,6 +96,7 @@ impl Shared {
             client,
             intercept: config.tls.intercept.clone(),
             max_body: config.http.max_replay_body_bytes,
+            metrics,
         })
     }
 }
@@ -147,6 +152,18 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The Prometheus exposition, with the CA's mint count brought up to date.
+    pub fn metrics_text(&self) -> String {
+        let minted = self.ca.minted();
+        let counted = self.metrics.certificates_minted.get();
+        if minted > counted {
+            self.metrics.certificates_minted.inc_by(minted - counted);
+        }
+        self.metrics.render()
+    }
+}
+
 /// How often payments of unknown outcome are looked up again.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
@@ -172,19 +189,35 @@ impl Proxy {
 
     /// Accepts connections until the task is dropped.
     pub async fn run(self) {
+        self.run_until(std::future::pending(), Duration::ZERO).await
+    }
+
+    /// Accepts connections until `shutdown` resolves, then stops accepting, asks every open
+    /// connection to finish its current request and close, and waits up to `grace` for them.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>, grace: Duration) {
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        // Every connection task holds a sender; the receiver sees `None` once all are gone.
+        let (alive, mut drained) = tokio::sync::mpsc::channel::<()>(1);
+        tokio::pin!(shutdown);
         loop {
-            let (stream, _peer) = match self.listener.accept().await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            let (stream, _peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and similar: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
             };
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
+            let mut stopping = stopping.clone();
+            let alive = alive.clone();
             tokio::spawn(async move {
+                let _open = GaugeGuard::new(&shared.metrics.open_connections);
                 let service = service_fn(move |req| {
                     let shared = shared.clone();
                     async move { Ok::<_, Infallible>(dispatch(shared, req).await) }
@@ -192,10 +225,29 @@ impl Proxy {
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades();
-                if let Err(e) = conn.await {
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    result = conn.as_mut() => result,
+                    // The watch guard is dropped at once; only the wake-up matters.
+                    _ = async { stopping.wait_for(|stop| *stop).await.map(|_| ()) } => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
                     tracing::debug!(error = %e, "agent connection ended with an error");
                 }
+                drop(alive);
             });
+        }
+        drop(self.listener);
+        let _ = stop.send(true);
+        drop(alive);
+        if tokio::time::timeout(grace, drained.recv()).await.is_err() {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "connections still open after the grace period"
+            );
         }
     }
 }
@@ -208,17 +260,23 @@ async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body>
         .authenticate(req.headers().get(http::header::PROXY_AUTHORIZATION))
     {
         Ok(agent) => agent,
-        Err(e) => return responses::proxy_auth_required(e.reason()),
+        Err(e) => {
+            shared.metrics.request(Outcome::AuthFailed);
+            return responses::proxy_auth_required(e.reason());
+        }
     };
     if req.method() == Method::CONNECT {
         return connect::handle(shared, agent, req).await;
     }
     match Target::from_absolute(req.uri()) {
         Some(target) => forward::forward(&shared, &agent, req, &target).await,
-        None => responses::text(
-            StatusCode::BAD_REQUEST,
-            "not-a-proxy-request",
-            "this is a forward proxy: send absolute-form requests (set HTTP_PROXY/HTTPS_PROXY)",
-        ),
+        None => {
+            shared.metrics.request(Outcome::BadRequest);
+            responses::text(
+                StatusCode::BAD_REQUEST,
+                "not-a-proxy-request",
+                "this is a forward proxy: send absolute-form requests (set HTTP_PROXY/HTTPS_PROXY)",
+            )
+        }
     }
 }

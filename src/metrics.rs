@@ -1,0 +1,257 @@
+//! Prometheus metrics, served on the admin listener at `/metrics`. Counters on the request path
+//! are resolved to their label values once, at start, so counting costs one atomic add.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// How a request through the proxy ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Forwarded; no payment needed (with or without a cached token).
+    Passed,
+    /// A challenge was paid and the request replayed.
+    Paid,
+    /// Rode on a token a concurrent request paid.
+    Shared,
+    /// The upstream 402 went back unpaid, with a reason.
+    Declined,
+    /// 407.
+    AuthFailed,
+    /// 403 from the destination guard.
+    Refused,
+    /// 502: the upstream could not be reached or failed.
+    UpstreamError,
+    /// 400: not a proxy request, unreadable body.
+    BadRequest,
+    /// Answered by the proxy itself (the agent's balance).
+    SelfView,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 9] = [
+        Outcome::Passed,
+        Outcome::Paid,
+        Outcome::Shared,
+        Outcome::Declined,
+        Outcome::AuthFailed,
+        Outcome::Refused,
+        Outcome::UpstreamError,
+        Outcome::BadRequest,
+        Outcome::SelfView,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Paid => "paid",
+            Outcome::Shared => "shared",
+            Outcome::Declined => "declined",
+            Outcome::AuthFailed => "auth_failed",
+            Outcome::Refused => "refused",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::BadRequest => "bad_request",
+            Outcome::SelfView => "self_view",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: [IntCounter; 9],
+    pub challenges: IntCounter,
+    payments: IntCounterVec,
+    paid_msat: IntCounterVec,
+    fees_msat: IntCounterVec,
+    pub payment_seconds: HistogramVec,
+    pub upstream_seconds: Histogram,
+    pub token_hits: IntCounter,
+    pub token_misses: IntCounter,
+    declines: IntCounterVec,
+    pub open_connections: IntGauge,
+    pub open_tunnels: IntGauge,
+    connects: IntCounterVec,
+    pub certificates_minted: IntCounter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c =
+        IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+    let _ = registry.register(Box::new(c.clone()));
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+    let _ = registry.register(Box::new(c.clone()));
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+    let _ = registry.register(Box::new(g.clone()));
+    g
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = counter_vec(
+            &registry,
+            "l402_proxy_requests_total",
+            "Requests through the proxy, by how they ended.",
+            &["outcome"],
+        );
+        let payment_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "l402_proxy_payment_duration_seconds",
+                "Time from handing an invoice to the wallet to its outcome.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &["backend"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        let _ = registry.register(Box::new(payment_seconds.clone()));
+        let upstream_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "l402_proxy_upstream_duration_seconds",
+                "Time from sending a request upstream to its response headers.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+        )
+        .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        let _ = registry.register(Box::new(upstream_seconds.clone()));
+        Metrics {
+            requests: Outcome::ALL.map(|o| requests.with_label_values(&[o.label()])),
+            challenges: counter(
+                &registry,
+                "l402_proxy_challenges_total",
+                "402 (or 401) responses carrying an L402 challenge.",
+            ),
+            payments: counter_vec(
+                &registry,
+                "l402_proxy_payments_total",
+                "Payments handed to the wallet, by outcome (succeeded, failed, in_flight) and backend.",
+                &["outcome", "backend"],
+            ),
+            paid_msat: counter_vec(&registry, "l402_proxy_paid_msat_total", "Millisatoshis paid, per agent (fees excluded).", &["agent"]),
+            fees_msat: counter_vec(&registry, "l402_proxy_fees_msat_total", "Millisatoshis paid in routing fees, per agent.", &["agent"]),
+            payment_seconds,
+            upstream_seconds,
+            token_hits: counter(&registry, "l402_proxy_token_cache_hits_total", "Requests sent with a cached token."),
+            token_misses: counter(
+                &registry,
+                "l402_proxy_token_cache_misses_total",
+                "Requests sent with no cached token for their agent and origin.",
+            ),
+            declines: counter_vec(&registry, "l402_proxy_declines_total", "Refusals to pay, by reason.", &["reason"]),
+            open_connections: gauge(&registry, "l402_proxy_open_connections", "Agent connections open now."),
+            open_tunnels: gauge(&registry, "l402_proxy_open_tunnels", "CONNECT tunnels (relayed or intercepted) open now."),
+            connects: counter_vec(&registry, "l402_proxy_connects_total", "CONNECT requests accepted, by mode (tunnel, intercept).", &["mode"]),
+            certificates_minted: counter(&registry, "l402_proxy_certificates_minted_total", "Leaf certificates minted by our CA."),
+            registry,
+        }
+    }
+
+    pub fn request(&self, outcome: Outcome) {
+        self.requests[outcome as usize].inc();
+    }
+
+    pub fn payment(&self, outcome: &str, backend: &str) {
+        self.payments.with_label_values(&[outcome, backend]).inc();
+    }
+
+    pub fn paid(&self, agent: &str, amount_msat: u64, fee_msat: u64) {
+        self.paid_msat
+            .with_label_values(&[agent])
+            .inc_by(amount_msat);
+        self.fees_msat.with_label_values(&[agent]).inc_by(fee_msat);
+    }
+
+    pub fn decline(&self, reason: &str) {
+        self.declines.with_label_values(&[reason]).inc();
+    }
+
+    pub fn connect(&self, mode: &'static str) {
+        self.connects.with_label_values(&[mode]).inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Decrements a gauge when dropped: open connections and tunnels are counted exactly, however
+/// their task ends.
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    pub fn new(gauge: &IntGauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_render_with_conventional_names() {
+        let m = Metrics::new();
+        m.request(Outcome::Paid);
+        m.payment("succeeded", "dev");
+        m.paid("alice", 10_000, 3);
+        m.decline("over-daily-limit");
+        m.connect("intercept");
+        m.payment_seconds.with_label_values(&["dev"]).observe(0.01);
+        let _open = GaugeGuard::new(&m.open_connections);
+        let text = m.render();
+        for line in [
+            "l402_proxy_requests_total{outcome=\"paid\"} 1",
+            "l402_proxy_requests_total{outcome=\"passed\"} 0",
+            "l402_proxy_payments_total{backend=\"dev\",outcome=\"succeeded\"} 1",
+            "l402_proxy_paid_msat_total{agent=\"alice\"} 10000",
+            "l402_proxy_fees_msat_total{agent=\"alice\"} 3",
+            "l402_proxy_declines_total{reason=\"over-daily-limit\"} 1",
+            "l402_proxy_open_connections 1",
+            "l402_proxy_payment_duration_seconds_count{backend=\"dev\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        drop(_open);
+        assert!(m.render().contains("l402_proxy_open_connections 0"));
+    }
+}
