@@ -63,6 +63,14 @@ step "values.schema.json is what deploy/helm-schema.py generates"
 python3 deploy/helm-schema.py | diff -u "$CHART/values.schema.json" - >/dev/null \
   || die "$CHART/values.schema.json is stale: python3 deploy/helm-schema.py > $CHART/values.schema.json"
 
+# NOTES.txt is only rendered by `helm install` (which needs a cluster): a copy of the chart
+# wraps it in a ConfigMap so `helm template` renders it too.
+NOTES_CHART="$WORK/notes-chart"
+cp -r "$CHART" "$NOTES_CHART"
+{ echo '{{- define "notes-check" -}}'; cat "$CHART/templates/NOTES.txt"; echo '{{- end }}'; } >"$NOTES_CHART/templates/_notes_check.tpl"
+printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: {{ include "notes-check" . | quote }}\n' \
+  >"$NOTES_CHART/templates/notes-check.yaml"
+
 # ci/default-values.yaml is `{}`: the chart's defaults.
 for s in "$CHART"/ci/*-values.yaml; do
   name=$(basename "$s" -values.yaml); args=(-f "$s")
@@ -74,6 +82,9 @@ for s in "$CHART"/ci/*-values.yaml; do
     || { cat "$WORK/$name.err"; die "helm template ($name)"; }
   [ ! -s "$WORK/$name.err" ] || { cat "$WORK/$name.err"; die "helm template wrote to stderr ($name)"; }
   python3 deploy/check_manifests.py "$name" "$WORK/$name.yaml" "$WORK/$name-config.yaml"
+  "$HELM" template demo "$NOTES_CHART" --namespace agents "${args[@]}" --show-only templates/notes-check.yaml \
+    | python3 -c 'import sys, yaml; n = yaml.safe_load(sys.stdin)["data"]["notes"]; assert "HTTPS_PROXY" in n, n' \
+    || die "NOTES.txt does not render ($name)"
   l402 config check --config "$WORK/$name-config.yaml" >/dev/null \
     || die "the config the chart renders ($name) fails l402-proxy config check"
 done
