@@ -1,0 +1,66 @@
+"""The example agent of deploy/docker-compose.yaml: an ordinary `requests` client that knows
+nothing about Lightning. HTTP(S)_PROXY points it at l402-proxy, REQUESTS_CA_BUNDLE makes it trust
+the proxy's CA; the proxy pays the seller's L402 challenges from the operator's LNbits wallet.
+
+Each round: GET every URL in AGENT_URLS (paid by the proxy on the first call, then served on the
+cached token), then ask the proxy for this agent's own budget view over HTTPS
+(https://l402-proxy.local/balance, answered by the proxy itself with a certificate from its CA).
+"""
+
+import json
+import os
+import sys
+import time
+
+import requests
+
+URLS = os.environ.get("AGENT_URLS", "http://seller:8080/weather/today").split()
+INTERVAL = float(os.environ.get("AGENT_INTERVAL_SECS", "10"))
+ROUNDS = int(os.environ.get("AGENT_ROUNDS", "0"))  # 0: forever
+
+PROXY_HEADERS = (
+    "x-l402-proxy-token",
+    "x-l402-proxy-paid-msat",
+    "x-l402-proxy-fee-msat",
+    "x-l402-proxy-remaining-msat",
+    "x-l402-proxy-decline",
+    "x-l402-proxy-reason",
+    "x-l402-proxy-error",
+)
+
+
+def log(msg):
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def one_round(session):
+    for url in URLS:
+        try:
+            r = session.get(url, timeout=90)
+        except requests.RequestException as e:
+            log(f"GET {url}: {e}")
+            continue
+        extra = {h: r.headers[h] for h in PROXY_HEADERS if h in r.headers}
+        log(f"GET {url} -> {r.status_code} {r.text.strip()[:80]!r} {json.dumps(extra)}")
+    try:
+        r = session.get("https://l402-proxy.local/balance", timeout=30)
+        log(f"balance -> {r.status_code} {r.text.strip()[:300]}")
+    except requests.RequestException as e:
+        log(f"balance: {e}")
+
+
+def main():
+    log(f"proxy {os.environ.get('HTTPS_PROXY', '(none)').split('@')[-1]}, "
+        f"CA {os.environ.get('REQUESTS_CA_BUNDLE')}, urls {URLS}")
+    session = requests.Session()  # trust_env: HTTP(S)_PROXY and REQUESTS_CA_BUNDLE apply
+    n = 0
+    while True:
+        one_round(session)
+        n += 1
+        if ROUNDS and n >= ROUNDS:
+            return 0
+        time.sleep(INTERVAL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
