@@ -78,6 +78,9 @@ enum Command {
         /// Write the seller CA's PEM here (for the proxy's tls.upstream_roots).
         #[arg(long)]
         ca_out: Option<PathBuf>,
+        /// Names the HTTPS certificate covers (repeatable; default localhost and 127.0.0.1).
+        #[arg(long = "tls-name")]
+        tls_names: Vec<String>,
         /// Price of each service, in sats.
         #[arg(long, default_value_t = 10)]
         price_sats: u64,
@@ -185,6 +188,7 @@ fn run(command: Command, log_format: Option<LogFormat>) -> anyhow::Result<ExitCo
             listen,
             tls_listen,
             ca_out,
+            tls_names,
             price_sats,
             lnbits_url,
             lnbits_invoice_key_env,
@@ -193,6 +197,7 @@ fn run(command: Command, log_format: Option<LogFormat>) -> anyhow::Result<ExitCo
             listen,
             tls_listen,
             ca_out,
+            tls_names,
             price_sats,
             lnbits: lnbits_url.zip(lnbits_invoice_key_env),
             dev_secret,
@@ -377,6 +382,7 @@ struct SellerArgs {
     listen: SocketAddr,
     tls_listen: Option<SocketAddr>,
     ca_out: Option<PathBuf>,
+    tls_names: Vec<String>,
     price_sats: u64,
     lnbits: Option<(String, String)>,
     dev_secret: String,
@@ -404,7 +410,11 @@ async fn seller(args: SellerArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tokio::spawn(serve_http(seller.clone(), http));
     if let Some(addr) = args.tls_listen {
-        let tls = SellerTls::generate()?;
+        let tls = if args.tls_names.is_empty() {
+            SellerTls::generate()?
+        } else {
+            SellerTls::generate_for(&args.tls_names)?
+        };
         if let Some(path) = &args.ca_out {
             std::fs::write(path, &tls.ca_pem)
                 .with_context(|| format!("cannot write {}", path.display()))?;

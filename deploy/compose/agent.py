@@ -14,7 +14,9 @@ import time
 
 import requests
 
-URLS = os.environ.get("AGENT_URLS", "http://seller:8080/weather/today").split()
+URLS = os.environ.get(
+    "AGENT_URLS", "https://seller:8443/weather/today http://seller:8080/stocks/quote"
+).split()
 INTERVAL = float(os.environ.get("AGENT_INTERVAL_SECS", "10"))
 ROUNDS = int(os.environ.get("AGENT_ROUNDS", "0"))  # 0: forever
 

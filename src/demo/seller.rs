@@ -499,6 +499,12 @@ pub struct SellerTls {
 
 impl SellerTls {
     pub fn generate() -> anyhow::Result<SellerTls> {
+        SellerTls::generate_for(&["localhost".to_string(), "127.0.0.1".to_string()])
+    }
+
+    /// As `generate`, with a leaf naming `names` (DNS names or IP addresses), e.g. the seller's
+    /// service name on a compose network.
+    pub fn generate_for(names: &[String]) -> anyhow::Result<SellerTls> {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::default();
         ca_params
@@ -512,8 +518,7 @@ impl SellerTls {
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca_params, ca_key);
         let leaf_key = KeyPair::generate()?;
-        let mut leaf =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+        let mut leaf = CertificateParams::new(names.to_vec())?;
         leaf.distinguished_name
             .push(DnType::CommonName, "localhost");
         leaf.is_ca = IsCa::ExplicitNoCa;
