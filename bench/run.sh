@@ -103,8 +103,7 @@ fi
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() {
-  local i
-  for i in $(seq 1 200); do
+  for _ in $(seq 1 200); do
     port_open "$1" && return 0
     sleep 0.05
   done
@@ -435,7 +434,8 @@ echo "proxy on core 0, origin + load generator on core 1; ratio and Δp50 are ag
 echo "((b),(x)→(a), (d),(t)→(c), (e),(p)→(f)); proxy CPU = (utime+stime) delta ÷ every request of the run."
 echo "(x) is a calibration row, no proxy: what crossing cores costs on this machine at c=1; a proxied"
 echo "request crosses twice as often. (p): $PAID_N requests per round, each paying for a new service."
-echo "load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews latency)"
+echo "load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (the run itself keeps ≈ 2 busy;"
+echo "other work on the machine before it shows up as spread and latency)"
 echo
 printf '%-46s %3s %9s %6s %6s %9s %9s %7s %10s %6s\n' scenario c "req/s" spread ratio "p50 µs" "p99 µs" "Δp50" "CPU µs/req" "cpu÷"
 printf '%s\n' "$(printf '%.0s-' $(seq 1 121))"
