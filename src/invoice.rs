@@ -298,7 +298,10 @@ fn verify_signature(
     signed: &SignedRawBolt11Invoice,
     digest: [u8; 32],
 ) -> Result<PublicKey, InvoiceError> {
-    let secp = Secp256k1::verification_only();
+    // One context for the process: building one per decode costs more than the check itself.
+    static SECP: std::sync::LazyLock<Secp256k1<bitcoin::secp256k1::VerifyOnly>> =
+        std::sync::LazyLock::new(Secp256k1::verification_only);
+    let secp = &*SECP;
     let msg = Message::from_digest(digest);
     let sig = &signed.signature().0;
     match signed.raw_invoice().payee_pub_key() {

@@ -267,8 +267,8 @@ impl Store {
     pub async fn begin(&self, p: NewPayment) -> Result<Begin, StoreError> {
         self.run(move |t| {
             let known: Option<(String, Option<String>, Option<i64>)> = t
+                .prepare_cached("SELECT status, preimage, fee_msat FROM payments WHERE payment_hash = ?1")?
                 .query_row(
-                    "SELECT status, preimage, fee_msat FROM payments WHERE payment_hash = ?1",
                     [p.hash.to_hex()],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
@@ -283,14 +283,15 @@ impl Store {
                 Some((status, _, _)) if status == "pending" => return Ok(Begin::Pending),
                 _ => {}
             }
-            t.execute(
+            t.prepare_cached(
                 "INSERT INTO payments (payment_hash, agent, host, origin, amount_msat, fee_reserve_msat, status, bolt11, \
                  token, services, scope, token_expires_at, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, ?11, ?12, ?12)
                  ON CONFLICT (payment_hash) DO UPDATE SET agent = ?2, host = ?3, origin = ?4, amount_msat = ?5,
                  fee_reserve_msat = ?6, status = 'pending', bolt11 = ?7, token = ?8, services = ?9, scope = ?10,
                  token_expires_at = ?11, fee_msat = NULL, failure = NULL, created_at = ?12, updated_at = ?12",
-                params![
+            )?
+            .execute(params![
                     p.hash.to_hex(),
                     p.agent,
                     p.host,
@@ -303,8 +304,7 @@ impl Store {
                     p.scope,
                     p.token_expires_at.map(|v| v as i64),
                     p.created_at
-                ],
-            )?;
+                ])?;
             Ok(Begin::Fresh)
         })
         .await
@@ -318,9 +318,11 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         self.run(move |t| {
-            t.execute(
+            t.prepare_cached(
                 "UPDATE payments SET status = 'settled', fee_msat = ?2, preimage = ?3, failure = NULL, updated_at = ?4
                  WHERE payment_hash = ?1",
+            )?
+            .execute(
                 params![hash.to_hex(), fee.0 as i64, preimage_hex, now],
             )
             .map(|_| ())
@@ -335,8 +337,10 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         self.run(move |t| {
-            t.execute(
+            t.prepare_cached(
                 "UPDATE payments SET status = 'failed', failure = ?2, updated_at = ?3 WHERE payment_hash = ?1 AND status = 'pending'",
+            )?
+            .execute(
                 params![hash.to_hex(), reason, now],
             )
             .map(|_| ())
@@ -353,8 +357,10 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         self.run(move |t| {
-            t.execute(
+            t.prepare_cached(
                 "INSERT INTO declines (agent, host, code, detail, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(
                 params![agent, host, code, detail, now],
             )
             .map(|_| ())
@@ -368,7 +374,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(String, String, String, i64)>, StoreError> {
         self.run(move |t| {
-            let mut st = t.prepare(
+            let mut st = t.prepare_cached(
                 "SELECT agent, host, code, created_at FROM declines WHERE (?1 IS NULL OR agent = ?1)
                  ORDER BY id DESC LIMIT ?2",
             )?;
@@ -386,7 +392,7 @@ impl Store {
                 "SELECT {PAYMENT_COLUMNS} FROM payments WHERE (?1 IS NULL OR agent = ?1) AND (?2 IS NULL OR status = ?2)
                  ORDER BY created_at DESC, rowid DESC LIMIT ?3"
             );
-            let mut st = t.prepare(&sql)?;
+            let mut st = t.prepare_cached(&sql)?;
             let rows = st.query_map(
                 params![filter.agent, filter.status, filter.limit.max(1) as i64],
                 payment_row,
@@ -412,7 +418,7 @@ impl Store {
                 "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = 'settled' AND preimage IS NOT NULL
                  AND created_at >= ?2 AND (token_expires_at IS NULL OR token_expires_at > ?1) ORDER BY created_at ASC"
             );
-            let mut st = t.prepare(&sql)?;
+            let mut st = t.prepare_cached(&sql)?;
             let rows = st.query_map(params![now as i64, since], payment_row)?;
             rows.collect()
         })
@@ -429,9 +435,9 @@ impl Store {
             let sql = format!(
                 "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = 'settled' AND created_at >= ?1 ORDER BY created_at"
             );
-            let mut st = t.prepare(&sql)?;
+            let mut st = t.prepare_cached(&sql)?;
             let recent = st.query_map([since], payment_row)?.collect::<Result<Vec<_>, _>>()?;
-            let mut st = t.prepare(
+            let mut st = t.prepare_cached(
                 "SELECT agent, SUM(amount_msat + COALESCE(fee_msat, 0)) FROM payments
                  WHERE status = 'settled' AND created_at < ?1 GROUP BY agent",
             )?;
@@ -445,11 +451,11 @@ impl Store {
 
     pub async fn set_total(&self, agent: String, total: Msat, now: i64) -> Result<(), StoreError> {
         self.run(move |t| {
-            t.execute(
+            t.prepare_cached(
                 "INSERT INTO budget_totals (agent, total_msat, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (agent) DO UPDATE SET total_msat = ?2, updated_at = ?3",
-                params![agent, total.0 as i64, now],
-            )
+            )?
+            .execute(params![agent, total.0 as i64, now])
             .map(|_| ())
         })
         .await
@@ -457,7 +463,7 @@ impl Store {
 
     pub async fn totals(&self) -> Result<Vec<(String, Msat)>, StoreError> {
         self.run(|t| {
-            let mut st = t.prepare("SELECT agent, total_msat FROM budget_totals")?;
+            let mut st = t.prepare_cached("SELECT agent, total_msat FROM budget_totals")?;
             let rows = st.query_map([], |r| {
                 Ok((r.get::<_, String>(0)?, Msat(r.get::<_, i64>(1)? as u64)))
             })?;

@@ -5,6 +5,7 @@
 use crate::money::PaymentHash;
 use dashmap::DashMap;
 use http::HeaderValue;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Tokens kept per (agent, origin); the oldest goes first beyond this.
@@ -25,6 +26,16 @@ pub struct Token {
     pub expires_at: Option<u64>,
     /// Path scopes (directory prefixes) where this token has been used successfully.
     scopes: RwLock<Vec<String>>,
+    /// A use counter stamp: the least recently used token is the one dropped when an origin's
+    /// list is full, so a token in constant use is never evicted (and paid for again).
+    last_used: AtomicU64,
+}
+
+/// Monotonic stamps for `last_used`; only their order matters.
+static USE_CLOCK: AtomicU64 = AtomicU64::new(0);
+
+fn stamp() -> u64 {
+    USE_CLOCK.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Token {
@@ -41,6 +52,7 @@ impl Token {
             services,
             expires_at: caveat_expiry.map(|e| e.saturating_sub(EXPIRY_SKEW_SECS)),
             scopes: RwLock::new(vec![scope]),
+            last_used: AtomicU64::new(stamp()),
         }
     }
 
@@ -100,14 +112,18 @@ impl TokenCache {
             .filter_map(|t| t.scope_match(path).map(|len| (len, t)))
             .max_by_key(|(len, _)| *len);
         if let Some((_, token)) = known {
+            token.last_used.store(stamp(), Ordering::Relaxed);
             return Some(Attached {
                 token: token.clone(),
                 known: true,
             });
         }
-        live().next().map(|t| Attached {
-            token: t.clone(),
-            known: false,
+        live().next().map(|t| {
+            t.last_used.store(stamp(), Ordering::Relaxed);
+            Attached {
+                token: t.clone(),
+                known: false,
+            }
         })
     }
 
@@ -140,7 +156,16 @@ impl TokenCache {
         let mut tokens = origins.entry(Box::from(origin)).or_default();
         tokens.retain(|t| t.payment_hash != token.payment_hash);
         if tokens.len() >= TOKENS_PER_ORIGIN {
-            tokens.remove(0);
+            // Expired tokens go first, then the least recently used.
+            let now = crate::wallet::dev::now_unix();
+            let victim = tokens
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, t)| (t.is_live(now), t.last_used.load(Ordering::Relaxed)))
+                .map(|(i, _)| i);
+            if let Some(i) = victim {
+                tokens.remove(i);
+            }
         }
         tokens.push(token);
     }
@@ -273,6 +298,26 @@ mod tests {
             .is_none());
         assert!(cache.find_fresh("a", "o", None, "/a/b", 0, None).is_some());
         assert!(cache.find_fresh("a", "o", None, "/b/", 0, None).is_none());
+    }
+
+    #[test]
+    fn a_token_in_use_is_never_the_one_evicted() {
+        let cache = TokenCache::new();
+        let agent: Arc<str> = Arc::from("a");
+        cache.insert(&agent, "o", token(0, None, "/hot/", None));
+        for n in 1..40u8 {
+            assert_eq!(
+                cache
+                    .find("a", "o", "/hot/x", 0)
+                    .unwrap()
+                    .token
+                    .payment_hash,
+                PaymentHash([0; 32])
+            );
+            cache.insert(&agent, "o", token(n, None, &format!("/s{n}/"), None));
+        }
+        assert!(cache.find("a", "o", "/hot/x", 0).unwrap().known);
+        assert_eq!(cache.len(), TOKENS_PER_ORIGIN);
     }
 
     #[test]

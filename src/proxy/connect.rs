@@ -31,14 +31,14 @@ pub async fn handle(
         );
     };
     let target = Target::new(Scheme::HTTPS, authority);
-    let own = target.host == super::self_view::SELF_HOST;
-    if own || crate::glob::any_matches(&shared.intercept, &target.host) {
+    let own = target.host() == super::self_view::SELF_HOST;
+    if own || crate::glob::any_matches(&shared.intercept, target.host()) {
         // Vet the destination now, so a refusal is a clear answer to CONNECT rather than a
         // broken TLS session later. The proxy's own name is answered inside, never dialled.
         let vetted = if own {
             Ok(Vec::new())
         } else {
-            shared.guard.resolve(&target.host, target.port).await
+            shared.guard.resolve(target.host(), target.port).await
         };
         if let Err(e) = vetted {
             return refused(&shared, &e);
@@ -54,7 +54,7 @@ pub async fn handle(
             }
         });
     } else {
-        let upstream = match shared.guard.connect(&target.host, target.port).await {
+        let upstream = match shared.guard.connect(target.host(), target.port).await {
             Ok(stream) => stream,
             Err(e) => return refused(&shared, &e),
         };
@@ -97,7 +97,7 @@ async fn intercept(
     let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
         Ok(start) => start,
         Err(e) => {
-            tracing::debug!(host = %target.host, error = %e, "agent TLS hello failed");
+            tracing::debug!(host = %target.host(), error = %e, "agent TLS hello failed");
             return;
         }
     };
@@ -105,7 +105,7 @@ async fn intercept(
         .client_hello()
         .server_name()
         .map(str::to_owned)
-        .unwrap_or_else(|| target.host.clone());
+        .unwrap_or_else(|| target.host().to_string());
     let config = match shared.ca.server_config_for(&name) {
         Ok(c) => c,
         Err(e) => {

@@ -32,33 +32,42 @@ pub const REMAINING_HEADER: &str = "x-l402-proxy-remaining-msat";
 pub struct Target {
     pub scheme: Scheme,
     pub authority: Authority,
-    pub host: String,
     pub port: u16,
-    /// `scheme://host:port`, lower-cased host.
+    /// `scheme://host:port`, lower-cased host; the host is a slice of it (one allocation).
     pub origin: String,
+    host: std::ops::Range<usize>,
 }
 
 impl Target {
     pub fn new(scheme: Scheme, authority: Authority) -> Target {
+        use std::fmt::Write;
         let https = scheme == Scheme::HTTPS;
         let host = authority
             .host()
             .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
+            .trim_end_matches(']');
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let origin = if host.contains(':') {
-            format!("{scheme}://[{host}]:{port}")
-        } else {
-            format!("{scheme}://{host}:{port}")
-        };
+        let ipv6 = host.contains(':');
+        let mut origin = String::with_capacity(scheme.as_str().len() + host.len() + 11);
+        origin.push_str(scheme.as_str());
+        origin.push_str(if ipv6 { "://[" } else { "://" });
+        let start = origin.len();
+        origin.push_str(host);
+        origin[start..].make_ascii_lowercase();
+        let end = origin.len();
+        let _ = write!(origin, "{}:{port}", if ipv6 { "]" } else { "" });
         Target {
             scheme,
             authority,
-            host,
             port,
             origin,
+            host: start..end,
         }
+    }
+
+    /// The destination host, lower-cased, without IPv6 brackets.
+    pub fn host(&self) -> &str {
+        &self.origin[self.host.clone()]
     }
 
     /// The target of an absolute-form request (`GET http://host/path`).
@@ -109,7 +118,7 @@ pub async fn forward(
     req: Request<Incoming>,
     target: &Target,
 ) -> Response<Body> {
-    if target.host == super::self_view::SELF_HOST {
+    if target.host() == super::self_view::SELF_HOST {
         shared.metrics.request(Outcome::SelfView);
         return super::self_view::respond(&shared.engine.budget, agent, req.uri().path());
     }
@@ -201,7 +210,7 @@ pub async fn forward(
     let cx = ChallengeContext {
         agent,
         origin: &target.origin,
-        host: &target.host,
+        host: target.host(),
         path: replay.uri.path(),
         sent: attached.as_ref().map(|a| &a.token.payment_hash),
     };
@@ -396,4 +405,30 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_normalise_host_and_port_into_the_origin() {
+        let t = Target::new(Scheme::HTTPS, Authority::from_static("API.Example.com"));
+        assert_eq!(
+            (t.origin.as_str(), t.host(), t.port),
+            ("https://api.example.com:443", "api.example.com", 443)
+        );
+        let t = Target::new(Scheme::HTTP, Authority::from_static("[::1]:8080"));
+        assert_eq!(
+            (t.origin.as_str(), t.host(), t.port),
+            ("http://[::1]:8080", "::1", 8080)
+        );
+        let uri: Uri = "http://127.0.0.1/x".parse().unwrap();
+        let t = Target::from_absolute(&uri).unwrap();
+        assert_eq!(
+            (t.origin.as_str(), t.host()),
+            ("http://127.0.0.1:80", "127.0.0.1")
+        );
+        assert!(Target::from_absolute(&"/relative".parse().unwrap()).is_none());
+    }
 }
