@@ -34,6 +34,7 @@ const ALICE: (&str, &str) = ("alice", "alice-key");
 const PAYER: usize = 0; // 1,000 sat: the proxy end to end
 const DIRECT: usize = 1; // 100 sat: the backend called directly
 const EMPTY: usize = 2; // nothing
+const NO_INFO: usize = 3; // 100 sat, published without info event: NIP-04 only
 
 struct Nwc {
     lnbits: &'static Lnbits,
@@ -93,6 +94,7 @@ fn nwc() -> Option<&'static Nwc> {
                     TestWallet::new(&lnbits.first, 1_000).await,
                     TestWallet::new(&lnbits.first, 100).await,
                     TestWallet::new(&lnbits.first, 0).await,
+                    TestWallet::new(&lnbits.first, 100).await,
                 ]
             })
         })
@@ -113,6 +115,7 @@ fn nwc() -> Option<&'static Nwc> {
             .arg(lnbits.first.url())
             .arg(&keys)
             .env("BRIDGE_WATCH_PID", std::process::id().to_string())
+            .env("BRIDGE_NO_INFO", NO_INFO.to_string())
             .output()
             .expect("bash must be installed");
         assert!(
@@ -225,6 +228,8 @@ async fn nwc_backend_pays_looks_up_and_maps_errors() {
         direct.lookup(&inv.payment_hash).await.unwrap(),
         PaymentStatus::Succeeded(paid)
     );
+    // The Alby service's info event lists "nip04 nip44_v2": the requests went NIP-44.
+    assert_eq!(direct.negotiated_encryption(), Some("nip44_v2"));
     // Paying the same invoice again is refused by the wallet; no money moves.
     assert_eq!(
         direct
@@ -254,6 +259,33 @@ async fn nwc_backend_pays_looks_up_and_maps_errors() {
     assert_eq!(
         empty.lookup(&inv.payment_hash).await.unwrap(),
         PaymentStatus::Unknown
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_without_info_event_is_spoken_to_in_nip04() {
+    let Some(n) = nwc() else { return };
+    let old = backend(&n.uris[NO_INFO]);
+    let before = n.wallets[NO_INFO].balance_msat().await;
+    let inv = n
+        .lnbits
+        .first
+        .seller_invoices()
+        .create(Msat::from_sats(4), "nwc", 600)
+        .await
+        .unwrap();
+    let paid = old
+        .pay(&pay_request(&inv, 4, Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(old.negotiated_encryption(), None, "no info event was read");
+    assert_eq!(
+        n.wallets[NO_INFO].balance_msat().await,
+        before - 4_000 - paid.fee.0
+    );
+    assert_eq!(
+        old.lookup(&inv.payment_hash).await.unwrap(),
+        PaymentStatus::Succeeded(paid)
     );
 }
 

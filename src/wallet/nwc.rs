@@ -1,4 +1,5 @@
-//! Nostr Wallet Connect (NIP-47), with the `nwc` crate (rust-nostr, 0.44 line); tested
+//! Nostr Wallet Connect (NIP-47) on the rust-nostr stack of the `nwc` crate (0.44 line: its
+//! URI and request/response types, `nostr` for keys and encryption, its relay pool); tested
 //! against the Alby SDK's `NWCWalletService` (npm `@getalby/sdk` 8.0.3) on a local relay.
 //!
 //! The connection URI `nostr+walletconnect://<wallet pubkey>?relay=…&secret=…` names the wallet
@@ -10,11 +11,15 @@
 //! failed (with a NIP-47 error code); no answer within `PayRequest::timeout` is a `Timeout`,
 //! which may still settle and is only ever looked up again (`lookup_invoice` by hash).
 //!
-//! **Encryption:** `nwc` 0.44 encrypts every request with NIP-04 and sends no `encryption` tag;
-//! it neither reads the wallet's kind-13194 info event nor speaks NIP-44. NIP-47 defines a
-//! request without that tag as NIP-04, which wallet services keep supporting (the Alby SDK
-//! service advertises `nip04 nip44_v2` and answers in the encryption of the request). A
-//! service that dropped NIP-04 would answer `UNSUPPORTED_ENCRYPTION`, which we report as such.
+//! **Encryption: NIP-44 v2 when the wallet offers it, else NIP-04.** The `nwc` 0.44 client
+//! (`nwc::NWC`) encrypts every request with NIP-04, sends no `encryption` tag, and never reads
+//! the wallet's kind-13194 info event, so it cannot use NIP-44. This module therefore sends
+//! requests itself over the same relay pool: on first use it fetches the info event; when its
+//! `encryption` tag lists `nip44_v2` (the Alby SDK service publishes `nip04 nip44_v2`), requests
+//! are NIP-44 v2 with `["encryption", "nip44_v2"]`; without an info event or without that entry
+//! they are NIP-04 and untagged, which NIP-47 defines as the legacy default (the info event is
+//! then asked for again on the next request). Replies are decrypted by their format (NIP-04
+//! payloads carry `?iv=`). A reply counts only when signed by the wallet's key.
 //!
 //! NIP-47 has no fee limit on `pay_invoice`: the fee cap and a spending budget belong on the
 //! wallet side of the connection (see README, "Wallet backends").
@@ -22,40 +27,89 @@
 use super::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
 use crate::money::{Msat, PaymentHash, Preimage};
 use nwc::nostr::nips::nip47::{
-    self, ErrorCode, LookupInvoiceRequest, NIP47Error, NostrWalletConnectURI, PayInvoiceRequest,
-    TransactionState, TransactionType,
+    LookupInvoiceRequest, LookupInvoiceResponse, NostrWalletConnectURI, PayInvoiceRequest,
+    PayInvoiceResponse, Request, TransactionState, TransactionType,
 };
-use nwc::{NostrWalletConnectOptions, NWC};
+use nwc::nostr::nips::{nip04, nip44};
+use nwc::prelude::{
+    Event, EventBuilder, Filter, JsonUtil, Keys, Kind, RelayOptions, RelayPool, ReqExitPolicy, Tag,
+    TagKind,
+};
 use std::fmt;
 use std::time::Duration;
 
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the first request waits for a relay connection and the wallet's info event.
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
+
+/// How requests and replies are encrypted, chosen from the wallet's kind-13194 info event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encryption {
+    /// NIP-44 v2, sent with the `["encryption", "nip44_v2"]` tag.
+    Nip44,
+    /// NIP-04: what NIP-47 assumes for a request without an `encryption` tag.
+    Nip04,
+}
+
+impl Encryption {
+    /// The `encryption` tag of an info event lists what the wallet accepts, space-separated;
+    /// no tag means a NIP-04-only wallet.
+    fn from_info(info: &Event) -> Encryption {
+        let listed = info
+            .tags
+            .find(TagKind::custom("encryption"))
+            .and_then(|t| t.as_slice().get(1))
+            .is_some_and(|v| v.split_whitespace().any(|e| e == "nip44_v2"));
+        if listed {
+            Encryption::Nip44
+        } else {
+            Encryption::Nip04
+        }
+    }
+}
+
+/// Why a request got no usable answer.
+#[derive(Debug)]
+enum CallError {
+    /// No reply before our deadline.
+    Silent,
+    /// The relay could not be reached or refused the request.
+    Relay(String),
+    /// A reply that could not be decrypted or read.
+    Reply(String),
+    /// The wallet answered with a NIP-47 error.
+    Wallet { code: String, message: String },
+}
 
 /// A NIP-47 wallet connection. Give it a dedicated connection that may only `pay_invoice`
 /// and `lookup_invoice`, with a budget set in the wallet: whoever holds the URI can spend.
 pub struct NwcWallet {
-    client: NWC,
-    wallet_pubkey: String,
-    relays: Vec<String>,
+    uri: NostrWalletConnectURI,
+    keys: Keys,
+    pool: RelayPool,
+    /// Set once the wallet's info event was read; until then every request looks again.
+    encryption: tokio::sync::OnceCell<Encryption>,
+    /// The most a reply subscription stays open (requests carry their own, shorter, deadlines).
+    max_wait: Duration,
 }
 
 impl fmt::Debug for NwcWallet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NwcWallet")
-            .field("wallet_pubkey", &self.wallet_pubkey)
-            .field("relays", &self.relays)
+            .field("wallet_pubkey", &self.uri.public_key.to_hex())
+            .field("relays", &self.uri.relays)
             .field("secret", &"<redacted>")
+            .field("encryption", &self.encryption.get())
             .finish()
     }
 }
 
 impl NwcWallet {
     /// Parses the connection URI; `field` names where it came from, for the error.
-    /// `max_wait` bounds how long the client waits for any one answer (requests carry their
-    /// own, shorter, deadlines).
+    /// `max_wait` bounds how long the client waits for any one answer.
     pub fn new(uri: &str, field: &str, max_wait: Duration) -> anyhow::Result<NwcWallet> {
         let uri = NostrWalletConnectURI::parse(uri.trim()).map_err(|e| {
-            // The message of the parser never contains the URI; still, say nothing of it.
+            // The parser's messages never contain the URI; still, say nothing of it.
             anyhow::anyhow!(
                 "config field `{field}`: not a nostr+walletconnect://<pubkey>?relay=…&secret=… URI ({e})"
             )
@@ -63,14 +117,146 @@ impl NwcWallet {
         if uri.relays.is_empty() {
             anyhow::bail!("config field `{field}`: the NWC URI names no relay");
         }
-        let wallet_pubkey = uri.public_key.to_hex();
-        let relays = uri.relays.iter().map(|r| r.to_string()).collect();
-        let opts = NostrWalletConnectOptions::new().timeout(max_wait.max(LOOKUP_TIMEOUT));
         Ok(NwcWallet {
-            client: NWC::with_opts(uri, opts),
-            wallet_pubkey,
-            relays,
+            keys: Keys::new(uri.secret.clone()),
+            uri,
+            pool: RelayPool::default(),
+            encryption: tokio::sync::OnceCell::new(),
+            max_wait: max_wait.max(LOOKUP_TIMEOUT),
         })
+    }
+
+    /// The encryption picked from the wallet's info event once one was read: `"nip44_v2"` or
+    /// `"nip04"` (None before, or while the wallet publishes none — requests then use NIP-04).
+    pub fn negotiated_encryption(&self) -> Option<&'static str> {
+        self.encryption.get().map(|e| match e {
+            Encryption::Nip44 => "nip44_v2",
+            Encryption::Nip04 => "nip04",
+        })
+    }
+
+    /// Connects to the relays (once; the pool reconnects by itself) and picks the encryption
+    /// from the wallet's info event. A wallet without one gets NIP-04, and is asked again
+    /// next time.
+    async fn encryption(&self) -> Result<Encryption, CallError> {
+        if let Some(e) = self.encryption.get() {
+            return Ok(*e);
+        }
+        for url in &self.uri.relays {
+            self.pool
+                .add_relay(url, RelayOptions::default())
+                .await
+                .map_err(|e| CallError::Relay(e.to_string()))?;
+        }
+        self.pool.connect().await;
+        self.pool.wait_for_connection(CONNECT_WAIT).await;
+        let relays = self.pool.relays().await;
+        if !relays.values().any(|r| r.is_connected()) {
+            let states: Vec<String> = relays
+                .iter()
+                .map(|(url, r)| format!("{url}: {}", r.status()))
+                .collect();
+            return Err(CallError::Relay(format!(
+                "no relay connected within {CONNECT_WAIT:?} ({})",
+                states.join(", ")
+            )));
+        }
+        let filter = Filter::new()
+            .author(self.uri.public_key)
+            .kind(Kind::WalletConnectInfo)
+            .limit(1);
+        let infos = self
+            .pool
+            .fetch_events(filter, CONNECT_WAIT, ReqExitPolicy::ExitOnEOSE)
+            .await
+            .map_err(|e| CallError::Relay(e.to_string()))?;
+        match infos.first() {
+            Some(info) if info.pubkey == self.uri.public_key && info.verify().is_ok() => {
+                let e = Encryption::from_info(info);
+                tracing::debug!(encryption = ?e, "NWC wallet info event read");
+                Ok(*self.encryption.get_or_init(|| async { e }).await)
+            }
+            _ => Ok(Encryption::Nip04),
+        }
+    }
+
+    /// Sends one request and waits for the wallet's reply to it; returns the reply's `result`.
+    async fn call(&self, request: Request) -> Result<serde_json::Value, CallError> {
+        let encryption = self.encryption().await?;
+        let secret = self.keys.secret_key();
+        let wallet = &self.uri.public_key;
+        let json = request.as_json();
+        let content = match encryption {
+            Encryption::Nip44 => nip44::encrypt(secret, wallet, json, nip44::Version::V2)
+                .map_err(|e| CallError::Reply(format!("NIP-44 encryption: {e}")))?,
+            Encryption::Nip04 => nip04::encrypt(secret, wallet, json)
+                .map_err(|e| CallError::Reply(format!("NIP-04 encryption: {e}")))?,
+        };
+        let mut event =
+            EventBuilder::new(Kind::WalletConnectRequest, content).tag(Tag::public_key(*wallet));
+        if encryption == Encryption::Nip44 {
+            event = event.tag(Tag::custom(TagKind::custom("encryption"), ["nip44_v2"]));
+        }
+        let event = event
+            .sign_with_keys(&self.keys)
+            .map_err(|e| CallError::Reply(format!("signing the request: {e}")))?;
+        let filter = Filter::new()
+            .author(*wallet)
+            .kind(Kind::WalletConnectResponse)
+            .event(event.id);
+        // Subscribe before publishing, so a fast reply is not missed.
+        let mut replies = self
+            .pool
+            .stream_events(
+                filter,
+                self.max_wait + CONNECT_WAIT,
+                ReqExitPolicy::WaitForEvents(1),
+            )
+            .await
+            .map_err(|e| CallError::Relay(e.to_string()))?;
+        self.pool
+            .send_event(&event)
+            .await
+            .map_err(|e| CallError::Relay(e.to_string()))?;
+        use futures_util::StreamExt;
+        let reply = loop {
+            // Our own deadline (in `within`) ends a silent wait; a stream that ends sooner
+            // lost its relay after the request went out.
+            let reply = replies.next().await.ok_or_else(|| {
+                CallError::Relay("the relay subscription ended before the wallet answered".into())
+            })?;
+            // The relay's filter is not a proof: only the wallet's signed reply counts.
+            if reply.pubkey == *wallet && reply.verify().is_ok() {
+                break reply;
+            }
+        };
+        // The wallet answers in the encryption of the request; NIP-04 payloads carry `?iv=`.
+        let plain = if reply.content.contains("?iv=") {
+            nip04::decrypt(secret, wallet, &reply.content)
+                .map_err(|e| CallError::Reply(format!("NIP-04 decryption: {e}")))?
+        } else {
+            nip44::decrypt(secret, wallet, &reply.content)
+                .map_err(|e| CallError::Reply(format!("NIP-44 decryption: {e}")))?
+        };
+        let mut value: serde_json::Value = serde_json::from_str(&plain)
+            .map_err(|e| CallError::Reply(format!("reply is not JSON: {e}")))?;
+        if let Some(error) = value.get("error").filter(|e| !e.is_null()) {
+            let field = |k: &str| {
+                error
+                    .get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            return Err(CallError::Wallet {
+                code: field("code"),
+                message: field("message"),
+            });
+        }
+        Ok(value
+            .get_mut("result")
+            .map(serde_json::Value::take)
+            .unwrap_or_default())
     }
 }
 
@@ -118,64 +304,29 @@ fn pay_error(code: &str, message: &str) -> PayError {
     }
 }
 
-fn code_name(code: ErrorCode) -> String {
-    serde_json::to_value(code)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{code:?}"))
-}
-
 /// A request that got no usable answer, or an error answer, as a `PayError`. `waited` is the
 /// deadline that passed when the wallet stayed silent.
-fn client_error(e: nwc::Error, waited: Duration) -> PayError {
+fn call_error(e: CallError, waited: Duration) -> PayError {
     match e {
-        nwc::Error::Timeout | nwc::Error::PrematureExit => PayError::Timeout(waited),
-        nwc::Error::NIP47(nip47::Error::ErrorCode(NIP47Error { code, message })) => {
-            pay_error(&code_name(code), &message)
-        }
-        // A code `nwc` does not know (e.g. UNSUPPORTED_ENCRYPTION, BAD_REQUEST) fails its
-        // parser; the raw reply still has the code and message.
-        nwc::Error::NIP47(nip47::Error::CantDeserializeResponse { response, error }) => {
-            let v: serde_json::Value = serde_json::from_str(&response).unwrap_or_default();
-            match (
-                v.pointer("/error/code").and_then(|c| c.as_str()),
-                v.pointer("/error/message").and_then(|c| c.as_str()),
-            ) {
-                (Some(code), message) => pay_error(code, message.unwrap_or("")),
-                _ => PayError::Unavailable(format!(
-                    "NWC wallet sent a reply we cannot read ({error}); the payment may still be in flight"
-                )),
-            }
-        }
-        nwc::Error::NIP47(e) => PayError::Unavailable(format!(
+        CallError::Silent => PayError::Timeout(waited),
+        CallError::Wallet { code, message } => pay_error(&code, &message),
+        CallError::Relay(e) => PayError::Unavailable(format!("NWC relay: {e}")),
+        CallError::Reply(e) => PayError::Unavailable(format!(
             "NWC reply unusable ({e}); the payment may still be in flight"
         )),
-        nwc::Error::Pool(e) => PayError::Unavailable(format!("NWC relay: {e}")),
-        nwc::Error::Handler(e) => PayError::Unavailable(format!("NWC: {e}")),
     }
 }
 
-/// Runs one request with a deadline of our own (the client's is only a backstop).
-async fn within<T>(
+/// Runs one request with a deadline of our own and reads its result as `T`.
+async fn within<T: serde::de::DeserializeOwned>(
     limit: Duration,
-    call: impl std::future::Future<Output = Result<T, nwc::Error>>,
-) -> Result<T, PayError> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(client_error(e, limit)),
-        Err(_) => Err(PayError::Timeout(limit)),
-    }
-}
-
-/// True for a `NOT_FOUND` answer: the wallet has no record of the hash.
-fn is_not_found(e: &nwc::Error) -> bool {
-    matches!(
-        e,
-        nwc::Error::NIP47(nip47::Error::ErrorCode(NIP47Error {
-            code: ErrorCode::NotFound,
-            ..
-        }))
-    )
+    call: impl std::future::Future<Output = Result<serde_json::Value, CallError>>,
+) -> Result<T, CallError> {
+    let value = match tokio::time::timeout(limit, call).await {
+        Ok(result) => result?,
+        Err(_) => return Err(CallError::Silent),
+    };
+    serde_json::from_value(value).map_err(|e| CallError::Reply(format!("unexpected result: {e}")))
 }
 
 #[async_trait::async_trait]
@@ -185,12 +336,12 @@ impl Wallet for NwcWallet {
     }
 
     async fn pay(&self, request: &PayRequest) -> Result<Paid, PayError> {
-        let paid = within(
-            request.timeout,
-            self.client
-                .pay_invoice(PayInvoiceRequest::new(request.bolt11.clone())),
-        )
-        .await?;
+        let call = self.call(Request::pay_invoice(PayInvoiceRequest::new(
+            request.bolt11.clone(),
+        )));
+        let paid: PayInvoiceResponse = within(request.timeout, call)
+            .await
+            .map_err(|e| call_error(e, request.timeout))?;
         let preimage = Preimage::verify_hex(&paid.preimage, &request.payment_hash)
             .map_err(|_| PayError::BadPreimage)?;
         let fee = Msat(paid.fees_paid.unwrap_or(0));
@@ -206,15 +357,16 @@ impl Wallet for NwcWallet {
     }
 
     async fn lookup(&self, hash: &PaymentHash) -> Result<PaymentStatus, PayError> {
-        let call = self.client.lookup_invoice(LookupInvoiceRequest {
+        let call = self.call(Request::lookup_invoice(LookupInvoiceRequest {
             payment_hash: Some(hash.to_hex()),
             invoice: None,
-        });
-        let tx = match tokio::time::timeout(LOOKUP_TIMEOUT, call).await {
-            Ok(Ok(tx)) => tx,
-            Ok(Err(e)) if is_not_found(&e) => return Ok(PaymentStatus::Unknown),
-            Ok(Err(e)) => return Err(client_error(e, LOOKUP_TIMEOUT)),
-            Err(_) => return Err(PayError::Timeout(LOOKUP_TIMEOUT)),
+        }));
+        let tx: LookupInvoiceResponse = match within(LOOKUP_TIMEOUT, call).await {
+            Ok(tx) => tx,
+            Err(CallError::Wallet { code, .. }) if code == "NOT_FOUND" => {
+                return Ok(PaymentStatus::Unknown)
+            }
+            Err(e) => return Err(call_error(e, LOOKUP_TIMEOUT)),
         };
         // An invoice of this wallet with that hash is money coming in, not our payment.
         if tx.transaction_type == Some(TransactionType::Incoming) {
@@ -289,21 +441,73 @@ mod tests {
     }
 
     #[test]
-    fn unknown_codes_are_read_from_the_raw_reply() {
-        let e = client_error(
-            nwc::Error::NIP47(nip47::Error::CantDeserializeResponse {
-                response: r#"{"result_type":"pay_invoice","error":{"code":"UNSUPPORTED_ENCRYPTION","message":"nip44 only"}}"#.into(),
-                error: "unknown variant".into(),
-            }),
-            Duration::from_secs(1),
-        );
-        match e {
-            PayError::Rejected(why) => assert!(why.contains("UNSUPPORTED_ENCRYPTION"), "{why}"),
-            other => panic!("{other:?}"),
-        }
+    fn silence_relays_and_bad_replies_map_to_reasons() {
+        let limit = Duration::from_secs(3);
         assert_eq!(
-            code_name(ErrorCode::QuotaExceeded),
-            "QUOTA_EXCEEDED".to_string()
+            call_error(CallError::Silent, limit),
+            PayError::Timeout(limit)
+        );
+        assert!(call_error(CallError::Relay("refused".into()), limit).may_be_in_flight());
+        assert!(call_error(CallError::Reply("garbled".into()), limit).may_be_in_flight());
+        let e = call_error(
+            CallError::Wallet {
+                code: "UNSUPPORTED_ENCRYPTION".into(),
+                message: "nip44 only".into(),
+            },
+            limit,
+        );
+        assert!(
+            matches!(e, PayError::Rejected(ref why) if why.contains("UNSUPPORTED_ENCRYPTION")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn encryption_follows_the_info_event() {
+        let info = |tags: Vec<Tag>| {
+            EventBuilder::new(Kind::WalletConnectInfo, "pay_invoice lookup_invoice")
+                .tags(tags)
+                .sign_with_keys(&Keys::generate())
+                .unwrap()
+        };
+        let tag = |v: &str| Tag::custom(TagKind::custom("encryption"), [v]);
+        assert_eq!(
+            Encryption::from_info(&info(vec![tag("nip04 nip44_v2")])),
+            Encryption::Nip44
+        );
+        assert_eq!(
+            Encryption::from_info(&info(vec![tag("nip44_v2")])),
+            Encryption::Nip44
+        );
+        assert_eq!(
+            Encryption::from_info(&info(vec![tag("nip04")])),
+            Encryption::Nip04
+        );
+        assert_eq!(Encryption::from_info(&info(vec![])), Encryption::Nip04);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_relay_is_unavailable() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let uri = URI.replace("7777", &port.to_string());
+        let w = NwcWallet::new(&uri, "wallet.nwc.uri_env", Duration::from_secs(60)).unwrap();
+        let request = PayRequest {
+            bolt11: "lnbc1x".into(),
+            payment_hash: PaymentHash([3; 32]),
+            amount: Msat(1000),
+            max_fee: Msat(0),
+            timeout: Duration::from_secs(20),
+        };
+        let started = std::time::Instant::now();
+        let err = w.pay(&request).await.unwrap_err();
+        assert!(matches!(err, PayError::Unavailable(_)), "{err:?}");
+        assert!(err.may_be_in_flight());
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            started.elapsed()
         );
     }
 

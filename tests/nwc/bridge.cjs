@@ -16,6 +16,9 @@ const { getPublicKey } = require("nostr-tools/pure");
 const relay = process.env.RELAY_URL;
 const lnbits = process.env.LNBITS_URL;
 const keys = (process.env.BRIDGE_KEYS || "").split(",").filter(Boolean);
+// Connections (by index) whose kind-13194 info event is not published: a client then cannot
+// learn that NIP-44 is supported and must fall back to NIP-04.
+const noInfo = new Set((process.env.BRIDGE_NO_INFO || "").split(",").filter(Boolean).map(Number));
 const METHODS = ["pay_invoice", "lookup_invoice", "get_info", "get_balance"];
 
 async function call(key, method, path, body) {
@@ -113,7 +116,7 @@ async function main() {
     const walletSecret = crypto.randomBytes(32).toString("hex");
     const clientSecret = crypto.randomBytes(32);
     const clientPubkey = getPublicKey(clientSecret);
-    await service.publishWalletServiceInfoEvent(walletSecret, METHODS, []);
+    if (!noInfo.has(i)) await service.publishWalletServiceInfoEvent(walletSecret, METHODS, []);
     const keypair = new NWCWalletServiceKeyPair(walletSecret, clientPubkey);
     await service.subscribe(keypair, handler(key));
     const uri =

@@ -8,7 +8,8 @@
 #                                                   DIR/bridge.env (NWC_URI_<i>=…, BRIDGE_PGID=…).
 #   bridge.sh stop DIR                              kill its process group
 #
-# Env: NWC_NODE_DIR (default ~/.cache/l402-proxy/nwc-node), BRIDGE_WATCH_PID (when set, the
+# Env: BRIDGE_NO_INFO (connection indexes whose kind-13194 info event is not published, so
+# clients fall back to NIP-04), NWC_NODE_DIR (default ~/.cache/l402-proxy/nwc-node), BRIDGE_WATCH_PID (when set, the
 # bridge ends itself once that process is gone, so a killed test run leaves nothing behind).
 set -euo pipefail
 
@@ -36,7 +37,7 @@ start() {
   dir="$(cd "$dir" && pwd)"
   rm -f "$dir/bridge.env" "$dir/bridge.out"
   # setsid: own process group, so `stop` (or the watcher) ends node and the watcher loop.
-  RELAY_URL="$relay" LNBITS_URL="$lnbits" BRIDGE_KEYS="$keys" \
+  RELAY_URL="$relay" LNBITS_URL="$lnbits" BRIDGE_KEYS="$keys" BRIDGE_NO_INFO="${BRIDGE_NO_INFO:-}" \
     NODE_PATH="$NODE_DIR/node_modules" BRIDGE="$HERE/bridge.cjs" \
     BRIDGE_WATCH_PID="${BRIDGE_WATCH_PID:-}" OUT="$dir/bridge.out" \
     setsid bash -c '
