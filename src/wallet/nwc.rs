@@ -225,8 +225,10 @@ impl NwcWallet {
             let reply = replies.next().await.ok_or_else(|| {
                 CallError::Relay("the relay subscription ended before the wallet answered".into())
             })?;
-            // The relay's filter is not a proof: only the wallet's signed reply counts.
-            if reply.pubkey == *wallet && reply.verify().is_ok() {
+            // The relay's filter is not a proof: only the wallet's signed reply to this very
+            // request counts (a relay could replay an older reply).
+            let to_us = reply.tags.event_ids().any(|id| *id == event.id);
+            if reply.pubkey == *wallet && to_us && reply.verify().is_ok() {
                 break reply;
             }
         };
