@@ -252,7 +252,7 @@ async fn serve(config_path: PathBuf, log_format: Option<LogFormat>) -> anyhow::R
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?;
-            tracing::info!(listen = %addr, "admin API ready");
+            tracing::info!(listen = %listener.local_addr()?, "admin API ready");
             tokio::spawn(admin.clone().serve(listener));
             Some(admin)
         }

@@ -6,204 +6,22 @@
 //!   invoice of #1 from #2 takes LNbits' external path (funding source → preimage back).
 //!
 //! The seller gets its invoices from LNbits wallets; curl goes through the proxy, which pays
-//! with the `lnbits` backend. Both instances start once per test binary and are killed at exit
-//! (process group; the script's watcher also ends them if this process dies).
-//! `L402_SKIP_LNBITS=1` skips these tests (for machines without Python); CI runs them.
+//! with the `lnbits` backend. The instances are `tests/common/lnbits.rs`'s (once per test binary,
+//! killed at exit). `L402_SKIP_LNBITS=1` skips these tests (for machines without Python).
 
 mod common;
 
+use common::lnbits::{lnbits, Instance, TestWallet};
 use common::{Harness, Options};
 use l402_proxy::demo::seller::{InvoiceSource, SellerConfig};
 use l402_proxy::invoice::Network;
 use l402_proxy::money::{Msat, PaymentHash};
 use l402_proxy::wallet::dev::{DevInvoiceMinter, MintedInvoice};
-use l402_proxy::wallet::lnbits::{LnbitsInvoices, LnbitsWallet};
+use l402_proxy::wallet::lnbits::LnbitsWallet;
 use l402_proxy::wallet::{PayError, PayRequest, PaymentStatus, Wallet};
-use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ALICE: (&str, &str) = ("alice", "alice-key");
-
-/// One running LNbits: its data dir and what start.sh wrote to `lnbits.env`.
-struct Instance {
-    dir: PathBuf,
-    env: HashMap<String, String>,
-}
-
-impl Instance {
-    fn start(dir: &Path, funding: Option<&Instance>) -> Instance {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lnbits/start.sh");
-        let mut cmd = Command::new("bash");
-        cmd.arg(&script).arg("start").arg(dir);
-        if let Some(f) = funding {
-            cmd.arg(f.dir.join("lnbits.env"));
-        }
-        let out = cmd
-            .env("LNBITS_WATCH_PID", std::process::id().to_string())
-            .output()
-            .expect("bash must be installed");
-        assert!(
-            out.status.success(),
-            "tests/lnbits/start.sh start failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = std::fs::read_to_string(dir.join("lnbits.env")).expect("lnbits.env");
-        let env = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Instance {
-            dir: dir.to_path_buf(),
-            env,
-        }
-    }
-
-    fn get(&self, key: &str) -> &str {
-        self.env
-            .get(key)
-            .unwrap_or_else(|| panic!("{key} missing from lnbits.env"))
-    }
-
-    fn url(&self) -> &str {
-        self.get("LNBITS_URL")
-    }
-
-    fn pgid(&self) -> i32 {
-        self.get("LNBITS_PGID").parse().expect("pgid")
-    }
-
-    fn seller_invoices(&self) -> LnbitsInvoices {
-        LnbitsInvoices::new(self.url(), self.get("LNBITS_SELLER_INVOICE_KEY")).unwrap()
-    }
-}
-
-struct Lnbits {
-    first: Instance,
-    second: Instance,
-}
-
-static LNBITS: OnceLock<Option<Lnbits>> = OnceLock::new();
-
-extern "C" fn stop_lnbits() {
-    if let Some(Some(l)) = LNBITS.get() {
-        for i in [&l.second, &l.first] {
-            // SAFETY: kill(2) on a process group this test binary started.
-            unsafe {
-                libc::kill(-i.pgid(), libc::SIGTERM);
-            }
-        }
-    }
-}
-
-/// The two instances, started on first use; None when the tests are to be skipped.
-fn lnbits() -> Option<&'static Lnbits> {
-    LNBITS
-        .get_or_init(|| {
-            if std::env::var("L402_SKIP_LNBITS").as_deref() == Ok("1") {
-                eprintln!("L402_SKIP_LNBITS=1: skipping the LNbits tests");
-                return None;
-            }
-            let root = common::temp_dir("lnbits");
-            let started = Instant::now();
-            let first = Instance::start(&root.join("one"), None);
-            let second = Instance::start(&root.join("two"), Some(&first));
-            eprintln!("LNbits x2 up in {:?}", started.elapsed());
-            // SAFETY: registering a plain extern "C" fn; it only reads a OnceLock and kills.
-            unsafe {
-                libc::atexit(stop_lnbits);
-            }
-            Some(Lnbits { first, second })
-        })
-        .as_ref()
-}
-
-/// A small JSON client for the test's own LNbits calls (balances, funding).
-async fn lnbits_call(url: &str, method: &str, path: &str, key: &str, body: Option<Value>) -> Value {
-    let mut args = vec![
-        "-s".to_string(),
-        "-X".into(),
-        method.into(),
-        "-H".into(),
-        format!("X-Api-Key: {key}"),
-        "-H".into(),
-        "Content-Type: application/json".into(),
-    ];
-    if let Some(b) = body {
-        args.push("-d".into());
-        args.push(b.to_string());
-    }
-    args.push(format!("{url}{path}"));
-    let out = tokio::process::Command::new("curl")
-        .args(&args)
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .output()
-        .await
-        .expect("curl");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "LNbits {method} {path}: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-/// A fresh wallet on `at`, funded with `sats` paid from that instance's payer wallet.
-struct TestWallet {
-    url: String,
-    admin: String,
-}
-
-impl TestWallet {
-    async fn new(at: &Instance, sats: u64) -> TestWallet {
-        let w = lnbits_call(
-            at.url(),
-            "POST",
-            "/api/v1/account",
-            "",
-            Some(json!({"name": "test"})),
-        )
-        .await;
-        let admin = w["adminkey"].as_str().expect("adminkey").to_string();
-        if sats > 0 {
-            let inv = lnbits_call(
-                at.url(),
-                "POST",
-                "/api/v1/payments",
-                &admin,
-                Some(json!({"out": false, "amount": sats, "memo": "float"})),
-            )
-            .await;
-            let paid = lnbits_call(
-                at.url(),
-                "POST",
-                "/api/v1/payments",
-                at.get("LNBITS_PAYER_ADMIN_KEY"),
-                Some(json!({"out": true, "bolt11": inv["bolt11"]})),
-            )
-            .await;
-            assert_eq!(paid["status"], "success", "{paid}");
-        }
-        TestWallet {
-            url: at.url().to_string(),
-            admin,
-        }
-    }
-
-    async fn balance_msat(&self) -> u64 {
-        let w = lnbits_call(&self.url, "GET", "/api/v1/wallet", &self.admin, None).await;
-        w["balance"].as_u64().unwrap_or_else(|| panic!("{w}"))
-    }
-
-    fn backend(&self) -> LnbitsWallet {
-        LnbitsWallet::new(&self.url, &self.admin).unwrap()
-    }
-}
 
 /// A proxy paying from `payer` through the lnbits backend (admin key in an env var), and a
 /// seller whose invoices come from `seller_at`'s seller wallet.
@@ -228,7 +46,7 @@ async fn harness(payer: &TestWallet, seller_at: &Instance) -> Harness {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_pays_real_lnbits_invoices_once_and_refuses_over_limit() {
-    let Some(l) = lnbits() else { return };
+    let Some(l) = lnbits(true) else { return };
     let payer = TestWallet::new(&l.first, 1_000).await;
     let h = harness(&payer, &l.first).await;
     let before = payer.balance_msat().await;
@@ -271,10 +89,10 @@ async fn proxy_pays_real_lnbits_invoices_once_and_refuses_over_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_pays_through_a_second_lnbits_funding_source() {
-    let Some(l) = lnbits() else { return };
+    let Some(l) = lnbits(true) else { return };
     // The payer lives on #2; the seller's invoices are #1's: #2 pays them through its funding
     // source (a wallet on #1), the path a real node backend takes.
-    let payer = TestWallet::new(&l.second, 1_000).await;
+    let payer = TestWallet::new(l.second(), 1_000).await;
     let h = harness(&payer, &l.first).await;
     let before = payer.balance_msat().await;
     let r = h.curl(Some(ALICE), &h.http_url("/news/latest"), &[]).await;
@@ -304,7 +122,7 @@ fn pay_request(inv: &MintedInvoice, sats: u64) -> PayRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lnbits_backend_errors_against_the_real_instance() {
-    let Some(l) = lnbits() else { return };
+    let Some(l) = lnbits(true) else { return };
     let seller = l.first.seller_invoices();
     let invoice = |sats: u64| {
         let seller = seller.clone();
@@ -367,7 +185,7 @@ async fn lnbits_backend_errors_against_the_real_instance() {
     }
 
     // On #2 the external path says "Payment already paid." with status success.
-    let on_two = TestWallet::new(&l.second, 100).await.backend();
+    let on_two = TestWallet::new(l.second(), 100).await.backend();
     let inv = invoice(9).await;
     let paid = on_two.pay(&pay_request(&inv, 9)).await.unwrap();
     assert_eq!(

@@ -14,17 +14,10 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "restart-admin-token";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Proxy {
     child: Child,
     port: u16,
+    admin: u16,
 }
 
 impl Drop for Proxy {
@@ -34,16 +27,32 @@ impl Drop for Proxy {
     }
 }
 
+/// The port a "ready" log line announces (text or JSON logs alike).
+fn announced_port(text: &str, marker: &str) -> Option<u16> {
+    let line = text.lines().rev().find(|l| l.contains(marker))?;
+    let at = line.find("127.0.0.1:")? + "127.0.0.1:".len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 impl Proxy {
-    fn start(config: &Path, port: u16, log: &Path) -> Proxy {
-        Proxy::start_with(config, port, log, &[])
+    fn start(config: &Path, log: &Path) -> Proxy {
+        Proxy::start_with(config, log, &[])
     }
 
-    fn start_with(config: &Path, port: u16, log: &Path, extra: &[&str]) -> Proxy {
+    /// Starts `run` on ports 0 and learns the real ones from its log: no port is ever guessed,
+    /// so tests running side by side cannot reach each other's proxies.
+    fn start_with(config: &Path, log_path: &Path, extra: &[&str]) -> Proxy {
+        let before = std::fs::read_to_string(log_path)
+            .map(|s| s.len())
+            .unwrap_or(0);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(log)
+            .open(log_path)
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_l402-proxy"))
             .args(extra)
@@ -55,13 +64,26 @@ impl Proxy {
             .stderr(log)
             .spawn()
             .unwrap();
-        let proxy = Proxy { child, port };
+        // Owned at once, so the child is killed and reaped however this function ends.
+        let mut proxy = Proxy {
+            child,
+            port: 0,
+            admin: 0,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "proxy did not start");
-            std::thread::sleep(Duration::from_millis(50));
+        loop {
+            let text = std::fs::read_to_string(log_path).unwrap_or_default();
+            let fresh = text.get(before..).unwrap_or("");
+            if let (Some(port), Some(admin)) = (
+                announced_port(fresh, "l402-proxy ready"),
+                announced_port(fresh, "admin API ready"),
+            ) {
+                (proxy.port, proxy.admin) = (port, admin);
+                return proxy;
+            }
+            assert!(Instant::now() < deadline, "proxy did not start:\n{fresh}");
+            std::thread::sleep(Duration::from_millis(25));
         }
-        proxy
     }
 
     fn signal(&self, name: &str) {
@@ -78,14 +100,7 @@ impl Proxy {
     }
 }
 
-fn write_config(
-    dir: &Path,
-    port: u16,
-    admin: u16,
-    seller: &RunningSeller,
-    alice_limits: &str,
-    carol: bool,
-) -> PathBuf {
+fn write_config(dir: &Path, seller: &RunningSeller, alice_limits: &str, carol: bool) -> PathBuf {
     let carol = if carol {
         format!(
             "  - {{ name: carol, key_sha256: \"{}\" }}\n",
@@ -95,8 +110,8 @@ fn write_config(
         String::new()
     };
     let yaml = format!(
-        r#"listen: 127.0.0.1:{port}
-admin: {{ listen: "127.0.0.1:{admin}", token_env: L402_PROXY_ADMIN_TOKEN }}
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: "127.0.0.1:0", token_env: L402_PROXY_ADMIN_TOKEN }}
 tls: {{ ca_cert: ca.pem, ca_key: ca-key.pem }}
 guard: {{ allow: ["127.0.0.1:{http}"] }}
 wallet:
@@ -159,12 +174,11 @@ async fn curl_via(proxy: &Proxy, creds: (&str, &str), url: &str) -> common::Repl
 async fn kill_9_between_pending_and_settled_is_reconciled_without_paying_twice() {
     let dir = common::temp_dir("kill9");
     let seller = start_seller().await;
-    let (port, admin) = (free_port(), free_port());
-    let config = write_config(&dir, port, admin, &seller, "{}", false);
+    let config = write_config(&dir, &seller, "{}", false);
     let log = dir.join("proxy.log");
     let url = format!("http://127.0.0.1:{}/weather/today", seller.http.port());
 
-    let mut proxy = Proxy::start(&config, port, &log);
+    let mut proxy = Proxy::start(&config, &log);
     let agent = tokio::spawn({
         let args = vec![
             "--proxy".to_string(),
@@ -189,7 +203,7 @@ async fn kill_9_between_pending_and_settled_is_reconciled_without_paying_twice()
         "the agent's connection died with the proxy"
     );
 
-    let proxy = Proxy::start(&config, port, &log);
+    let proxy = Proxy::start(&config, &log);
     wait_for("the payment to be reconciled as settled", || {
         ledger(&dir).first().map(|r| r.1.as_str()) == Some("settled")
     })
@@ -215,16 +229,8 @@ async fn kill_9_between_pending_and_settled_is_reconciled_without_paying_twice()
 async fn sighup_reloads_agents_and_limits_keeping_spend_and_tokens() {
     let dir = common::temp_dir("hup");
     let seller = start_seller().await;
-    let (port, admin) = (free_port(), free_port());
-    let config = write_config(
-        &dir,
-        port,
-        admin,
-        &seller,
-        "{ per_request_sats: 1000 }",
-        false,
-    );
-    let proxy = Proxy::start(&config, port, &dir.join("proxy.log"));
+    let config = write_config(&dir, &seller, "{ per_request_sats: 1000 }", false);
+    let proxy = Proxy::start(&config, &dir.join("proxy.log"));
     let weather = format!("http://127.0.0.1:{}/weather/a", seller.http.port());
     let stocks = format!("http://127.0.0.1:{}/stocks/a", seller.http.port());
     assert!(curl_via(&proxy, ("alice", "alice-key"), &weather)
@@ -237,9 +243,9 @@ async fn sighup_reloads_agents_and_limits_keeping_spend_and_tokens() {
         407
     );
 
-    write_config(&dir, port, admin, &seller, "{ daily_sats: 5 }", true);
+    write_config(&dir, &seller, "{ daily_sats: 5 }", true);
     proxy.signal("HUP");
-    let agents_url = format!("http://127.0.0.1:{admin}/v1/agents");
+    let agents_url = format!("http://127.0.0.1:{}/v1/agents", proxy.admin);
     let admin_get = || {
         let args = vec![
             "-H".to_string(),
@@ -299,10 +305,9 @@ async fn sighup_reloads_agents_and_limits_keeping_spend_and_tokens() {
 async fn sigterm_lets_an_in_flight_payment_finish_then_exits_cleanly() {
     let dir = common::temp_dir("term");
     let seller = start_seller().await;
-    let (port, admin) = (free_port(), free_port());
-    let config = write_config(&dir, port, admin, &seller, "{}", false);
+    let config = write_config(&dir, &seller, "{}", false);
     let log = dir.join("proxy.log");
-    let mut proxy = Proxy::start_with(&config, port, &log, &["--log-format", "json"]);
+    let mut proxy = Proxy::start_with(&config, &log, &["--log-format", "json"]);
     let url = format!("http://127.0.0.1:{}/weather/today", seller.http.port());
     let agent = tokio::spawn({
         let args = vec![

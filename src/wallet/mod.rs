@@ -9,6 +9,7 @@ pub(crate) mod fixture;
 pub mod http;
 pub mod lnbits;
 pub mod lnd;
+pub mod nwc;
 
 use crate::money::{Msat, PaymentHash, Preimage};
 use std::time::Duration;
@@ -189,9 +190,20 @@ pub fn from_config(config: &crate::config::Config) -> anyhow::Result<std::sync::
             };
             Ok(Arc::new(cln::ClnWallet::new(&c.url, &rune, trust)?))
         }
-        Backend::Nwc => anyhow::bail!(
-            "wallet.backend nwc is not available in this build yet; use lnbits, lnd, cln or dev"
-        ),
+        Backend::Nwc => {
+            let c = w.nwc.as_ref().ok_or_else(|| missing("wallet.nwc"))?;
+            let field = if c.uri_env.is_some() {
+                "wallet.nwc.uri_env"
+            } else {
+                "wallet.nwc.uri_file"
+            };
+            let uri = read_secret(c.uri_env.as_deref(), c.uri_file.as_deref(), field)?;
+            Ok(Arc::new(nwc::NwcWallet::new(
+                &uri,
+                field,
+                Duration::from_secs(w.payment_timeout_secs),
+            )?))
+        }
     }
 }
 
@@ -218,6 +230,14 @@ mod tests {
             .err()
             .expect("missing rune");
         assert!(e.to_string().contains("wallet.cln.rune_file"), "{e}");
+        let e = build("wallet: {backend: nwc, nwc: {uri_env: L402_TEST_SURELY_UNSET}}\n")
+            .err()
+            .expect("unset variable");
+        assert!(e.to_string().contains("wallet.nwc.uri_env"), "{e}");
+        let e = build("wallet: {backend: nwc, nwc: {uri_file: /nonexistent/nwc-uri}}\n")
+            .err()
+            .expect("missing file");
+        assert!(e.to_string().contains("wallet.nwc.uri_file"), "{e}");
     }
 
     #[test]
@@ -251,6 +271,23 @@ mod tests {
         .err()
         .expect("not a certificate");
         assert!(e.to_string().contains("wallet.cln.tls_cert_file"), "{e}");
+        // The key file is not a URI: the error names the field, and shows no secret.
+        let e = build(&format!(
+            "wallet: {{backend: nwc, nwc: {{uri_file: {}}}}}\n",
+            key.display()
+        ))
+        .err()
+        .expect("not a URI");
+        assert!(e.to_string().contains("wallet.nwc.uri_file"), "{e}");
+        assert!(!e.to_string().contains("adminkey"), "{e}");
+        let uri = dir.join("uri");
+        std::fs::write(&uri, "nostr+walletconnect://b889ff5b1513b641e2a139f661a661364979c5beee91842f8f0ef42ab558e9d4?relay=ws%3A%2F%2F127.0.0.1%3A7777&secret=71a8c14c1407c113601079c4302dab36460f0ccd0ad506f1f2dc73b5100e4f3c\n").unwrap();
+        let w = build(&format!(
+            "wallet: {{backend: nwc, nwc: {{uri_file: {}}}}}\n",
+            uri.display()
+        ))
+        .unwrap();
+        assert_eq!(w.backend(), "nwc");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -2,6 +2,8 @@
 //! 127.0.0.1, and real clients (curl, Python requests, a hyper client) talking through it.
 #![allow(dead_code)]
 
+pub mod lnbits;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use l402_proxy::admin::Admin;
