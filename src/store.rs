@@ -31,7 +31,7 @@ pub enum StoreError {
 }
 
 /// A payment about to leave, recorded before the wallet is called.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewPayment {
     pub hash: PaymentHash,
     pub agent: String,
@@ -60,7 +60,7 @@ pub enum Begin {
     Pending,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, PartialEq, Eq)]
 pub struct PaymentRow {
     pub payment_hash: String,
     pub agent: String,
@@ -86,6 +86,33 @@ pub struct PaymentRow {
     pub scope: String,
     #[serde(skip)]
     pub token_expires_at: Option<u64>,
+}
+
+impl std::fmt::Debug for NewPayment {
+    /// No token: with its preimage it is a credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewPayment")
+            .field("hash", &self.hash)
+            .field("agent", &self.agent)
+            .field("host", &self.host)
+            .field("amount", &self.amount)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for PaymentRow {
+    /// No token and no preimage: together they are a credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentRow")
+            .field("payment_hash", &self.payment_hash)
+            .field("agent", &self.agent)
+            .field("host", &self.host)
+            .field("amount_msat", &self.amount_msat)
+            .field("fee_msat", &self.fee_msat)
+            .field("status", &self.status)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PaymentRow {

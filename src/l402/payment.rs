@@ -29,7 +29,7 @@ pub(super) struct PaymentJob {
 }
 
 /// What is needed to turn a preimage into a cached token later (also after a restart).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(super) struct TokenSpec {
     pub agent: Arc<str>,
     pub origin: String,
@@ -40,13 +40,28 @@ pub(super) struct TokenSpec {
     pub hash: PaymentHash,
 }
 
+impl std::fmt::Debug for TokenSpec {
+    /// The token is a credential once paid: only its length is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSpec")
+            .field("agent", &self.agent)
+            .field("origin", &self.origin)
+            .field("token", &format_args!("<{} chars>", self.token.len()))
+            .field("services", &self.services)
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
 impl TokenSpec {
     /// Builds the credential and caches it for the agent.
     pub fn install(&self, engine: &Engine, preimage: &Preimage) -> Result<Arc<Token>, Decline> {
         let value = challenge::authorization_value(&self.token, preimage.as_bytes());
-        let authorization = HeaderValue::from_str(&value).map_err(|_| {
+        let mut authorization = HeaderValue::from_str(&value).map_err(|_| {
             Decline::new("challenge-invalid", "the token cannot be sent in a header")
         })?;
+        // A bearer credential: kept out of Debug output and out of HPACK tables.
+        authorization.set_sensitive(true);
         let token = Arc::new(Token::new(
             authorization,
             self.hash,

@@ -217,6 +217,18 @@ mod tests {
     }
 
     #[test]
+    fn a_sensitive_authorization_is_not_printed() {
+        let mut value = HeaderValue::from_static("L402 AgEEbHNhdA:0123abcd");
+        value.set_sensitive(true);
+        let t = Token::new(value, PaymentHash([1; 32]), None, None, "/".into());
+        let shown = format!("{t:?}");
+        assert!(
+            !shown.contains("0123abcd") && !shown.contains("AgEEbHNhdA"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn scopes() {
         assert_eq!(path_scope("/v1/weather/today?x=/y"), "/v1/weather/");
         assert_eq!(path_scope("/"), "/");
