@@ -481,3 +481,58 @@ print(json.dumps(out))
     assert_eq!(out["again"], serde_json::json!([200, null]));
     assert_eq!(h.payments(), 3);
 }
+
+/// Protocol switches (WebSocket and kin) cross interception: the seller's paid `/upgrade/` route
+/// answers `101` and echoes bytes; a Python client speaks raw bytes after the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_are_paid_then_spliced_end_to_end() {
+    let h = Harness::start().await;
+    let script = r#"
+import base64, http.client, json, os, ssl
+auth = "Basic " + base64.b64encode(b"alice:alice-key").decode()
+proxy_host, proxy_port = os.environ["PROXY"].split(":")
+
+def switch(conn, target):
+    conn.putrequest("GET", target, skip_host=False)
+    conn.putheader("Connection", "Upgrade")
+    conn.putheader("Upgrade", "echo")
+    if isinstance(conn, http.client.HTTPSConnection) is False:
+        conn.putheader("Proxy-Authorization", auth)
+    conn.endheaders()
+    resp = conn.getresponse()
+    out = [resp.status, resp.getheader("x-l402-proxy-token"), resp.getheader("upgrade")]
+    if resp.status == 101:
+        conn.sock.sendall(b"ping through the proxy")
+        got = b""
+        while len(got) < 22:
+            got += conn.sock.recv(64)
+        out.append(got.decode())
+    conn.close()
+    return out
+
+result = {}
+ctx = ssl.create_default_context(cafile=os.environ["CA"])
+for name in ["https", "https_again"]:
+    c = http.client.HTTPSConnection(proxy_host, int(proxy_port), context=ctx, timeout=20)
+    c.set_tunnel("localhost", int(os.environ["HTTPS_PORT"]), headers={"Proxy-Authorization": auth})
+    result[name] = switch(c, "/upgrade/chat")
+c = http.client.HTTPConnection(proxy_host, int(proxy_port), timeout=20)
+result["http"] = switch(c, "http://127.0.0.1:%s/upgrade/chat" % os.environ["HTTP_PORT"])
+print(json.dumps(result))
+"#;
+    let out = python(
+        script,
+        &[
+            ("PROXY", h.proxy.to_string()),
+            ("CA", h.ca().display().to_string()),
+            ("HTTPS_PORT", h.seller.https.port().to_string()),
+            ("HTTP_PORT", h.seller.http.port().to_string()),
+        ],
+    )
+    .await;
+    let echo = "ping through the proxy";
+    assert_eq!(out["https"], serde_json::json!([101, "paid", "echo", echo]), "{out}");
+    assert_eq!(out["https_again"], serde_json::json!([101, null, "echo", echo]), "{out}");
+    assert_eq!(out["http"], serde_json::json!([101, "paid", "echo", echo]), "{out}");
+    assert_eq!(h.payments(), 2, "one per origin; the second HTTPS switch rode the cached token");
+}

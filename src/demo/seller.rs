@@ -13,6 +13,7 @@
 //! - `/offers/…` — a Fewsats-style JSON 402 with no L402 challenge (must pass through).
 //! - `/basic/…` — a plain 401 Basic challenge (must pass through).
 //! - `/never/…` — a fresh challenge even for a valid token.
+//! - `/upgrade/…` — paid; `Upgrade: echo` switches protocols and echoes bytes back.
 //! - anything else — paid content for that service.
 //!
 //! `?dialect=` picks the challenge form: aperture (default: LSAT line then L402 line, `macaroon=`),
@@ -224,6 +225,7 @@ impl Seller {
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         match service.as_str() {
             "sse" => sse(&query, self.config.gate_events.then(|| self.events.clone())),
+            "upgrade" => echo_upgrade(req),
             "echo" => {
                 let method = req.method().clone();
                 match req.into_body().collect().await {
@@ -378,6 +380,33 @@ impl Seller {
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
         }
     }
+}
+
+/// Switches protocols (`Upgrade: echo`) and echoes every byte back: a paid WebSocket-like stream
+/// without the framing, enough to prove upgrades cross the proxy.
+fn echo_upgrade(mut req: Request<Incoming>) -> Response<Body> {
+    let wants = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"echo"));
+    if !wants {
+        return text(StatusCode::BAD_REQUEST, "send Upgrade: echo\n");
+    }
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on.await {
+            let mut io = TokioIo::new(upgraded);
+            let (mut r, mut w) = tokio::io::split(&mut io);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+    });
+    let mut r = Response::new(body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    r.headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static("echo"));
+    r
 }
 
 fn corrupt_last_char(s: &str) -> String {
@@ -578,7 +607,7 @@ where
         async move { Ok::<_, Infallible>(seller.handle(req).await) }
     });
     let _ = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(io, service)
+        .serve_connection_with_upgrades(io, service)
         .await;
 }
 

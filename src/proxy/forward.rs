@@ -17,6 +17,8 @@ use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 
 pub const DECLINE_HEADER: &str = "x-l402-proxy-decline";
@@ -97,6 +99,8 @@ struct Replay {
     uri: Uri,
     headers: HeaderMap,
     body: Option<Bytes>,
+    /// The agent's side of a protocol switch it asked for, claimed when upstream answers 101.
+    upgrade: Option<OnUpgrade>,
 }
 
 impl Replay {
@@ -123,7 +127,20 @@ pub async fn forward(
         return super::self_view::respond(&shared.engine.budget, agent, req.uri().path());
     }
     let (mut parts, incoming) = req.into_parts();
+    let protocol = upgrade_protocol(&parts.headers);
     strip_hop_by_hop(&mut parts.headers);
+    // A protocol switch is hop-by-hop by nature, yet the agent wants it end to end: re-state it
+    // upstream and keep the agent's half to splice on 101.
+    let agent_upgrade = match &protocol {
+        Some(p) => {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, p.clone());
+            parts.extensions.remove::<OnUpgrade>()
+        }
+        None => None,
+    };
     let uri = match target.upstream_uri(parts.uri.path_and_query()) {
         Ok(uri) => uri,
         Err(_) => {
@@ -159,11 +176,12 @@ pub async fn forward(
         }
         None => shared.metrics.token_misses.inc(),
     }
-    let replay = Replay {
+    let mut replay = Replay {
         method: parts.method.clone(),
         uri: uri.clone(),
         headers: parts.headers.clone(),
         body: body.replayable().cloned(),
+        upgrade: agent_upgrade,
     };
     let mut request = Request::new(match body {
         RequestBody::Buffered(bytes) => body::from_bytes(bytes),
@@ -172,7 +190,7 @@ pub async fn forward(
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;
     *request.headers_mut() = parts.headers;
-    let response = match send(shared, request).await {
+    let response = match send(shared, request, replay.upgrade.is_some()).await {
         Ok(r) => r,
         Err(e) => return e,
     };
@@ -180,7 +198,7 @@ pub async fn forward(
     let Some(chosen) = challenge::select(&challenges) else {
         learn_if_worked(&attached, &response, replay.uri.path());
         shared.metrics.request(Outcome::Passed);
-        return finish(response);
+        return deliver(shared, response, &mut replay);
     };
     shared.metrics.challenges.inc();
     if let Some(a) = &attached {
@@ -221,7 +239,7 @@ pub async fn forward(
         }
         Ok(obtained) => {
             drop(response);
-            let mut out = replay_once(shared, &replay, &obtained).await;
+            let mut out = replay_once(shared, &mut replay, &obtained).await;
             if obtained.paid.is_some() {
                 // What the agent has left under its tightest limit, when it has one.
                 if let Some(left) = shared.engine.budget.view(agent).remaining_msat.tightest() {
@@ -236,7 +254,7 @@ pub async fn forward(
 
 /// Sends the request again with the token. A second 402 goes back to the agent: one request
 /// never causes two payments.
-async fn replay_once(shared: &Shared, replay: &Replay, obtained: &Obtained) -> Response<Body> {
+async fn replay_once(shared: &Shared, replay: &mut Replay, obtained: &Obtained) -> Response<Body> {
     let Some(request) = replay.request(&obtained.token.authorization) else {
         return responses::text(
             StatusCode::BAD_GATEWAY,
@@ -244,7 +262,7 @@ async fn replay_once(shared: &Shared, replay: &Replay, obtained: &Obtained) -> R
             "request body unavailable for replay",
         );
     };
-    let response = match send(shared, request).await {
+    let response = match send(shared, request, replay.upgrade.is_some()).await {
         Ok(r) => r,
         Err(mut e) => {
             annotate_paid(e.headers_mut(), obtained);
@@ -274,7 +292,7 @@ async fn replay_once(shared: &Shared, replay: &Replay, obtained: &Obtained) -> R
             ),
         )
     } else {
-        finish(response)
+        deliver(shared, response, replay)
     };
     annotate_paid(out.headers_mut(), obtained);
     out
@@ -330,6 +348,53 @@ fn declined(response: Response<Incoming>, decline: &Decline) -> Response<Body> {
     out
 }
 
+/// The protocol an agent asks to switch to (`Connection: upgrade` + `Upgrade: <protocol>`).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let protocol = headers.get(header::UPGRADE)?;
+    let asked = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asked.then(|| protocol.clone())
+}
+
+/// Hands a final response to the agent; on 101 (a protocol switch both sides agreed to) it also
+/// splices the agent's upgraded connection to the upstream's, byte for byte, until either closes.
+fn deliver(
+    shared: &Shared,
+    mut response: Response<Incoming>,
+    replay: &mut Replay,
+) -> Response<Body> {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return finish(response);
+    }
+    let Some(agent_side) = replay.upgrade.take() else {
+        return finish(response);
+    };
+    let protocol = response.headers().get(header::UPGRADE).cloned();
+    let upstream_side = hyper::upgrade::on(&mut response);
+    let metrics = shared.metrics.clone();
+    tokio::spawn(async move {
+        let _open = crate::metrics::GaugeGuard::new(&metrics.open_tunnels);
+        match tokio::try_join!(agent_side, upstream_side) {
+            Ok((agent, upstream)) => {
+                let (mut agent, mut upstream) = (TokioIo::new(agent), TokioIo::new(upstream));
+                let _ = tokio::io::copy_bidirectional(&mut agent, &mut upstream).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "protocol switch failed"),
+        }
+    });
+    let mut out = finish(response);
+    out.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(p) = protocol {
+        out.headers_mut().insert(header::UPGRADE, p);
+    }
+    out
+}
+
 /// Hands an upstream response to the agent: hop-by-hop headers removed, body streamed.
 fn finish(response: Response<Incoming>) -> Response<Body> {
     let (mut parts, incoming) = response.into_parts();
@@ -341,11 +406,17 @@ fn finish(response: Response<Incoming>) -> Response<Body> {
 async fn send(
     shared: &Shared,
     mut request: Request<Body>,
+    h1_only: bool,
 ) -> Result<Response<Incoming>, Response<Body>> {
     // The pooled client picks h1 or h2 per upstream; the agent's version is not the upstream's.
     *request.version_mut() = Version::HTTP_11;
     let started = std::time::Instant::now();
-    let result = shared.client.request(request).await;
+    let client = if h1_only {
+        &shared.client_h1
+    } else {
+        &shared.client
+    };
+    let result = client.request(request).await;
     shared
         .metrics
         .upstream_seconds

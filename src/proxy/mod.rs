@@ -44,6 +44,8 @@ pub struct Shared {
     pub ca: Arc<CertificateAuthority>,
     pub guard: Arc<Guard>,
     pub client: UpstreamClient,
+    /// HTTP/1.1 only: protocol switches (WebSocket and kin) do not exist in h2.
+    pub client_h1: UpstreamClient,
     pub intercept: Vec<String>,
     pub max_body: usize,
     pub metrics: Arc<Metrics>,
@@ -67,16 +69,27 @@ impl Shared {
             Duration::from_secs(config.http.connect_timeout_secs),
         ));
         let tls = upstream_client_config(&config.tls.upstream_roots)?;
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(GuardedConnector::new(guard.clone()));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(config.http.pool_idle_secs))
-            .pool_timer(TokioTimer::new())
-            .build(https);
+        let pooled = |connector| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(config.http.pool_idle_secs))
+                .pool_timer(TokioTimer::new())
+                .build(connector)
+        };
+        let client = pooled(
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(GuardedConnector::new(guard.clone())),
+        );
+        let client_h1 = pooled(
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(GuardedConnector::new(guard.clone())),
+        );
         let store = Store::open(&config.store.path)?;
         let metrics = Arc::new(Metrics::new());
         let engine = Engine::new(EngineParts {
@@ -94,6 +107,7 @@ impl Shared {
             ca: Arc::new(ca),
             guard,
             client,
+            client_h1,
             intercept: config.tls.intercept.clone(),
             max_body: config.http.max_replay_body_bytes,
             metrics,
