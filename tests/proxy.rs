@@ -531,8 +531,63 @@ print(json.dumps(result))
     )
     .await;
     let echo = "ping through the proxy";
-    assert_eq!(out["https"], serde_json::json!([101, "paid", "echo", echo]), "{out}");
-    assert_eq!(out["https_again"], serde_json::json!([101, null, "echo", echo]), "{out}");
-    assert_eq!(out["http"], serde_json::json!([101, "paid", "echo", echo]), "{out}");
-    assert_eq!(h.payments(), 2, "one per origin; the second HTTPS switch rode the cached token");
+    assert_eq!(
+        out["https"],
+        serde_json::json!([101, "paid", "echo", echo]),
+        "{out}"
+    );
+    assert_eq!(
+        out["https_again"],
+        serde_json::json!([101, null, "echo", echo]),
+        "{out}"
+    );
+    assert_eq!(
+        out["http"],
+        serde_json::json!([101, "paid", "echo", echo]),
+        "{out}"
+    );
+    assert_eq!(
+        h.payments(),
+        2,
+        "one per origin; the second HTTPS switch rode the cached token"
+    );
+}
+
+/// Clients that CONNECT even for plain http:// and ws:// (most WebSocket libraries behind a
+/// proxy) get plain HTTP served inside the tunnel, with the L402 flow intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_inside_connect_is_served_not_dropped() {
+    let h = Harness::start().await;
+    let script = r#"
+import base64, http.client, json, os
+auth = "Basic " + base64.b64encode(b"alice:alice-key").decode()
+host, port = os.environ["PROXY"].split(":")
+out = {}
+c = http.client.HTTPConnection(host, int(port), timeout=20)
+c.set_tunnel("127.0.0.1", int(os.environ["HTTP_PORT"]), headers={"Proxy-Authorization": auth})
+c.request("GET", "/weather/tunnelled")
+r = c.getresponse()
+out["get"] = [r.status, r.getheader("x-l402-proxy-token"), r.read().decode()]
+c.request("GET", "/weather/again")
+r = c.getresponse()
+out["again"] = [r.status, r.getheader("x-l402-proxy-token"), r.read().decode()]
+c.close()
+print(json.dumps(out))
+"#;
+    let out = python(
+        script,
+        &[
+            ("PROXY", h.proxy.to_string()),
+            ("HTTP_PORT", h.seller.http.port().to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        out["get"],
+        serde_json::json!([200, "paid", "paid content for weather: /weather/tunnelled\n"]),
+        "{out}"
+    );
+    assert_eq!(out["again"][0], 200);
+    assert_eq!(out["again"][1], serde_json::Value::Null, "token reused inside the tunnel");
+    assert_eq!(h.payments(), 1);
 }

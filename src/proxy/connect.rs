@@ -5,6 +5,7 @@
 use super::body::{empty, Body};
 use super::forward::{forward, guard_response, Target};
 use super::responses;
+use super::rewind::Rewind;
 use super::Shared;
 use crate::agents::Agent;
 use crate::guard::GuardError;
@@ -92,8 +93,21 @@ async fn intercept(
     shared: Arc<Shared>,
     agent: Arc<Agent>,
     target: Target,
-    io: TokioIo<hyper::upgrade::Upgraded>,
+    mut io: TokioIo<hyper::upgrade::Upgraded>,
 ) {
+    // WebSocket and other clients CONNECT even for plain ws:// and http://: a TLS record starts
+    // with 0x16 (handshake); anything else is served as plain HTTP inside the tunnel.
+    let mut first = [0u8; 1];
+    match tokio::io::AsyncReadExt::read(&mut io, &mut first).await {
+        Ok(1) => {}
+        _ => return,
+    }
+    let io = Rewind::new(first[0], io);
+    if first[0] != 0x16 {
+        let target = Target::new(Scheme::HTTP, target.authority.clone());
+        serve(shared, agent, target, TokioIo::new(io), false).await;
+        return;
+    }
     let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
         Ok(start) => start,
         Err(e) => {
@@ -121,6 +135,14 @@ async fn intercept(
         }
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve(shared, agent, target, TokioIo::new(tls), h2).await;
+}
+
+/// Serves the agent's requests inside a tunnel, all on behalf of the agent named on CONNECT.
+async fn serve<I>(shared: Arc<Shared>, agent: Arc<Agent>, target: Target, io: I, h2: bool)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let target = Arc::new(target);
     let service = service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
@@ -128,7 +150,6 @@ async fn intercept(
         let target = target.clone();
         async move { Ok::<_, Infallible>(forward(&shared, &agent, req, &target).await) }
     });
-    let io = TokioIo::new(tls);
     let result = if h2 {
         hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .serve_connection(io, service)

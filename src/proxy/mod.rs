@@ -6,6 +6,7 @@ pub mod connect;
 pub mod forward;
 pub mod headers;
 pub mod responses;
+pub mod rewind;
 pub mod self_view;
 
 use crate::agents::Agents;
