@@ -584,10 +584,18 @@ print(json.dumps(out))
     .await;
     assert_eq!(
         out["get"],
-        serde_json::json!([200, "paid", "paid content for weather: /weather/tunnelled\n"]),
+        serde_json::json!([
+            200,
+            "paid",
+            "paid content for weather: /weather/tunnelled\n"
+        ]),
         "{out}"
     );
     assert_eq!(out["again"][0], 200);
-    assert_eq!(out["again"][1], serde_json::Value::Null, "token reused inside the tunnel");
+    assert_eq!(
+        out["again"][1],
+        serde_json::Value::Null,
+        "token reused inside the tunnel"
+    );
     assert_eq!(h.payments(), 1);
 }
