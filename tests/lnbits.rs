@@ -49,31 +49,7 @@ async fn proxy_pays_real_lnbits_invoices_once_and_refuses_over_limit() {
     let Some(l) = lnbits(true) else { return };
     let payer = TestWallet::new(&l.first, 1_000).await;
     let h = harness(&payer, &l.first).await;
-    let before = payer.balance_msat().await;
-    assert_eq!(before, 1_000_000);
-
-    let first = h
-        .curl(Some(ALICE), &h.http_url("/weather/today"), &[])
-        .await;
-    assert_eq!(first.status, 200, "{first:?}");
-    assert!(first.paid(), "{first:?}");
-    assert_eq!(first.header("x-l402-proxy-paid-msat"), Some("21000"));
-    let fee: u64 = first
-        .header("x-l402-proxy-fee-msat")
-        .unwrap_or("0")
-        .parse()
-        .unwrap();
-    assert_eq!(first.body, "paid content for weather: /weather/today\n");
-    assert_eq!(payer.balance_msat().await, before - 21_000 - fee);
-    assert_eq!(h.seller.seller.paid_count(), 1);
-
-    // Same service again: the cached token is reused, nothing is paid.
-    let again = h
-        .curl(Some(ALICE), &h.http_url("/weather/tomorrow"), &[])
-        .await;
-    assert_eq!(again.status, 200, "{again:?}");
-    assert!(!again.paid());
-    assert_eq!(payer.balance_msat().await, before - 21_000 - fee);
+    let after = common::lnbits::assert_pays_once_then_reuses(&h, &payer).await;
 
     // 5000 sat is over alice's per_request_sats (1000): the real LNbits invoice is not paid.
     let pricey = h.curl(Some(ALICE), &h.http_url("/pricey/x"), &[]).await;
@@ -83,7 +59,7 @@ async fn proxy_pays_real_lnbits_invoices_once_and_refuses_over_limit() {
         Some("over-per-request-limit"),
         "{pricey:?}"
     );
-    assert_eq!(payer.balance_msat().await, before - 21_000 - fee);
+    assert_eq!(payer.balance_msat().await, after);
     assert_eq!(h.seller.seller.paid_count(), 1);
 }
 

@@ -28,8 +28,6 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const ALICE: (&str, &str) = ("alice", "alice-key");
-
 /// The wallets the bridge serves, one NWC connection each (index = position in `KEYS`).
 const PAYER: usize = 0; // 1,000 sat: the proxy end to end
 const DIRECT: usize = 1; // 100 sat: the backend called directly
@@ -181,31 +179,7 @@ async fn proxy_pays_through_nwc_once_and_reuses_the_token() {
         ..Options::default()
     })
     .await;
-    let before = payer.balance_msat().await;
-    assert_eq!(before, 1_000_000);
-
-    let first = h
-        .curl(Some(ALICE), &h.http_url("/weather/today"), &[])
-        .await;
-    assert_eq!(first.status, 200, "{first:?}");
-    assert!(first.paid(), "{first:?}");
-    assert_eq!(first.header("x-l402-proxy-paid-msat"), Some("21000"));
-    let fee: u64 = first
-        .header("x-l402-proxy-fee-msat")
-        .unwrap_or("0")
-        .parse()
-        .unwrap();
-    assert_eq!(first.body, "paid content for weather: /weather/today\n");
-    assert_eq!(payer.balance_msat().await, before - 21_000 - fee);
-    assert_eq!(h.seller.seller.paid_count(), 1);
-
-    // Same service again: the cached token is reused, nothing is paid.
-    let again = h
-        .curl(Some(ALICE), &h.http_url("/weather/tomorrow"), &[])
-        .await;
-    assert_eq!(again.status, 200, "{again:?}");
-    assert!(!again.paid(), "{again:?}");
-    assert_eq!(payer.balance_msat().await, before - 21_000 - fee);
+    common::lnbits::assert_pays_once_then_reuses(&h, payer).await;
     assert_eq!(h.seller.seller.paid_count(), 1);
 }
 

@@ -204,3 +204,35 @@ impl TestWallet {
         LnbitsWallet::new(&self.url, &self.admin).unwrap()
     }
 }
+
+/// Through the proxy (alice's credentials): the first request to the 21-sat `/weather/` service
+/// is paid and `payer`'s LNbits balance drops by exactly price + fee; the next request to that
+/// service rides on the cached token and nothing more is paid. Returns the balance afterwards.
+pub async fn assert_pays_once_then_reuses(h: &super::Harness, payer: &TestWallet) -> u64 {
+    const ALICE: (&str, &str) = ("alice", "alice-key");
+    let before = payer.balance_msat().await;
+    assert_eq!(before, 1_000_000);
+    let first = h
+        .curl(Some(ALICE), &h.http_url("/weather/today"), &[])
+        .await;
+    assert_eq!(first.status, 200, "{first:?}");
+    assert!(first.paid(), "{first:?}");
+    assert_eq!(first.header("x-l402-proxy-paid-msat"), Some("21000"));
+    let fee: u64 = first
+        .header("x-l402-proxy-fee-msat")
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
+    assert_eq!(first.body, "paid content for weather: /weather/today\n");
+    let after = before - 21_000 - fee;
+    assert_eq!(payer.balance_msat().await, after);
+    assert_eq!(h.seller.seller.paid_count(), 1);
+    // Same service again: the cached token is reused, nothing is paid.
+    let again = h
+        .curl(Some(ALICE), &h.http_url("/weather/tomorrow"), &[])
+        .await;
+    assert_eq!(again.status, 200, "{again:?}");
+    assert!(!again.paid(), "{again:?}");
+    assert_eq!(payer.balance_msat().await, after);
+    after
+}
