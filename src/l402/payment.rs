@@ -200,6 +200,7 @@ impl PaymentJob {
                     reservation,
                     spec,
                     amount: self.amount,
+                    since: engine.budget.now(),
                 });
                 Err(Decline::new(e.code(), e.to_string()))
             }

@@ -18,6 +18,8 @@ pub(super) struct InFlight {
     pub reservation: Reservation,
     pub spec: TokenSpec,
     pub amount: Msat,
+    /// When the payment was handed to the wallet (unix seconds, the budget's clock).
+    pub since: i64,
 }
 
 /// Tokens are restored from payments this recent.
@@ -53,6 +55,16 @@ impl Engine {
             .insert(payment.spec.hash, payment);
     }
 
+    fn unknown_long_enough(&self, hash: &crate::money::PaymentHash) -> bool {
+        let since = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(hash)
+            .map(|p| p.since);
+        since.is_none_or(|since| self.budget.now() - since >= self.timeout.as_secs() as i64)
+    }
+
     pub fn in_flight_count(&self) -> usize {
         self.in_flight
             .lock()
@@ -81,7 +93,12 @@ impl Engine {
             let settled = match &status {
                 PaymentStatus::InFlight => continue,
                 PaymentStatus::Succeeded(paid) => Some(*paid),
-                PaymentStatus::Failed(_) | PaymentStatus::Unknown => None,
+                PaymentStatus::Failed(_) => None,
+                // "No record" proves the payment never left only once it has had its whole
+                // timeout to show up: a backend may not list a payment it is still starting, and
+                // concluding too early would free the hash to be paid a second time.
+                PaymentStatus::Unknown if !self.unknown_long_enough(&hash) => continue,
+                PaymentStatus::Unknown => None,
             };
             let Some(payment) = self
                 .in_flight
@@ -160,6 +177,7 @@ impl Engine {
                 reservation,
                 spec,
                 amount: Msat(row.amount_msat),
+                since: row.created_at,
             });
             report.pending += 1;
         }
@@ -197,5 +215,83 @@ impl Engine {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agents::{hash_key, Agents};
+    use crate::budget::Budget;
+    use crate::clock::ManualClock;
+    use crate::config::{AgentConfig, HostRules, Limits};
+    use crate::invoice::Network;
+    use crate::l402::engine::EngineParts;
+    use crate::metrics::Metrics;
+    use crate::money::PaymentHash;
+    use crate::store::{NewPayment, Store};
+    use crate::wallet::dev::DevWallet;
+
+    const T: i64 = 1_795_269_910;
+
+    #[tokio::test]
+    async fn a_wallet_with_no_record_frees_the_payment_only_after_its_timeout() {
+        let path =
+            std::env::temp_dir().join(format!("l402-reconcile-{}.db", rand::random::<u64>()));
+        let store = Store::open(&path).unwrap();
+        let hash = PaymentHash([5; 32]);
+        // Left pending by a crash; the (in-memory) dev wallet has no record of it.
+        store
+            .begin(NewPayment {
+                hash,
+                agent: "a".into(),
+                host: "h".into(),
+                origin: "https://h:443".into(),
+                amount: Msat(10_000),
+                fee_reserve: Msat(1_000),
+                bolt11: "lnbcrt…".into(),
+                token: "tok".into(),
+                services: None,
+                scope: "/".into(),
+                token_expires_at: None,
+                created_at: T,
+            })
+            .await
+            .unwrap();
+        let clock = Arc::new(ManualClock::new(T + 10));
+        let engine = Engine::new(EngineParts {
+            wallet: Arc::new(DevWallet::new("s", Msat(0), Msat(0), Duration::ZERO)),
+            network: Network::Regtest,
+            max_fee: Msat(1_000),
+            timeout: Duration::from_secs(60),
+            budget: Arc::new(Budget::new(clock.clone(), Limits::default())),
+            store: store.clone(),
+            metrics: Arc::new(Metrics::new()),
+        });
+        let agents = Agents::from_config(&[AgentConfig {
+            name: "a".into(),
+            key_sha256: hash_key("k"),
+            limits: Limits::default(),
+            hosts: HostRules::default(),
+        }]);
+        let agent = agents.get("a").unwrap();
+        let report = engine.restore().await.unwrap();
+        assert_eq!(
+            report.still_in_flight, 1,
+            "unknown for 10 s of a 60 s timeout: still held"
+        );
+        assert_eq!(engine.budget.view(agent).spent_msat.total, Some(11_000));
+        clock.set(T + 61);
+        assert_eq!(engine.reconcile().await, 0);
+        assert_eq!(
+            engine.budget.view(agent).spent_msat.total,
+            Some(0),
+            "released"
+        );
+        assert!(
+            store.pending().await.unwrap().is_empty(),
+            "recorded as failed"
+        );
+        let _ = std::fs::remove_file(path);
     }
 }
