@@ -46,10 +46,7 @@ static NWC: OnceLock<Option<Nwc>> = OnceLock::new();
 
 extern "C" fn stop_bridge() {
     if let Some(Some(n)) = NWC.get() {
-        // SAFETY: kill(2) on a process group this test binary started.
-        unsafe {
-            libc::kill(-n.bridge_pgid, libc::SIGTERM);
-        }
+        common::lnbits::kill_group(n.bridge_pgid);
     }
 }
 

@@ -81,13 +81,21 @@ impl Lnbits {
 
 static LNBITS: OnceLock<Option<Lnbits>> = OnceLock::new();
 
+/// SIGTERM to a process group a helper script started — never to our own group or a bogus id,
+/// which would end the test run, cargo and CI with it.
+pub fn kill_group(pgid: i32) {
+    // SAFETY: getpgrp(2) and kill(2) take and return plain integers.
+    unsafe {
+        if pgid > 1 && pgid != libc::getpgrp() {
+            libc::kill(-pgid, libc::SIGTERM);
+        }
+    }
+}
+
 extern "C" fn stop_lnbits() {
     if let Some(Some(l)) = LNBITS.get() {
         for i in l.second.iter().chain([&l.first]) {
-            // SAFETY: kill(2) on a process group this test binary started.
-            unsafe {
-                libc::kill(-i.pgid(), libc::SIGTERM);
-            }
+            kill_group(i.pgid());
         }
     }
 }

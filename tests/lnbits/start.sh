@@ -87,8 +87,20 @@ start() {
       wait "$child"
     ' </dev/null >"$dir/lnbits.log" 2>&1 &
   local leader=$!
-  local pgid
-  pgid="$(ps -o pgid= -p "$leader" | tr -d ' ')"
+  # setsid makes the child lead its own group (pgid == its pid), but only once it has run:
+  # reading the group too early would record OUR group, and `stop` would then kill the
+  # caller (the test binary, cargo, CI). Wait for it, and record nothing else.
+  local pgid="" i
+  for i in $(seq 1 200); do
+    pgid="$(ps -o pgid= -p "$leader" 2>/dev/null | tr -d ' ')"
+    [ "$pgid" = "$leader" ] && break
+    sleep 0.025
+  done
+  if [ "$pgid" != "$leader" ]; then
+    log "did not get its own process group (pgid '$pgid', pid $leader)"
+    kill -TERM "$leader" 2>/dev/null || true
+    exit 1
+  fi
   echo "$pgid" >"$dir/lnbits.pid"
 
   local url="http://127.0.0.1:$port"
@@ -141,6 +153,9 @@ stop() {
   local dir="$1" pgid
   [ -f "$dir/lnbits.pid" ] || return 0
   pgid="$(cat "$dir/lnbits.pid")"
+  # Never our own group (or a bogus id): that would take the caller down with it.
+  case "$pgid" in ''|*[!0-9]*|0|1) return 0 ;; esac
+  [ "$pgid" = "$(ps -o pgid= -p $$ | tr -d ' ')" ] && return 0
   kill -TERM -- "-$pgid" 2>/dev/null || return 0
   for _ in $(seq 1 50); do
     kill -0 -- "-$pgid" 2>/dev/null || return 0
