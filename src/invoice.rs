@@ -458,13 +458,10 @@ mod tests {
     };
     use serde_json::Value;
 
-    const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/l402-vectors.json");
+    const VECTORS: &str = "tests/fixtures/l402-vectors.json";
 
     fn vectors() -> Value {
-        let text = std::fs::read_to_string(VECTORS).unwrap_or_else(|e| {
-            panic!("test vectors missing: cannot read {VECTORS}: {e} (the crate expects the shared vectors at ../shared/l402-vectors.json)")
-        });
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{VECTORS} is not valid JSON: {e}"))
+        crate::test_vectors::l402()
     }
 
     fn list<'a>(v: &'a Value, key: &str) -> &'a Vec<Value> {

@@ -15,5 +15,7 @@ pub mod metrics;
 pub mod money;
 pub mod proxy;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod test_vectors;
 pub mod tls;
 pub mod wallet;

@@ -498,13 +498,8 @@ mod tests {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
 
-    const VECTORS_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/l402-vectors.json");
-
     fn vectors() -> serde_json::Value {
-        let text = std::fs::read_to_string(VECTORS_PATH).unwrap_or_else(|e| {
-            panic!("test vectors missing: cannot read {VECTORS_PATH} ({e}); it must be shared/l402-vectors.json next to the crate")
-        });
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{VECTORS_PATH} is not JSON: {e}"))
+        crate::test_vectors::l402()
     }
 
     fn vector_macaroons() -> Vec<serde_json::Value> {
