@@ -12,11 +12,3 @@ pub fn l402() -> Value {
     serde_json::from_str(L402_VECTORS)
         .unwrap_or_else(|e| panic!("tests/fixtures/l402-vectors.json is not valid JSON: {e}"))
 }
-
-/// The array under `key` in the L402 vectors.
-pub fn list(v: &Value, key: &str) -> Vec<Value> {
-    v[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("tests/fixtures/l402-vectors.json: {key:?} is not an array"))
-        .clone()
-}
