@@ -262,11 +262,76 @@ impl Default for DevWalletConfig {
     }
 }
 
+/// Where the money authority lives: the ledger of payments, reservations, tokens and declines.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// `sqlite` (embedded, one process) or `postgres` (shared by every replica and sidecar).
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// The SQLite file (`backend: sqlite`).
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// The PostgreSQL connection (`backend: postgres`).
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// Which ledger implementation holds the money authority.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// An embedded SQLite file: one proxy process owns it.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database shared by every replica pointing at it.
+    Postgres,
+}
+
+impl StoreBackend {
+    /// The name used in the config file and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreBackend::Sqlite => "sqlite",
+            StoreBackend::Postgres => "postgres",
+        }
+    }
+}
+
+/// How to reach the shared PostgreSQL ledger. The URL holds a password, so it comes from an
+/// environment variable or a file, never from the config itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Environment variable holding `postgres://user:password@host:5432/db`.
+    pub url_env: Option<String>,
+    /// File holding the URL.
+    pub url_file: Option<PathBuf>,
+    /// `verify-full` (default: TLS, certificate and host name checked against the public roots
+    /// plus `ca_file`), `require` (TLS, certificate checked, any host name) or `disable`.
+    #[serde(default)]
+    pub tls: PostgresTls,
+    /// Extra PEM file trusted for the database's certificate (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// Connections kept open to the database per proxy process.
+    #[serde(default = "default_pg_pool")]
+    pub pool_size: usize,
+}
+
+fn default_pg_pool() -> usize {
+    8
+}
+
+/// TLS towards PostgreSQL, named after libpq's `sslmode` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostgresTls {
+    /// TLS with the certificate and the host name verified.
+    #[default]
+    VerifyFull,
+    /// TLS with the certificate chain verified but not the host name.
+    Require,
+    /// Plain TCP: only for a database on the same host or a private network.
+    Disable,
 }
 
 fn default_store_path() -> PathBuf {
@@ -276,7 +341,9 @@ fn default_store_path() -> PathBuf {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            backend: StoreBackend::Sqlite,
             path: default_store_path(),
+            postgres: None,
         }
     }
 }
@@ -397,6 +464,10 @@ impl Config {
         fix(&mut self.tls.ca_key);
         self.tls.upstream_roots.iter_mut().for_each(fix);
         fix(&mut self.store.path);
+        if let Some(pg) = self.store.postgres.as_mut() {
+            pg.url_file.as_mut().map(fix);
+            pg.ca_file.as_mut().map(fix);
+        }
         if let Some(p) = self.wallet.dev.state_file.as_mut() {
             fix(p);
         }
@@ -495,6 +566,22 @@ impl Config {
                 if w.dev.secret.is_empty() {
                     return Err(err("wallet.dev.secret", "must not be empty"));
                 }
+            }
+        }
+        if self.store.backend == StoreBackend::Postgres {
+            let Some(pg) = &self.store.postgres else {
+                return Err(err(
+                    "store.postgres",
+                    "missing, but store.backend is postgres: set store.postgres.url_env (or url_file)",
+                ));
+            };
+            one_secret_source(
+                pg.url_env.is_some(),
+                pg.url_file.is_some(),
+                "store.postgres.url_env",
+            )?;
+            if pg.pool_size == 0 || pg.pool_size > 256 {
+                return Err(err("store.postgres.pool_size", "must be between 1 and 256"));
             }
         }
         if w.payment_timeout_secs == 0 {
