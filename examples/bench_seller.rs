@@ -10,9 +10,9 @@
 //! `wallet: { backend: dev, network: regtest }` pays them.
 
 use l402_proxy::config::default_dev_secret;
+use l402_proxy::demo::mint::DevInvoiceMinter;
 use l402_proxy::demo::seller::{self, Seller, SellerConfig};
 use l402_proxy::invoice::Network;
-use l402_proxy::wallet::dev::DevInvoiceMinter;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 

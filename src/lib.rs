@@ -1,20 +1,27 @@
-//! l402-proxy: a transparent HTTP(S) forward proxy that pays L402 challenges for the AI agents
-//! behind it, through the operator's Lightning wallet, within the operator's budgets.
+//! l402-proxy: a transparent HTTP(S) forward proxy that pays HTTP 402 challenges (L402 and its
+//! kin) for the AI agents behind it, through the operator's Lightning wallet, within the
+//! operator's budgets.
+//!
+//! The layout, outside in: [`app`] assembles everything from the [`config`]; [`proxy`] accepts
+//! agents and moves bytes (mechanics only); [`pay`] is the payment layer around every upstream
+//! call; [`ledger`] holds the money authority behind one trait; [`wallet`] pays; [`core`] is the
+//! vocabulary all of them share.
 
 pub mod admin;
 pub mod agents;
+pub mod app;
+pub mod body;
 pub mod budget;
-pub mod clock;
 pub mod config;
+pub mod core;
 pub mod demo;
 pub mod glob;
 pub mod guard;
 pub mod invoice;
-pub mod l402;
+pub mod ledger;
 pub mod metrics;
-pub mod money;
+pub mod pay;
 pub mod proxy;
-pub mod store;
 #[cfg(test)]
 pub(crate) mod test_vectors;
 pub mod tls;

@@ -2,14 +2,11 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use l402_proxy::admin::Admin;
 use l402_proxy::config::Config;
-use l402_proxy::proxy::{Proxy, Shared};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -232,116 +229,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(config_path: PathBuf, log_format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
-    let loaded = Config::load(&config_path);
-    let from_config = match &loaded {
-        Ok(c) if c.log.format == l402_proxy::config::LogFormat::Json => LogFormat::Json,
-        _ => LogFormat::Text,
-    };
-    init_logs(log_format.unwrap_or(from_config));
-    let mut config = loaded?;
-    let wallet = l402_proxy::wallet::from_config(&config)?;
-    let shared = Arc::new(Shared::from_config(&config, wallet)?);
-    let admin = match config.admin.listen {
-        Some(addr) => {
-            let token = l402_proxy::config::read_secret(
-                config.admin.token_env.as_deref(),
-                config.admin.token_file.as_deref(),
-                "admin.token_env",
-            )?;
-            let admin = Admin::new(shared.clone(), &token);
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?;
-            tracing::info!(listen = %listener.local_addr()?, "admin API ready");
-            tokio::spawn(admin.clone().serve(listener));
-            Some(admin)
-        }
-        None => None,
-    };
-    // Pending payments from an earlier run are resolved before any new payment can start.
-    shared.prepare().await?;
-    let proxy = Proxy::bind(config.listen, shared.clone())
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    tracing::info!(listen = %proxy.local_addr()?, agents = config.agents.len(), wallet = config.wallet.backend.name(), "l402-proxy ready");
-    if let Some(admin) = &admin {
-        admin
-            .ready
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let proxy_task = tokio::spawn(proxy.run_until(
-        async {
-            let _ = stopped.await;
-        },
-        grace,
-    ));
-    while let Signal::Reload = signal().await {
-        match Config::load(&config_path) {
-            Ok(new) => {
-                let restart = shared.reload(&config, &new);
-                tracing::info!(agents = new.agents.len(), "config reloaded");
-                if !restart.is_empty() {
-                    tracing::warn!(settings = ?restart, "these changes take effect only after a restart");
-                }
-                config = new;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "config reload refused; keeping the running config")
-            }
-        }
-    }
-    // Stop accepting, let open requests and payments finish within the grace period, make the
-    // ledger durable, exit 0.
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        "shutting down: draining connections and payments"
-    );
-    if let Some(admin) = &admin {
-        admin
-            .ready
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-    }
-    let deadline = tokio::time::Instant::now() + grace;
-    let _ = stop.send(());
-    let _ = tokio::time::timeout_at(deadline, proxy_task).await;
-    while shared.engine.payments_in_progress() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let unfinished = shared.engine.payments_in_progress();
-    if unfinished > 0 {
-        tracing::warn!(unfinished, "payments still running at exit; their ledger rows stay pending and are reconciled on the next start");
-    }
-    if let Err(e) = shared.engine.store().flush().await {
-        tracing::warn!(error = %e, "ledger flush failed");
-    }
-    tracing::info!("stopped");
+    l402_proxy::app::run(&config_path, |config| {
+        let from_config = match config {
+            Some(c) if c.log.format == l402_proxy::config::LogFormat::Json => LogFormat::Json,
+            _ => LogFormat::Text,
+        };
+        init_logs(log_format.unwrap_or(from_config));
+    })
+    .await?;
     Ok(ExitCode::SUCCESS)
-}
-
-enum Signal {
-    Reload,
-    Stop,
-}
-
-async fn signal() -> Signal {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let (Ok(mut term), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) {
-            return tokio::select! {
-                _ = tokio::signal::ctrl_c() => Signal::Stop,
-                _ = term.recv() => Signal::Stop,
-                _ = hup.recv() => Signal::Reload,
-            };
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-    Signal::Stop
 }
 
 /// GET `url`; success only on 200.
@@ -393,18 +289,18 @@ struct SellerArgs {
 
 /// The demo seller on fixed listeners, until SIGTERM or Ctrl-C.
 async fn seller(args: SellerArgs) -> anyhow::Result<ExitCode> {
+    use l402_proxy::demo::mint::DevInvoiceMinter;
     use l402_proxy::demo::seller::{
         serve_http, serve_https, InvoiceSource, Seller, SellerConfig, SellerTls,
     };
     use l402_proxy::invoice::Network;
-    use l402_proxy::wallet::dev::DevInvoiceMinter;
     let mut config = SellerConfig::new(DevInvoiceMinter::new(&args.dev_secret, Network::Regtest));
-    config.price = l402_proxy::money::Msat::from_sats(args.price_sats);
+    config.price = l402_proxy::core::Msat::from_sats(args.price_sats);
     if let Some((url, key_env)) = &args.lnbits {
         let key = std::env::var(key_env)
             .with_context(|| format!("environment variable {key_env} is not set"))?;
         config.invoices = InvoiceSource::Lnbits(Box::new(
-            l402_proxy::wallet::lnbits::LnbitsInvoices::new(url, &key)?,
+            l402_proxy::demo::lnbits::LnbitsInvoices::new(url, &key)?,
         ));
     }
     let seller = Seller::new(config);
@@ -428,6 +324,6 @@ async fn seller(args: SellerArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(serve_https(seller.clone(), listener, tls.server));
     }
     tracing::info!(http = %args.listen, https = ?args.tls_listen, lnbits = args.lnbits.is_some(), "demo seller ready");
-    while let Signal::Reload = signal().await {}
+    l402_proxy::app::until_stopped().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,8 +4,8 @@ mod common;
 
 use bytes::Bytes;
 use common::{proxied, Harness, Options};
-use l402_proxy::budget::Window;
-use l402_proxy::clock::ManualClock;
+use l402_proxy::core::time::ManualClock;
+use l402_proxy::core::window::Window;
 use std::sync::Arc;
 
 const ALICE: (&str, &str) = ("alice", "alice-key");
@@ -67,11 +67,8 @@ async fn racing_agents_spend_exactly_up_to_their_limits() {
     assert_eq!(h.payments(), 20);
     let agents = h.shared.agents.load();
     for i in 0..4 {
-        let view = h
-            .shared
-            .engine
-            .budget
-            .view(agents.get(&format!("racer{i}")).unwrap());
+        let a = agents.get(&format!("racer{i}")).unwrap();
+        let view = h.shared.ledger.budget(&a.name, &a.limits).await.unwrap();
         assert_eq!(view.spent_msat.total, Some(50_000));
         assert_eq!(view.remaining_msat.total, Some(0));
     }
@@ -129,7 +126,7 @@ async fn hourly_window_rolls_over_with_the_clock() {
     })
     .await;
     let first = h.curl(Some(ALICE), &h.http_url("/a/x"), &[]).await;
-    assert!(first.paid());
+    assert!(first.paid(), "{first:?}");
     assert_eq!(
         first.header("x-l402-proxy-remaining-msat"),
         Some("0"),
@@ -151,7 +148,7 @@ async fn hourly_window_rolls_over_with_the_clock() {
 }
 
 fn clock_now(clock: &ManualClock) -> i64 {
-    use l402_proxy::clock::Clock;
+    use l402_proxy::core::time::Clock;
     clock.now()
 }
 
@@ -172,10 +169,10 @@ async fn a_restart_keeps_spend_and_tokens() {
         .curl(Some(ALICE), &first.http_url("/stocks/a"), &[])
         .await
         .paid());
-    first.shared.engine.store().flush().await.unwrap();
+    first.shared.ledger.flush().await.unwrap();
     let seller = first.seller.clone();
     let wallet = first.wallet.clone();
-    drop(first);
+    first.stop().await;
 
     let second = Harness::with(Options {
         dir: Some(dir.clone()),
@@ -196,11 +193,13 @@ async fn a_restart_keeps_spend_and_tokens() {
         .paid());
     assert_eq!(second.payments(), 2);
     let agents = second.shared.agents.load();
+    let alice = agents.get("alice").unwrap();
     let view = second
         .shared
-        .engine
-        .budget
-        .view(agents.get("alice").unwrap());
+        .ledger
+        .budget(&alice.name, &alice.limits)
+        .await
+        .unwrap();
     assert_eq!(
         view.spent_msat.daily,
         Some(20_000),

@@ -14,10 +14,10 @@ mod common;
 
 use common::lnbits::{lnbits, Lnbits, TestWallet};
 use common::{Harness, Options};
+use l402_proxy::core::money::{Msat, PaymentHash};
+use l402_proxy::demo::mint::{DevInvoiceMinter, MintedInvoice};
 use l402_proxy::demo::seller::{InvoiceSource, SellerConfig};
 use l402_proxy::invoice::Network;
-use l402_proxy::money::{Msat, PaymentHash};
-use l402_proxy::wallet::dev::{DevInvoiceMinter, MintedInvoice};
 use l402_proxy::wallet::nwc::NwcWallet;
 use l402_proxy::wallet::{PayError, PayRequest, PaymentStatus, Wallet};
 use nostr_relay_builder::builder::RateLimit;

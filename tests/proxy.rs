@@ -126,7 +126,7 @@ async fn one_origin_keeps_a_token_per_service() {
         assert_eq!(r.status, 200, "{path}: {r:?}");
     }
     assert_eq!(h.payments(), 2, "one payment per service, not per request");
-    assert_eq!(h.shared.engine.tokens.len(), 2);
+    assert_eq!(h.shared.layer.tokens().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

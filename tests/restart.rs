@@ -4,9 +4,9 @@
 mod common;
 
 use l402_proxy::agents::hash_key;
+use l402_proxy::demo::mint::DevInvoiceMinter;
 use l402_proxy::demo::seller::{self, RunningSeller, Seller, SellerConfig};
 use l402_proxy::invoice::Network;
-use l402_proxy::wallet::dev::DevInvoiceMinter;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,10 +1,10 @@
 //! The operator's API on `admin.listen`: agents and their budgets, the payment ledger (JSON or
 //! CSV), budget top-up and recall, and the health probes. `/v1/*` needs the bearer token.
 
-use crate::money::Msat;
-use crate::proxy::body::{full, Body};
+use crate::body::{full, Body};
+use crate::core::Msat;
+use crate::ledger::{DeclineFilter, PaymentFilter, PaymentState};
 use crate::proxy::Shared;
-use crate::store::PaymentFilter;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -107,7 +107,7 @@ impl Admin {
         }
         let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
         match (req.method(), segments.as_slice()) {
-            (&Method::GET, ["agents"]) => self.agents(),
+            (&Method::GET, ["agents"]) => self.agents().await,
             (&Method::GET, ["payments"]) => self.payments(&req).await,
             (&Method::GET, ["declines"]) => self.declines(&req).await,
             (&Method::POST, ["agents", name, "budget"]) => {
@@ -118,12 +118,15 @@ impl Admin {
         }
     }
 
-    fn agents(&self) -> Response<Body> {
-        let agents = self.shared.agents.load();
-        let mut views: Vec<_> = agents
-            .iter()
-            .map(|a| self.shared.engine.budget.view(a))
-            .collect();
+    async fn agents(&self) -> Response<Body> {
+        let agents = self.shared.agents.load_full();
+        let mut views = Vec::with_capacity(agents.len());
+        for a in agents.iter() {
+            match self.shared.ledger.budget(&a.name, &a.limits).await {
+                Ok(view) => views.push(view),
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            }
+        }
         views.sort_by(|a, b| a.agent.cmp(&b.agent));
         json(StatusCode::OK, &serde_json::json!({ "agents": views }))
     }
@@ -140,10 +143,11 @@ impl Admin {
         }
         let filter = PaymentFilter {
             agent: query.agent,
-            status: query.status,
+            state: query.status.as_deref().and_then(PaymentState::parse),
             limit: query.limit.unwrap_or(100).min(10_000),
+            ..PaymentFilter::default()
         };
-        let rows = match self.shared.engine.store().payments(filter).await {
+        let rows = match self.shared.ledger.payments(filter).await {
             Ok(rows) => rows,
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         };
@@ -153,6 +157,7 @@ impl Admin {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/csv"));
         if !wants_csv {
+            let rows: Vec<_> = rows.iter().map(payment_json).collect();
             return json(StatusCode::OK, &serde_json::json!({ "payments": rows }));
         }
         let mut csv =
@@ -160,12 +165,12 @@ impl Admin {
         for r in rows {
             csv.push_str(&format!(
                 "{},{},{},{},{},{},{}\n",
-                r.payment_hash,
+                r.hash,
                 csv_field(&r.agent),
                 csv_field(&r.host),
-                r.amount_msat,
-                r.fee_msat.map(|f| f.to_string()).unwrap_or_default(),
-                r.status,
+                r.amount.0,
+                r.fee.map(|f| f.0.to_string()).unwrap_or_default(),
+                r.state.as_str(),
                 r.created_at
             ));
         }
@@ -179,17 +184,15 @@ impl Admin {
 
     async fn declines(&self, req: &Request<Incoming>) -> Response<Body> {
         let query = Query::parse(req.uri().query());
-        match self
-            .shared
-            .engine
-            .store()
-            .declines(query.agent, query.limit.unwrap_or(100).min(10_000))
-            .await
-        {
+        let filter = DeclineFilter {
+            agent: query.agent,
+            limit: query.limit.unwrap_or(100).min(10_000),
+        };
+        match self.shared.ledger.declines(filter).await {
             Ok(rows) => {
                 let rows: Vec<_> = rows
                     .into_iter()
-                    .map(|(agent, host, code, at)| serde_json::json!({"agent": agent, "host": host, "code": code, "created_at": at}))
+                    .map(|d| serde_json::json!({"agent": d.agent, "host": d.host, "path": d.path, "code": d.code, "reason": d.detail, "amount_msat": d.amount.map(|a| a.0), "count": d.count, "created_at": d.created_at}))
                     .collect();
                 json(StatusCode::OK, &serde_json::json!({ "declines": rows }))
             }
@@ -217,8 +220,11 @@ impl Admin {
                 )
             }
         };
-        let budget = &self.shared.engine.budget;
-        let current = budget.view(&agent).limits.total_sats;
+        let ledger = &self.shared.ledger;
+        let current = match ledger.budget(&agent.name, &agent.limits).await {
+            Ok(view) => view.limits.total_sats,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        };
         let new_total =
             match (change.total_sats, change.add_sats) {
                 (Some(total), None) => total,
@@ -237,19 +243,34 @@ impl Admin {
                 }
             };
         let total = Msat::from_sats(new_total);
-        if let Err(e) = self
-            .shared
-            .engine
-            .store()
-            .set_total(agent.name.to_string(), total, budget.now())
+        if let Err(e) = ledger
+            .set_total(&agent.name, Some(total), self.shared.clock.now())
             .await
         {
             return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
         }
-        budget.set_total(&agent.name, total);
         tracing::info!(agent = %agent.name, total_sats = new_total, "budget changed by the operator");
-        json(StatusCode::OK, &budget.view(&agent))
+        match ledger.budget(&agent.name, &agent.limits).await {
+            Ok(view) => json(StatusCode::OK, &view),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
     }
+}
+
+/// One payment as the API shows it (never its token or preimage).
+fn payment_json(r: &crate::ledger::PaymentRecord) -> serde_json::Value {
+    serde_json::json!({
+        "payment_hash": r.hash.to_hex(),
+        "agent": r.agent,
+        "host": r.host,
+        "dialect": r.dialect,
+        "amount_msat": r.amount.0,
+        "fee_msat": r.fee.map(|f| f.0),
+        "status": r.state.as_str(),
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "failure": r.failure,
+    })
 }
 
 #[derive(Deserialize)]

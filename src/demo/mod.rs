@@ -1,17 +1,20 @@
 //! `l402-proxy demo`: a seller, the dev wallet and the proxy in one process, on embedded
 //! defaults, with one paid request sent through to show the whole flow.
 
+pub mod lnbits;
+pub mod macaroon;
+pub mod mint;
 pub mod seller;
 
 use crate::agents::{basic_credentials, hash_key};
 use crate::config::Config;
 use crate::invoice::Network;
-use crate::proxy::forward::{PAID_MSAT_HEADER, TOKEN_HEADER};
-use crate::proxy::{Proxy, Shared};
-use crate::wallet::dev::DevInvoiceMinter;
+use crate::pay::headers::{PAID_MSAT_HEADER, TOKEN_HEADER};
+use crate::proxy::Proxy;
 use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use mint::DevInvoiceMinter;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,9 +80,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     std::fs::write(&config_path, demo_config(&opts, &running, &seller_ca))?;
     let config = Config::load(&config_path)?;
     let wallet = crate::wallet::from_config(&config)?;
-    let shared = Arc::new(Shared::from_config(&config, wallet)?);
-    shared.prepare().await?;
-    let proxy = Proxy::bind(config.listen, shared.clone())
+    let app =
+        crate::app::App::build(&config, wallet, Arc::new(crate::core::time::SystemClock)).await?;
+    app.prepare().await?;
+    let proxy = Proxy::bind(config.listen, app.shared.clone())
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let proxy_addr = proxy.local_addr()?;

@@ -20,11 +20,13 @@
 //! spec (`version="0", token=`), bare (unquoted), lsat, folded (both on one line), params (no
 //! scheme), urlsafe (unpadded URL-safe token), status401 (spec form on a 401).
 
-use crate::l402::macaroon::{self, identifier_v0};
-use crate::money::{Msat, PaymentHash, Preimage};
-use crate::proxy::body::{self, Body, BoxError};
-use crate::wallet::dev::{now_unix, DevInvoiceMinter, MintedInvoice};
-use crate::wallet::lnbits::LnbitsInvoices;
+use super::lnbits::LnbitsInvoices;
+use super::macaroon::{self as mint_macaroon, identifier_v0};
+use super::mint::{DevInvoiceMinter, MintedInvoice};
+use crate::body::{self, Body, BoxError};
+use crate::core::time::{Clock, SystemClock};
+use crate::core::{Msat, PaymentHash, Preimage};
+use crate::pay::dialect::l402::macaroon;
 use base64::Engine as _;
 use bytes::Bytes;
 use dashmap::DashSet;
@@ -65,10 +67,11 @@ impl InvoiceSource {
         amount: Msat,
         memo: &str,
         expiry_secs: u64,
+        now: u64,
     ) -> Result<MintedInvoice, String> {
         match self {
             InvoiceSource::Dev(minter) => minter
-                .mint(amount, memo, expiry_secs)
+                .mint_at(amount, memo, now, expiry_secs, minter.network())
                 .map_err(|e| e.to_string()),
             InvoiceSource::Lnbits(lnbits) => lnbits
                 .create(amount, memo, expiry_secs)
@@ -94,6 +97,9 @@ pub struct SellerConfig {
     /// When set, each SSE event after the first waits for a permit (`release_events`), so a
     /// test can prove events arrive one by one without relying on timing.
     pub gate_events: bool,
+    /// The seller's clock: invoice timestamps and token expiry (tests share theirs with the
+    /// proxy).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl SellerConfig {
@@ -106,6 +112,7 @@ impl SellerConfig {
             token_ttl_secs: None,
             invoice_expiry_secs: 600,
             gate_events: false,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -273,7 +280,7 @@ impl Seller {
         let Ok(mac) = macaroon::decode_token(token) else {
             return false;
         };
-        if !macaroon::verify_signature(&self.root_key(), &mac) {
+        if !mint_macaroon::verify_signature(&self.root_key(), &mac) {
             return false;
         }
         let Some(hash) = mac.payment_hash_v0().map(PaymentHash) else {
@@ -293,7 +300,7 @@ impl Seller {
         let expired = mac.caveats.iter().any(|c| {
             c.strip_prefix(&until_key)
                 .and_then(|v| v.parse::<u64>().ok())
-                .is_some_and(|until| now_unix() >= until)
+                .is_some_and(|until| self.config.clock.now_unix() >= until)
         });
         if expired {
             return false;
@@ -309,9 +316,17 @@ impl Seller {
             format!("{service}_capabilities="),
         ];
         if let Some(ttl) = self.config.token_ttl_secs {
-            caveats.push(format!("{service}_valid_until={}", now_unix() + ttl));
+            caveats.push(format!(
+                "{service}_valid_until={}",
+                self.config.clock.now_unix() + ttl
+            ));
         }
-        macaroon::mint(&self.root_key(), "lsat", &id, &caveats).to_v2_bytes()
+        mint_macaroon::encode_v2(&mint_macaroon::mint(
+            &self.root_key(),
+            "lsat",
+            &id,
+            &caveats,
+        ))
     }
 
     async fn challenge(&self, service: &str, dialect: &str) -> Response<Body> {
@@ -322,6 +337,7 @@ impl Seller {
                 self.price(service),
                 &format!("L402 {service}"),
                 self.config.invoice_expiry_secs,
+                self.config.clock.now_unix(),
             )
             .await
         {
@@ -347,14 +363,26 @@ impl Seller {
         let minter = &self.config.minter;
         let fresh = |amount: Msat| {
             minter
-                .mint(amount, "hostile", 600)
+                .mint_at(
+                    amount,
+                    "hostile",
+                    self.config.clock.now_unix(),
+                    600,
+                    minter.network(),
+                )
                 .map(|i| (i.bolt11, i.payment_hash))
         };
         let made = match kind {
             "amountless" => Ok((AMOUNTLESS_INVOICE.to_string(), PaymentHash([0; 32]))),
             "unknown-feature" => Ok((UNKNOWN_FEATURE_INVOICE.to_string(), PaymentHash([0; 32]))),
             "expired" => minter
-                .mint_at(Msat(10_000), "old", now_unix() - 7200, 60, minter.network())
+                .mint_at(
+                    Msat(10_000),
+                    "old",
+                    self.config.clock.now_unix() - 7200,
+                    60,
+                    minter.network(),
+                )
                 .map(|i| (i.bolt11, i.payment_hash)),
             "wrong-network" => {
                 let other = match minter.network() {
@@ -362,7 +390,13 @@ impl Seller {
                     _ => crate::invoice::Network::Bitcoin,
                 };
                 minter
-                    .mint_at(Msat(10_000), "elsewhere", now_unix(), 600, other)
+                    .mint_at(
+                        Msat(10_000),
+                        "elsewhere",
+                        self.config.clock.now_unix(),
+                        600,
+                        other,
+                    )
                     .map(|i| (i.bolt11, i.payment_hash))
             }
             "garbage" => Ok(("lnbcrt10u1notaninvoice".to_string(), PaymentHash([0; 32]))),

@@ -2,12 +2,14 @@
 //! matching `tls.intercept`, terminated with a leaf from our CA so the L402 flow can see the
 //! requests inside. The agent named on CONNECT owns every request in the tunnel.
 
-use super::body::{empty, Body};
-use super::forward::{forward, guard_response, Target};
+use super::forward::forward;
 use super::responses;
 use super::rewind::Rewind;
+use super::target::Target;
+use super::upstream::guard_response;
 use super::Shared;
 use crate::agents::Agent;
+use crate::body::{empty, Body};
 use crate::guard::GuardError;
 use crate::metrics::{GaugeGuard, Outcome};
 use http::uri::Scheme;
@@ -19,6 +21,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use tokio_rustls::LazyConfigAcceptor;
 
+/// Answers a CONNECT of `agent`: 200 and a tunnel or an interception, or the refusal.
 pub async fn handle(
     shared: Arc<Shared>,
     agent: Arc<Agent>,

@@ -1,170 +1,59 @@
 //! The listener agents point HTTP_PROXY / HTTPS_PROXY at: accept, authenticate, and dispatch to
-//! plain forwarding or CONNECT handling.
+//! plain forwarding or CONNECT handling. Mechanics only: what happens to a request's money is
+//! the payment layer's business (`pay`).
 
-pub mod body;
 pub mod connect;
 pub mod forward;
 pub mod headers;
 pub mod responses;
 pub mod rewind;
 pub mod self_view;
+pub mod target;
+pub mod upstream;
 
 use crate::agents::Agents;
-use crate::budget::Budget;
-use crate::clock::Clock;
-use crate::config::Config;
-use crate::guard::{Guard, GuardedConnector};
-use crate::l402::engine::{Engine, EngineParts};
+use crate::body::Body;
+use crate::core::Clock;
+use crate::guard::Guard;
+use crate::ledger::Ledger;
 use crate::metrics::{GaugeGuard, Metrics, Outcome};
-use crate::money::Msat;
-use crate::store::Store;
-use crate::tls::{upstream_client_config, CertificateAuthority};
-use crate::wallet::Wallet;
+use crate::pay::PaymentLayer;
+use crate::tls::CertificateAuthority;
 use arc_swap::ArcSwap;
-use body::Body;
-use forward::Target;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use target::Target;
 use tokio::net::TcpListener;
-
-pub type UpstreamClient = Client<HttpsConnector<GuardedConnector>, Body>;
+use upstream::Upstreams;
 
 /// State shared by every connection.
 pub struct Shared {
     /// Swapped whole on reload; requests hold the snapshot they authenticated against.
     pub agents: ArcSwap<Agents>,
-    pub engine: Arc<Engine>,
+    /// The payment layer every upstream request goes through.
+    pub layer: PaymentLayer,
+    /// The money authority (the agent's own budget view reads it).
+    pub ledger: Arc<dyn Ledger>,
+    /// Mints the leaves intercepted connections are served with.
     pub ca: Arc<CertificateAuthority>,
+    /// Vets destinations.
     pub guard: Arc<Guard>,
-    pub client: UpstreamClient,
-    /// HTTP/1.1 only: protocol switches (WebSocket and kin) do not exist in h2.
-    pub client_h1: UpstreamClient,
+    /// Sends requests upstream.
+    pub upstream: Upstreams,
+    /// Host globs whose TLS is terminated.
     pub intercept: Vec<String>,
+    /// `http.max_replay_body_bytes`.
     pub max_body: usize,
+    /// Counters.
     pub metrics: Arc<Metrics>,
-}
-
-impl Shared {
-    /// Assembles the proxy's state from a validated config and a wallet, with the system clock.
-    pub fn from_config(config: &Config, wallet: Arc<dyn Wallet>) -> anyhow::Result<Shared> {
-        Shared::with_clock(config, wallet, Arc::new(crate::clock::SystemClock))
-    }
-
-    /// As `from_config`, with the clock budgets use (tests inject one).
-    pub fn with_clock(
-        config: &Config,
-        wallet: Arc<dyn Wallet>,
-        clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<Shared> {
-        let ca = CertificateAuthority::load_or_create(&config.tls.ca_cert, &config.tls.ca_key)?;
-        let guard = Arc::new(Guard::new(
-            &config.guard,
-            Duration::from_secs(config.http.connect_timeout_secs),
-        ));
-        let tls = upstream_client_config(&config.tls.upstream_roots)?;
-        let pooled = |connector| {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(config.http.pool_idle_secs))
-                .pool_timer(TokioTimer::new())
-                .build(connector)
-        };
-        let client = pooled(
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls.clone())
-                .https_or_http()
-                .enable_http1()
-                .enable_http2()
-                .wrap_connector(GuardedConnector::new(guard.clone())),
-        );
-        let client_h1 = pooled(
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls)
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(GuardedConnector::new(guard.clone())),
-        );
-        let store = Store::open(&config.store.path)?;
-        let metrics = Arc::new(Metrics::new());
-        let engine = Engine::new(EngineParts {
-            wallet,
-            network: config.network(),
-            max_fee: Msat::from_sats(config.wallet.max_fee_sats),
-            timeout: Duration::from_secs(config.wallet.payment_timeout_secs),
-            budget: Arc::new(Budget::new(clock, config.operator_limits.clone())),
-            store,
-            metrics: metrics.clone(),
-        });
-        Ok(Shared {
-            agents: ArcSwap::from_pointee(Agents::from_config(&config.agents)),
-            engine: Arc::new(engine),
-            ca: Arc::new(ca),
-            guard,
-            client,
-            client_h1,
-            intercept: config.tls.intercept.clone(),
-            max_body: config.http.max_replay_body_bytes,
-            metrics,
-        })
-    }
-}
-
-impl Shared {
-    /// Reads the ledger back (spend, totals, tokens), resolves payments a previous run left
-    /// pending, and keeps resolving in the background. Call before accepting agents.
-    pub async fn prepare(&self) -> anyhow::Result<crate::l402::reconcile::RestoreReport> {
-        let report = self.engine.restore().await?;
-        self.engine.spawn_reconciler(RECONCILE_EVERY);
-        if report.pending > 0 || report.tokens > 0 {
-            tracing::info!(
-                pending = report.pending,
-                still_in_flight = report.still_in_flight,
-                tokens = report.tokens,
-                "ledger restored"
-            );
-        }
-        Ok(report)
-    }
-}
-
-impl Shared {
-    /// Applies a reloaded config: agents, their limits and the operator's limits change; spend,
-    /// tokens and open connections stay. Settings that need a restart are reported.
-    pub fn reload(&self, old: &Config, new: &Config) -> Vec<&'static str> {
-        self.agents
-            .store(Arc::new(Agents::from_config(&new.agents)));
-        self.engine
-            .budget
-            .set_operator_limits(new.operator_limits.clone());
-        let mut needs_restart = Vec::new();
-        if old.listen != new.listen {
-            needs_restart.push("listen");
-        }
-        if old.admin.listen != new.admin.listen {
-            needs_restart.push("admin.listen");
-        }
-        if old.tls.intercept != new.tls.intercept
-            || old.tls.upstream_roots != new.tls.upstream_roots
-        {
-            needs_restart.push("tls");
-        }
-        if old.wallet.backend != new.wallet.backend
-            || old.wallet.max_fee_sats != new.wallet.max_fee_sats
-        {
-            needs_restart.push("wallet");
-        }
-        if old.store.path != new.store.path {
-            needs_restart.push("store.path");
-        }
-        needs_restart
-    }
+    /// The one clock.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Shared {
@@ -178,9 +67,6 @@ impl Shared {
         self.metrics.render()
     }
 }
-
-/// How often payments of unknown outcome are looked up again.
-const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
 /// A bound proxy listener.
 pub struct Proxy {

@@ -1,12 +1,14 @@
 //! Responses the proxy writes itself. Each says what went wrong in a header (for programs) and
 //! in the body (for people).
 
-use super::body::{full, Body};
+use crate::body::{full, Body};
 use http::{header, HeaderValue, Response, StatusCode};
 
 /// Header naming why the proxy refused or failed a request.
 pub const ERROR_HEADER: &str = "x-l402-proxy-error";
 
+/// 407 with the `Proxy-Authenticate` challenge .NET and Java clients need before they send
+/// credentials.
 pub fn proxy_auth_required(reason: &str) -> Response<Body> {
     let mut r = text(
         StatusCode::PROXY_AUTHENTICATION_REQUIRED,
@@ -31,20 +33,4 @@ pub fn text(status: StatusCode, code: &'static str, detail: &str) -> Response<Bo
     );
     h.insert(ERROR_HEADER, HeaderValue::from_static(code));
     r
-}
-
-/// Turns free text into a header value: printable ASCII only, bounded length.
-pub fn header_text(s: &str) -> HeaderValue {
-    let clean: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .take(300)
-        .collect();
-    HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static("unprintable"))
 }

@@ -1,19 +1,27 @@
 //! An agent may ask the proxy, through the proxy, what it may still spend:
 //! `GET http://l402-proxy.local/balance` (or https). It only ever sees its own budget.
 
-use super::body::{full, Body};
+use super::Shared;
 use crate::agents::Agent;
-use crate::budget::Budget;
+use crate::body::{full, Body};
 use http::{header, HeaderValue, Response, StatusCode};
 
 /// The reserved host name answered by the proxy itself.
 pub const SELF_HOST: &str = "l402-proxy.local";
 
-pub fn respond(budget: &Budget, agent: &Agent, path: &str) -> Response<Body> {
+/// The agent's own budget (`/` or `/balance`), as JSON.
+pub async fn respond(shared: &Shared, agent: &Agent, path: &str) -> Response<Body> {
     let (status, body) = match path {
-        "/" | "/balance" => match serde_json::to_vec_pretty(&budget.view(agent)) {
-            Ok(json) => (StatusCode::OK, json),
-            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, b"{}".to_vec()),
+        "/" | "/balance" => match shared.ledger.budget(&agent.name, &agent.limits).await {
+            Ok(view) => match serde_json::to_vec_pretty(&view) {
+                Ok(json) => (StatusCode::OK, json),
+                Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, b"{}".to_vec()),
+            },
+            Err(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::to_vec(&serde_json::json!({ "error": e.to_string() }))
+                    .unwrap_or_default(),
+            ),
         },
         _ => (
             StatusCode::NOT_FOUND,

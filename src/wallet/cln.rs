@@ -13,7 +13,7 @@
 
 use super::http::{snippet, str_field, NodeClient, Reply, Trust};
 use super::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
-use crate::money::{Msat, PaymentHash, Preimage};
+use crate::core::money::{Msat, PaymentHash, Preimage};
 use http::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};

@@ -1,20 +1,29 @@
-//! The built-in simulated wallet and its invoice minter, for the demo and tests. A dev invoice
-//! carries a random payment secret `s`; its preimage is HMAC-SHA256(dev secret, s). Anyone holding
-//! the dev secret (the demo seller, a test seller in another process) can mint invoices this
-//! wallet can pay, and the wallet can prove each payment with a real preimage. No money moves.
+//! The built-in simulated wallet, for the demo and tests. A dev invoice carries a random payment
+//! secret `s`; its preimage is HMAC-SHA256(dev secret, s). Anyone holding the dev secret (the
+//! demo seller, a test seller in another process: `demo::mint::DevInvoiceMinter`) can mint
+//! invoices this wallet can pay, and the wallet can prove each payment with a real preimage.
+//! No money moves. It simulates a node in another process, so it keeps its own wall clock.
 
 use super::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
-use crate::invoice::{self, Network};
-use crate::money::{Msat, PaymentHash, Preimage};
-use bitcoin::secp256k1::SecretKey;
+use crate::core::time::{Clock, SystemClock};
+use crate::core::{Msat, PaymentHash, Preimage};
+use crate::invoice;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-fn derive_preimage(secret: &[u8], payment_secret: &[u8; 32]) -> [u8; 32] {
+/// The system clock, for the tests below.
+#[cfg(test)]
+fn now_unix() -> u64 {
+    SystemClock.now_unix()
+}
+
+/// The preimage of a dev-network invoice: HMAC-SHA256(dev secret, its payment secret).
+pub(crate) fn derive_preimage(secret: &[u8], payment_secret: &[u8; 32]) -> [u8; 32] {
     // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
     let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
         Ok(mac) => mac,
@@ -22,86 +31,6 @@ fn derive_preimage(secret: &[u8], payment_secret: &[u8; 32]) -> [u8; 32] {
     };
     mac.update(payment_secret);
     mac.finalize().into_bytes().into()
-}
-
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Mints dev invoices (the seller's side of the simulated network).
-#[derive(Clone)]
-pub struct DevInvoiceMinter {
-    secret: Vec<u8>,
-    node_key: SecretKey,
-    network: Network,
-}
-
-/// A freshly minted invoice with what the seller needs to know about it.
-#[derive(Debug, Clone)]
-pub struct MintedInvoice {
-    pub bolt11: String,
-    pub payment_hash: PaymentHash,
-}
-
-impl DevInvoiceMinter {
-    pub fn new(secret: &str, network: Network) -> DevInvoiceMinter {
-        // A stable node key per secret, so invoices from one dev network share a payee.
-        let seed: [u8; 32] =
-            Sha256::digest([b"l402-proxy dev node:".as_slice(), secret.as_bytes()].concat()).into();
-        let node_key = SecretKey::from_slice(&seed).unwrap_or_else(|_| {
-            // A sha256 output is a valid key with overwhelming probability; fall back to a fresh one.
-            SecretKey::new(&mut rand::thread_rng())
-        });
-        DevInvoiceMinter {
-            secret: secret.as_bytes().to_vec(),
-            node_key,
-            network,
-        }
-    }
-
-    pub fn network(&self) -> Network {
-        self.network
-    }
-
-    /// Mints an invoice valid from `timestamp` for `expiry_secs`.
-    pub fn mint_at(
-        &self,
-        amount: Msat,
-        memo: &str,
-        timestamp: u64,
-        expiry_secs: u64,
-        network: Network,
-    ) -> Result<MintedInvoice, invoice::InvoiceError> {
-        let payment_secret: [u8; 32] = rand::random();
-        let preimage = derive_preimage(&self.secret, &payment_secret);
-        let hash: [u8; 32] = Sha256::digest(preimage).into();
-        let bolt11 = invoice::mint(
-            &self.node_key,
-            network,
-            amount.0,
-            hash,
-            payment_secret,
-            memo,
-            timestamp,
-            expiry_secs,
-        )?;
-        Ok(MintedInvoice {
-            bolt11,
-            payment_hash: PaymentHash(hash),
-        })
-    }
-
-    pub fn mint(
-        &self,
-        amount: Msat,
-        memo: &str,
-        expiry_secs: u64,
-    ) -> Result<MintedInvoice, invoice::InvoiceError> {
-        self.mint_at(amount, memo, now_unix(), expiry_secs, self.network)
-    }
 }
 
 /// The simulated wallet: a balance, a fee, an optional delay, and a memory of what it paid.
@@ -116,6 +45,8 @@ pub struct DevWallet {
     /// journaled when it leaves and settles on schedule even if the proxy dies meanwhile.
     journal: Option<std::sync::Mutex<std::fs::File>>,
     sent: DashMap<PaymentHash, Sent>,
+    /// The simulated node's wall clock (invoice expiry); tests share theirs.
+    clock: Arc<dyn Clock>,
 }
 
 /// A payment the simulated network has accepted, as journaled.
@@ -146,7 +77,14 @@ impl DevWallet {
             attempts: AtomicU64::new(0),
             journal: None,
             sent: DashMap::new(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same wallet judging invoice expiry by `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> DevWallet {
+        self.clock = clock;
+        self
     }
 
     /// Keeps the simulated network's record of payments in `path` (JSON lines, fsynced), so
@@ -224,16 +162,16 @@ impl DevWallet {
     fn settle(&self, request: &PayRequest) -> Result<Paid, PayError> {
         let decoded =
             invoice::decode(&request.bolt11).map_err(|e| PayError::Rejected(e.to_string()))?;
-        if decoded.payment_hash != request.payment_hash.0 {
+        if decoded.payment_hash != request.payment_hash {
             return Err(PayError::Rejected(
                 "payment hash does not match the invoice".into(),
             ));
         }
-        if decoded.is_expired_at(now_unix()) {
+        if decoded.is_expired_at(self.clock.now_unix()) {
             return Err(PayError::InvoiceExpired);
         }
         let amount = decoded
-            .amount_msat
+            .amount
             .ok_or_else(|| PayError::Rejected("amountless invoice".into()))?;
         let secret = decoded
             .payment_secret
@@ -246,7 +184,7 @@ impl DevWallet {
         if self.fee > request.max_fee {
             return Err(PayError::FeeTooHigh);
         }
-        self.debit(Msat(amount).saturating_add(self.fee))?;
+        self.debit(amount.saturating_add(self.fee))?;
         Ok(Paid {
             preimage,
             fee: self.fee,
@@ -315,6 +253,8 @@ impl Wallet for DevWallet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::demo::mint::{DevInvoiceMinter, MintedInvoice};
+    use crate::invoice::Network;
 
     fn request(m: &MintedInvoice) -> PayRequest {
         PayRequest {

@@ -273,9 +273,9 @@ fn respond(canned: Canned) -> Response<BoxBody> {
 }
 
 /// A preimage and its hash, and an invoice string the fixture does not need to decode.
-pub fn payment() -> ([u8; 32], crate::money::PaymentHash) {
+pub fn payment() -> ([u8; 32], crate::core::money::PaymentHash) {
     use sha2::{Digest, Sha256};
     let preimage: [u8; 32] = rand::random();
-    let hash = crate::money::PaymentHash(Sha256::digest(preimage).into());
+    let hash = crate::core::money::PaymentHash(Sha256::digest(preimage).into());
     (preimage, hash)
 }

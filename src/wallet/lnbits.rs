@@ -8,12 +8,12 @@
 
 use super::http::{i64_field, secret_header, str_field, CallError, NodeClient, Reply, Trust};
 use super::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
-use crate::money::{Msat, PaymentHash, Preimage};
+use crate::core::{Msat, PaymentHash, Preimage};
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// A wallet on an LNbits instance. Give it a dedicated wallet holding only the float the
@@ -132,7 +132,7 @@ fn key_error(status: StatusCode, detail: &str) -> PayError {
 }
 
 /// Maps an LNbits error reply to the reason the agent sees.
-fn http_error(reply: &Reply, body: &Value) -> PayError {
+pub(crate) fn http_error(reply: &Reply, body: &Value) -> PayError {
     let detail = match body.get("detail") {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
@@ -220,67 +220,6 @@ impl Wallet for LnbitsWallet {
 
     async fn lookup(&self, hash: &PaymentHash) -> Result<PaymentStatus, PayError> {
         self.status(hash, LOOKUP_TIMEOUT).await
-    }
-}
-
-/// The receiving side: creates invoices on an LNbits wallet with its invoice key. Used by the
-/// demo seller when it sells through LNbits (tests with a real LNbits instance).
-#[derive(Debug, Clone)]
-pub struct LnbitsInvoices {
-    node: NodeClient,
-}
-
-impl LnbitsInvoices {
-    /// `invoice_key` is the wallet's invoice ("inkey") key: it can create invoices, not pay.
-    pub fn new(url: &str, invoice_key: &str) -> anyhow::Result<LnbitsInvoices> {
-        let auth = secret_header("x-api-key", invoice_key, "invoice key")?;
-        Ok(LnbitsInvoices {
-            node: NodeClient::new(url, Trust::PublicRoots, vec![auth])?,
-        })
-    }
-
-    /// `POST /api/v1/payments {"out": false, "amount": sats, "memo", "expiry"}` → the bolt11 and
-    /// its payment hash. LNbits invoices are in whole sats, so the amount is rounded up.
-    pub async fn create(
-        &self,
-        amount: Msat,
-        memo: &str,
-        expiry_secs: u64,
-    ) -> Result<super::dev::MintedInvoice, PayError> {
-        let body = json!({
-            "out": false,
-            "amount": amount.sats_ceil(),
-            "memo": memo,
-            "expiry": expiry_secs,
-        });
-        let reply = self
-            .node
-            .call(
-                Method::POST,
-                "/api/v1/payments",
-                Some(&body),
-                LOOKUP_TIMEOUT,
-            )
-            .await
-            .map_err(|e| e.into_lookup(LOOKUP_TIMEOUT))?;
-        if !reply.status.is_success() {
-            let json: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
-            return Err(http_error(&reply, &json));
-        }
-        let json: Value = reply.json("LNbits create invoice")?;
-        let bolt11 = str_field(&json, "bolt11").unwrap_or("").to_string();
-        let payment_hash = str_field(&json, "payment_hash")
-            .and_then(PaymentHash::from_hex)
-            .filter(|_| !bolt11.is_empty())
-            .ok_or_else(|| {
-                PayError::Unavailable(
-                    "LNbits created an invoice without bolt11 or payment_hash".into(),
-                )
-            })?;
-        Ok(super::dev::MintedInvoice {
-            bolt11,
-            payment_hash,
-        })
     }
 }
 

@@ -14,7 +14,7 @@
 
 use super::http::{snippet, str_field, u64_field, CallError, Lines, NodeClient, Trust};
 use super::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
-use crate::money::{Msat, PaymentHash, Preimage};
+use crate::core::money::{Msat, PaymentHash, Preimage};
 use base64::Engine as _;
 use http::Method;
 use serde_json::{json, Value};

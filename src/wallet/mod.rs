@@ -10,8 +10,10 @@ pub mod http;
 pub mod lnbits;
 pub mod lnd;
 pub mod nwc;
+#[cfg(test)]
+pub(crate) mod scripted;
 
-use crate::money::{Msat, PaymentHash, Preimage};
+use crate::core::money::{Msat, PaymentHash, Preimage};
 use std::time::Duration;
 
 /// What to pay, with the limits the wallet must honour.

@@ -25,7 +25,7 @@
 //! wallet side of the connection (see README, "Wallet backends").
 
 use super::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
-use crate::money::{Msat, PaymentHash, Preimage};
+use crate::core::money::{Msat, PaymentHash, Preimage};
 use nwc::nostr::nips::nip47::{
     LookupInvoiceRequest, LookupInvoiceResponse, NostrWalletConnectURI, PayInvoiceRequest,
     PayInvoiceResponse, Request, TransactionState, TransactionType,

@@ -3,7 +3,8 @@
 //! process dies). Shared by tests/lnbits.rs and tests/nwc.rs.
 //! `L402_SKIP_LNBITS=1` skips the tests that need them (machines without Python); CI runs them.
 
-use l402_proxy::wallet::lnbits::{LnbitsInvoices, LnbitsWallet};
+use l402_proxy::demo::lnbits::LnbitsInvoices;
+use l402_proxy::wallet::lnbits::LnbitsWallet;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -8,13 +8,15 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use l402_proxy::admin::Admin;
 use l402_proxy::agents::{basic_credentials, hash_key};
-use l402_proxy::clock::{Clock, ManualClock, SystemClock};
+use l402_proxy::app::App;
 use l402_proxy::config::Config;
+use l402_proxy::core::money::Msat;
+use l402_proxy::core::time::{Clock, ManualClock, SystemClock};
+use l402_proxy::demo::mint::DevInvoiceMinter;
 use l402_proxy::demo::seller::{self, RunningSeller, Seller, SellerConfig};
 use l402_proxy::invoice::Network;
-use l402_proxy::money::Msat;
 use l402_proxy::proxy::{Proxy, Shared};
-use l402_proxy::wallet::dev::{DevInvoiceMinter, DevWallet};
+use l402_proxy::wallet::dev::DevWallet;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -87,6 +89,7 @@ pub struct Harness {
     /// The dev wallet (idle when `Options::wallet_yaml` chose another backend).
     pub wallet: Arc<DevWallet>,
     pub shared: Arc<Shared>,
+    pub app: App,
     task: tokio::task::JoinHandle<()>,
     admin_task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -121,7 +124,14 @@ impl Harness {
             Some(s) => s,
             None => Arc::new(
                 seller::start(
-                    Seller::new(opts.seller.clone()),
+                    Seller::new({
+                        let mut config = opts.seller.clone();
+                        if let Some(clock) = &opts.clock {
+                            // One clock for seller and proxy: invoice dates follow the test's.
+                            config.clock = clock.clone();
+                        }
+                        config
+                    }),
                     IpAddr::V4(Ipv4Addr::LOCALHOST),
                 )
                 .await
@@ -186,12 +196,12 @@ agents:
         std::fs::write(&path, yaml).unwrap();
         let config = Config::load(&path).unwrap();
         let wallet = opts.wallet.clone().unwrap_or_else(|| {
-            Arc::new(DevWallet::new(
-                SECRET,
-                Msat::from_sats(1_000_000),
-                Msat(0),
-                opts.pay_delay,
-            ))
+            let wallet =
+                DevWallet::new(SECRET, Msat::from_sats(1_000_000), Msat(0), opts.pay_delay);
+            Arc::new(match &opts.clock {
+                Some(clock) => wallet.with_clock(clock.clone()),
+                None => wallet,
+            })
         });
         let clock: Arc<dyn Clock> = match &opts.clock {
             Some(c) => c.clone(),
@@ -201,8 +211,9 @@ agents:
             Some(_) => l402_proxy::wallet::from_config(&config).unwrap(),
             None => wallet.clone(),
         };
-        let shared = Arc::new(Shared::with_clock(&config, paying, clock).unwrap());
-        shared.prepare().await.unwrap();
+        let app = App::build(&config, paying, clock).await.unwrap();
+        app.prepare().await.unwrap();
+        let shared = app.shared.clone();
         let (admin, admin_task) = match &opts.admin_token {
             Some(token) => {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -226,9 +237,24 @@ agents:
             seller: running,
             wallet,
             shared,
+            app,
             task,
             admin_task,
         }
+    }
+
+    /// Stops the proxy and waits until its ledger is closed (its file lock released), as a
+    /// process exit would: for in-process restarts on the same directory.
+    pub async fn stop(self) {
+        let ledger = Arc::downgrade(&self.shared.ledger);
+        drop(self);
+        for _ in 0..500 {
+            if ledger.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the ledger of a stopped harness is still open after 5 s");
     }
 
     pub fn ca(&self) -> PathBuf {

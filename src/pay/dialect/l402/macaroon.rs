@@ -1,5 +1,6 @@
-//! Read-only macaroon decoding (V2 binary and V1 text packets) plus go-macaroon
-//! compatible minting and verification for a test seller.
+//! Read-only macaroon decoding (V2 binary and V1 text packets). Minting, encoding and
+//! verification live with the demo seller (`demo::macaroon`): the proxy only ever reads the
+//! plaintext caveats of a server's token.
 //!
 //! A client cannot verify a server's macaroon (it lacks the root key) but can read its
 //! plaintext caveats to learn the service and the expiry (L402-PROTOCOL.md §3). The
@@ -7,10 +8,7 @@
 //! the errata'd `macaroon-spec.md`. Input is hostile: nothing here panics or allocates
 //! more than the input's own size.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
-use super::challenge::decode_base64_any;
+use crate::pay::dialect::decode_base64_any;
 
 /// Which serialization a macaroon was decoded from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +26,7 @@ pub struct Macaroon {
     /// First-party caveat ids (and third-party cids), UTF-8 lossy, in order.
     pub caveats: Vec<String>,
     /// The extra fields of third-party caveats, so that they are not silently taken
-    /// for first-party ones (by `verify_signature` or `to_v2_bytes`). Empty for L402.
+    /// for first-party ones (by the demo seller's verifier or encoder). Empty for L402.
     pub third_party: Vec<ThirdPartyCaveat>,
     pub signature: [u8; 32],
 }
@@ -105,97 +103,6 @@ impl Macaroon {
     pub fn expires_at_unix(&self) -> Option<u64> {
         self.caveats.iter().filter_map(|c| caveat_expiry(c)).min()
     }
-
-    /// Serializes to V2 binary (go-macaroon layout, see L402-PROTOCOL.md §3, NOT the errata'd spec text).
-    ///
-    /// Like go-macaroon, empty locations and empty vids are omitted.
-    pub fn to_v2_bytes(&self) -> Vec<u8> {
-        let mut out = vec![2];
-        if let Some(location) = self.location.as_deref().filter(|l| !l.is_empty()) {
-            put_field(&mut out, FIELD_LOCATION, location.as_bytes());
-        }
-        put_field(&mut out, FIELD_IDENTIFIER, &self.identifier);
-        out.push(FIELD_EOS);
-        for (index, cid) in self.caveats.iter().enumerate() {
-            let third = self.third_party.iter().find(|t| t.index == index);
-            if let Some(location) = third.and_then(|t| t.location.as_deref()) {
-                if !location.is_empty() {
-                    put_field(&mut out, FIELD_LOCATION, location.as_bytes());
-                }
-            }
-            put_field(&mut out, FIELD_IDENTIFIER, cid.as_bytes());
-            if let Some(vid) = third.map(|t| &t.verification_id) {
-                if !vid.is_empty() {
-                    put_field(&mut out, FIELD_VID, vid);
-                }
-            }
-            out.push(FIELD_EOS);
-        }
-        out.push(FIELD_EOS);
-        put_field(&mut out, FIELD_SIGNATURE, &self.signature);
-        out
-    }
-}
-
-/// Builds an L402 v0 identifier.
-pub fn identifier_v0(payment_hash: &[u8; 32], token_id: &[u8; 32]) -> [u8; 66] {
-    let mut id = [0u8; 66];
-    id[2..34].copy_from_slice(payment_hash);
-    id[34..].copy_from_slice(token_id);
-    id
-}
-
-/// Mints a V2 macaroon the way go-macaroon does: derived key = HMAC-SHA256(key = b"macaroons-key-generator", msg = root_key);
-/// sig = HMAC-SHA256(key = derived, msg = identifier); for each first-party caveat: sig = HMAC-SHA256(key = sig, msg = caveat).
-pub fn mint(root_key: &[u8], location: &str, identifier: &[u8], caveats: &[String]) -> Macaroon {
-    Macaroon {
-        format: Format::V2,
-        location: (!location.is_empty()).then(|| location.to_owned()),
-        identifier: identifier.to_vec(),
-        caveats: caveats.to_vec(),
-        third_party: Vec::new(),
-        signature: signature_chain(root_key, identifier, caveats),
-    }
-}
-
-/// Recomputes the HMAC chain with root_key and compares in constant time.
-/// Third-party caveats (with a vid) make it return false (unsupported).
-///
-/// Caveats are compared as stored, so a caveat that was not valid UTF-8 (and was
-/// stored lossily) also fails.
-pub fn verify_signature(root_key: &[u8], m: &Macaroon) -> bool {
-    if !m.third_party.is_empty() {
-        return false;
-    }
-    let expected = signature_chain(root_key, &m.identifier, &m.caveats);
-    constant_time_eq(&expected, &m.signature)
-}
-
-/// go-macaroon's key derivation constant (`keyGen`).
-const KEY_GENERATOR: &[u8] = b"macaroons-key-generator";
-
-/// The signature of a macaroon with only first-party caveats.
-fn signature_chain(root_key: &[u8], identifier: &[u8], caveats: &[String]) -> [u8; 32] {
-    let derived = hmac_sha256(KEY_GENERATOR, root_key);
-    let first = hmac_sha256(&derived, identifier);
-    caveats
-        .iter()
-        .fold(first, |sig, c| hmac_sha256(&sig, c.as_bytes()))
-}
-
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    // HMAC accepts keys of any length, so the error arm is dead; it yields a value that
-    // can never verify rather than a panic.
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
-        return [0; 32];
-    };
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
-}
-
-/// Compares without an early exit so timing does not reveal the matching prefix.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Seconds from one expiry caveat, if it is one and its value parses.
@@ -212,23 +119,11 @@ fn caveat_expiry(caveat: &str) -> Option<u64> {
 
 // ---- V2 binary ----
 
-const FIELD_EOS: u8 = 0;
-const FIELD_LOCATION: u8 = 1;
-const FIELD_IDENTIFIER: u8 = 2;
-const FIELD_VID: u8 = 4;
-const FIELD_SIGNATURE: u8 = 6;
-
-/// Appends `type varint(len) data`.
-fn put_field(out: &mut Vec<u8>, field: u8, data: &[u8]) {
-    out.push(field);
-    let mut len = data.len() as u64;
-    while len >= 0x80 {
-        out.push((len as u8 & 0x7f) | 0x80);
-        len >>= 7;
-    }
-    out.push(len as u8);
-    out.extend_from_slice(data);
-}
+pub(crate) const FIELD_EOS: u8 = 0;
+pub(crate) const FIELD_LOCATION: u8 = 1;
+pub(crate) const FIELD_IDENTIFIER: u8 = 2;
+pub(crate) const FIELD_VID: u8 = 4;
+pub(crate) const FIELD_SIGNATURE: u8 = 6;
 
 /// A forward reader over untrusted bytes; every read is bounds-checked.
 struct Reader<'a> {
@@ -495,6 +390,9 @@ fn v1_third_party(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::demo::macaroon::{
+        encode_v2, hmac_sha256, identifier_v0, mint, put_field, verify_signature,
+    };
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
 
@@ -602,7 +500,7 @@ mod tests {
         let v = vectors();
         let entry = &v["challenges"][1];
         let header = entry["header_value"].as_str().expect("header");
-        let parsed = super::super::challenge::parse_challenges([header.as_bytes()]);
+        let parsed = super::super::grammar::parse_challenges([header.as_bytes()]);
         let m = decode_token(&parsed[0].token).expect("decodes");
         let want = entry["expect"]["payment_hash"].as_str().expect("hash");
         assert_eq!(m.payment_hash_v0().map(hex::encode).as_deref(), Some(want));
@@ -626,7 +524,7 @@ mod tests {
             let m = decode_bytes(&bytes).expect("decodes");
             if m.format == Format::V2 {
                 v2 += 1;
-                let again = STANDARD.encode(m.to_v2_bytes());
+                let again = STANDARD.encode(encode_v2(&m));
                 assert_eq!(again, STANDARD.encode(&bytes), "{}", entry["name"]);
             }
         }
@@ -638,7 +536,7 @@ mod tests {
         let list = vector_macaroons();
         let v1 = decode_token(list[3]["base64"].as_str().expect("b64")).expect("decodes");
         assert_eq!(v1.format, Format::V1);
-        let v2 = decode_bytes(&v1.to_v2_bytes()).expect("decodes");
+        let v2 = decode_bytes(&encode_v2(&v1)).expect("decodes");
         assert_eq!(
             Macaroon {
                 format: Format::V1,
@@ -662,7 +560,7 @@ mod tests {
             "meme_valid_until=1700000000",
         ]);
         let minted = mint(&root, "lsat", &id, &cavs);
-        let decoded = decode_bytes(&minted.to_v2_bytes()).expect("decodes");
+        let decoded = decode_bytes(&encode_v2(&minted)).expect("decodes");
         assert_eq!(decoded, minted);
         assert!(verify_signature(&root, &decoded));
         assert_eq!(decoded.payment_hash_v0(), Some([1; 32]));
@@ -683,7 +581,7 @@ mod tests {
     fn mint_without_location_or_caveats() {
         let m = mint(b"k", "", b"id", &[]);
         assert_eq!(m.location, None);
-        let bytes = m.to_v2_bytes();
+        let bytes = encode_v2(&m);
         assert_eq!(bytes.get(..6), Some(&[2, 2, 2, b'i', b'd', 0][..]));
         assert!(verify_signature(
             b"k",
@@ -766,7 +664,7 @@ mod tests {
                 verification_id: vec![9; 40],
             }]
         );
-        assert_eq!(m.to_v2_bytes(), bytes);
+        assert_eq!(encode_v2(&m), bytes);
         assert!(!verify_signature(b"k", &m));
     }
 

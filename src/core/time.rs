@@ -1,13 +1,22 @@
-//! Time as the budget sees it. Injected, so tests can roll windows over without waiting.
+//! The crate's one clock: budgets, token and invoice expiry, ledger timestamps and reconciliation
+//! deadlines all read it. Injected, so tests can roll windows over and expire things without
+//! waiting.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Wall-clock time in unix seconds, UTC.
 pub trait Clock: Send + Sync + 'static {
     /// Unix seconds, UTC.
     fn now(&self) -> i64;
+
+    /// `now`, as an unsigned count (0 before 1970, which no real clock reports).
+    fn now_unix(&self) -> u64 {
+        self.now().max(0) as u64
+    }
 }
 
+/// The system's wall clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
@@ -25,14 +34,17 @@ impl Clock for SystemClock {
 pub struct ManualClock(AtomicI64);
 
 impl ManualClock {
+    /// A clock standing at `start`.
     pub fn new(start: i64) -> ManualClock {
         ManualClock(AtomicI64::new(start))
     }
 
+    /// Jumps to `now`.
     pub fn set(&self, now: i64) {
         self.0.store(now, Ordering::SeqCst);
     }
 
+    /// Moves forward (or back, with a negative value) by `secs`.
     pub fn advance(&self, secs: i64) {
         self.0.fetch_add(secs, Ordering::SeqCst);
     }

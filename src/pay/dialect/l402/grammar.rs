@@ -9,25 +9,50 @@
 
 use std::borrow::Cow;
 
-use base64::alphabet;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
-use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+
+use crate::core::Preimage;
+use crate::pay::dialect::decode_base64_any;
 
 /// Which scheme name the server used; the values carried are the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// `L402`, the current name.
     L402,
+    /// `LSAT`, the old name some servers (lsat-js, boltwall) still require.
     Lsat,
+}
+
+impl Scheme {
+    /// The scheme name as sent in `Authorization`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::L402 => "L402",
+            Scheme::Lsat => "LSAT",
+        }
+    }
+
+    /// Parses a stored scheme name (any case); unknown names are L402.
+    pub fn from_name(name: &str) -> Scheme {
+        if name.eq_ignore_ascii_case("LSAT") {
+            Scheme::Lsat
+        } else {
+            Scheme::L402
+        }
+    }
 }
 
 /// One payable challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Challenge {
+    /// The scheme the challenge was sent under; the credential answers in the same one.
     pub scheme: Scheme,
     /// The token exactly as the server sent it (from `token=` if present, else `macaroon=`).
     pub token: String,
+    /// The BOLT11 invoice.
     pub invoice: String,
+    /// The `version` parameter, when present (only "0" is accepted).
     pub version: Option<String>,
 }
 
@@ -61,40 +86,22 @@ pub fn select(challenges: &[Challenge]) -> Option<&Challenge> {
     first(Scheme::L402).or_else(|| first(Scheme::Lsat))
 }
 
-/// The Authorization header value to send after paying: `L402 <token>:<preimage hex lowercase>`.
-/// The token is sent as received, except that URL-safe or unpadded base64 is re-encoded to padded standard base64.
+/// The Authorization header value to send after paying: `<scheme> <token>:<preimage hex
+/// lowercase>`, in the scheme of the challenge that was paid (LSAT-only servers refuse an
+/// `L402` answer). Only a verified preimage can be passed. The token is sent as received,
+/// except that URL-safe or unpadded base64 is re-encoded to padded standard base64.
 ///
 /// Re-encoding exists because Aperture decodes with strict `StdEncoding`; anything it
 /// would already accept is left byte-for-byte alone so token-agnostic servers see
 /// exactly what they issued.
-pub fn authorization_value(token: &str, preimage: &[u8; 32]) -> String {
-    format!("L402 {}:{}", canonical_token(token), hex::encode(preimage))
+pub fn authorization_value(scheme: Scheme, token: &str, preimage: &Preimage) -> String {
+    format!(
+        "{} {}:{}",
+        scheme.as_str(),
+        canonical_token(token),
+        preimage.to_hex()
+    )
 }
-
-/// Decodes base64 in either alphabet, padding optional (used by the macaroon module too; make it pub).
-///
-/// Trailing `=` are ignored whatever their number (the spec's own example token is
-/// over-padded), and non-zero trailing bits are tolerated like Go's default decoder does.
-/// A string that mixes both alphabets is rejected: no encoder produces that.
-pub fn decode_base64_any(s: &str) -> Option<Vec<u8>> {
-    let body = s.trim_end_matches('=');
-    let has_url = body.contains(['-', '_']);
-    let has_std = body.contains(['+', '/']);
-    let engine = match (has_url, has_std) {
-        (true, true) => return None,
-        (true, false) => &URL_SAFE_LENIENT,
-        (false, _) => &STANDARD_LENIENT,
-    };
-    engine.decode(body).ok()
-}
-
-/// Decoder settings shared by both alphabets: no padding expected (it was stripped),
-/// trailing bits allowed.
-const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
-    .with_decode_padding_mode(DecodePaddingMode::RequireNone)
-    .with_decode_allow_trailing_bits(true);
-const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
-const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
 
 /// The token in the form to put in `Authorization`: unchanged unless it is URL-safe or
 /// lacks padding and actually decodes as base64.
@@ -352,6 +359,17 @@ fn is_word_end(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::PaymentHash;
+    use sha2::{Digest, Sha256};
+
+    /// A verified preimage for these raw bytes.
+    fn proof(raw: [u8; 32]) -> Preimage {
+        Preimage::verify(raw, &PaymentHash(Sha256::digest(raw).into())).unwrap()
+    }
+
+    fn l402(token: &str, raw: [u8; 32]) -> String {
+        authorization_value(Scheme::L402, token, &proof(raw))
+    }
 
     fn vectors() -> serde_json::Value {
         crate::test_vectors::l402()
@@ -418,7 +436,7 @@ mod tests {
             .expect("token");
         assert_eq!(token.len() % 4, 2, "30 chars ending in '=='");
         assert_eq!(decode_base64_any(token).map(|b| b.len()), Some(21));
-        let auth = authorization_value(token, &[0; 32]);
+        let auth = l402(token, [0; 32]);
         assert!(auth.starts_with(&format!("L402 {token}:")), "{auth}");
     }
 
@@ -596,12 +614,12 @@ mod tests {
     #[test]
     fn authorization_std_padded_unchanged() {
         let preimage = [0xABu8; 32];
-        let auth = authorization_value(MAC, &preimage);
+        let auth = l402(MAC, preimage);
         let (head, hex_part) = auth.rsplit_once(':').expect("colon");
         assert_eq!(head, format!("L402 {MAC}"));
         assert_eq!(hex_part.len(), 64);
         assert_eq!(hex_part, "ab".repeat(32));
-        let padded = authorization_value(PADDED, &preimage);
+        let padded = l402(PADDED, preimage);
         assert!(padded.starts_with(&format!("L402 {PADDED}:")));
     }
 
@@ -613,16 +631,16 @@ mod tests {
             .expect("lsat-js macaroon");
         assert!(url.contains(['-', '_']) && !url.ends_with('='));
         let bytes = decode_base64_any(url).expect("decodes");
-        let auth = authorization_value(url, &[0; 32]);
+        let auth = l402(url, [0; 32]);
         let expected = format!("L402 {}:{}", STANDARD.encode(&bytes), "0".repeat(64));
         assert_eq!(auth, expected);
         // Unpadded but standard alphabet: padding added.
-        let auth = authorization_value("AgEE+/8", &[1; 32]);
+        let auth = l402("AgEE+/8", [1; 32]);
         assert_eq!(auth, format!("L402 AgEE+/8=:{}", "01".repeat(32)));
         // URL-safe but padded: alphabet converted, padding kept.
-        assert!(authorization_value("AgEE-_8=", &[1; 32]).starts_with("L402 AgEE+/8=:"));
+        assert!(l402("AgEE-_8=", [1; 32]).starts_with("L402 AgEE+/8=:"));
         // Not base64 at all: sent as received.
-        assert!(authorization_value("not*b64", &[0; 32]).starts_with("L402 not*b64:"));
+        assert!(l402("not*b64", [0; 32]).starts_with("L402 not*b64:"));
     }
 
     #[test]
@@ -699,7 +717,7 @@ mod tests {
         for c in parse_challenges(values.iter().copied()) {
             assert!(!c.token.is_empty() && !c.invoice.is_empty());
             assert!(c.version.as_deref().is_none_or(|v| v == "0"));
-            let auth = authorization_value(&c.token, &[7; 32]);
+            let auth = l402(&c.token, [7; 32]);
             assert!(auth.starts_with("L402 ") && auth.len() > 70);
         }
     }

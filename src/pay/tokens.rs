@@ -2,9 +2,9 @@
 //! services, each with its own token. A token is tied to the path scopes where it worked, so a
 //! 402 on another service's path does not evict it.
 
-use crate::money::PaymentHash;
+use super::dialect::Credential;
+use crate::core::PaymentHash;
 use dashmap::DashMap;
-use http::HeaderValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -17,8 +17,9 @@ pub const EXPIRY_SKEW_SECS: u64 = 5;
 /// A paid credential, ready to attach.
 #[derive(Debug)]
 pub struct Token {
-    /// `L402 <token>:<preimage>`, built once.
-    pub authorization: HeaderValue,
+    /// The header to attach (`Authorization: L402 <token>:<preimage>`), built once.
+    pub credential: Credential,
+    /// The payment that bought it.
     pub payment_hash: PaymentHash,
     /// The macaroon's `services=` caveat, when it has one.
     pub services: Option<String>,
@@ -39,19 +40,21 @@ fn stamp() -> u64 {
 }
 
 impl Token {
+    /// A token good on `scopes` (at least the scope it was bought on), pre-expired
+    /// [`EXPIRY_SKEW_SECS`] before its caveats say.
     pub fn new(
-        authorization: HeaderValue,
+        credential: Credential,
         payment_hash: PaymentHash,
         services: Option<String>,
         caveat_expiry: Option<u64>,
-        scope: String,
+        scopes: Vec<String>,
     ) -> Token {
         Token {
-            authorization,
+            credential,
             payment_hash,
             services,
             expires_at: caveat_expiry.map(|e| e.saturating_sub(EXPIRY_SKEW_SECS)),
-            scopes: RwLock::new(vec![scope]),
+            scopes: RwLock::new(scopes),
             last_used: AtomicU64::new(stamp()),
         }
     }
@@ -70,12 +73,17 @@ impl Token {
             .max()
     }
 
-    /// Remembers that the token worked under this scope.
-    pub fn learn_scope(&self, scope: &str) {
+    /// Remembers that the token worked under this scope; true when the scope is new.
+    pub fn learn_scope(&self, scope: &str) -> bool {
+        if self.scope_match(scope) == Some(scope.len()) {
+            return false;
+        }
         let mut scopes = self.scopes.write().unwrap_or_else(|p| p.into_inner());
         if !scopes.iter().any(|s| s == scope) && scopes.len() < 64 {
             scopes.push(scope.to_string());
+            return true;
         }
+        false
     }
 }
 
@@ -99,6 +107,7 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
+    /// An empty cache.
     pub fn new() -> TokenCache {
         TokenCache::default()
     }
@@ -151,13 +160,14 @@ impl TokenCache {
             .cloned()
     }
 
-    pub fn insert(&self, agent: &Arc<str>, origin: &str, token: Arc<Token>) {
+    /// Caches a token for `agent` at `origin`, replacing one for the same payment; beyond
+    /// [`TOKENS_PER_ORIGIN`] the expired, then the least recently used, goes.
+    pub fn insert(&self, agent: &Arc<str>, origin: &str, token: Arc<Token>, now: u64) {
         let origins = self.by_agent.entry(agent.clone()).or_default();
         let mut tokens = origins.entry(Box::from(origin)).or_default();
         tokens.retain(|t| t.payment_hash != token.payment_hash);
         if tokens.len() >= TOKENS_PER_ORIGIN {
             // Expired tokens go first, then the least recently used.
-            let now = crate::wallet::dev::now_unix();
             let victim = tokens
                 .iter()
                 .enumerate()
@@ -170,13 +180,22 @@ impl TokenCache {
         tokens.push(token);
     }
 
-    /// Drops a token the server no longer accepts.
-    pub fn evict(&self, agent: &str, origin: &str, hash: &PaymentHash) {
-        if let Some(origins) = self.by_agent.get(agent) {
-            if let Some(mut tokens) = origins.get_mut(origin) {
-                tokens.retain(|t| &t.payment_hash != hash);
-            }
-        }
+    /// Drops a token the server no longer accepts; true when it was cached.
+    pub fn evict(&self, agent: &str, origin: &str, hash: &PaymentHash) -> bool {
+        let Some(origins) = self.by_agent.get(agent) else {
+            return false;
+        };
+        let Some(mut tokens) = origins.get_mut(origin) else {
+            return false;
+        };
+        let before = tokens.len();
+        tokens.retain(|t| &t.payment_hash != hash);
+        tokens.len() != before
+    }
+
+    /// Drops every token of an agent (the agent was removed).
+    pub fn forget_agent(&self, agent: &str) {
+        self.by_agent.remove(agent);
     }
 
     /// Number of cached tokens (all agents).
@@ -187,6 +206,7 @@ impl TokenCache {
             .sum()
     }
 
+    /// No token cached for anyone.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -206,21 +226,29 @@ pub fn path_scope(path: &str) -> &str {
 mod tests {
     use super::*;
 
+    fn credential(value: &str) -> Credential {
+        Credential::new(http::header::AUTHORIZATION, value).unwrap()
+    }
+
     fn token(n: u8, services: Option<&str>, scope: &str, exp: Option<u64>) -> Arc<Token> {
         Arc::new(Token::new(
-            HeaderValue::from_static("L402 x:y"),
+            credential("L402 x:y"),
             PaymentHash([n; 32]),
             services.map(str::to_string),
             exp,
-            scope.to_string(),
+            vec![scope.to_string()],
         ))
     }
 
     #[test]
     fn a_sensitive_authorization_is_not_printed() {
-        let mut value = HeaderValue::from_static("L402 AgEEbHNhdA:0123abcd");
-        value.set_sensitive(true);
-        let t = Token::new(value, PaymentHash([1; 32]), None, None, "/".into());
+        let t = Token::new(
+            credential("L402 AgEEbHNhdA:0123abcd"),
+            PaymentHash([1; 32]),
+            None,
+            None,
+            vec!["/".into()],
+        );
         let shown = format!("{t:?}");
         assert!(
             !shown.contains("0123abcd") && !shown.contains("AgEEbHNhdA"),
@@ -244,11 +272,13 @@ mod tests {
             &agent,
             "https://x:443",
             token(1, Some("weather:0"), "/weather/", None),
+            0,
         );
         cache.insert(
             &agent,
             "https://x:443",
             token(2, Some("stocks:0"), "/stocks/", None),
+            0,
         );
         let w = cache
             .find("a", "https://x:443", "/weather/today", 0)
@@ -285,7 +315,7 @@ mod tests {
     fn expired_tokens_are_not_used() {
         let cache = TokenCache::new();
         let agent: Arc<str> = Arc::from("a");
-        cache.insert(&agent, "o", token(1, None, "/", Some(100)));
+        cache.insert(&agent, "o", token(1, None, "/", Some(100)), 0);
         assert!(cache.find("a", "o", "/x", 90).is_some());
         assert!(cache.find("a", "o", "/x", 95).is_none(), "skew pre-expires");
     }
@@ -294,7 +324,7 @@ mod tests {
     fn fresh_lookup_by_service_or_scope() {
         let cache = TokenCache::new();
         let agent: Arc<str> = Arc::from("a");
-        cache.insert(&agent, "o", token(1, Some("svc:0"), "/a/", None));
+        cache.insert(&agent, "o", token(1, Some("svc:0"), "/a/", None), 0);
         assert!(cache
             .find_fresh("a", "o", Some("svc:0"), "/zzz/", 0, None)
             .is_some());
@@ -316,7 +346,7 @@ mod tests {
     fn a_token_in_use_is_never_the_one_evicted() {
         let cache = TokenCache::new();
         let agent: Arc<str> = Arc::from("a");
-        cache.insert(&agent, "o", token(0, None, "/hot/", None));
+        cache.insert(&agent, "o", token(0, None, "/hot/", None), 0);
         for n in 1..40u8 {
             assert_eq!(
                 cache
@@ -326,7 +356,7 @@ mod tests {
                     .payment_hash,
                 PaymentHash([0; 32])
             );
-            cache.insert(&agent, "o", token(n, None, &format!("/s{n}/"), None));
+            cache.insert(&agent, "o", token(n, None, &format!("/s{n}/"), None), 0);
         }
         assert!(cache.find("a", "o", "/hot/x", 0).unwrap().known);
         assert_eq!(cache.len(), TOKENS_PER_ORIGIN);
@@ -337,7 +367,7 @@ mod tests {
         let cache = TokenCache::new();
         let agent: Arc<str> = Arc::from("a");
         for n in 0..40u8 {
-            cache.insert(&agent, "o", token(n, None, "/", None));
+            cache.insert(&agent, "o", token(n, None, "/", None), 0);
         }
         assert_eq!(cache.len(), TOKENS_PER_ORIGIN);
     }

@@ -1,32 +1,12 @@
-//! Whether an invoice may be paid for an agent. Every refusal has a stable code (sent to the
-//! agent in a header and counted) and a sentence a person can act on.
+//! Whether an invoice may be paid for an agent, before any budget is touched: the invoice's own
+//! validity (amount, network, expiry, date) and the agent's rules (hosts, per-request cap).
 
 use crate::agents::Agent;
+use crate::core::{Decline, Msat};
 use crate::invoice::{Invoice, Network};
-use crate::money::Msat;
-use std::fmt;
 
-/// A refusal to pay, returned to the agent beside the upstream 402.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decline {
-    pub code: &'static str,
-    pub detail: String,
-}
-
-impl Decline {
-    pub fn new(code: &'static str, detail: impl Into<String>) -> Decline {
-        Decline {
-            code,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl fmt::Display for Decline {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.detail)
-    }
-}
+/// How far ahead of our clock an invoice's timestamp may be (clock skew between nodes).
+pub const MAX_FUTURE_SKEW_SECS: u64 = 600;
 
 /// Checks an invoice against the node's network, its own validity and the agent's rules.
 /// Returns the amount to pay.
@@ -37,45 +17,38 @@ pub fn check_invoice(
     network: Network,
     now_unix: u64,
 ) -> Result<Msat, Decline> {
-    let amount = invoice.amount_msat.map(Msat).ok_or_else(|| {
-        Decline::new(
-            "invoice-amountless",
-            "the invoice has no amount; amountless invoices are never paid",
-        )
-    })?;
-    if amount == Msat::ZERO {
-        return Err(Decline::new(
-            "invoice-amountless",
-            "the invoice is for 0 msat",
-        ));
-    }
+    let amount = match invoice.amount {
+        Some(amount) if amount > Msat::ZERO => amount,
+        _ => return Err(Decline::InvoiceAmountless),
+    };
     if invoice.network != network {
-        return Err(Decline::new(
-            "invoice-wrong-network",
-            format!(
-                "the invoice is for {}, the wallet pays on {}",
-                invoice.network, network
-            ),
-        ));
+        return Err(Decline::InvoiceWrongNetwork {
+            invoice: invoice.network.to_string(),
+            wallet: network.to_string(),
+        });
     }
     if invoice.is_expired_at(now_unix) {
-        return Err(Decline::new(
-            "invoice-expired",
-            format!("the invoice expired at unix time {}", invoice.expires_at()),
-        ));
+        return Err(Decline::InvoiceExpired {
+            at: invoice.expires_at(),
+        });
+    }
+    if invoice.timestamp > now_unix.saturating_add(MAX_FUTURE_SKEW_SECS) {
+        return Err(Decline::InvoiceFromTheFuture {
+            timestamp: invoice.timestamp,
+        });
     }
     if !agent.hosts.permits(host) {
-        return Err(Decline::new(
-            "host-not-allowed",
-            format!("agent {} may not pay {host}", agent.name),
-        ));
+        return Err(Decline::HostNotAllowed {
+            agent: agent.name.to_string(),
+            host: host.to_string(),
+        });
     }
     if let Some(limit) = agent.limits.per_request_sats {
         if amount.sats_ceil() > limit {
-            return Err(Decline::new(
-                "over-per-request-limit",
-                format!("the invoice is for {amount}, over per_request_sats {limit}"),
-            ));
+            return Err(Decline::OverPerRequestLimit {
+                amount,
+                limit_sats: limit,
+            });
         }
     }
     Ok(amount)
@@ -86,12 +59,13 @@ mod tests {
     use super::*;
     use crate::agents::{hash_key, Agents};
     use crate::config::{AgentConfig, HostRules, Limits};
+    use crate::core::PaymentHash;
 
     fn invoice(amount: Option<u64>, network: Network, ts: u64) -> Invoice {
         Invoice {
             network,
-            amount_msat: amount,
-            payment_hash: [1; 32],
+            amount: amount.map(Msat),
+            payment_hash: PaymentHash([1; 32]),
             payment_secret: Some([2; 32]),
             timestamp: ts,
             expiry_secs: 600,
@@ -121,7 +95,7 @@ mod tests {
         let a = agent();
         let now = 1_000_000;
         let code = |inv: Invoice, host: &str| {
-            check_invoice(&inv, &a, host, Network::Regtest, now).map_err(|d| d.code)
+            check_invoice(&inv, &a, host, Network::Regtest, now).map_err(|d| d.code())
         };
         assert_eq!(
             code(invoice(Some(100_000), Network::Regtest, now), "x"),
@@ -153,6 +127,27 @@ mod tests {
                 "blocked.example"
             ),
             Err("host-not-allowed")
+        );
+    }
+
+    #[test]
+    fn an_invoice_dated_far_ahead_is_refused_a_little_skew_is_not() {
+        let a = agent();
+        let now = 1_000_000;
+        let check = |ts: u64| {
+            check_invoice(
+                &invoice(Some(1000), Network::Regtest, ts),
+                &a,
+                "x",
+                Network::Regtest,
+                now,
+            )
+            .map_err(|d| d.code())
+        };
+        assert_eq!(check(now + 60), Ok(Msat(1000)));
+        assert_eq!(
+            check(now + 10 * 365 * 86_400),
+            Err("invoice-from-the-future")
         );
     }
 }

@@ -9,8 +9,10 @@ use std::fmt;
 pub struct Msat(pub u64);
 
 impl Msat {
+    /// Nothing.
     pub const ZERO: Msat = Msat(0);
 
+    /// Whole sats in msat, saturating (a limit of `u64::MAX` sats means "no practical limit").
     pub fn from_sats(sats: u64) -> Msat {
         Msat(sats.saturating_mul(1000))
     }
@@ -20,8 +22,14 @@ impl Msat {
         self.0.div_ceil(1000)
     }
 
+    /// Sum, saturating at `u64::MAX` msat (never wraps into a small amount).
     pub fn saturating_add(self, other: Msat) -> Msat {
         Msat(self.0.saturating_add(other.0))
+    }
+
+    /// Difference, saturating at zero.
+    pub fn saturating_sub(self, other: Msat) -> Msat {
+        Msat(self.0.saturating_sub(other.0))
     }
 }
 
@@ -40,10 +48,12 @@ impl fmt::Display for Msat {
 pub struct PaymentHash(pub [u8; 32]);
 
 impl PaymentHash {
+    /// Lower-case hex, as ledgers and wallets spell it.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
 
+    /// Parses 64 hex characters (any case, surrounding whitespace allowed).
     pub fn from_hex(s: &str) -> Option<PaymentHash> {
         let mut out = [0u8; 32];
         hex::decode_to_slice(s.trim(), &mut out).ok()?;
@@ -68,22 +78,29 @@ impl fmt::Display for PaymentHash {
     }
 }
 
-/// A preimage proven to hash to a payment hash. The only constructor checks
-/// `sha256(preimage) == payment_hash`, so holding one is proof of payment.
+/// A preimage proven to hash to a payment hash, together with that hash. The only constructors
+/// check `sha256(preimage) == payment_hash`, so holding one is proof of payment, and every
+/// credential built from it is built from a verified pair.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Preimage([u8; 32]);
+pub struct Preimage {
+    raw: [u8; 32],
+    hash: PaymentHash,
+}
 
+/// A preimage that does not hash to the payment hash it was offered for.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("preimage does not hash to the payment hash {expected}")]
 pub struct PreimageMismatch {
+    /// The hash the preimage was checked against.
     pub expected: PaymentHash,
 }
 
 impl Preimage {
+    /// Checks `sha256(raw) == hash`.
     pub fn verify(raw: [u8; 32], hash: &PaymentHash) -> Result<Preimage, PreimageMismatch> {
         let digest: [u8; 32] = Sha256::digest(raw).into();
         if digest == hash.0 {
-            Ok(Preimage(raw))
+            Ok(Preimage { raw, hash: *hash })
         } else {
             Err(PreimageMismatch { expected: *hash })
         }
@@ -97,19 +114,31 @@ impl Preimage {
         Preimage::verify(raw, hash)
     }
 
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+    /// The payment hash this preimage was verified against.
+    pub fn hash(&self) -> PaymentHash {
+        self.hash
     }
 
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.raw
+    }
+
+    /// Lower-case hex (what credentials carry).
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        hex::encode(self.raw)
     }
 }
 
 impl fmt::Debug for Preimage {
     /// Never print a preimage in full: it is a bearer credential.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Preimage({}…)", hex::encode(&self.0[..3]))
+        write!(
+            f,
+            "Preimage({}… for {})",
+            hex::encode(&self.raw[..3]),
+            self.hash.short()
+        )
     }
 }
 
@@ -123,17 +152,18 @@ mod tests {
         assert_eq!(Msat(1001).sats_ceil(), 2);
         assert_eq!(Msat(0).sats_ceil(), 0);
         assert_eq!(Msat::from_sats(u64::MAX), Msat(u64::MAX));
+        assert_eq!(Msat(5).saturating_sub(Msat(7)), Msat::ZERO);
     }
 
     #[test]
-    fn preimage_must_match_hash() {
+    fn preimage_must_match_hash_and_remembers_it() {
         let raw = [7u8; 32];
         let hash = PaymentHash(Sha256::digest(raw).into());
-        assert!(Preimage::verify(raw, &hash).is_ok());
+        let p = Preimage::verify(raw, &hash).unwrap();
+        assert_eq!(p.hash(), hash);
         assert!(Preimage::verify([8u8; 32], &hash).is_err());
         assert!(Preimage::verify_hex(&hex::encode(raw).to_uppercase(), &hash).is_ok());
         assert!(Preimage::verify_hex("zz", &hash).is_err());
-        let p = Preimage::verify(raw, &hash).unwrap();
         assert!(!format!("{p:?}").contains(&hex::encode(raw)));
     }
 }

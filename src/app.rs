@@ -1,0 +1,322 @@
+//! The composition root: builds every part from a validated config (the ledger, the wallet, the
+//! payment layer, the proxy's state), restores and reconciles before the first agent is
+//! accepted, applies reloads, and runs the process until SIGTERM.
+
+use crate::admin::Admin;
+use crate::agents::Agents;
+use crate::config::{Config, StoreBackend};
+use crate::core::Clock;
+use crate::guard::Guard;
+use crate::ledger::sqlite::SqliteLedger;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::pay::book::{BookParts, PaymentBook};
+use crate::pay::dialect::Dialects;
+use crate::pay::layer::LayerParts;
+use crate::pay::purchase::PurchaseParts;
+use crate::pay::reconcile::{self, StartReport};
+use crate::pay::tokens::TokenCache;
+use crate::pay::{PaymentLayer, Purchases};
+use crate::proxy::upstream::Upstreams;
+use crate::proxy::{Proxy, Shared};
+use crate::tls::{upstream_client_config, CertificateAuthority};
+use crate::wallet::Wallet;
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often payments of unknown outcome are looked up again.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+/// Every part of a running proxy.
+pub struct App {
+    /// What every connection shares.
+    pub shared: Arc<Shared>,
+    /// The purchasing side of the payment layer.
+    pub purchases: Arc<Purchases>,
+    /// The money authority.
+    pub ledger: Arc<dyn Ledger>,
+    reconciler: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .reconciler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Opens the ledger the config names.
+pub async fn open_ledger(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<dyn Ledger>> {
+    match config.store.backend {
+        StoreBackend::Sqlite => {
+            let (ledger, restored) = SqliteLedger::open(&config.store.path, clock)
+                .await
+                .with_context(|| format!("store.path {}", config.store.path.display()))?;
+            if restored.pending > 0 {
+                tracing::info!(
+                    pending = restored.pending,
+                    "ledger restored with payments left pending"
+                );
+            }
+            Ok(Arc::new(ledger))
+        }
+        StoreBackend::Postgres => {
+            anyhow::bail!("config field `store.backend`: postgres is not available in this build")
+        }
+    }
+}
+
+impl App {
+    /// Assembles the proxy from a validated config, a wallet and the clock.
+    pub async fn build(
+        config: &Config,
+        wallet: Arc<dyn Wallet>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<App> {
+        let ca = CertificateAuthority::load_or_create(&config.tls.ca_cert, &config.tls.ca_key)?;
+        let guard = Arc::new(Guard::new(
+            &config.guard,
+            Duration::from_secs(config.http.connect_timeout_secs),
+        ));
+        let tls = upstream_client_config(&config.tls.upstream_roots)?;
+        let metrics = Arc::new(Metrics::new());
+        let upstream = Upstreams::new(
+            guard.clone(),
+            tls,
+            Duration::from_secs(config.http.pool_idle_secs),
+            metrics.clone(),
+        );
+        let ledger = open_ledger(config, clock.clone()).await?;
+        let tokens = Arc::new(TokenCache::new());
+        let dialects = Arc::new(Dialects::default());
+        let book = Arc::new(PaymentBook::new(BookParts {
+            ledger: ledger.clone(),
+            wallet,
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            max_fee: crate::core::Msat::from_sats(config.wallet.max_fee_sats),
+            timeout: Duration::from_secs(config.wallet.payment_timeout_secs),
+        }));
+        let purchases = Arc::new(Purchases::new(PurchaseParts {
+            book,
+            ledger: ledger.clone(),
+            tokens: tokens.clone(),
+            dialects: dialects.clone(),
+            clock: clock.clone(),
+            network: config.network(),
+            operator_limits: config.operator_limits.clone(),
+            shared_ledger: config.store.backend == StoreBackend::Postgres,
+        }));
+        let layer = PaymentLayer::new(LayerParts {
+            purchases: purchases.clone(),
+            tokens,
+            dialects,
+            ledger: ledger.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            max_body: config.http.max_replay_body_bytes,
+        });
+        let shared = Arc::new(Shared {
+            agents: ArcSwap::from_pointee(Agents::from_config(&config.agents)),
+            layer,
+            ledger: ledger.clone(),
+            ca: Arc::new(ca),
+            guard,
+            upstream,
+            intercept: config.tls.intercept.clone(),
+            max_body: config.http.max_replay_body_bytes,
+            metrics,
+            clock,
+        });
+        Ok(App {
+            shared,
+            purchases,
+            ledger,
+            reconciler: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Puts stored tokens back in the cache, resolves payments an earlier run left pending, and
+    /// keeps resolving in the background. Call before accepting agents.
+    pub async fn prepare(&self) -> anyhow::Result<StartReport> {
+        let report = reconcile::start(&self.purchases).await?;
+        let task = reconcile::spawn(self.purchases.clone(), RECONCILE_EVERY);
+        *self.reconciler.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        if report.tokens > 0 || report.still_in_flight > 0 {
+            tracing::info!(
+                tokens = report.tokens,
+                still_in_flight = report.still_in_flight,
+                "ledger restored"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Applies a reloaded config: agents, their limits and the operator's limits change; spend,
+    /// tokens and open connections stay. Settings that need a restart are reported.
+    pub fn reload(&self, old: &Config, new: &Config) -> Vec<&'static str> {
+        self.shared
+            .agents
+            .store(Arc::new(Agents::from_config(&new.agents)));
+        self.purchases
+            .set_operator_limits(new.operator_limits.clone());
+        let mut needs_restart = Vec::new();
+        if old.listen != new.listen {
+            needs_restart.push("listen");
+        }
+        if old.admin.listen != new.admin.listen {
+            needs_restart.push("admin.listen");
+        }
+        if old.tls.intercept != new.tls.intercept
+            || old.tls.upstream_roots != new.tls.upstream_roots
+        {
+            needs_restart.push("tls");
+        }
+        if old.wallet.backend != new.wallet.backend
+            || old.wallet.max_fee_sats != new.wallet.max_fee_sats
+        {
+            needs_restart.push("wallet");
+        }
+        if old.store.path != new.store.path || old.store.backend != new.store.backend {
+            needs_restart.push("store");
+        }
+        needs_restart
+    }
+
+    /// Payments handed to the wallet and not finished yet.
+    pub fn payments_in_progress(&self) -> usize {
+        self.purchases.book().in_progress()
+    }
+}
+
+/// Runs the proxy of the config at `config_path` in the foreground until SIGTERM or Ctrl-C;
+/// SIGHUP reloads. `init_logs` is called once the config's log format is known.
+pub async fn run(
+    config_path: &Path,
+    init_logs: impl FnOnce(Option<&Config>),
+) -> anyhow::Result<()> {
+    let loaded = Config::load(config_path);
+    init_logs(loaded.as_ref().ok());
+    let mut config = loaded?;
+    let wallet = crate::wallet::from_config(&config)?;
+    let app = App::build(&config, wallet, Arc::new(crate::core::time::SystemClock)).await?;
+    let admin = match config.admin.listen {
+        Some(addr) => {
+            let token = crate::config::read_secret(
+                config.admin.token_env.as_deref(),
+                config.admin.token_file.as_deref(),
+                "admin.token_env",
+            )?;
+            let admin = Admin::new(app.shared.clone(), &token);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?;
+            tracing::info!(listen = %listener.local_addr()?, "admin API ready");
+            tokio::spawn(admin.clone().serve(listener));
+            Some(admin)
+        }
+        None => None,
+    };
+    // Pending payments from an earlier run are resolved before any new payment can start.
+    app.prepare().await?;
+    let proxy = Proxy::bind(config.listen, app.shared.clone())
+        .await
+        .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
+    tracing::info!(listen = %proxy.local_addr()?, agents = config.agents.len(), wallet = config.wallet.backend.name(), store = app.ledger.backend(), "l402-proxy ready");
+    if let Some(admin) = &admin {
+        admin
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let proxy_task = tokio::spawn(proxy.run_until(
+        async {
+            let _ = stopped.await;
+        },
+        grace,
+    ));
+    while let Signal::Reload = signal().await {
+        match Config::load(config_path) {
+            Ok(new) => {
+                let restart = app.reload(&config, &new);
+                tracing::info!(agents = new.agents.len(), "config reloaded");
+                if !restart.is_empty() {
+                    tracing::warn!(settings = ?restart, "these changes take effect only after a restart");
+                }
+                config = new;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config reload refused; keeping the running config")
+            }
+        }
+    }
+    // Stop accepting, let open requests and payments finish within the grace period, make the
+    // ledger durable, exit 0.
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: draining connections and payments"
+    );
+    if let Some(admin) = &admin {
+        admin
+            .ready
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    let _ = stop.send(());
+    let _ = tokio::time::timeout_at(deadline, proxy_task).await;
+    while app.payments_in_progress() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let unfinished = app.payments_in_progress();
+    if unfinished > 0 {
+        tracing::warn!(unfinished, "payments still running at exit; their ledger rows stay pending and are reconciled on the next start");
+    }
+    if let Err(e) = app.ledger.flush().await {
+        tracing::warn!(error = %e, "ledger flush failed");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+enum Signal {
+    Reload,
+    Stop,
+}
+
+/// Waits for SIGHUP (reload) or SIGTERM / Ctrl-C (stop).
+async fn signal() -> Signal {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = term.recv() => Signal::Stop,
+                _ = hup.recv() => Signal::Reload,
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    Signal::Stop
+}
+
+/// Waits for SIGTERM or Ctrl-C, ignoring SIGHUP (for the seller and the demo).
+pub async fn until_stopped() {
+    while let Signal::Reload = signal().await {}
+}

@@ -1,0 +1,157 @@
+//! One agent's budget as the admin API, the dashboard and the agent's own `/balance` show it:
+//! its limits and where each comes from, and spent and remaining per window and in total.
+
+use crate::config::Limits;
+use crate::core::window::Window;
+use crate::core::Msat;
+use serde::Serialize;
+
+/// Where a limit's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitSource {
+    /// The config file (or the agent's stored definition).
+    Config,
+    /// An operator's change through the admin API (top-up, recall).
+    Admin,
+}
+
+/// Spent and remaining for one agent.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BudgetView {
+    /// The agent's name.
+    pub agent: String,
+    /// The limits in force, in sats.
+    pub limits: LimitsView,
+    /// Where each limit comes from (only limits that are set are listed).
+    pub limit_sources: LimitSources,
+    /// Spent (settled plus reserved by pending payments) per window and in total, exact
+    /// whether or not the window has a limit.
+    pub spent_msat: WindowAmounts,
+    /// What remains under each configured limit; absent where there is no limit.
+    pub remaining_msat: WindowAmounts,
+}
+
+/// An agent's limits, in sats; absent = no limit of that kind.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct LimitsView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_request_sats: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hourly_sats: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daily_sats: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weekly_sats: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_sats: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_sats: Option<u64>,
+}
+
+/// Where each set limit comes from.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct LimitSources {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_request_sats: Option<LimitSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hourly_sats: Option<LimitSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daily_sats: Option<LimitSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weekly_sats: Option<LimitSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_sats: Option<LimitSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_sats: Option<LimitSource>,
+}
+
+/// An amount per window and in total, in msat.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct WindowAmounts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hourly: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daily: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weekly: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+}
+
+impl WindowAmounts {
+    fn set(&mut self, w: Window, v: Option<u64>) {
+        match w {
+            Window::Hour => self.hourly = v,
+            Window::Day => self.daily = v,
+            Window::Week => self.weekly = v,
+            Window::Month => self.monthly = v,
+        }
+    }
+
+    /// The tightest remaining amount, if any limit applies.
+    pub fn tightest(&self) -> Option<u64> {
+        [
+            self.hourly,
+            self.daily,
+            self.weekly,
+            self.monthly,
+            self.total,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+impl BudgetView {
+    /// The view of `agent` under `limits`, with the operator's total override if any, given the
+    /// spend in the current hour, day, week and month and in total.
+    pub fn new(
+        agent: &str,
+        limits: &Limits,
+        total_override: Option<Msat>,
+        window_spent: [Msat; 4],
+        total_spent: Msat,
+    ) -> BudgetView {
+        let mut spent = WindowAmounts::default();
+        let mut remaining = WindowAmounts::default();
+        for (w, used) in Window::ALL.into_iter().zip(window_spent) {
+            spent.set(w, Some(used.0));
+            remaining.set(
+                w,
+                super::limit_for(limits, w).map(|limit| limit.saturating_sub(used).0),
+            );
+        }
+        let total_limit = total_override.or(limits.total_sats.map(Msat::from_sats));
+        spent.total = Some(total_spent.0);
+        remaining.total = total_limit.map(|limit| limit.saturating_sub(total_spent).0);
+        let from_config = |v: Option<u64>| v.map(|_| LimitSource::Config);
+        BudgetView {
+            agent: agent.to_string(),
+            limits: LimitsView {
+                per_request_sats: limits.per_request_sats,
+                hourly_sats: limits.hourly_sats,
+                daily_sats: limits.daily_sats,
+                weekly_sats: limits.weekly_sats,
+                monthly_sats: limits.monthly_sats,
+                total_sats: total_override.map(|m| m.0 / 1000).or(limits.total_sats),
+            },
+            limit_sources: LimitSources {
+                per_request_sats: from_config(limits.per_request_sats),
+                hourly_sats: from_config(limits.hourly_sats),
+                daily_sats: from_config(limits.daily_sats),
+                weekly_sats: from_config(limits.weekly_sats),
+                monthly_sats: from_config(limits.monthly_sats),
+                total_sats: match total_override {
+                    Some(_) => Some(LimitSource::Admin),
+                    None => from_config(limits.total_sats),
+                },
+            },
+            spent_msat: spent,
+            remaining_msat: remaining,
+        }
+    }
+}

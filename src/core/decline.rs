@@ -1,0 +1,306 @@
+//! Why the proxy did not pay. Every refusal has a stable code — the value of the
+//! `x-l402-proxy-decline` header, the metric label and the ledger's record — and a sentence a
+//! person can act on. `budget`, `ledger` and `pay` all speak this one type.
+
+use super::money::Msat;
+use super::window::Window;
+use std::fmt;
+
+/// Whose limit a payment would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whose {
+    /// The agent's own limits.
+    Agent,
+    /// The operator's limits over all agents together.
+    Operator,
+}
+
+/// Which limit: a calendar window, or the lifetime total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// An hourly, daily, weekly or monthly window (UTC).
+    Window(Window),
+    /// The total limit.
+    Total,
+}
+
+impl Period {
+    /// `hourly`, `daily`, `weekly`, `monthly` or `total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Period::Window(w) => w.name(),
+            Period::Total => "total",
+        }
+    }
+}
+
+/// A refusal to pay, returned to the agent beside the upstream 402.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decline {
+    /// The challenge's invoice does not decode or fails its signature check.
+    InvoiceInvalid {
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The invoice has no amount (or is for 0 msat): never paid.
+    InvoiceAmountless,
+    /// The invoice is for another network than the wallet's.
+    InvoiceWrongNetwork {
+        /// The invoice's network.
+        invoice: String,
+        /// The wallet's network.
+        wallet: String,
+    },
+    /// The invoice expired (or expires before it could be paid).
+    InvoiceExpired {
+        /// Unix second at which it expired.
+        at: u64,
+    },
+    /// The invoice is dated too far in the future to be honest.
+    InvoiceFromTheFuture {
+        /// Its timestamp, unix seconds.
+        timestamp: u64,
+    },
+    /// The agent's host rules do not allow paying this host.
+    HostNotAllowed {
+        /// The agent.
+        agent: String,
+        /// The destination host.
+        host: String,
+    },
+    /// The invoice is over the agent's `per_request_sats`.
+    OverPerRequestLimit {
+        /// The invoice amount.
+        amount: Msat,
+        /// The limit, in sats.
+        limit_sats: u64,
+    },
+    /// Amount plus fee reserve would pass a window or total limit.
+    OverLimit {
+        /// The agent's or the operator's limit.
+        whose: Whose,
+        /// Which limit.
+        period: Period,
+        /// Already spent or reserved in it.
+        used: Msat,
+        /// What this payment would reserve (amount + fee reserve).
+        amount: Msat,
+        /// The limit.
+        limit: Msat,
+    },
+    /// The token commits to another payment hash than its invoice carries.
+    TokenInvoiceMismatch,
+    /// The challenge cannot be answered (its token cannot be sent in a header, …).
+    ChallengeInvalid {
+        /// Why.
+        reason: String,
+    },
+    /// The request body was too large to buffer, so it cannot be replayed after paying.
+    BodyNotReplayable {
+        /// `http.max_replay_body_bytes`.
+        limit: usize,
+    },
+    /// The paid replay met another challenge; one request never pays twice.
+    ReplayRejected,
+    /// This payment hash is in flight (sent before, outcome not known yet).
+    PaymentInFlight,
+    /// This payment hash was paid for another agent or service; one agent never rides on
+    /// another's payment.
+    HashPaidElsewhere,
+    /// An earlier attempt at this hash failed.
+    PaymentFailedEarlier {
+        /// What the wallet said.
+        reason: String,
+    },
+    /// The concurrent payment this request was waiting for failed.
+    ConcurrentPaymentFailed(Box<Decline>),
+    /// The payment task ended without an outcome (it panicked).
+    PaymentAborted,
+    /// No payment without a durable reservation: the ledger could not record it.
+    StoreUnavailable {
+        /// The store's error.
+        reason: String,
+    },
+    /// The ledger holds a record that contradicts itself (a preimage that does not match).
+    LedgerInconsistent,
+    /// The wallet refused or failed the payment.
+    Wallet {
+        /// The wallet error's code (`no-route`, `insufficient-balance`, …).
+        code: &'static str,
+        /// The wallet's message.
+        detail: String,
+    },
+}
+
+impl Decline {
+    /// The stable machine-readable code: header value, metric label, ledger record.
+    pub fn code(&self) -> &'static str {
+        use Decline::*;
+        match self {
+            InvoiceInvalid { .. } => "invoice-invalid",
+            InvoiceAmountless => "invoice-amountless",
+            InvoiceWrongNetwork { .. } => "invoice-wrong-network",
+            InvoiceExpired { .. } => "invoice-expired",
+            InvoiceFromTheFuture { .. } => "invoice-from-the-future",
+            HostNotAllowed { .. } => "host-not-allowed",
+            OverPerRequestLimit { .. } => "over-per-request-limit",
+            OverLimit { whose, period, .. } => over_limit_code(*whose, *period),
+            TokenInvoiceMismatch => "token-invoice-mismatch",
+            ChallengeInvalid { .. } => "challenge-invalid",
+            BodyNotReplayable { .. } => "body-not-replayable",
+            ReplayRejected => "replay-rejected",
+            PaymentInFlight => "payment-in-flight",
+            HashPaidElsewhere => "hash-paid-elsewhere",
+            PaymentFailedEarlier { .. } => "payment-failed",
+            ConcurrentPaymentFailed(inner) => inner.code(),
+            PaymentAborted => "payment-aborted",
+            StoreUnavailable { .. } => "store-unavailable",
+            LedgerInconsistent => "ledger-inconsistent",
+            Wallet { code, .. } => code,
+        }
+    }
+
+    /// Builds the decline for a wallet error.
+    pub fn wallet(error: &crate::wallet::PayError) -> Decline {
+        Decline::Wallet {
+            code: error.code(),
+            detail: error.to_string(),
+        }
+    }
+}
+
+fn over_limit_code(whose: Whose, period: Period) -> &'static str {
+    use Period::{Total, Window as W};
+    use Window::*;
+    match (whose, period) {
+        (Whose::Agent, W(Hour)) => "over-hourly-limit",
+        (Whose::Agent, W(Day)) => "over-daily-limit",
+        (Whose::Agent, W(Week)) => "over-weekly-limit",
+        (Whose::Agent, W(Month)) => "over-monthly-limit",
+        (Whose::Agent, Total) => "over-total-limit",
+        (Whose::Operator, W(Hour)) => "operator-over-hourly-limit",
+        (Whose::Operator, W(Day)) => "operator-over-daily-limit",
+        (Whose::Operator, W(Week)) => "operator-over-weekly-limit",
+        (Whose::Operator, W(Month)) => "operator-over-monthly-limit",
+        (Whose::Operator, Total) => "operator-over-total-limit",
+    }
+}
+
+impl fmt::Display for Decline {
+    /// The sentence for people (the `x-l402-proxy-reason` header and the logs).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Decline::*;
+        match self {
+            InvoiceInvalid { reason } => {
+                write!(f, "the challenge's invoice is not payable: {reason}")
+            }
+            InvoiceAmountless => f.write_str(
+                "the invoice has no amount (or is for 0 msat); amountless invoices are never paid",
+            ),
+            InvoiceWrongNetwork { invoice, wallet } => write!(
+                f,
+                "the invoice is for {invoice}, the wallet pays on {wallet}"
+            ),
+            InvoiceExpired { at } => write!(f, "the invoice expired at unix time {at}"),
+            InvoiceFromTheFuture { timestamp } => write!(
+                f,
+                "the invoice is dated unix time {timestamp}, beyond the allowed clock skew"
+            ),
+            HostNotAllowed { agent, host } => write!(f, "agent {agent} may not pay {host}"),
+            OverPerRequestLimit { amount, limit_sats } => write!(
+                f,
+                "the invoice is for {amount}, over per_request_sats {limit_sats}"
+            ),
+            OverLimit {
+                whose,
+                period,
+                used,
+                amount,
+                limit,
+            } => write!(
+                f,
+                "{amount} (with fee reserve) would pass {} {} limit: {used} of {limit} spent",
+                match whose {
+                    Whose::Agent => "the agent's",
+                    Whose::Operator => "the operator's",
+                },
+                period.name()
+            ),
+            TokenInvoiceMismatch => {
+                f.write_str("the token commits to a different payment hash than the invoice")
+            }
+            ChallengeInvalid { reason } => write!(f, "the challenge cannot be answered: {reason}"),
+            BodyNotReplayable { limit } => write!(
+                f,
+                "the request body is larger than http.max_replay_body_bytes ({limit}) so it cannot be replayed after paying"
+            ),
+            ReplayRejected => f.write_str(
+                "the server answered the paid token with another challenge; not paying twice for one request",
+            ),
+            PaymentInFlight => {
+                f.write_str("this invoice's payment is still being resolved; retry later")
+            }
+            HashPaidElsewhere => f.write_str(
+                "this invoice was already paid for another agent or service; its proof is not shared",
+            ),
+            PaymentFailedEarlier { reason } => write!(f, "an earlier attempt failed: {reason}"),
+            ConcurrentPaymentFailed(inner) => {
+                write!(f, "a concurrent payment for this service failed: {inner}")
+            }
+            PaymentAborted => f.write_str("the payment task ended without an outcome"),
+            StoreUnavailable { reason } => {
+                write!(f, "not paying without a durable record: {reason}")
+            }
+            LedgerInconsistent => f.write_str("the ledger holds a wrong preimage for this hash"),
+            Wallet { detail, .. } => f.write_str(detail),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_the_header_values() {
+        let over = |whose, period| {
+            Decline::OverLimit {
+                whose,
+                period,
+                used: Msat(1),
+                amount: Msat(2),
+                limit: Msat(3),
+            }
+            .code()
+        };
+        assert_eq!(
+            over(Whose::Agent, Period::Window(Window::Hour)),
+            "over-hourly-limit"
+        );
+        assert_eq!(over(Whose::Agent, Period::Total), "over-total-limit");
+        assert_eq!(
+            over(Whose::Operator, Period::Window(Window::Day)),
+            "operator-over-daily-limit"
+        );
+        let inner = Decline::InvoiceAmountless;
+        let wrapped = Decline::ConcurrentPaymentFailed(Box::new(inner.clone()));
+        assert_eq!(wrapped.code(), inner.code());
+        assert!(wrapped.to_string().contains("concurrent"));
+    }
+
+    #[test]
+    fn over_limit_sentence_names_whose_limit() {
+        let d = Decline::OverLimit {
+            whose: Whose::Operator,
+            period: Period::Window(Window::Month),
+            used: Msat(5000),
+            amount: Msat(11_000),
+            limit: Msat(10_000),
+        };
+        assert_eq!(
+            d.to_string(),
+            "11 sat (with fee reserve) would pass the operator's monthly limit: 5 sat of 10 sat spent"
+        );
+    }
+}

@@ -1,0 +1,358 @@
+//! The money authority, behind one trait: every operation that decides whether money may move
+//! is an atomic operation of the ledger, so an embedded SQLite file (one process) and a shared
+//! PostgreSQL database (many replicas) make the same promises:
+//!
+//! - a payment hash is claimed, budget is reserved against every agent and operator limit, and a
+//!   pending record is durable — in one atomic step ([`Ledger::begin`]) — before any money
+//!   leaves; a hash is never begun twice while pending or once settled;
+//! - a payment is settled at its real fee or failed (its reservation released) exactly once;
+//! - one purchase per (agent, origin, service) at a time, through a lease ([`Ledger::lease`]);
+//! - tokens bought are stored with their proof, per agent, and found again by any process;
+//! - pending payments whose process died are found ([`Ledger::unresolved`]) and reconciled.
+//!
+//! The cached-token hot path never calls the ledger: tokens live in the payment layer's memory.
+
+pub mod sqlite;
+
+use crate::budget::BudgetView;
+use crate::config::Limits;
+use crate::core::{Decline, Msat, PaymentHash, Preimage};
+use crate::pay::dialect::StoredCredential;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the ledger could not do what was asked. Money paths fail closed on any of these.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LedgerError {
+    /// The store cannot be reached or written (disk, database down, closed).
+    #[error("the ledger is unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with something that cannot be right.
+    #[error("the ledger is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+impl From<LedgerError> for Decline {
+    fn from(e: LedgerError) -> Decline {
+        match e {
+            LedgerError::Unavailable(reason) => Decline::StoreUnavailable { reason },
+            LedgerError::Inconsistent(_) => Decline::LedgerInconsistent,
+        }
+    }
+}
+
+/// A payment about to leave, as recorded before the wallet is called.
+#[derive(Clone)]
+pub struct NewPayment {
+    /// The invoice's payment hash: the claim.
+    pub hash: PaymentHash,
+    /// The agent paying.
+    pub agent: Arc<str>,
+    /// `host:port` of the seller, for people.
+    pub host: String,
+    /// `scheme://host:port`, the token cache key.
+    pub origin: String,
+    /// The dialect that made the offer (`l402`, `payment`, `x402`).
+    pub dialect: &'static str,
+    /// The invoice amount.
+    pub amount: Msat,
+    /// Reserved on top of the amount until the real fee is known.
+    pub fee_reserve: Msat,
+    /// The invoice.
+    pub bolt11: String,
+    /// The reusable credential it buys, without its proof; `None` for single-use dialects,
+    /// whose proof is never stored.
+    pub credential: Option<StoredCredential>,
+    /// The service the credential is for, when the offer named one.
+    pub service: Option<String>,
+    /// The path scope the purchase was made on.
+    pub scope: String,
+    /// When the credential stops being good (caveats), unix seconds.
+    pub token_expires_at: Option<u64>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for NewPayment {
+    /// No token: with its preimage it is a credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewPayment")
+            .field("hash", &self.hash)
+            .field("agent", &self.agent)
+            .field("host", &self.host)
+            .field("amount", &self.amount)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The limits a reservation is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitSet<'a> {
+    /// The agent's own limits (its total may be overridden by the operator in the ledger).
+    pub agent: &'a Limits,
+    /// The operator's limits over all agents.
+    pub operator: &'a Limits,
+}
+
+/// What [`Ledger::begin`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begun {
+    /// Claimed, reserved and recorded pending: the payment may be sent now.
+    Fresh,
+    /// The hash was paid before. Its proof is returned only if it was stored (a reusable
+    /// credential); the caller decides whether this agent and origin may use it.
+    Settled {
+        /// The agent that paid it.
+        agent: String,
+        /// Where it was paid.
+        origin: String,
+        /// The verified proof, when it was kept.
+        proof: Option<Preimage>,
+        /// The fee paid.
+        fee: Msat,
+    },
+    /// Sent before and not resolved: never sent again; it is being reconciled.
+    InFlight,
+}
+
+/// Where a payment stands in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentState {
+    /// Handed (or about to be handed) to the wallet; outcome not known yet.
+    Pending,
+    /// Settled with a verified preimage.
+    Settled,
+    /// Failed; its budget was released.
+    Failed,
+}
+
+impl PaymentState {
+    /// `pending`, `settled` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentState::Pending => "pending",
+            PaymentState::Settled => "settled",
+            PaymentState::Failed => "failed",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<PaymentState> {
+        match s {
+            "pending" => Some(PaymentState::Pending),
+            "settled" => Some(PaymentState::Settled),
+            "failed" => Some(PaymentState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One payment as the ledger holds it (never its preimage).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    /// The payment hash.
+    pub hash: PaymentHash,
+    /// The agent that paid.
+    pub agent: String,
+    /// `host:port` of the seller.
+    pub host: String,
+    /// `scheme://host:port`.
+    pub origin: String,
+    /// The dialect paid.
+    pub dialect: String,
+    /// The invoice amount.
+    pub amount: Msat,
+    /// The real fee, once settled.
+    pub fee: Option<Msat>,
+    /// The fee reserve held while pending.
+    pub fee_reserve: Msat,
+    /// Where it stands.
+    pub state: PaymentState,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// Why it failed.
+    pub failure: Option<String>,
+    /// The reusable credential bought, if any.
+    pub credential: Option<StoredCredential>,
+    /// The service it was bought for.
+    pub service: Option<String>,
+    /// The path scope it was bought on.
+    pub scope: String,
+    /// Caveat expiry of the credential.
+    pub token_expires_at: Option<u64>,
+}
+
+impl PaymentRecord {
+    /// What the payment counts against budgets: the real fee once known, else the reserve.
+    pub fn charged(&self) -> Msat {
+        self.amount
+            .saturating_add(self.fee.unwrap_or(self.fee_reserve))
+    }
+}
+
+impl std::fmt::Debug for PaymentRecord {
+    /// No token: it is half a credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentRecord")
+            .field("hash", &self.hash)
+            .field("agent", &self.agent)
+            .field("host", &self.host)
+            .field("amount", &self.amount)
+            .field("fee", &self.fee)
+            .field("state", &self.state)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A reusable credential with its verified proof, as stored.
+#[derive(Debug, Clone)]
+pub struct StoredToken {
+    /// The agent it belongs to.
+    pub agent: String,
+    /// Where it is good.
+    pub origin: String,
+    /// The stored credential (scheme and token).
+    pub credential: StoredCredential,
+    /// The proof, verified against the payment hash on the way out of the store.
+    pub proof: Preimage,
+    /// The service it is for.
+    pub service: Option<String>,
+    /// Path scopes where it worked.
+    pub scopes: Vec<String>,
+    /// Caveat expiry, unix seconds.
+    pub expires_at: Option<u64>,
+}
+
+/// Filters for listing payments.
+#[derive(Debug, Clone, Default)]
+pub struct PaymentFilter {
+    /// Only this agent's.
+    pub agent: Option<String>,
+    /// Only in this state.
+    pub state: Option<PaymentState>,
+    /// Only to this host (`host:port` or bare host).
+    pub host: Option<String>,
+    /// Created at or after (unix seconds).
+    pub since: Option<i64>,
+    /// Created before (unix seconds).
+    pub until: Option<i64>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// A refusal to pay, as recorded for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclineRecord {
+    /// The agent refused.
+    pub agent: String,
+    /// `host:port`.
+    pub host: String,
+    /// The request path (without the query).
+    pub path: String,
+    /// The decline code.
+    pub code: String,
+    /// The sentence.
+    pub detail: String,
+    /// The invoice amount, when one was read.
+    pub amount: Option<Msat>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// How many identical refusals this record stands for (repeats are folded together).
+    pub count: u64,
+}
+
+/// Filters for listing declines.
+#[derive(Debug, Clone, Default)]
+pub struct DeclineFilter {
+    /// Only this agent's.
+    pub agent: Option<String>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// The shared money authority. Every method is atomic on its own; see the module docs for the
+/// promises every implementation keeps.
+#[async_trait::async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// `sqlite` or `postgres`, for logs and `/readyz`.
+    fn backend(&self) -> &'static str;
+
+    /// Claims the hash, reserves amount + fee reserve against every limit of the agent and the
+    /// operator, and makes the pending record durable, atomically. Over a limit is a decline;
+    /// a store failure is [`Decline::StoreUnavailable`]: no payment without a durable record.
+    async fn begin(&self, payment: NewPayment, limits: LimitSet<'_>) -> Result<Begun, Decline>;
+
+    /// Records a pending payment as settled at `fee` and commits its spend (amount + fee),
+    /// giving the unused fee reserve back. The proof is stored only when the payment bought a
+    /// reusable credential.
+    async fn settle(
+        &self,
+        hash: PaymentHash,
+        fee: Msat,
+        proof: &Preimage,
+        now: i64,
+    ) -> Result<(), LedgerError>;
+
+    /// Records a pending payment as failed and releases its reservation.
+    async fn fail(&self, hash: PaymentHash, reason: &str, now: i64) -> Result<(), LedgerError>;
+
+    /// Pending payments this process should resolve: its own, and those of processes that
+    /// stopped renewing their presence (taken over atomically). Oldest first.
+    async fn unresolved(&self) -> Result<Vec<PaymentRecord>, LedgerError>;
+
+    /// Takes the purchase lease of `key` — (agent, origin, service) — for `ttl`, or reports who
+    /// holds it. Across processes, exactly one holder at a time; an expired lease can be taken.
+    async fn lease(&self, key: &str, ttl: Duration) -> Result<bool, LedgerError>;
+
+    /// Gives a lease back early.
+    async fn release_lease(&self, key: &str) -> Result<(), LedgerError>;
+
+    /// The newest live stored token of `agent` at `origin` for `service` (or, without a
+    /// service, bought on `scope`), bought by any process.
+    async fn find_token(
+        &self,
+        agent: &str,
+        origin: &str,
+        service: Option<&str>,
+        scope: &str,
+        now: u64,
+    ) -> Result<Option<StoredToken>, LedgerError>;
+
+    /// Every live stored token, to fill the cache at start.
+    async fn live_tokens(&self, now: u64) -> Result<Vec<StoredToken>, LedgerError>;
+
+    /// Marks a token as no longer accepted by its server, so no process restores it.
+    async fn retire_token(&self, hash: PaymentHash) -> Result<(), LedgerError>;
+
+    /// Remembers that a token worked on another path scope.
+    async fn learn_scope(&self, hash: PaymentHash, scope: &str) -> Result<(), LedgerError>;
+
+    /// Records a refusal (repeats within a short time are folded into one record).
+    async fn record_decline(&self, decline: DeclineRecord) -> Result<(), LedgerError>;
+
+    /// Recorded refusals, newest first.
+    async fn declines(&self, filter: DeclineFilter) -> Result<Vec<DeclineRecord>, LedgerError>;
+
+    /// Payments, newest first.
+    async fn payments(&self, filter: PaymentFilter) -> Result<Vec<PaymentRecord>, LedgerError>;
+
+    /// Sets, or with `None` clears, the operator's override of an agent's total limit.
+    async fn set_total(
+        &self,
+        agent: &str,
+        total: Option<Msat>,
+        now: i64,
+    ) -> Result<(), LedgerError>;
+
+    /// The operator's override of an agent's total, if any.
+    async fn total_override(&self, agent: &str) -> Result<Option<Msat>, LedgerError>;
+
+    /// One agent's budget under `limits`.
+    async fn budget(&self, agent: &str, limits: &Limits) -> Result<BudgetView, LedgerError>;
+
+    /// Resolves once everything written before it is durable.
+    async fn flush(&self) -> Result<(), LedgerError>;
+}

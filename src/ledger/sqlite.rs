@@ -1,0 +1,401 @@
+//! The embedded ledger: one proxy process owns one SQLite file. The money authority is the
+//! process's own memory (the budget's critical section, the set of claimed hashes, the held
+//! reservations), journalled durably before any money moves; an exclusive lock on the file
+//! refuses a second process, since two processes could not share that memory.
+
+pub mod journal;
+
+use super::{
+    Begun, DeclineFilter, DeclineRecord, Ledger, LedgerError, LimitSet, NewPayment, PaymentFilter,
+    PaymentRecord, StoredToken,
+};
+use crate::budget::{Budget, BudgetView, Reservation};
+use crate::config::Limits;
+use crate::core::window::Window;
+use crate::core::{Clock, Decline, Msat, PaymentHash, Preimage};
+use dashmap::DashMap;
+use journal::{Journal, JournalBegin};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Tokens are restored from payments this recent.
+const TOKEN_RESTORE_WINDOW_SECS: i64 = 30 * 86_400;
+/// Repeats of one refusal within this many seconds are folded into one record.
+const DECLINE_FOLD_SECS: i64 = 60;
+
+/// The embedded ledger.
+pub struct SqliteLedger {
+    journal: Journal,
+    budget: Budget,
+    clock: Arc<dyn Clock>,
+    /// Hashes with a pending payment of this process: claimed, never begun again.
+    claimed: DashMap<PaymentHash, ()>,
+    /// What each pending payment holds: its reservation, its amount, and whether its proof is
+    /// to be kept (it buys a reusable credential).
+    reservations: Mutex<HashMap<PaymentHash, Held>>,
+    /// Held open for the process's lifetime: the exclusive lock on `<db>.lock`.
+    _lock: std::fs::File,
+}
+
+/// A pending payment's reservation and what settling it needs.
+struct Held {
+    reservation: Reservation,
+    amount: Msat,
+    keep_proof: bool,
+}
+
+/// What opening the ledger found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// Settled payments counted into the current windows.
+    pub settled_in_windows: usize,
+    /// Pending payments left by an earlier run, their budget held until reconciled.
+    pub pending: usize,
+}
+
+impl SqliteLedger {
+    /// Opens (creating) the ledger at `path`, takes the file's exclusive lock, and reads spend,
+    /// operator overrides and pending payments back into memory.
+    pub async fn open(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(SqliteLedger, Restored), LedgerError> {
+        let lock = lock_file(path)?;
+        let journal = Journal::open(path)?;
+        let ledger = SqliteLedger {
+            journal,
+            budget: Budget::new(clock.clone()),
+            clock,
+            claimed: DashMap::new(),
+            reservations: Mutex::new(HashMap::new()),
+            _lock: lock,
+        };
+        let restored = ledger.restore().await?;
+        Ok((ledger, restored))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        self.journal.path()
+    }
+
+    async fn restore(&self) -> Result<Restored, LedgerError> {
+        let now = self.clock.now();
+        let mut report = Restored::default();
+        for (agent, total) in self.journal.totals().await? {
+            self.budget.set_total(&agent, Some(total));
+        }
+        let since = Window::Week.start(now).min(Window::Month.start(now));
+        let (recent, older) = self.journal.spend(since).await?;
+        for row in &recent {
+            let _settled = self
+                .budget
+                .restore(&row.agent, row.created_at, row.charged());
+        }
+        report.settled_in_windows = recent.len();
+        for (agent, msat) in older {
+            let _settled = self.budget.restore(&agent, since - 1, msat);
+        }
+        for row in self.journal.pending().await? {
+            let reservation = self
+                .budget
+                .restore(&row.agent, row.created_at, row.charged());
+            self.claimed.insert(row.hash, ());
+            self.hold(
+                row.hash,
+                Held {
+                    reservation,
+                    amount: row.amount,
+                    keep_proof: row.credential.is_some(),
+                },
+            );
+            report.pending += 1;
+        }
+        Ok(report)
+    }
+
+    fn hold(&self, hash: PaymentHash, held: Held) {
+        self.reservations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hash, held);
+    }
+
+    fn take(&self, hash: &PaymentHash) -> Option<Held> {
+        self.reservations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(hash)
+    }
+
+    fn token_of(
+        &self,
+        (row, scopes, preimage): (PaymentRecord, Vec<String>, Option<String>),
+    ) -> Option<StoredToken> {
+        let credential = row.credential?;
+        let proof = match Preimage::verify_hex(preimage.as_deref()?, &row.hash) {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::warn!(hash = %row.hash.short(), "ledger preimage does not match its hash; token skipped");
+                return None;
+            }
+        };
+        let mut all = vec![row.scope];
+        all.extend(scopes);
+        Some(StoredToken {
+            agent: row.agent,
+            origin: row.origin,
+            credential,
+            proof,
+            service: row.service,
+            scopes: all,
+            expires_at: row.token_expires_at,
+        })
+    }
+}
+
+/// Takes the exclusive lock that keeps a second process away from this ledger.
+fn lock_file(path: &Path) -> Result<std::fs::File, LedgerError> {
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LedgerError::Unavailable(format!("store.path {}: {e}", dir.display())))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(&lock_path).map_err(|e| {
+        LedgerError::Unavailable(format!(
+            "store.path: cannot open {}: {e}",
+            lock_path.display()
+        ))
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Unavailable(format!(
+            "store.path {} is in use by another l402-proxy process: an SQLite ledger belongs to one process \
+             (stop the other one, give this one its own store.path, or share one budget across replicas with store.backend: postgres)",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(LedgerError::Unavailable(format!(
+            "store.path: cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
+}
+
+#[async_trait::async_trait]
+impl Ledger for SqliteLedger {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn begin(&self, payment: NewPayment, limits: LimitSet<'_>) -> Result<Begun, Decline> {
+        let hash = payment.hash;
+        // Claim first: a second begin of a pending hash never reserves anything.
+        if self.claimed.insert(hash, ()).is_some() {
+            return Ok(Begun::InFlight);
+        }
+        let reservation = match self.budget.reserve(
+            &payment.agent,
+            limits.agent,
+            limits.operator,
+            payment.amount.saturating_add(payment.fee_reserve),
+        ) {
+            Ok(r) => r,
+            Err(decline) => {
+                self.claimed.remove(&hash);
+                return Err(decline);
+            }
+        };
+        let (amount, keep_proof) = (payment.amount, payment.credential.is_some());
+        match self.journal.begin(payment).await {
+            Ok(JournalBegin::Fresh) => {
+                self.hold(
+                    hash,
+                    Held {
+                        reservation,
+                        amount,
+                        keep_proof,
+                    },
+                );
+                Ok(Begun::Fresh)
+            }
+            Ok(JournalBegin::Settled {
+                agent,
+                origin,
+                preimage,
+                fee,
+            }) => {
+                self.budget.release(reservation);
+                self.claimed.remove(&hash);
+                let proof = match preimage {
+                    Some(hex) => Some(
+                        Preimage::verify_hex(&hex, &hash)
+                            .map_err(|_| Decline::LedgerInconsistent)?,
+                    ),
+                    None => None,
+                };
+                Ok(Begun::Settled {
+                    agent,
+                    origin,
+                    proof,
+                    fee,
+                })
+            }
+            Ok(JournalBegin::Pending) => {
+                // Pending in the file but not claimed here: left by an earlier run and being
+                // reconciled, or mid-resolution. Never sent again.
+                self.budget.release(reservation);
+                self.claimed.remove(&hash);
+                Ok(Begun::InFlight)
+            }
+            Err(e) => {
+                self.budget.release(reservation);
+                self.claimed.remove(&hash);
+                tracing::error!(error = %e, "cannot record a pending payment; not paying");
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn settle(
+        &self,
+        hash: PaymentHash,
+        fee: Msat,
+        proof: &Preimage,
+        now: i64,
+    ) -> Result<(), LedgerError> {
+        // The money moved: count it whatever the journal says.
+        let keep = match self.take(&hash) {
+            Some(held) => {
+                self.budget
+                    .commit(held.reservation, held.amount.saturating_add(fee));
+                held.keep_proof
+            }
+            None => self.journal.has_credential(hash).await.unwrap_or(true),
+        };
+        let result = self
+            .journal
+            .settle(hash, fee, keep.then(|| proof.to_hex()), now)
+            .await;
+        self.claimed.remove(&hash);
+        result
+    }
+
+    async fn fail(&self, hash: PaymentHash, reason: &str, now: i64) -> Result<(), LedgerError> {
+        let result = self.journal.fail(hash, reason.to_string(), now).await;
+        if let Some(held) = self.take(&hash) {
+            self.budget.release(held.reservation);
+        }
+        self.claimed.remove(&hash);
+        result
+    }
+
+    async fn unresolved(&self) -> Result<Vec<PaymentRecord>, LedgerError> {
+        // Every pending row of this file holds a reservation here: none held, none pending.
+        if self
+            .reservations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            return Ok(Vec::new());
+        }
+        self.journal.pending().await
+    }
+
+    async fn lease(&self, _key: &str, _ttl: Duration) -> Result<bool, LedgerError> {
+        // One process owns this ledger, and the payment layer's in-process single flight
+        // already admits one purchase per key at a time.
+        Ok(true)
+    }
+
+    async fn release_lease(&self, _key: &str) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    async fn find_token(
+        &self,
+        agent: &str,
+        origin: &str,
+        service: Option<&str>,
+        scope: &str,
+        now: u64,
+    ) -> Result<Option<StoredToken>, LedgerError> {
+        let found = self
+            .journal
+            .find_token(
+                agent.to_string(),
+                origin.to_string(),
+                service.map(str::to_string),
+                scope.to_string(),
+                now,
+            )
+            .await?;
+        Ok(found.and_then(|row| self.token_of(row)))
+    }
+
+    async fn live_tokens(&self, now: u64) -> Result<Vec<StoredToken>, LedgerError> {
+        let since = now as i64 - TOKEN_RESTORE_WINDOW_SECS;
+        let rows = self.journal.live_tokens(now, since).await?;
+        Ok(rows.into_iter().filter_map(|r| self.token_of(r)).collect())
+    }
+
+    async fn retire_token(&self, hash: PaymentHash) -> Result<(), LedgerError> {
+        self.journal.retire_token(hash).await
+    }
+
+    async fn learn_scope(&self, hash: PaymentHash, scope: &str) -> Result<(), LedgerError> {
+        self.journal.learn_scope(hash, scope.to_string()).await
+    }
+
+    async fn record_decline(&self, decline: DeclineRecord) -> Result<(), LedgerError> {
+        self.journal
+            .record_decline(decline, DECLINE_FOLD_SECS)
+            .await
+    }
+
+    async fn declines(&self, filter: DeclineFilter) -> Result<Vec<DeclineRecord>, LedgerError> {
+        self.journal.declines(filter).await
+    }
+
+    async fn payments(&self, filter: PaymentFilter) -> Result<Vec<PaymentRecord>, LedgerError> {
+        self.journal.payments(filter).await
+    }
+
+    async fn set_total(
+        &self,
+        agent: &str,
+        total: Option<Msat>,
+        now: i64,
+    ) -> Result<(), LedgerError> {
+        // Durable first, then in force.
+        self.journal
+            .set_total(agent.to_string(), total, now)
+            .await?;
+        self.budget.set_total(agent, total);
+        Ok(())
+    }
+
+    async fn total_override(&self, agent: &str) -> Result<Option<Msat>, LedgerError> {
+        Ok(self.budget.total_override(agent))
+    }
+
+    async fn budget(&self, agent: &str, limits: &Limits) -> Result<BudgetView, LedgerError> {
+        Ok(self.budget.view(agent, limits))
+    }
+
+    async fn flush(&self) -> Result<(), LedgerError> {
+        self.journal.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests;

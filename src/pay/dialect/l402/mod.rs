@@ -1,0 +1,107 @@
+//! L402 (and its old name LSAT): a macaroon plus a BOLT11 invoice in `WWW-Authenticate`,
+//! answered with `Authorization: <scheme> <token>:<preimage>`. The token is reusable until the
+//! server answers it with a new challenge; its plaintext caveats name the service and expiry.
+
+pub mod grammar;
+pub mod macaroon;
+
+use super::{Credential, Dialect, Offer, ResponseHead, StoredCredential, Terms};
+use crate::core::{Decline, Preimage};
+use crate::invoice::Invoice;
+use grammar::{authorization_value, Challenge, Scheme};
+use http::header;
+
+/// The L402/LSAT dialect.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct L402;
+
+impl Dialect for L402 {
+    fn name(&self) -> &'static str {
+        "l402"
+    }
+
+    fn offers(&self, response: &ResponseHead<'_>, out: &mut Vec<Offer>) {
+        let challenges = grammar::parse_challenges(
+            response
+                .headers
+                .get_all(header::WWW_AUTHENTICATE)
+                .iter()
+                .map(|v| v.as_bytes()),
+        );
+        if let Some(chosen) = grammar::select(&challenges) {
+            out.push(Offer {
+                dialect: self.name(),
+                invoice: chosen.invoice.clone(),
+                terms: Box::new(L402Terms::new(chosen)),
+            });
+        }
+    }
+
+    fn restore(&self, stored: &StoredCredential, proof: &Preimage) -> Option<Credential> {
+        let scheme = Scheme::from_name(&stored.scheme);
+        Credential::new(
+            header::AUTHORIZATION,
+            &authorization_value(scheme, &stored.token, proof),
+        )
+        .ok()
+    }
+}
+
+/// What an L402 challenge offers: a token for a service, bound to the invoice's hash.
+#[derive(Debug)]
+struct L402Terms {
+    scheme: Scheme,
+    token: String,
+    services: Option<String>,
+    expires_at: Option<u64>,
+    /// The payment hash the token's v0 identifier commits to, when it has one.
+    committed: Option<[u8; 32]>,
+}
+
+impl L402Terms {
+    fn new(challenge: &Challenge) -> L402Terms {
+        let mac = macaroon::decode_token(&challenge.token).ok();
+        L402Terms {
+            scheme: challenge.scheme,
+            token: challenge.token.clone(),
+            services: mac.as_ref().and_then(|m| m.services()).map(str::to_string),
+            expires_at: mac.as_ref().and_then(|m| m.expires_at_unix()),
+            committed: mac.as_ref().and_then(|m| m.payment_hash_v0()),
+        }
+    }
+}
+
+impl Terms for L402Terms {
+    fn check(&self, invoice: &Invoice) -> Result<(), Decline> {
+        match self.committed {
+            Some(hash) if hash != invoice.payment_hash.0 => Err(Decline::TokenInvoiceMismatch),
+            _ => Ok(()),
+        }
+    }
+
+    fn service(&self) -> Option<&str> {
+        self.services.as_deref()
+    }
+
+    fn expires_at(&self) -> Option<u64> {
+        self.expires_at
+    }
+
+    fn reusable(&self) -> bool {
+        true
+    }
+
+    fn credential(&self, proof: &Preimage) -> Result<Credential, Decline> {
+        Credential::new(
+            header::AUTHORIZATION,
+            &authorization_value(self.scheme, &self.token, proof),
+        )
+    }
+
+    fn stored(&self) -> Option<StoredCredential> {
+        Some(StoredCredential {
+            scheme: self.scheme.as_str().to_string(),
+            token: self.token.clone(),
+        })
+    }
+}

@@ -1,0 +1,161 @@
+//! The ways servers ask to be paid. A dialect reads the offers in a response (a 402, or a 401
+//! carrying a challenge), and each offer says what to pay (a BOLT11 invoice), what the invoice
+//! must agree with, and how to build the credential once a verified preimage exists. Adding a
+//! scheme means adding one implementation of [`Dialect`]; nothing else in the payment layer
+//! knows any dialect's wire format.
+
+pub mod l402;
+
+use crate::core::{Decline, Preimage};
+use crate::invoice::Invoice;
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use std::fmt;
+
+/// What a dialect may read of an upstream response.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseHead<'a> {
+    /// The status (402, or 401 for servers that challenge a bad token that way).
+    pub status: StatusCode,
+    /// Every header, all lines of repeated ones.
+    pub headers: &'a HeaderMap,
+}
+
+/// One dialect: reads offers from responses and rebuilds stored credentials.
+pub trait Dialect: Send + Sync + 'static {
+    /// The name in `pay.schemes`, declines and logs (`l402`, `payment`, `x402`).
+    fn name(&self) -> &'static str;
+
+    /// Appends the payable offers in `response` to `out`: at most one per dialect, the one it
+    /// would pay (a dialect that sees several equivalent lines picks one).
+    fn offers(&self, response: &ResponseHead<'_>, out: &mut Vec<Offer>);
+
+    /// Rebuilds the credential of a token stored by this dialect (after a restart, or bought
+    /// by another replica). `None` when the stored form is not this dialect's.
+    fn restore(&self, stored: &StoredCredential, proof: &Preimage) -> Option<Credential>;
+}
+
+/// One way to pay for a request.
+#[derive(Debug)]
+pub struct Offer {
+    /// The dialect that read it (its `pay.schemes` name).
+    pub dialect: &'static str,
+    /// The BOLT11 invoice to pay.
+    pub invoice: String,
+    /// The dialect's own part: what the invoice must agree with and how to answer.
+    pub terms: Box<dyn Terms>,
+}
+
+/// What an offer promises in exchange for paying its invoice.
+pub trait Terms: Send + Sync + fmt::Debug {
+    /// Refuses an invoice that disagrees with what the offer states (hash, amount, payee).
+    fn check(&self, invoice: &Invoice) -> Result<(), Decline>;
+
+    /// The service the credential is for, when the offer names one (L402 `services=`): the
+    /// key that keeps tokens and single-flight per service on one origin.
+    fn service(&self) -> Option<&str>;
+
+    /// Unix second after which the credential is not used (caveat expiry), if known.
+    fn expires_at(&self) -> Option<u64>;
+
+    /// Whether the credential serves later requests (a cached token) or only this one.
+    fn reusable(&self) -> bool;
+
+    /// The credential for a preimage verified against this offer's invoice.
+    fn credential(&self, proof: &Preimage) -> Result<Credential, Decline>;
+
+    /// What the ledger keeps so the credential can be rebuilt later; `None` for single-use
+    /// credentials, whose proof is never persisted.
+    fn stored(&self) -> Option<StoredCredential>;
+}
+
+/// A header that proves payment, ready to attach.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// Where it goes (`Authorization` for L402 and MPP).
+    pub header: HeaderName,
+    /// Marked sensitive: kept out of Debug output and HPACK tables.
+    pub value: HeaderValue,
+}
+
+impl Credential {
+    /// Builds a sensitive header value, refusing text that cannot be sent in a header.
+    pub fn new(header: HeaderName, value: &str) -> Result<Credential, Decline> {
+        let mut value = HeaderValue::from_str(value).map_err(|_| Decline::ChallengeInvalid {
+            reason: "the token cannot be sent in a header".into(),
+        })?;
+        value.set_sensitive(true);
+        Ok(Credential { header, value })
+    }
+}
+
+/// The persisted form of a reusable credential, without its proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCredential {
+    /// The scheme to answer in (`L402`, `LSAT`).
+    pub scheme: String,
+    /// The token exactly as the server sent it.
+    pub token: String,
+}
+
+/// The dialects the proxy pays, in the operator's order of preference.
+pub struct Dialects {
+    ordered: Vec<Box<dyn Dialect>>,
+}
+
+impl Default for Dialects {
+    fn default() -> Self {
+        Dialects {
+            ordered: vec![Box::new(l402::L402)],
+        }
+    }
+}
+
+impl Dialects {
+    /// Every offer in the response, in preference order (the first is the one to pay).
+    pub fn offers(&self, response: &ResponseHead<'_>) -> Vec<Offer> {
+        let mut out = Vec::new();
+        if response.status != StatusCode::PAYMENT_REQUIRED
+            && response.status != StatusCode::UNAUTHORIZED
+        {
+            return out;
+        }
+        for dialect in &self.ordered {
+            dialect.offers(response, &mut out);
+        }
+        out
+    }
+
+    /// The credential of a stored token, from whichever dialect stored it.
+    pub fn restore(&self, stored: &StoredCredential, proof: &Preimage) -> Option<Credential> {
+        self.ordered.iter().find_map(|d| d.restore(stored, proof))
+    }
+}
+
+/// Decodes base64 in either alphabet, padding optional (tokens arrive in every spelling).
+///
+/// Trailing `=` are ignored whatever their number (the spec's own example token is
+/// over-padded), and non-zero trailing bits are tolerated like Go's default decoder does.
+/// A string that mixes both alphabets is rejected: no encoder produces that.
+pub fn decode_base64_any(s: &str) -> Option<Vec<u8>> {
+    let body = s.trim_end_matches('=');
+    let has_url = body.contains(['-', '_']);
+    let has_std = body.contains(['+', '/']);
+    let engine = match (has_url, has_std) {
+        (true, true) => return None,
+        (true, false) => &URL_SAFE_LENIENT,
+        (false, _) => &STANDARD_LENIENT,
+    };
+    engine.decode(body).ok()
+}
+
+/// Decoder settings shared by both alphabets: no padding expected (it was stripped),
+/// trailing bits allowed.
+const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+    .with_decode_allow_trailing_bits(true);
+const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);

@@ -1,0 +1,377 @@
+//! What happens on a 402, in one place. The proxy hands every upstream request of an agent to
+//! [`PaymentLayer::exchange`], which attaches a cached token if there is one, sends the request,
+//! and when the answer carries a payable offer, obtains a credential (pays, or rides on a
+//! concurrent purchase) and replays the request exactly once. A request never causes two
+//! payments; a refusal returns the upstream's own 402 with the reason.
+
+use super::dialect::{Dialects, ResponseHead};
+use super::headers;
+use super::purchase::{Destination, Obtained, Purchases, Refused};
+use super::tokens::{path_scope, Attached, TokenCache};
+use crate::agents::Agent;
+use crate::body::{self, Body, RequestBody};
+use crate::core::{Clock, Decline};
+use crate::ledger::{DeclineRecord, Ledger};
+use crate::metrics::{Metrics, Outcome};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use hyper::body::Incoming;
+use std::future::Future;
+use std::sync::Arc;
+
+/// Sends a request upstream. The proxy implements it with its pooled, guarded clients; an
+/// error is the proxy's own answer to the agent (502, 403 from the guard, …).
+pub trait Upstream: Sync {
+    /// Sends `request`; `h1_only` for protocol switches, which exist only in HTTP/1.1.
+    fn send(
+        &self,
+        request: Request<Body>,
+        h1_only: bool,
+    ) -> impl Future<Output = Result<Response<Incoming>, Response<Body>>> + Send;
+}
+
+/// One request of an agent, ready to go upstream (hop-by-hop headers already removed).
+pub struct Outgoing {
+    /// The method.
+    pub method: Method,
+    /// The absolute upstream URI.
+    pub uri: Uri,
+    /// The headers to send.
+    pub headers: HeaderMap,
+    /// The body, buffered when small enough to replay.
+    pub body: RequestBody,
+    /// The agent asked to switch protocols: send over HTTP/1.1.
+    pub upgrade: bool,
+}
+
+/// What the agent gets: the upstream's response (or the proxy's own), and the headers the
+/// payment layer adds to it.
+pub struct Answer {
+    /// The response to deliver.
+    pub response: Result<Response<Incoming>, Response<Body>>,
+    /// Added to the response once delivered (after the upstream's own `x-l402-proxy-*` headers
+    /// are removed).
+    pub headers: HeaderMap,
+}
+
+/// The payment layer: see the module docs.
+pub struct PaymentLayer {
+    purchases: Arc<Purchases>,
+    tokens: Arc<TokenCache>,
+    dialects: Arc<Dialects>,
+    ledger: Arc<dyn Ledger>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    max_body: usize,
+}
+
+/// How the layer is assembled.
+pub struct LayerParts {
+    /// The purchasing side.
+    pub purchases: Arc<Purchases>,
+    /// The token cache (shared with `purchases`).
+    pub tokens: Arc<TokenCache>,
+    /// The dialects paid.
+    pub dialects: Arc<Dialects>,
+    /// The ledger (declines, budget views).
+    pub ledger: Arc<dyn Ledger>,
+    /// The one clock.
+    pub clock: Arc<dyn Clock>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// `http.max_replay_body_bytes`, for the reason given when a body cannot be replayed.
+    pub max_body: usize,
+}
+
+/// What is needed to send the request again after paying.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+    upgrade: bool,
+}
+
+impl Replay {
+    fn request(&self, credential: &super::dialect::Credential) -> Option<Request<Body>> {
+        let body = self.body.clone()?;
+        let mut req = Request::new(body::from_bytes(body));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req.headers_mut()
+            .insert(credential.header.clone(), credential.value.clone());
+        Some(req)
+    }
+}
+
+impl PaymentLayer {
+    /// Assembles the layer.
+    pub fn new(parts: LayerParts) -> PaymentLayer {
+        PaymentLayer {
+            purchases: parts.purchases,
+            tokens: parts.tokens,
+            dialects: parts.dialects,
+            ledger: parts.ledger,
+            clock: parts.clock,
+            metrics: parts.metrics,
+            max_body: parts.max_body,
+        }
+    }
+
+    /// The purchasing side.
+    pub fn purchases(&self) -> &Arc<Purchases> {
+        &self.purchases
+    }
+
+    /// The token cache.
+    pub fn tokens(&self) -> &Arc<TokenCache> {
+        &self.tokens
+    }
+
+    /// Sends one request of `agent` to `to` through `upstream`, paying if asked to.
+    pub async fn exchange<U: Upstream>(
+        &self,
+        upstream: &U,
+        agent: &Arc<Agent>,
+        to: Destination<'_>,
+        mut out: Outgoing,
+    ) -> Answer {
+        let attached = self.tokens.find(
+            &agent.name,
+            to.origin,
+            out.uri.path(),
+            self.clock.now_unix(),
+        );
+        match &attached {
+            Some(a) => {
+                self.metrics.token_hits.inc();
+                out.headers.insert(
+                    a.token.credential.header.clone(),
+                    a.token.credential.value.clone(),
+                );
+            }
+            None => self.metrics.token_misses.inc(),
+        }
+        let replayable = out.body.replayable().cloned();
+        let replay = Replay {
+            method: out.method.clone(),
+            uri: out.uri.clone(),
+            headers: if replayable.is_some() {
+                out.headers.clone()
+            } else {
+                HeaderMap::new()
+            },
+            body: replayable,
+            upgrade: out.upgrade,
+        };
+        let mut request = Request::new(match out.body {
+            RequestBody::Buffered(bytes) => body::from_bytes(bytes),
+            RequestBody::Streaming(rest) => http_body_util::BodyExt::boxed(rest),
+        });
+        *request.method_mut() = out.method;
+        *request.uri_mut() = out.uri;
+        *request.headers_mut() = out.headers;
+        let response = match upstream.send(request, out.upgrade).await {
+            Ok(r) => r,
+            Err(local) => return answer(Err(local)),
+        };
+        let mut offers = self.dialects.offers(&ResponseHead {
+            status: response.status(),
+            headers: response.headers(),
+        });
+        if offers.is_empty() {
+            self.learn_if_worked(&attached, &response, replay.uri.path());
+            self.metrics.request(Outcome::Passed);
+            return answer(Ok(response));
+        }
+        self.metrics.challenges.inc();
+        if let Some(a) = &attached {
+            // The server refused a token known to work here: stale (expired, revoked). A token
+            // that was only tried speculatively on a new path stays for the paths where it works.
+            if a.known
+                && self
+                    .tokens
+                    .evict(&agent.name, to.origin, &a.token.payment_hash)
+            {
+                self.retire(a.token.payment_hash);
+            }
+        }
+        let path = replay.uri.path().to_string();
+        if replay.body.is_none() {
+            let decline = Decline::BodyNotReplayable {
+                limit: self.max_body,
+            };
+            return self.declined(response, agent, to, &path, decline.into());
+        }
+        let offer = offers.remove(0);
+        let sent = attached.as_ref().map(|a| a.token.payment_hash);
+        match self
+            .purchases
+            .obtain(agent, to, &path, sent.as_ref(), offer)
+            .await
+        {
+            Err(refused) => self.declined(response, agent, to, &path, refused),
+            Ok(obtained) => {
+                drop(response);
+                self.replay_once(upstream, agent, to, &replay, obtained)
+                    .await
+            }
+        }
+    }
+
+    /// Sends the request again with the credential. A second challenge goes back to the agent:
+    /// one request never causes two payments.
+    async fn replay_once<U: Upstream>(
+        &self,
+        upstream: &U,
+        agent: &Arc<Agent>,
+        to: Destination<'_>,
+        replay: &Replay,
+        obtained: Obtained,
+    ) -> Answer {
+        let mut extra = HeaderMap::new();
+        headers::obtained(&mut extra, &obtained);
+        let Some(request) = replay.request(&obtained.credential) else {
+            return Answer {
+                response: Err(crate::proxy::responses::text(
+                    http::StatusCode::BAD_GATEWAY,
+                    "replay-failed",
+                    "request body unavailable for replay",
+                )),
+                headers: extra,
+            };
+        };
+        let response = match upstream.send(request, replay.upgrade).await {
+            Ok(r) => r,
+            Err(local) => {
+                return Answer {
+                    response: Err(local),
+                    headers: extra,
+                }
+            }
+        };
+        let rejected = !self
+            .dialects
+            .offers(&ResponseHead {
+                status: response.status(),
+                headers: response.headers(),
+            })
+            .is_empty();
+        if rejected {
+            let mut answer = self.declined(
+                response,
+                agent,
+                to,
+                replay.uri.path(),
+                Decline::ReplayRejected.into(),
+            );
+            answer.headers.extend(extra);
+            return answer;
+        }
+        self.metrics.request(if obtained.paid.is_some() {
+            Outcome::Paid
+        } else {
+            Outcome::Shared
+        });
+        if response.status().is_success() {
+            if let Some(token) = &obtained.token {
+                self.learn(token, path_scope(replay.uri.path()));
+            }
+        }
+        if obtained.paid.is_some() {
+            // What the agent has left under its tightest limit, when it has one.
+            if let Ok(view) = self.ledger.budget(&agent.name, &agent.limits).await {
+                if let Some(left) = view.remaining_msat.tightest() {
+                    extra.insert(headers::REMAINING_HEADER, HeaderValue::from(left));
+                }
+            }
+        }
+        Answer {
+            response: Ok(response),
+            headers: extra,
+        }
+    }
+
+    /// A speculative token that got through has proven itself on this path's scope.
+    fn learn_if_worked(
+        &self,
+        attached: &Option<Attached>,
+        response: &Response<Incoming>,
+        path: &str,
+    ) {
+        if let Some(a) = attached {
+            if !a.known && response.status().is_success() {
+                self.learn(&a.token, path_scope(path));
+            }
+        }
+    }
+
+    /// Learns a scope on a token, and in the ledger when it is new (off the request path).
+    fn learn(&self, token: &super::tokens::Token, scope: &str) {
+        if token.learn_scope(scope) {
+            let (ledger, hash, scope) =
+                (self.ledger.clone(), token.payment_hash, scope.to_string());
+            tokio::spawn(async move {
+                if let Err(e) = ledger.learn_scope(hash, &scope).await {
+                    tracing::debug!(error = %e, "could not record a learned scope");
+                }
+            });
+        }
+    }
+
+    /// Tells the ledger a token is no longer accepted (off the request path).
+    fn retire(&self, hash: crate::core::PaymentHash) {
+        let ledger = self.ledger.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ledger.retire_token(hash).await {
+                tracing::debug!(error = %e, "could not retire a refused token");
+            }
+        });
+    }
+
+    /// The upstream's own 402, streamed back, with our reason for not paying; counted, logged
+    /// and recorded for the operator.
+    fn declined(
+        &self,
+        response: Response<Incoming>,
+        agent: &Agent,
+        to: Destination<'_>,
+        path: &str,
+        refused: Refused,
+    ) -> Answer {
+        let decline = &refused.decline;
+        self.metrics.request(Outcome::Declined);
+        self.metrics.decline(decline.code());
+        tracing::info!(agent = %agent.name, host = %to.host, path, code = decline.code(), detail = %decline, "declined to pay");
+        let record = DeclineRecord {
+            agent: agent.name.to_string(),
+            host: to.host.to_string(),
+            path: path.to_string(),
+            code: decline.code().to_string(),
+            detail: decline.to_string(),
+            amount: refused.amount,
+            created_at: self.clock.now(),
+            count: 1,
+        };
+        let ledger = self.ledger.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ledger.record_decline(record).await {
+                tracing::warn!(error = %e, "could not record a decline");
+            }
+        });
+        let mut extra = HeaderMap::new();
+        headers::declined(&mut extra, decline);
+        Answer {
+            response: Ok(response),
+            headers: extra,
+        }
+    }
+}
+
+fn answer(response: Result<Response<Incoming>, Response<Body>>) -> Answer {
+    Answer {
+        response,
+        headers: HeaderMap::new(),
+    }
+}

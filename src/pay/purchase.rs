@@ -1,0 +1,469 @@
+//! Turning an offer into a credential, safely: a token another request of the same agent just
+//! bought for the same service is used instead of paying again (single flight within the
+//! process, a lease across processes), the invoice is checked before any budget is touched,
+//! and the payment runs in its own task, so an agent hanging up mid-payment cannot lose a
+//! settled preimage.
+
+use super::book::{Bought, PaymentBook, Resolved};
+use super::dialect::{Credential, Dialects, Offer};
+use super::flight::{Flights, Join, Landing};
+use super::policy;
+use super::tokens::{path_scope, Token, TokenCache};
+use crate::agents::Agent;
+use crate::config::Limits;
+use crate::core::{Clock, Decline, Msat, PaymentHash};
+use crate::invoice::{self, Network};
+use crate::ledger::{Ledger, LimitSet, NewPayment, StoredToken};
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a request got: a credential to replay with.
+#[derive(Debug, Clone)]
+pub struct Obtained {
+    /// The header to replay with.
+    pub credential: Credential,
+    /// The cached token, for reusable credentials (scopes are learned on it).
+    pub token: Option<Arc<Token>>,
+    /// Set when this request's offer was paid; `None` when it rides on a token another request
+    /// of the same agent bought for the same service.
+    pub paid: Option<PaidInfo>,
+}
+
+/// What this request paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaidInfo {
+    /// The invoice amount.
+    pub amount: Msat,
+    /// The routing fee.
+    pub fee: Msat,
+    /// The payment hash.
+    pub payment_hash: PaymentHash,
+}
+
+type FlightResult = Result<Obtained, Decline>;
+
+/// A refusal, with the invoice amount when the invoice was read that far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Why.
+    pub decline: Decline,
+    /// What the invoice asked for, if known.
+    pub amount: Option<Msat>,
+}
+
+impl From<Decline> for Refused {
+    fn from(decline: Decline) -> Refused {
+        Refused {
+            decline,
+            amount: None,
+        }
+    }
+}
+
+/// Where the request goes and who sends it.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    /// `scheme://host:port`, the token cache key.
+    pub origin: &'a str,
+    /// The host, lower-cased, without brackets (host rules match it).
+    pub host: &'a str,
+    /// The port (kept with the host in the ledger).
+    pub port: u16,
+}
+
+impl Destination<'_> {
+    /// `host:port`, as the ledger and declines show it.
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The purchasing side of the payment layer.
+pub struct Purchases {
+    book: Arc<PaymentBook>,
+    ledger: Arc<dyn Ledger>,
+    tokens: Arc<TokenCache>,
+    dialects: Arc<Dialects>,
+    flights: Arc<Flights<FlightResult>>,
+    clock: Arc<dyn Clock>,
+    network: Network,
+    operator_limits: ArcSwap<Limits>,
+    /// Whether other processes share the ledger (so tokens may have been bought elsewhere).
+    shared_ledger: bool,
+}
+
+/// How [`Purchases`] is assembled.
+pub struct PurchaseParts {
+    /// The payment book.
+    pub book: Arc<PaymentBook>,
+    /// The money authority.
+    pub ledger: Arc<dyn Ledger>,
+    /// The token cache.
+    pub tokens: Arc<TokenCache>,
+    /// The dialects paid.
+    pub dialects: Arc<Dialects>,
+    /// The one clock.
+    pub clock: Arc<dyn Clock>,
+    /// The network invoices must be for.
+    pub network: Network,
+    /// The operator's limits (replaced on reload).
+    pub operator_limits: Limits,
+    /// True for a ledger shared by several processes.
+    pub shared_ledger: bool,
+}
+
+/// How often a waiting replica looks for the token another replica is buying.
+const LEASE_POLL: Duration = Duration::from_millis(50);
+
+impl Purchases {
+    /// Assembles the purchasing side.
+    pub fn new(parts: PurchaseParts) -> Purchases {
+        Purchases {
+            book: parts.book,
+            ledger: parts.ledger,
+            tokens: parts.tokens,
+            dialects: parts.dialects,
+            flights: Arc::new(Flights::default()),
+            clock: parts.clock,
+            network: parts.network,
+            operator_limits: ArcSwap::from_pointee(parts.operator_limits),
+            shared_ledger: parts.shared_ledger,
+        }
+    }
+
+    /// The payment book.
+    pub fn book(&self) -> &Arc<PaymentBook> {
+        &self.book
+    }
+
+    /// Replaces the operator's limits (config reload).
+    pub fn set_operator_limits(&self, limits: Limits) {
+        self.operator_limits.store(Arc::new(limits));
+    }
+
+    /// The operator's limits in force.
+    pub fn operator_limits(&self) -> Arc<Limits> {
+        self.operator_limits.load_full()
+    }
+
+    /// Gets a credential answering `offer`: one a concurrent request of the same agent just
+    /// bought for the same service, or a new payment, subject to the agent's policy. `sent` is
+    /// the token the request carried (a 402 answered it, so it is not the answer).
+    pub async fn obtain(
+        self: &Arc<Self>,
+        agent: &Arc<Agent>,
+        to: Destination<'_>,
+        path: &str,
+        sent: Option<&PaymentHash>,
+        offer: Offer,
+    ) -> Result<Obtained, Refused> {
+        let reusable = offer.terms.reusable();
+        let service = offer.terms.service().map(str::to_string);
+        let scope = path_scope(path).to_string();
+        let now = self.clock.now_unix();
+        if reusable {
+            if let Some(token) = self.fresh_token(agent, to.origin, service.as_deref(), path, sent)
+            {
+                return Ok(token);
+            }
+        }
+        let invoice = invoice::decode(&offer.invoice).map_err(|e| Decline::InvoiceInvalid {
+            reason: e.to_string(),
+        })?;
+        let with_amount = |decline| Refused {
+            decline,
+            amount: invoice.amount,
+        };
+        let amount = policy::check_invoice(&invoice, agent, to.host, self.network, now)
+            .map_err(with_amount)?;
+        offer.terms.check(&invoice).map_err(with_amount)?;
+        let key = format!(
+            "{}\n{}\n{}",
+            agent.name,
+            to.origin,
+            service.as_deref().unwrap_or(&scope)
+        );
+        let job = Job {
+            purchases: self.clone(),
+            agent: agent.clone(),
+            origin: to.origin.to_string(),
+            host: to.host.to_string(),
+            scope,
+            service: service.clone(),
+            amount,
+            hash: invoice.payment_hash,
+            offer,
+            key,
+        };
+        let result = if reusable {
+            self.single_flight(job, agent, to, service.as_deref(), path, sent)
+                .await
+        } else {
+            // A single-use credential serves one request: every request pays its own.
+            detached(job).await
+        };
+        result.map_err(|decline| Refused {
+            decline,
+            amount: Some(amount),
+        })
+    }
+
+    /// One purchase per (agent, origin, service) in this process: the first request leads,
+    /// concurrent ones ride on its outcome.
+    async fn single_flight(
+        &self,
+        job: Job,
+        agent: &Agent,
+        to: Destination<'_>,
+        service: Option<&str>,
+        path: &str,
+        sent: Option<&PaymentHash>,
+    ) -> FlightResult {
+        let lead = match self.flights.join(job.key.clone()) {
+            Join::Follow(follow) => {
+                // Another request of this agent is buying this service: ride on it.
+                return match follow.landing().await {
+                    Landing::Done(Ok(o)) => Ok(Obtained { paid: None, ..o }),
+                    Landing::Done(Err(d)) => Err(Decline::ConcurrentPaymentFailed(Box::new(d))),
+                    Landing::Abandoned => Err(Decline::PaymentAborted),
+                };
+            }
+            Join::Lead(lead) => lead,
+        };
+        // A flight that finished just before we took the slot left its token behind.
+        if let Some(token) = self.fresh_token(agent, to.origin, service, path, sent) {
+            lead.land(Ok(token.clone()));
+            return Ok(token);
+        }
+        // The flight slot is a guard inside the task, so a panic there still answers the
+        // followers and frees the slot.
+        let handle = tokio::spawn(async move {
+            let result = job.run().await;
+            lead.land(result.clone());
+            result
+        });
+        handle.await.unwrap_or(Err(Decline::PaymentAborted))
+    }
+
+    fn fresh_token(
+        &self,
+        agent: &Agent,
+        origin: &str,
+        service: Option<&str>,
+        path: &str,
+        sent: Option<&PaymentHash>,
+    ) -> Option<Obtained> {
+        let token = self.tokens.find_fresh(
+            &agent.name,
+            origin,
+            service,
+            path,
+            self.clock.now_unix(),
+            sent,
+        )?;
+        Some(Obtained {
+            credential: token.credential.clone(),
+            token: Some(token),
+            paid: None,
+        })
+    }
+
+    /// Caches a stored token (bought by another process, or before a restart).
+    pub fn install(&self, stored: &StoredToken) -> Option<Arc<Token>> {
+        let credential = self.dialects.restore(&stored.credential, &stored.proof)?;
+        let token = Arc::new(Token::new(
+            credential,
+            stored.proof.hash(),
+            stored.service.clone(),
+            stored.expires_at,
+            stored.scopes.clone(),
+        ));
+        self.tokens.insert(
+            &Arc::from(stored.agent.as_str()),
+            &stored.origin,
+            token.clone(),
+            self.clock.now_unix(),
+        );
+        Some(token)
+    }
+
+    /// Fills the token cache from the ledger (at start).
+    pub async fn restore_tokens(&self) -> Result<usize, crate::ledger::LedgerError> {
+        let mut n = 0;
+        for stored in self.ledger.live_tokens(self.clock.now_unix()).await? {
+            if self.install(&stored).is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// One reconciliation pass; tokens of payments that turn out settled are cached. Returns how
+    /// many payments stay unresolved.
+    pub async fn reconcile(&self) -> Result<usize, crate::ledger::LedgerError> {
+        let (resolved, open) = self.book.reconcile().await?;
+        for r in resolved {
+            if let Resolved::Settled(row, paid) = r {
+                let Some(credential) = row.credential.clone() else {
+                    continue;
+                };
+                let stored = StoredToken {
+                    agent: row.agent.clone(),
+                    origin: row.origin.clone(),
+                    credential,
+                    proof: paid.preimage,
+                    service: row.service.clone(),
+                    scopes: vec![row.scope.clone()],
+                    expires_at: row.token_expires_at,
+                };
+                if self.install(&stored).is_none() {
+                    tracing::warn!(hash = %row.hash.short(), "settled, but its token is unusable");
+                }
+            }
+        }
+        Ok(open)
+    }
+
+    /// Waits, across processes, for the purchase lease of `key`. Returns a token another process
+    /// bought meanwhile, or `None` once this process holds the lease and must buy.
+    async fn lease_or_token(&self, job: &Job) -> Result<Option<Arc<Token>>, Decline> {
+        if !self.shared_ledger {
+            return Ok(None);
+        }
+        let ttl = self.book.timeout() + Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + ttl;
+        loop {
+            if let Some(stored) = self
+                .ledger
+                .find_token(
+                    &job.agent.name,
+                    &job.origin,
+                    job.service.as_deref(),
+                    &job.scope,
+                    self.clock.now_unix(),
+                )
+                .await?
+            {
+                if let Some(token) = self.install(&stored) {
+                    return Ok(Some(token));
+                }
+            }
+            if self.ledger.lease(&job.key, ttl).await? {
+                return Ok(None);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Decline::PaymentInFlight);
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+        }
+    }
+}
+
+/// Runs a purchase in its own task: the agent hanging up must not cancel a payment in progress.
+async fn detached(job: Job) -> FlightResult {
+    tokio::spawn(job.run())
+        .await
+        .unwrap_or(Err(Decline::PaymentAborted))
+}
+
+/// One purchase, run detached from the request that asked for it.
+struct Job {
+    purchases: Arc<Purchases>,
+    agent: Arc<Agent>,
+    origin: String,
+    host: String,
+    scope: String,
+    service: Option<String>,
+    amount: Msat,
+    hash: PaymentHash,
+    offer: Offer,
+    key: String,
+}
+
+impl Job {
+    async fn run(self) -> FlightResult {
+        let p = &self.purchases;
+        let reusable = self.offer.terms.reusable();
+        if reusable {
+            if let Some(token) = p.lease_or_token(&self).await? {
+                return Ok(Obtained {
+                    credential: token.credential.clone(),
+                    token: Some(token),
+                    paid: None,
+                });
+            }
+        }
+        let payment = NewPayment {
+            hash: self.hash,
+            agent: self.agent.name.clone(),
+            host: self.host.clone(),
+            origin: self.origin.clone(),
+            dialect: self.offer.dialect,
+            amount: self.amount,
+            fee_reserve: Msat::ZERO,
+            bolt11: self.offer.invoice.clone(),
+            credential: self.offer.terms.stored(),
+            service: self.service.clone(),
+            scope: self.scope.clone(),
+            token_expires_at: self.offer.terms.expires_at(),
+            created_at: 0,
+        };
+        let operator = p.operator_limits();
+        let bought = p
+            .book
+            .buy(
+                payment,
+                LimitSet {
+                    agent: &self.agent.limits,
+                    operator: &operator,
+                },
+            )
+            .await;
+        if reusable && p.shared_ledger {
+            if let Err(e) = p.ledger.release_lease(&self.key).await {
+                tracing::debug!(error = %e, "could not release a purchase lease; it expires");
+            }
+        }
+        let (proof, paid) = match bought? {
+            Bought::Paid(paid) => (
+                paid.preimage,
+                Some(PaidInfo {
+                    amount: self.amount,
+                    fee: paid.fee,
+                    payment_hash: self.hash,
+                }),
+            ),
+            Bought::Earlier(proof) => (proof, None),
+        };
+        let credential = self.offer.terms.credential(&proof)?;
+        let token = reusable.then(|| {
+            let token = Arc::new(Token::new(
+                credential.clone(),
+                self.hash,
+                self.service.clone(),
+                self.offer.terms.expires_at(),
+                vec![self.scope.clone()],
+            ));
+            p.tokens.insert(
+                &self.agent.name,
+                &self.origin,
+                token.clone(),
+                p.clock.now_unix(),
+            );
+            token
+        });
+        Ok(Obtained {
+            credential,
+            token,
+            paid,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,108 @@
+//! Where a request goes: scheme, authority, and the normalised origin that keys the token cache.
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::Uri;
+
+/// Where a request goes: the origin is the token cache key.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// As the agent wrote it.
+    pub authority: Authority,
+    /// The port, defaulted from the scheme.
+    pub port: u16,
+    /// `scheme://host:port`, lower-cased host; the host is a slice of it (one allocation).
+    pub origin: String,
+    host: std::ops::Range<usize>,
+}
+
+impl Target {
+    /// The target at `authority` over `scheme`.
+    pub fn new(scheme: Scheme, authority: Authority) -> Target {
+        use std::fmt::Write;
+        let https = scheme == Scheme::HTTPS;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let ipv6 = host.contains(':');
+        let mut origin = String::with_capacity(scheme.as_str().len() + host.len() + 11);
+        origin.push_str(scheme.as_str());
+        origin.push_str(if ipv6 { "://[" } else { "://" });
+        let start = origin.len();
+        origin.push_str(host);
+        origin[start..].make_ascii_lowercase();
+        let end = origin.len();
+        let _ = write!(origin, "{}:{port}", if ipv6 { "]" } else { "" });
+        Target {
+            scheme,
+            authority,
+            port,
+            origin,
+            host: start..end,
+        }
+    }
+
+    /// The destination host, lower-cased, without IPv6 brackets.
+    pub fn host(&self) -> &str {
+        &self.origin[self.host.clone()]
+    }
+
+    /// The target of an absolute-form request (`GET http://host/path`).
+    pub fn from_absolute(uri: &Uri) -> Option<Target> {
+        let scheme = uri.scheme()?.clone();
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return None;
+        }
+        Some(Target::new(scheme, uri.authority()?.clone()))
+    }
+
+    /// The absolute URI to send upstream for `path` (`/` when absent).
+    pub fn upstream_uri(&self, path: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(
+                path.cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            )
+            .build()
+    }
+
+    /// The destination as the payment layer sees it.
+    pub fn destination(&self) -> crate::pay::Destination<'_> {
+        crate::pay::Destination {
+            origin: &self.origin,
+            host: self.host(),
+            port: self.port,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_normalise_host_and_port_into_the_origin() {
+        let t = Target::new(Scheme::HTTPS, Authority::from_static("API.Example.com"));
+        assert_eq!(
+            (t.origin.as_str(), t.host(), t.port),
+            ("https://api.example.com:443", "api.example.com", 443)
+        );
+        let t = Target::new(Scheme::HTTP, Authority::from_static("[::1]:8080"));
+        assert_eq!(
+            (t.origin.as_str(), t.host(), t.port),
+            ("http://[::1]:8080", "::1", 8080)
+        );
+        let uri: Uri = "http://127.0.0.1/x".parse().unwrap();
+        let t = Target::from_absolute(&uri).unwrap();
+        assert_eq!(
+            (t.origin.as_str(), t.host()),
+            ("http://127.0.0.1:80", "127.0.0.1")
+        );
+        assert!(Target::from_absolute(&"/relative".parse().unwrap()).is_none());
+    }
+}

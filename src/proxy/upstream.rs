@@ -1,0 +1,138 @@
+//! Sending requests upstream: pooled hyper clients (h1/h2 by ALPN, and an HTTP/1.1-only one
+//! for protocol switches) over the guarded connector, with upstream TLS always verified. A
+//! failure becomes the proxy's own answer to the agent, naming what to fix.
+
+use super::responses;
+use crate::body::Body;
+use crate::guard::{Guard, GuardError, GuardedConnector};
+use crate::metrics::{Metrics, Outcome};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::sync::Arc;
+use std::time::Duration;
+
+type Pooled = Client<HttpsConnector<GuardedConnector>, Body>;
+
+/// The upstream clients.
+pub struct Upstreams {
+    client: Pooled,
+    /// HTTP/1.1 only: protocol switches (WebSocket and kin) do not exist in h2.
+    client_h1: Pooled,
+    metrics: Arc<Metrics>,
+}
+
+impl Upstreams {
+    /// Clients connecting through `guard`, trusting `tls` for upstream certificates.
+    pub fn new(
+        guard: Arc<Guard>,
+        tls: rustls::ClientConfig,
+        pool_idle: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Upstreams {
+        let pooled = |connector| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(pool_idle)
+                .pool_timer(TokioTimer::new())
+                .build(connector)
+        };
+        let client = pooled(
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(GuardedConnector::new(guard.clone())),
+        );
+        let client_h1 = pooled(
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(GuardedConnector::new(guard)),
+        );
+        Upstreams {
+            client,
+            client_h1,
+            metrics,
+        }
+    }
+}
+
+impl crate::pay::Upstream for Upstreams {
+    async fn send(
+        &self,
+        mut request: Request<Body>,
+        h1_only: bool,
+    ) -> Result<Response<Incoming>, Response<Body>> {
+        // The pooled client picks h1 or h2 per upstream; the agent's version is not the upstream's.
+        *request.version_mut() = Version::HTTP_11;
+        let started = std::time::Instant::now();
+        let client = if h1_only {
+            &self.client_h1
+        } else {
+            &self.client
+        };
+        let result = client.request(request).await;
+        self.metrics
+            .upstream_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result.map_err(|e| {
+            let response = upstream_error(&e);
+            self.metrics
+                .request(if response.status() == StatusCode::FORBIDDEN {
+                    Outcome::Refused
+                } else {
+                    Outcome::UpstreamError
+                });
+            response
+        })
+    }
+}
+
+fn upstream_error(error: &hyper_util::client::legacy::Error) -> Response<Body> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(g) = e.downcast_ref::<GuardError>() {
+            return guard_response(g);
+        }
+        source = e.source();
+    }
+    let detail = error_chain(error);
+    tracing::debug!(error = %detail, "upstream request failed");
+    responses::text(
+        StatusCode::BAD_GATEWAY,
+        "upstream-failed",
+        &format!("upstream request failed: {detail}"),
+    )
+}
+
+/// The answer to a destination the guard refused (403) or could not reach (502).
+pub fn guard_response(error: &GuardError) -> Response<Body> {
+    if error.is_refusal() {
+        responses::text(
+            StatusCode::FORBIDDEN,
+            "destination-refused",
+            &error.to_string(),
+        )
+    } else {
+        responses::text(
+            StatusCode::BAD_GATEWAY,
+            "upstream-unreachable",
+            &error.to_string(),
+        )
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
