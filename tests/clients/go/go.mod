@@ -1,0 +1,3 @@
+module l402-proxy/tests/clients/go
+
+go 1.19
