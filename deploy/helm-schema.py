@@ -100,8 +100,8 @@ schema = obj({
                   "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]}}),
     "imagePullSecrets": {"type": "array", "items": obj({"name": S}, required=["name"])},
     "nameOverride": S, "fullnameOverride": S,
-    "replicaCount": {"type": "integer", "minimum": 0, "maximum": 1,
-                     "description": "The embedded SQLite ledger is per pod: at most one replica."},
+    "replicaCount": {"type": "integer", "minimum": 0,
+                     "description": "Gateway replicas. SQLite (a per-pod ledger): 0 or 1. PostgreSQL: any; more than 1 needs ca.existingSecret."},
     "logFormat": {"type": "string", "enum": ["json", "text"]},
     "logLevel": {"type": "string", "minLength": 1},
     "config": config,
@@ -111,6 +111,20 @@ schema = obj({
     "service": obj({"type": {"type": "string", "enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
                     "proxyPort": I(1, maximum=65535), "adminPort": I(1, maximum=65535), "annotations": STRMAP}),
     "metrics": obj({"enabled": B, "serviceMonitor": monitor, "podMonitor": monitor}),
+    "store": obj({
+        "backend": {"type": "string", "enum": ["", "sqlite", "postgres"],
+                    "description": "The ledger: sqlite (per pod) or postgres (shared by every replica and sidecar); \"\" = gateway: sqlite, sidecar: postgres."},
+        "postgres": obj({
+            "existingSecret": {"type": "string", "description": "Secret holding the database URL (postgres://user:password@host:5432/db); required with postgres."},
+            "urlKey": {"type": "string", "minLength": 1},
+            "tls": {"type": "string", "enum": ["verify-full", "require", "disable"]},
+            "ca": obj({"existingSecret": S, "key": {"type": "string", "minLength": 1}},
+                      desc="Optional: a Secret holding the PEM CA of the database's certificate."),
+            "poolSize": I(0, maximum=256, description="Connections per proxy process; 0 = the proxy's default."),
+        }),
+    }, desc="Where the ledger (budgets, payments, tokens) lives."),
+    "podDisruptionBudget": obj({"enabled": B, "maxUnavailable": {"type": ["integer", "string"], "pattern": "^([1-9][0-9]?|100)%$", "minimum": 1}},
+                               desc="Gateway with more than one replica (PostgreSQL): a PodDisruptionBudget."),
     "persistence": obj({"enabled": B, "existingClaim": S, "storageClass": S,
                         "accessModes": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": ["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]}},
                         "size": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"},
@@ -135,5 +149,29 @@ schema = obj({
         "exampleAgent": obj({"enabled": B, "image": {"type": "string", "minLength": 1}, "url": URL, "intervalSeconds": I(1)}),
     }),
 }, required=["mode", "image", "config"])
+
+# Cross-field rules (helm runs the schema before the templates, whose `fail`s say the same in
+# longer words: templates/_helpers.tpl "l402-proxy.validate").
+GATEWAY_REPLICAS = {"required": ["replicaCount"], "properties": {
+    "mode": {"not": {"const": "sidecar"}}, "replicaCount": {"minimum": 2}}}
+POSTGRES = {"anyOf": [
+    {"required": ["store"], "properties": {"store": {"required": ["backend"], "properties": {"backend": {"const": "postgres"}}}}},
+    {"required": ["mode"], "properties": {"mode": {"const": "sidecar"},
+                                          "store": {"properties": {"backend": {"const": ""}}}}},
+]}
+schema["allOf"] = [
+    {"$comment": "A gateway on SQLite (store.backend sqlite, or \"\": the gateway's default) runs at most one replica: the ledger is per pod.",
+     "if": {"properties": {"mode": {"not": {"const": "sidecar"}},
+                           "store": {"properties": {"backend": {"not": {"const": "postgres"}}}}}},
+     "then": {"properties": {"replicaCount": {"maximum": 1}}}},
+    {"$comment": "replicaCount > 1: every replica signs with ONE CA that agents trust, from ca.existingSecret.",
+     "if": GATEWAY_REPLICAS,
+     "then": {"required": ["ca"], "properties": {"ca": {"required": ["existingSecret"], "properties": {
+         "existingSecret": {"minLength": 1}}}}}},
+    {"$comment": "The PostgreSQL URL comes only from an existing Secret.",
+     "if": POSTGRES,
+     "then": {"required": ["store"], "properties": {"store": {"required": ["postgres"], "properties": {"postgres": {
+         "required": ["existingSecret"], "properties": {"existingSecret": {"minLength": 1}}}}}}}},
+]
 schema = {"$schema": "http://json-schema.org/draft-07/schema#", "title": "l402-proxy chart values", **schema}
 print(json.dumps(schema, indent=2))

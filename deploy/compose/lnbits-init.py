@@ -26,7 +26,7 @@ PASSWORD = os.environ.get("LNBITS_ADMIN_PASSWORD", "compose-demo-password")
 CREDIT = int(os.environ.get("PAYER_CREDIT_SATS", "1000000"))
 KEYS = os.environ.get("KEYS_DIR", "/keys")
 OWNER = int(os.environ.get("OWNER_UID", "65532"))
-OWNED_DIRS = os.environ.get("OWNED_DIRS", "/keys /ca /proxy-data").split()
+OWNED_DIRS = os.environ.get("OWNED_DIRS", "/keys /ca /proxy-ca-key").split()
 WAIT_SECS = float(os.environ.get("WAIT_SECS", "120"))
 
 

@@ -68,6 +68,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- eq .Values.mode "sidecar" }}
 {{- end }}
 
+{{/* The ledger backend: store.backend, or by mode when "" (gateway: sqlite, sidecar: postgres). */}}
+{{- define "l402-proxy.storeBackend" -}}
+{{- .Values.store.backend | default (ternary "postgres" "sqlite" (eq .Values.mode "sidecar")) }}
+{{- end }}
+
+{{/* The environment variable the proxy reads the PostgreSQL URL from (store.postgres.url_env). */}}
+{{- define "l402-proxy.storeUrlEnv" -}}L402_STORE_URL{{- end }}
+{{- define "l402-proxy.storeCaDir" -}}/etc/l402-proxy/store-ca{{- end }}
+
 {{/* Checks that cannot be expressed in values.schema.json. */}}
 {{- define "l402-proxy.validate" -}}
 {{- if and .Values.metrics.serviceMonitor.enabled .Values.metrics.podMonitor.enabled }}
@@ -76,8 +85,25 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (eq .Values.mode "sidecar") .Values.metrics.serviceMonitor.enabled }}
 {{- fail "metrics.serviceMonitor needs the gateway Service: in sidecar mode use metrics.podMonitor (it selects the agent pods by the label the snippet adds)" }}
 {{- end }}
-{{- if gt (int .Values.replicaCount) 1 }}
-{{- fail "replicaCount > 1: the embedded SQLite ledger is per pod, so budgets and the no-double-payment guarantee would hold per replica only. Run one replica." }}
+{{- $store := include "l402-proxy.storeBackend" . }}
+{{- $pg := .Values.store.postgres }}
+{{- if and (eq $store "postgres") (not $pg.existingSecret) }}
+{{- if and (eq .Values.mode "sidecar") (not .Values.store.backend) }}
+{{- fail "sidecar mode uses the shared PostgreSQL ledger by default, and store.postgres.existingSecret is empty: name an existing Secret whose key store.postgres.urlKey holds postgres://user:password@host:5432/db (the chart never renders it), or set store.backend=sqlite for a per-pod ledger in an emptyDir (budgets reset with the pod)" }}
+{{- else }}
+{{- fail "store.backend is postgres but store.postgres.existingSecret is empty: name an existing Secret whose key store.postgres.urlKey holds postgres://user:password@host:5432/db (the chart never renders the URL)" }}
+{{- end }}
+{{- end }}
+{{- if and (eq $store "sqlite") (or $pg.existingSecret $pg.ca.existingSecret) }}
+{{- fail "store.postgres.existingSecret / store.postgres.ca.existingSecret are set but the ledger is SQLite: set store.backend=postgres to use them, or unset them" }}
+{{- end }}
+{{- if eq .Values.mode "gateway" }}
+{{- if and (gt (int .Values.replicaCount) 1) (ne $store "postgres") }}
+{{- fail "replicaCount > 1 with store.backend sqlite: the SQLite ledger is per pod, so budgets and the no-double-payment guarantee would hold per replica only. Run one replica, or use the shared ledger: store.backend=postgres + store.postgres.existingSecret" }}
+{{- end }}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.ca.existingSecret) }}
+{{- fail "replicaCount > 1 needs ca.existingSecret: every replica must sign with ONE CA that agents trust, while a generated CA would be a different one in each pod. Create a kubernetes.io/tls Secret (e.g. a cert-manager CA Certificate) and name it in ca.existingSecret" }}
+{{- end }}
 {{- end }}
 {{- $backend := .Values.config.wallet.backend }}
 {{- $k := .Values.secrets.keys }}
@@ -159,7 +185,24 @@ wallet:
     {{- toYaml $w.dev | nindent 4 }}
   {{- end }}
 store:
+{{- if eq (include "l402-proxy.storeBackend" .) "postgres" }}
+{{- $pg := .Values.store.postgres }}
+  # Shared by every replica and sidecar using this database. The URL (a secret) is in the
+  # environment, from Secret {{ $pg.existingSecret }} key {{ $pg.urlKey }}.
+  backend: postgres
+  postgres:
+    url_env: {{ include "l402-proxy.storeUrlEnv" . }}
+    tls: {{ $pg.tls }}
+    {{- if $pg.ca.existingSecret }}
+    ca_file: {{ include "l402-proxy.storeCaDir" . }}/ca.pem
+    {{- end }}
+    {{- if $pg.poolSize }}
+    pool_size: {{ $pg.poolSize | int }}
+    {{- end }}
+{{- else }}
+  backend: sqlite
   path: {{ $data }}/l402-proxy.db
+{{- end }}
 http:
   {{- toYaml $c.http | nindent 2 }}
 {{- with $c.operator_limits }}
@@ -204,6 +247,13 @@ args: ["run", "--config", "{{ include "l402-proxy.configDir" . }}/config.yaml", 
 env:
   - name: RUST_LOG
     value: {{ .Values.logLevel | quote }}
+  {{- if eq (include "l402-proxy.storeBackend" .) "postgres" }}
+  - name: {{ include "l402-proxy.storeUrlEnv" . }}
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.store.postgres.existingSecret }}
+        key: {{ .Values.store.postgres.urlKey }}
+  {{- end }}
   {{- with .Values.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -277,6 +327,11 @@ volumeMounts:
   - name: l402-proxy-ca-public
     mountPath: {{ include "l402-proxy.caPublicDir" . }}
   {{- end }}
+  {{- if and (eq (include "l402-proxy.storeBackend" .) "postgres") .Values.store.postgres.ca.existingSecret }}
+  - name: l402-proxy-store-ca
+    mountPath: {{ include "l402-proxy.storeCaDir" . }}
+    readOnly: true
+  {{- end }}
   - name: l402-proxy-data
     mountPath: {{ include "l402-proxy.dataDir" . }}
   - name: l402-proxy-tmp
@@ -286,9 +341,10 @@ volumeMounts:
   {{- end }}
 {{- end }}
 
-{{/* The proxy's volumes. The data volume: a PVC in gateway mode with persistence, else an emptyDir. */}}
+{{/* The proxy's volumes. The data volume: a PVC in gateway mode on SQLite with persistence, else an emptyDir. */}}
 {{- define "l402-proxy.volumes" -}}
 {{- $sidecar := eq .Values.mode "sidecar" }}
+{{- $postgres := eq (include "l402-proxy.storeBackend" .) "postgres" }}
 - name: l402-proxy-config
   configMap:
     name: {{ include "l402-proxy.fullname" . }}
@@ -325,8 +381,19 @@ volumeMounts:
   emptyDir: {}
   {{- end }}
 {{- end }}
+{{- if and $postgres .Values.store.postgres.ca.existingSecret }}
+# The CA of the PostgreSQL server's certificate (store.postgres.ca_file).
+- name: l402-proxy-store-ca
+  secret:
+    secretName: {{ .Values.store.postgres.ca.existingSecret }}
+    defaultMode: 0444
+    items:
+      - key: {{ .Values.store.postgres.ca.key }}
+        path: ca.pem
+{{- end }}
+# The proxy's data directory: the SQLite ledger (store.backend sqlite) and a generated CA.
 - name: l402-proxy-data
-  {{- if and (not $sidecar) .Values.persistence.enabled }}
+  {{- if and (not $sidecar) (not $postgres) .Values.persistence.enabled }}
   persistentVolumeClaim:
     claimName: {{ .Values.persistence.existingClaim | default (include "l402-proxy.fullname" .) }}
   {{- else }}
