@@ -136,9 +136,8 @@ impl Target {
                 .cacert
                 .as_ref()
                 .ok_or_else(|| anyhow::anyhow!("https needs --cacert"))?;
-            let pem = std::fs::read(path)?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                roots.add(cert?)?;
+            for cert in l402_proxy::tls::read_certificates(path)? {
+                roots.add(cert)?;
             }
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let mut config = rustls::ClientConfig::builder_with_provider(provider)

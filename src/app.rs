@@ -38,16 +38,17 @@ pub struct App {
     pub purchases: Arc<Purchases>,
     /// The money authority.
     pub ledger: Arc<dyn Ledger>,
-    reconciler: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Reconciliation and, for a shared ledger, the token feed; stopped with the app.
+    reconciler: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for App {
     fn drop(&mut self) {
-        if let Some(task) = self
+        for task in self
             .reconciler
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
+            .drain(..)
         {
             task.abort();
         }
@@ -73,7 +74,17 @@ pub async fn open_ledger(
             Ok(Arc::new(ledger))
         }
         StoreBackend::Postgres => {
-            anyhow::bail!("config field `store.backend`: postgres is not available in this build")
+            let pg = config
+                .store
+                .postgres
+                .as_ref()
+                .context("config field `store.postgres`: missing")?;
+            let url = crate::ledger::postgres::database_url(pg)?;
+            let ledger = crate::ledger::postgres::PostgresLedger::open(&url, pg, clock)
+                .await
+                .context("store.postgres")?;
+            tracing::info!(replica = ledger.replica(), "shared PostgreSQL ledger ready");
+            Ok(Arc::new(ledger))
         }
     }
 }
@@ -117,7 +128,7 @@ impl App {
             clock: clock.clone(),
             network: config.network(),
             operator_limits: config.operator_limits.clone(),
-            shared_ledger: config.store.backend == StoreBackend::Postgres,
+            shared_ledger: ledger.shared(),
         }));
         let layer = PaymentLayer::new(LayerParts {
             purchases: purchases.clone(),
@@ -144,7 +155,7 @@ impl App {
             shared,
             purchases,
             ledger,
-            reconciler: std::sync::Mutex::new(None),
+            reconciler: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -152,8 +163,11 @@ impl App {
     /// keeps resolving in the background. Call before accepting agents.
     pub async fn prepare(&self) -> anyhow::Result<StartReport> {
         let report = reconcile::start(&self.purchases).await?;
-        let task = reconcile::spawn(self.purchases.clone(), RECONCILE_EVERY);
-        *self.reconciler.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        let mut tasks = vec![reconcile::spawn(self.purchases.clone(), RECONCILE_EVERY)];
+        if let Some(feed) = self.ledger.token_feed() {
+            tasks.push(reconcile::spawn_token_feed(self.purchases.clone(), feed));
+        }
+        *self.reconciler.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
         if report.tokens > 0 || report.still_in_flight > 0 {
             tracing::info!(
                 tokens = report.tokens,

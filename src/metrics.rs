@@ -73,6 +73,8 @@ pub struct Metrics {
     pub open_tunnels: IntGauge,
     connects: IntCounterVec,
     pub certificates_minted: IntCounter,
+    /// 1 while the ledger's store answers, 0 while payments fail closed.
+    pub store_up: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -167,6 +169,7 @@ impl Metrics {
             open_tunnels: gauge(&registry, "l402_proxy_open_tunnels", "CONNECT tunnels (relayed or intercepted) open now."),
             connects: counter_vec(&registry, "l402_proxy_connects_total", "CONNECT requests accepted, by mode (tunnel, intercept).", &["mode"]),
             certificates_minted: counter(&registry, "l402_proxy_certificates_minted_total", "Leaf certificates minted by our CA."),
+            store_up: gauge(&registry, "l402_proxy_store_up", "1 while the ledger's store answers; 0 while new payments are refused (store-unavailable)."),
             registry,
         }
     }

@@ -7,6 +7,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::fs;
@@ -16,14 +17,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
+/// Why a CA, a certificate file or a TLS configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A file could not be read or holds no usable certificate or key.
     #[error("{path}: {problem}")]
-    File { path: String, problem: String },
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Generating a certificate failed.
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// A verifier or store could not be built.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// Every PEM certificate in `path` (read through rustls-pki-types' `PemObject`); an error when
+/// the file is unreadable or holds none.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = fs::read(path).map_err(|e| file_err(path, e))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(path, e))?;
+    if certs.is_empty() {
+        return Err(file_err(path, "no PEM certificate found"));
+    }
+    Ok(certs)
 }
 
 fn file_err(path: &Path, problem: impl ToString) -> TlsError {
@@ -88,7 +114,7 @@ impl CertificateAuthority {
         let key = KeyPair::from_pem(&key_pem).map_err(|e| file_err(key_path, e))?;
         let issuer =
             Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| file_err(cert_path, e))?;
-        let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        let der = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
             .next()
             .ok_or_else(|| file_err(cert_path, "no certificate in file"))?
             .map_err(|e| file_err(cert_path, e))?;
@@ -232,15 +258,8 @@ pub fn upstream_client_config(
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for path in extra_roots {
-        let pem = fs::read(path).map_err(|e| file_err(path, e))?;
-        let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| file_err(path, e))?;
+        for cert in read_certificates(path)? {
             roots.add(cert).map_err(|e| file_err(path, e))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(file_err(path, "no PEM certificate found"));
         }
     }
     Ok(ClientConfig::builder_with_provider(crypto_provider())

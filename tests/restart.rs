@@ -9,96 +9,11 @@ use l402_proxy::demo::seller::{self, RunningSeller, Seller, SellerConfig};
 use l402_proxy::invoice::Network;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "restart-admin-token";
 
-struct Proxy {
-    child: Child,
-    port: u16,
-    admin: u16,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The port a "ready" log line announces (text or JSON logs alike).
-fn announced_port(text: &str, marker: &str) -> Option<u16> {
-    let line = text.lines().rev().find(|l| l.contains(marker))?;
-    let at = line.find("127.0.0.1:")? + "127.0.0.1:".len();
-    let digits: String = line[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
-impl Proxy {
-    fn start(config: &Path, log: &Path) -> Proxy {
-        Proxy::start_with(config, log, &[])
-    }
-
-    /// Starts `run` on ports 0 and learns the real ones from its log: no port is ever guessed,
-    /// so tests running side by side cannot reach each other's proxies.
-    fn start_with(config: &Path, log_path: &Path, extra: &[&str]) -> Proxy {
-        let before = std::fs::read_to_string(log_path)
-            .map(|s| s.len())
-            .unwrap_or(0);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_path)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_l402-proxy"))
-            .args(extra)
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env("L402_PROXY_ADMIN_TOKEN", TOKEN)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        // Owned at once, so the child is killed and reaped however this function ends.
-        let mut proxy = Proxy {
-            child,
-            port: 0,
-            admin: 0,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(log_path).unwrap_or_default();
-            let fresh = text.get(before..).unwrap_or("");
-            if let (Some(port), Some(admin)) = (
-                announced_port(fresh, "l402-proxy ready"),
-                announced_port(fresh, "admin API ready"),
-            ) {
-                (proxy.port, proxy.admin) = (port, admin);
-                return proxy;
-            }
-            assert!(Instant::now() < deadline, "proxy did not start:\n{fresh}");
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    fn url(&self, creds: (&str, &str)) -> String {
-        format!("http://{}:{}@127.0.0.1:{}", creds.0, creds.1, self.port)
-    }
-}
+use common::process::Proxy;
 
 fn write_config(dir: &Path, seller: &RunningSeller, alice_limits: &str, carol: bool) -> PathBuf {
     let carol = if carol {
@@ -178,7 +93,7 @@ async fn kill_9_between_pending_and_settled_is_reconciled_without_paying_twice()
     let log = dir.join("proxy.log");
     let url = format!("http://127.0.0.1:{}/weather/today", seller.http.port());
 
-    let mut proxy = Proxy::start(&config, &log);
+    let mut proxy = Proxy::start(&config, &log, TOKEN);
     let agent = tokio::spawn({
         let args = vec![
             "--proxy".to_string(),
@@ -203,7 +118,7 @@ async fn kill_9_between_pending_and_settled_is_reconciled_without_paying_twice()
         "the agent's connection died with the proxy"
     );
 
-    let proxy = Proxy::start(&config, &log);
+    let proxy = Proxy::start(&config, &log, TOKEN);
     wait_for("the payment to be reconciled as settled", || {
         ledger(&dir).first().map(|r| r.1.as_str()) == Some("settled")
     })
@@ -230,7 +145,7 @@ async fn sighup_reloads_agents_and_limits_keeping_spend_and_tokens() {
     let dir = common::temp_dir("hup");
     let seller = start_seller().await;
     let config = write_config(&dir, &seller, "{ per_request_sats: 1000 }", false);
-    let proxy = Proxy::start(&config, &dir.join("proxy.log"));
+    let proxy = Proxy::start(&config, &dir.join("proxy.log"), TOKEN);
     let weather = format!("http://127.0.0.1:{}/weather/a", seller.http.port());
     let stocks = format!("http://127.0.0.1:{}/stocks/a", seller.http.port());
     assert!(curl_via(&proxy, ("alice", "alice-key"), &weather)
@@ -307,7 +222,7 @@ async fn sigterm_lets_an_in_flight_payment_finish_then_exits_cleanly() {
     let seller = start_seller().await;
     let config = write_config(&dir, &seller, "{}", false);
     let log = dir.join("proxy.log");
-    let mut proxy = Proxy::start_with(&config, &log, &["--log-format", "json"]);
+    let mut proxy = Proxy::start_with(&config, &log, TOKEN, &["--log-format", "json"], &[]);
     let url = format!("http://127.0.0.1:{}/weather/today", seller.http.port());
     let agent = tokio::spawn({
         let args = vec![

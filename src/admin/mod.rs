@@ -55,6 +55,41 @@ impl Admin {
         }
     }
 
+    /// Ready once the ledger is restored. The store's state is in the body; with `?strict` a
+    /// store that does not answer makes it 503 (by default the proxy stays ready, since
+    /// pass-through traffic and cached tokens keep working while payments fail closed).
+    fn readyz(&self, query: Option<&str>) -> Response<Body> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return text_owned(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "restoring the ledger\n".into(),
+            );
+        }
+        let ledger = &self.shared.ledger;
+        let strict = query.is_some_and(|q| {
+            q.split('&')
+                .any(|p| p == "strict" || p.starts_with("strict="))
+        });
+        if ledger.available() {
+            text_owned(
+                StatusCode::OK,
+                format!("ready\nstore: {} up\n", ledger.backend()),
+            )
+        } else {
+            text_owned(
+                if strict {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                },
+                format!(
+                    "ready\nstore: {} unavailable: new payments are refused (store-unavailable); pass-through and cached tokens keep working\n",
+                    ledger.backend()
+                ),
+            )
+        }
+    }
+
     fn authorized(&self, req: &Request<Incoming>) -> bool {
         let Some(value) = req
             .headers()
@@ -85,13 +120,7 @@ impl Admin {
                 );
                 return r;
             }
-            (&Method::GET, "/readyz") => {
-                return if self.ready.load(Ordering::Relaxed) {
-                    text(StatusCode::OK, "ready\n")
-                } else {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "restoring the ledger\n")
-                };
-            }
+            (&Method::GET, "/readyz") => return self.readyz(req.uri().query()),
             _ => {}
         }
         if !path.starts_with("/v1/") {
@@ -360,6 +389,12 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
 
 fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message }))
+}
+
+fn text_owned(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

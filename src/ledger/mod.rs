@@ -12,6 +12,7 @@
 //!
 //! The cached-token hot path never calls the ledger: tokens live in the payment layer's memory.
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::budget::BudgetView;
@@ -113,6 +114,25 @@ pub enum Begun {
     },
     /// Sent before and not resolved: never sent again; it is being reconciled.
     InFlight,
+}
+
+/// One purchase at a time per agent, origin and service (or path scope when the offer names
+/// no service): the unit of single flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flight<'a> {
+    /// The agent buying.
+    pub agent: &'a str,
+    /// Where.
+    pub origin: &'a str,
+    /// The service, else the path scope.
+    pub service: &'a str,
+}
+
+impl Flight<'_> {
+    /// The flight's key, one string.
+    pub fn key(&self) -> String {
+        format!("{}\n{}\n{}", self.agent, self.origin, self.service)
+    }
 }
 
 /// Where a payment stands in the ledger.
@@ -303,12 +323,29 @@ pub trait Ledger: Send + Sync + 'static {
     /// stopped renewing their presence (taken over atomically). Oldest first.
     async fn unresolved(&self) -> Result<Vec<PaymentRecord>, LedgerError>;
 
-    /// Takes the purchase lease of `key` — (agent, origin, service) — for `ttl`, or reports who
-    /// holds it. Across processes, exactly one holder at a time; an expired lease can be taken.
-    async fn lease(&self, key: &str, ttl: Duration) -> Result<bool, LedgerError>;
+    /// Takes the purchase lease of `flight` for `ttl`: true when this process may buy. Across
+    /// processes, exactly one holder at a time; a lease whose holder died or expired can be
+    /// taken, but not while a payment for the same flight is still pending (it may yet settle
+    /// and serve).
+    async fn lease(&self, flight: &Flight<'_>, ttl: Duration) -> Result<bool, LedgerError>;
 
     /// Gives a lease back early.
-    async fn release_lease(&self, key: &str) -> Result<(), LedgerError>;
+    async fn release_lease(&self, flight: &Flight<'_>) -> Result<(), LedgerError>;
+
+    /// Whether other processes share this ledger (tokens may be bought elsewhere).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Whether the store answered its last health check (payments fail closed when not).
+    fn available(&self) -> bool {
+        true
+    }
+
+    /// Tokens stored by other processes, as they are stored (shared ledgers only; taken once).
+    fn token_feed(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<StoredToken>> {
+        None
+    }
 
     /// The newest live stored token of `agent` at `origin` for `service` (or, without a
     /// service, bought on `scope`), bought by any process.

@@ -6,8 +6,8 @@
 pub mod journal;
 
 use super::{
-    Begun, DeclineFilter, DeclineRecord, Ledger, LedgerError, LimitSet, NewPayment, PaymentFilter,
-    PaymentRecord, StoredToken,
+    Begun, DeclineFilter, DeclineRecord, Flight, Ledger, LedgerError, LimitSet, NewPayment,
+    PaymentFilter, PaymentRecord, StoredToken,
 };
 use crate::budget::{Budget, BudgetView, Reservation};
 use crate::config::Limits;
@@ -311,13 +311,13 @@ impl Ledger for SqliteLedger {
         self.journal.pending().await
     }
 
-    async fn lease(&self, _key: &str, _ttl: Duration) -> Result<bool, LedgerError> {
+    async fn lease(&self, _flight: &Flight<'_>, _ttl: Duration) -> Result<bool, LedgerError> {
         // One process owns this ledger, and the payment layer's in-process single flight
         // already admits one purchase per key at a time.
         Ok(true)
     }
 
-    async fn release_lease(&self, _key: &str) -> Result<(), LedgerError> {
+    async fn release_lease(&self, _flight: &Flight<'_>) -> Result<(), LedgerError> {
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use crate::agents::Agent;
 use crate::config::Limits;
 use crate::core::{Clock, Decline, Msat, PaymentHash};
 use crate::invoice::{self, Network};
-use crate::ledger::{Ledger, LimitSet, NewPayment, StoredToken};
+use crate::ledger::{Flight, Ledger, LimitSet, NewPayment, StoredToken};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -292,6 +292,17 @@ impl Purchases {
         Some(token)
     }
 
+    /// Caches a stored token unless this process has it already (its own purchases are
+    /// announced back to it too).
+    pub fn install_if_new(&self, stored: &StoredToken) {
+        if !self
+            .tokens
+            .contains(&stored.agent, &stored.origin, &stored.proof.hash())
+        {
+            let _ = self.install(stored);
+        }
+    }
+
     /// Fills the token cache from the ledger (at start).
     pub async fn restore_tokens(&self) -> Result<usize, crate::ledger::LedgerError> {
         let mut n = 0;
@@ -353,7 +364,7 @@ impl Purchases {
                     return Ok(Some(token));
                 }
             }
-            if self.ledger.lease(&job.key, ttl).await? {
+            if self.ledger.lease(&job.flight(), ttl).await? {
                 return Ok(None);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -386,6 +397,15 @@ struct Job {
 }
 
 impl Job {
+    /// The flight this purchase is: (agent, origin, service or scope).
+    fn flight(&self) -> Flight<'_> {
+        Flight {
+            agent: &self.agent.name,
+            origin: &self.origin,
+            service: self.service.as_deref().unwrap_or(&self.scope),
+        }
+    }
+
     async fn run(self) -> FlightResult {
         let p = &self.purchases;
         let reusable = self.offer.terms.reusable();
@@ -425,7 +445,7 @@ impl Job {
             )
             .await;
         if reusable && p.shared_ledger {
-            if let Err(e) = p.ledger.release_lease(&self.key).await {
+            if let Err(e) = p.ledger.release_lease(&self.flight()).await {
                 tracing::debug!(error = %e, "could not release a purchase lease; it expires");
             }
         }

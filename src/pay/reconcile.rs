@@ -39,3 +39,15 @@ pub fn spawn(purchases: Arc<Purchases>, every: Duration) -> tokio::task::JoinHan
         }
     })
 }
+
+/// Caches the tokens other processes sharing the ledger buy, as they are announced.
+pub fn spawn_token_feed(
+    purchases: Arc<Purchases>,
+    mut feed: tokio::sync::mpsc::UnboundedReceiver<crate::ledger::StoredToken>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(stored) = feed.recv().await {
+            purchases.install_if_new(&stored);
+        }
+    })
+}

@@ -180,6 +180,17 @@ impl TokenCache {
         tokens.push(token);
     }
 
+    /// Whether the token bought by `hash` is cached for `agent` at `origin`.
+    pub fn contains(&self, agent: &str, origin: &str, hash: &PaymentHash) -> bool {
+        self.by_agent
+            .get(agent)
+            .and_then(|o| {
+                o.get(origin)
+                    .map(|t| t.iter().any(|t| &t.payment_hash == hash))
+            })
+            .unwrap_or(false)
+    }
+
     /// Drops a token the server no longer accepts; true when it was cached.
     pub fn evict(&self, agent: &str, origin: &str, hash: &PaymentHash) -> bool {
         let Some(origins) = self.by_agent.get(agent) else {

@@ -64,6 +64,9 @@ impl Shared {
         if minted > counted {
             self.metrics.certificates_minted.inc_by(minted - counted);
         }
+        self.metrics
+            .store_up
+            .set(i64::from(self.ledger.available()));
         self.metrics.render()
     }
 }

@@ -47,6 +47,8 @@ pub struct DevWallet {
     sent: DashMap<PaymentHash, Sent>,
     /// The simulated node's wall clock (invoice expiry); tests share theirs.
     clock: Arc<dyn Clock>,
+    /// The state file: the simulated network every process using it shares.
+    state_path: Option<std::path::PathBuf>,
 }
 
 /// A payment the simulated network has accepted, as journaled.
@@ -78,6 +80,7 @@ impl DevWallet {
             journal: None,
             sent: DashMap::new(),
             clock: Arc::new(SystemClock),
+            state_path: None,
         }
     }
 
@@ -108,6 +111,7 @@ impl DevWallet {
             .append(true)
             .open(path)?;
         self.journal = Some(std::sync::Mutex::new(file));
+        self.state_path = Some(path.to_path_buf());
         Ok(self)
     }
 
@@ -131,6 +135,22 @@ impl DevWallet {
             .map_err(|e| PayError::Unavailable(format!("dev wallet journal: {e}")))?;
         self.sent.insert(*hash, sent);
         Ok(())
+    }
+
+    /// A payment the simulated network accepted: known here, or journaled in the state file by
+    /// another process sharing it.
+    fn journaled(&self, hash: &PaymentHash) -> Option<Sent> {
+        if let Some(sent) = self.sent.get(hash) {
+            return Some(sent.clone());
+        }
+        let text = std::fs::read_to_string(self.state_path.as_ref()?).ok()?;
+        let wanted = hash.to_hex();
+        let sent = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Sent>(l).ok())
+            .find(|s| s.hash == wanted)?;
+        self.sent.insert(*hash, sent.clone());
+        Some(sent)
     }
 
     /// Payments that settled, for tests and the demo.
@@ -200,7 +220,7 @@ impl Wallet for DevWallet {
 
     async fn pay(&self, request: &PayRequest) -> Result<Paid, PayError> {
         self.attempts.fetch_add(1, Ordering::Relaxed);
-        if self.sent.contains_key(&request.payment_hash) {
+        if self.journaled(&request.payment_hash).is_some() {
             return Err(PayError::AlreadyPaid);
         }
         // Claim the hash first: two concurrent pays of one invoice must not both settle.
@@ -234,8 +254,8 @@ impl Wallet for DevWallet {
         {
             return Ok(status.clone());
         }
-        // A journaled payment (perhaps sent by an earlier process) settles on schedule.
-        if let Some(sent) = self.sent.get(hash) {
+        // A journaled payment (perhaps sent by another process) settles on schedule.
+        if let Some(sent) = self.journaled(hash) {
             if now_ms() < sent.settle_at_ms {
                 return Ok(PaymentStatus::InFlight);
             }

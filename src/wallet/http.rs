@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::de::DeserializeOwned;
@@ -49,7 +50,7 @@ impl Trust {
                 path.display()
             )
         })?;
-        let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        let certs = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("config field `{field}`: {}: {e}", path.display()))?;
         if certs.is_empty() {

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod lnbits;
+pub mod pg_server;
+pub mod process;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

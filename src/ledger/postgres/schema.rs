@@ -1,0 +1,117 @@
+//! The shared ledger's schema, created and migrated by the proxy on start. Versioned steps run
+//! under a transaction-scoped advisory lock, so replicas starting at once apply each step once
+//! and in order; a replica meeting a newer schema than it knows refuses to run.
+
+use tokio_postgres::Client;
+
+/// Any constant works, as long as every l402-proxy uses the same: the migrations' lock.
+const MIGRATION_LOCK: i64 = 0x1402_0402;
+
+/// Version 1.
+const V1: &str = "
+CREATE TABLE l402_payments (
+    payment_hash TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    host TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    dialect TEXT NOT NULL,
+    flight TEXT NOT NULL,
+    amount_msat BIGINT NOT NULL,
+    fee_reserve_msat BIGINT NOT NULL,
+    fee_msat BIGINT,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'settled', 'failed')),
+    bolt11 TEXT NOT NULL,
+    token TEXT NOT NULL DEFAULT '',
+    scheme TEXT,
+    services TEXT,
+    scope TEXT NOT NULL,
+    scopes TEXT NOT NULL DEFAULT '',
+    token_expires_at BIGINT,
+    token_retired BOOLEAN NOT NULL DEFAULT FALSE,
+    preimage TEXT,
+    failure TEXT,
+    owner TEXT,
+    w_hour BIGINT NOT NULL,
+    w_day BIGINT NOT NULL,
+    w_week BIGINT NOT NULL,
+    w_month BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX l402_payments_created ON l402_payments (created_at);
+CREATE INDEX l402_payments_agent ON l402_payments (agent, created_at);
+CREATE INDEX l402_payments_pending ON l402_payments (agent, origin, flight) WHERE status = 'pending';
+CREATE INDEX l402_payments_tokens ON l402_payments (agent, origin) WHERE status = 'settled' AND scheme IS NOT NULL;
+CREATE TABLE l402_usage (
+    owner TEXT NOT NULL,
+    period TEXT NOT NULL,
+    start BIGINT NOT NULL,
+    msat BIGINT NOT NULL,
+    PRIMARY KEY (owner, period, start)
+);
+CREATE TABLE l402_totals (
+    agent TEXT PRIMARY KEY,
+    total_msat BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE l402_declines (
+    id BIGSERIAL PRIMARY KEY,
+    agent TEXT NOT NULL,
+    host TEXT NOT NULL,
+    path TEXT NOT NULL DEFAULT '',
+    code TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    amount_msat BIGINT,
+    count BIGINT NOT NULL DEFAULT 1,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX l402_declines_fold ON l402_declines (agent, host, code, created_at);
+CREATE INDEX l402_declines_created ON l402_declines (created_at);
+CREATE TABLE l402_leases (
+    key TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at_ms BIGINT NOT NULL
+);
+CREATE TABLE l402_replicas (
+    id TEXT PRIMARY KEY,
+    heartbeat_at BIGINT NOT NULL,
+    started_at BIGINT NOT NULL
+);
+";
+
+/// The steps, in order; `l402_schema.version` records how many were applied.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// Brings the schema to the newest version this build knows.
+pub async fn migrate(client: &mut Client) -> Result<u32, tokio_postgres::Error> {
+    // Everything under the lock, in one transaction: replicas starting at once queue here.
+    let txn = client.transaction().await?;
+    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    txn.batch_execute("CREATE TABLE IF NOT EXISTS l402_schema (version INTEGER NOT NULL)")
+        .await?;
+    let row = txn
+        .query_opt("SELECT version FROM l402_schema", &[])
+        .await?;
+    let current = match row {
+        Some(row) => row.get::<_, i32>(0) as usize,
+        None => {
+            txn.execute("INSERT INTO l402_schema (version) VALUES (0)", &[])
+                .await?;
+            0
+        }
+    };
+    for step in MIGRATIONS.iter().skip(current) {
+        txn.batch_execute(step).await?;
+    }
+    let newest = MIGRATIONS.len().max(current);
+    txn.execute("UPDATE l402_schema SET version = $1", &[&(newest as i32)])
+        .await?;
+    txn.commit().await?;
+    Ok(current as u32)
+}
+
+/// The newest schema version this build knows.
+pub fn known_version() -> usize {
+    MIGRATIONS.len()
+}
