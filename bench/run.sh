@@ -14,8 +14,11 @@
 #   BENCH_ROUNDS       rounds (default 3)
 #   BENCH_IDLE         idle connections for the RSS figure (default 1000)
 #   BENCH_PAID         paid requests (each for a new service) per round (default 100)
-#   BENCH_PORT_BASE    first of the fixed ports used (default 18400: +0 proxy, +80 nginx http,
-#                      +43 nginx https)
+#   BENCH_PORT_BASE    first of the fixed ports used (default 18400: +0 proxy, +1 hudsucker peer,
+#                      +80 nginx http, +43 nginx https)
+#   BENCH_PEER_HUDSUCKER  path of a release build of shared/peers/hudsucker-bench (built outside
+#                      the repo, see bench/README.md): measured in the same run and rounds, pinned
+#                      like the proxy, for HTTP pass-through, HTTPS intercepted and idle RSS
 #   BENCH_KEEP=1       keep the work directory (configs, logs, raw results) after the run
 #   BENCH_NO_INSTALL=1 do not apt-get anything (fail if wrk/nginx/openssl are missing)
 # Speed is measured and printed, never asserted: the exit status says only whether the run
@@ -30,6 +33,8 @@ ROUNDS=${BENCH_ROUNDS:-3}
 IDLE_CONNS=${BENCH_IDLE:-1000}
 BASE=${BENCH_PORT_BASE:-18400}
 PROXY_PORT=$((BASE + 0))
+PEER_PORT=$((BASE + 1))
+PEER_BIN=${BENCH_PEER_HUDSUCKER:-}
 NGINX_HTTP=$((BASE + 80))
 NGINX_HTTPS=$((BASE + 43))
 WARMUP=0.5
@@ -43,6 +48,14 @@ if ! [[ $SECS =~ ^[0-9]+$ ]] || ((SECS < 1 || SECS > 10)); then
 fi
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+if [[ -n $PEER_BIN ]]; then
+  if [[ ! -f $PEER_BIN || ! -x $PEER_BIN ]]; then
+    echo "BENCH_PEER_HUDSUCKER=$PEER_BIN is not an executable file (build it as bench/README.md says)" >&2
+    exit 2
+  fi
+  PEER_BIN=$(cd "$(dirname "$PEER_BIN")" && pwd)/$(basename "$PEER_BIN")
+fi
 
 # ---------------------------------------------------------------- tools
 NGINX_BIN=$(command -v nginx || true)
@@ -111,7 +124,9 @@ wait_port() {
   BENCH_KEEP=1
   return 1
 }
-for p in "$PROXY_PORT" "$NGINX_HTTP" "$NGINX_HTTPS"; do
+PORTS=("$PROXY_PORT" "$NGINX_HTTP" "$NGINX_HTTPS")
+[[ -n $PEER_BIN ]] && PORTS+=("$PEER_PORT")
+for p in "${PORTS[@]}"; do
   if port_open "$p"; then
     echo "127.0.0.1:$p is already in use; set BENCH_PORT_BASE" >&2
     exit 2
@@ -219,13 +234,35 @@ taskset -c 0 "$BIN" run --config "$WORK/proxy.yaml" >"$WORK/proxy.out" 2>"$WORK/
 PROXY_PID=$!
 PIDS+=("$PROXY_PID")
 wait_port "$PROXY_PORT"
-RSS_START_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$PROXY_PID/status")
 
 # ---------------------------------------------------------------- measuring helpers
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$PROXY_PID/stat"; }
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$PROXY_PID/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # cpu_ticks PID
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; } # rss_kb PID
+RSS_START_KB=$(rss_kb "$PROXY_PID")
+
+# ---------------------------------------------------------------- the hudsucker peer (optional)
+# A no-op MITM proxy on hudsucker 0.25, pinned exactly like l402-proxy (core 0, one tokio worker),
+# on its own port. It gets the proxy's own CA (the key re-encoded as PKCS#8 by openssl, which
+# is what rcgen's KeyPair::from_pem wants), so the load generator trusts the same ca.pem for
+# both, and the origin's CA to trust upstream. It does no proxy authentication: the requests
+# still carry Proxy-Authorization (ignored), so both proxies receive the same bytes.
+PEER_PID=""
+if [[ -n $PEER_BIN ]]; then
+  [[ -s $WORK/ca.pem && -s $WORK/ca-key.pem ]] || { echo "the proxy did not write ca.pem/ca-key.pem" >&2; exit 1; }
+  openssl pkey -in "$WORK/ca-key.pem" -out "$WORK/peer-ca-key-pkcs8.pem"
+  log "hudsucker peer on 127.0.0.1:$PEER_PORT, core 0 ($PEER_BIN)"
+  HUDSUCKER_THREADS=1 taskset -c 0 "$PEER_BIN" "127.0.0.1:$PEER_PORT" "$WORK/ca.pem" \
+    "$WORK/peer-ca-key-pkcs8.pem" "$WORK/origin-ca.pem" >"$WORK/peer.out" 2>"$WORK/peer.err" &
+  PEER_PID=$!
+  PIDS+=("$PEER_PID")
+  wait_port "$PEER_PORT"
+  PEER_RSS_START_KB=$(rss_kb "$PEER_PID")
+fi
+# Which process a proxied scenario measures: the peer's rows start with h_.
+pid_of() { if [[ $1 == h_* ]]; then echo "$PEER_PID"; else echo "$PROXY_PID"; fi; }
 
 PROXY_URL=http://127.0.0.1:$PROXY_PORT
+PEER_URL=http://127.0.0.1:$PEER_PORT
 AUTH_B64=$(printf '%s:%s' "$AGENT" "$AGENT_KEY" | base64 -w0)
 WRK_PROXY_LUA=$WORK/proxy.lua
 cat >"$WRK_PROXY_LUA" <<EOF
@@ -252,17 +289,20 @@ to_us() {
     printf "%.1f", n * m }'
 }
 
-# run_wrk SCENARIO C PROXIED [CORE]
+# run_wrk SCENARIO C PROXIED [CORE]  (an h_ scenario goes through the peer, the same Lua script)
 run_wrk() {
-  local scen=$1 c=$2 proxied=$3 core=${4:-1} out t0 t1 total rps p50 p99 non2xx errs
+  local scen=$1 c=$2 proxied=$3 core=${4:-1} out t0 t1 total rps p50 p99 non2xx errs pid url
   out=$WORK/wrk-$scen-$c.txt
-  t0=$(cpu_ticks)
+  pid=$(pid_of "$scen")
+  url=$PROXY_URL
+  [[ $scen == h_* ]] && url=$PEER_URL
+  t0=$(cpu_ticks "$pid")
   if [[ $proxied == 1 ]]; then
-    taskset -c "$core" wrk -t1 -c"$c" -d"${SECS}s" --latency -s "$WRK_PROXY_LUA" "$PROXY_URL/" >"$out"
+    taskset -c "$core" wrk -t1 -c"$c" -d"${SECS}s" --latency -s "$WRK_PROXY_LUA" "$url/" >"$out"
   else
     taskset -c "$core" wrk -t1 -c"$c" -d"${SECS}s" --latency "http://127.0.0.1:$NGINX_HTTP/1k" >"$out"
   fi
-  t1=$(cpu_ticks)
+  t1=$(cpu_ticks "$pid")
   total=$(awk '/requests in/ {print $1}' "$out")
   rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out")
   p50=$(to_us "$(awk '$1 == "50%" {print $2}' "$out")")
@@ -281,12 +321,13 @@ run_wrk() {
 
 # run_lg SCENARIO C PROXIED [loadgen args…]
 run_lg() {
-  local scen=$1 c=$2 proxied=$3 out t0 t1 line total
+  local scen=$1 c=$2 proxied=$3 out t0 t1 line total pid
   shift 3
   out=$WORK/lg-$scen-$c.txt
-  t0=$(cpu_ticks)
+  pid=$(pid_of "$scen")
+  t0=$(cpu_ticks "$pid")
   taskset -c 1 "$LOADGEN" -c "$c" -d "$SECS" --warmup "$WARMUP" "$@" >"$out" 2>>"$WORK/loadgen.err"
-  t1=$(cpu_ticks)
+  t1=$(cpu_ticks "$pid")
   line=$(tail -1 "$out")
   kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$line"; }
   total=$(kv total)
@@ -302,8 +343,17 @@ run_lg() {
 }
 
 LG_PROXY=(--proxy "127.0.0.1:$PROXY_PORT" --proxy-auth "$AGENT:$AGENT_KEY")
+# The peer gets the same requests, Proxy-Authorization included (it ignores it).
+LG_PEER=(--proxy "127.0.0.1:$PEER_PORT" --proxy-auth "$AGENT:$AGENT_KEY")
 direct_https() { run_lg c_https "$1" 0 --url "https://localhost:$NGINX_HTTPS/1k" --cacert "$WORK/origin-ca.pem"; }
 proxy_https() { run_lg d_intercept "$1" 1 "${LG_PROXY[@]}" --url "https://localhost:$NGINX_HTTPS/1k" --cacert "$WORK/ca.pem"; }
+# The peer's rows; nothing when BENCH_PEER_HUDSUCKER is unset.
+peer_http() { if [[ -n $PEER_BIN ]]; then run_wrk h_http "$1" 1; fi; }
+peer_https() {
+  if [[ -n $PEER_BIN ]]; then
+    run_lg h_intercept "$1" 1 "${LG_PEER[@]}" --url "https://localhost:$NGINX_HTTPS/1k" --cacert "$WORK/ca.pem"
+  fi
+}
 proxy_tunnel() { run_lg t_tunnel "$1" 1 "${LG_PROXY[@]}" --url "https://127.0.0.1:$NGINX_HTTPS/1k" --cacert "$WORK/origin-ca.pem"; }
 paid_cached() {
   run_lg e_cached "$1" 1 "${LG_PROXY[@]}" --url "http://127.0.0.1:$SELLER_HTTP/weather/today" \
@@ -319,14 +369,15 @@ paid_fresh() {
   grep -q "flagged=$PAID_N\$" <<<"$line" || warn "paid run $1: not every request was paid: $line"
 }
 
-# hold_idle LABEL: opens $IDLE_CONNS connections through the proxy, one after the other, each
-# sending one plain-HTTP request to nginx and then staying idle; records VmRSS and open fds.
+# hold_idle LABEL [PID PORT]: opens $IDLE_CONNS connections through the proxy (or the peer at
+# PID/PORT), one after the other, each sending one plain-HTTP request to nginx and then staying
+# idle; records VmRSS and open fds.
 declare -A IDLE_RSS IDLE_FDS
 hold_idle() {
-  local label=$1 pid
-  log "holding $IDLE_CONNS idle keep-alive connections through the proxy ($label)"
+  local label=$1 target=${2:-$PROXY_PID} port=${3:-$PROXY_PORT} pid
+  log "holding $IDLE_CONNS idle keep-alive connections through 127.0.0.1:$port ($label)"
   : >"$WORK/idle-$label.out"
-  taskset -c 1 "$LOADGEN" --idle "$IDLE_CONNS" --hold 120 "${LG_PROXY[@]}" \
+  taskset -c 1 "$LOADGEN" --idle "$IDLE_CONNS" --hold 120 --proxy "127.0.0.1:$port" --proxy-auth "$AGENT:$AGENT_KEY" \
     --url "http://127.0.0.1:$NGINX_HTTP/1k" >"$WORK/idle-$label.out" 2>"$WORK/idle-$label.err" &
   pid=$!
   PIDS+=("$pid")
@@ -337,8 +388,8 @@ hold_idle() {
   done
   if grep -q '^ready' "$WORK/idle-$label.out"; then
     sleep 1
-    IDLE_RSS[$label]=$(rss_kb)
-    IDLE_FDS[$label]=$(find "/proc/$PROXY_PID/fd" -mindepth 1 -maxdepth 1 | wc -l)
+    IDLE_RSS[$label]=$(rss_kb "$target")
+    IDLE_FDS[$label]=$(find "/proc/$target/fd" -mindepth 1 -maxdepth 1 | wc -l)
     grep -q 'bad_status=0' "$WORK/idle-$label.out" || warn "idle phase ($label): $(cat "$WORK/idle-$label.out")"
   else
     IDLE_RSS[$label]=""
@@ -352,7 +403,11 @@ hold_idle() {
 
 # ---------------------------------------------------------------- idle connections (fresh proxy)
 hold_idle fresh
-RSS_FRESH_AFTER_KB=$(rss_kb)
+RSS_FRESH_AFTER_KB=$(rss_kb "$PROXY_PID")
+if [[ -n $PEER_BIN ]]; then
+  hold_idle peer_fresh "$PEER_PID" "$PEER_PORT"
+  PEER_RSS_FRESH_AFTER_KB=$(rss_kb "$PEER_PID")
+fi
 
 # ---------------------------------------------------------------- sanity and the first payment
 log "checking every path once"
@@ -360,27 +415,37 @@ log "checking every path once"
 "$LOADGEN" -c 1 -d 0.2 --warmup 0 "${LG_PROXY[@]}" --url "https://localhost:$NGINX_HTTPS/1k" --cacert "$WORK/ca.pem" >/dev/null
 first=$("$LOADGEN" -c 1 --count 1 "${LG_PROXY[@]}" --url "http://127.0.0.1:$SELLER_HTTP/weather/today" \
   --flag-header x-l402-proxy-token)
-grep -q 'flagged=1' <<<"$first" && grep -q 'bad_status=0' <<<"$first" ||
+if ! { grep -q 'flagged=1' <<<"$first" && grep -q 'bad_status=0' <<<"$first"; }; then
   warn "the first /weather/today was not paid as expected: $first"
+fi
 log "first paid request: $first"
+if [[ -n $PEER_BIN ]]; then
+  for u in "http://127.0.0.1:$NGINX_HTTP/1k" "https://localhost:$NGINX_HTTPS/1k"; do
+    check=$("$LOADGEN" -c 1 -d 0.2 --warmup 0 "${LG_PEER[@]}" --url "$u" --cacert "$WORK/ca.pem" 2>&1 | tail -1 || true)
+    grep -q 'errors=0 bad_status=0' <<<"$check" || warn "hudsucker peer, $u: $check (see $WORK/peer.err)"
+  done
+fi
 
 # ---------------------------------------------------------------- rounds
 CONCS=(1 16 64)
 PAID_CONCS=(1 16)
 PAID_N=${BENCH_PAID:-100}
-est=$(awk -v r="$ROUNDS" -v s="$SECS" -v w="$WARMUP" 'BEGIN {printf "%.0f", r * (16 * s + 10 * (s + w) + 4 * (s + w) + 1)}')
-log "$ROUNDS rounds × 20 phases of ${SECS}s (≈ ${est}s)"
+PHASES=20 PEER_PHASES=0
+[[ -n $PEER_BIN ]] && PHASES=26 PEER_PHASES=1
+est=$(awk -v r="$ROUNDS" -v s="$SECS" -v w="$WARMUP" -v p="$PEER_PHASES" \
+  'BEGIN {printf "%.0f", r * (16 * s + 10 * (s + w) + 4 * (s + w) + 1 + p * (3 * s + 3 * (s + w)))}')
+log "$ROUNDS rounds × $PHASES phases of ${SECS}s (≈ ${est}s)"
 for r in $(seq 1 "$ROUNDS"); do
   ROUND=$r
   log "round $r/$ROUNDS"
   for c in "${CONCS[@]}"; do
     # Alternate which side goes first, so drift does not favour one.
     if ((r % 2)); then
-      run_wrk a_http "$c" 0; run_wrk b_http "$c" 1
-      direct_https "$c"; proxy_https "$c"; proxy_tunnel "$c"
+      run_wrk a_http "$c" 0; run_wrk b_http "$c" 1; peer_http "$c"
+      direct_https "$c"; proxy_https "$c"; peer_https "$c"; proxy_tunnel "$c"
     else
-      run_wrk b_http "$c" 1; run_wrk a_http "$c" 0
-      proxy_tunnel "$c"; proxy_https "$c"; direct_https "$c"
+      peer_http "$c"; run_wrk b_http "$c" 1; run_wrk a_http "$c" 0
+      proxy_tunnel "$c"; peer_https "$c"; proxy_https "$c"; direct_https "$c"
     fi
   done
   for c in "${PAID_CONCS[@]}"; do
@@ -391,12 +456,14 @@ for r in $(seq 1 "$ROUNDS"); do
   # cores once each way, as each hop of a proxied request does.
   run_wrk x_cross 1 0 0
 done
-RSS_LOADED_KB=$(rss_kb)
+RSS_LOADED_KB=$(rss_kb "$PROXY_PID")
+[[ -n $PEER_BIN ]] && PEER_RSS_LOADED_KB=$(rss_kb "$PEER_PID")
 
 # ---------------------------------------------------------------- idle connections (after load)
 hold_idle after_load
 RSS_IDLE_KB=${IDLE_RSS[after_load]}
 PROXY_FDS=${IDLE_FDS[after_load]}
+[[ -n $PEER_BIN ]] && hold_idle peer_after_load "$PEER_PID" "$PEER_PORT"
 
 # ---------------------------------------------------------------- report
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]; else print ""}'; }
@@ -407,6 +474,7 @@ spread() { # (max-min)/median in %, across rounds
 get() { median <<<"${RES["$1|$2|$3"]:-}"; }
 spr() { spread <<<"${RES["$1|$2|$3"]:-}"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.2f", a / b; else print "-" }'; }
+diffv2() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && a != "-" && b != "-") printf "%+.2f", a - b; else print "-" }'; }
 diffv() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "") printf "%+.0f", a - b; else print "-" }'; }
 mib() { awk -v k="$1" 'BEGIN { if (k != "") printf "%.1f MiB", k / 1024; else print "-" }'; }
 
@@ -420,8 +488,11 @@ declare -A NAME=(
   [f_free]="(f) via proxy, seller /free pass-through"
   [p_paid]="(p) via proxy, new service: 402→pay→replay"
   [x_cross]="(x) direct nginx, HTTP, wrk on core 0"
+  [h_http]="(hb) hudsucker, HTTP pass-through (wrk)"
+  [h_intercept]="(hd) hudsucker, HTTPS intercepted (loadgen)"
 )
-declare -A BASELINE=([b_http]=a_http [x_cross]=a_http [d_intercept]=c_https [t_tunnel]=c_https [e_cached]=f_free [p_paid]=f_free)
+declare -A BASELINE=([b_http]=a_http [x_cross]=a_http [d_intercept]=c_https [t_tunnel]=c_https [e_cached]=f_free [p_paid]=f_free
+  [h_http]=a_http [h_intercept]=c_https)
 
 echo
 REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "unknown revision")
@@ -431,15 +502,25 @@ fi
 echo "l402-proxy benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $REV"
 echo "medians of $ROUNDS rounds × ${SECS}s (spread = (max−min)/median across rounds); 1 KiB body, keep-alive;"
 echo "proxy on core 0, origin + load generator on core 1; ratio and Δp50 are against the row's baseline"
-echo "((b),(x)→(a), (d),(t)→(c), (e),(p)→(f)); proxy CPU = (utime+stime) delta ÷ every request of the run."
+if [[ -n $PEER_BIN ]]; then
+  echo "((b),(x),(hb)→(a), (d),(t),(hd)→(c), (e),(p)→(f)); proxy CPU = (utime+stime) delta ÷ every request of the run."
+else
+  echo "((b),(x)→(a), (d),(t)→(c), (e),(p)→(f)); proxy CPU = (utime+stime) delta ÷ every request of the run."
+fi
 echo "(x) is a calibration row, no proxy: what crossing cores costs on this machine at c=1; a proxied"
 echo "request crosses twice as often. (p): $PAID_N requests per round, each paying for a new service."
 echo "load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (the run itself keeps ≈ 2 busy;"
 echo "other work on the machine before it shows up as spread and latency)"
+if [[ -n $PEER_BIN ]]; then
+  echo "(hb),(hd): the no-op hudsucker peer, pinned like the proxy (core 0, 1 worker), same origin, same"
+  echo "requests (Proxy-Authorization sent, ignored), interleaved in the same rounds: $PEER_BIN"
+fi
 echo
 printf '%-46s %3s %9s %6s %6s %9s %9s %7s %10s %6s\n' scenario c "req/s" spread ratio "p50 µs" "p99 µs" "Δp50" "CPU µs/req" "cpu÷"
 printf '%s\n' "$(printf '%.0s-' $(seq 1 121))"
-for scen in a_http x_cross b_http c_https d_intercept t_tunnel e_cached f_free p_paid; do
+SCENS=(a_http x_cross b_http c_https d_intercept t_tunnel e_cached f_free p_paid)
+[[ -n $PEER_BIN ]] && SCENS=(a_http x_cross b_http h_http c_https d_intercept h_intercept t_tunnel e_cached f_free p_paid)
+for scen in "${SCENS[@]}"; do
   concs=("${CONCS[@]}")
   [[ $scen == e_cached || $scen == f_free ]] && concs=("${PAID_CONCS[@]}")
   [[ $scen == x_cross || $scen == p_paid ]] && concs=(1)
@@ -464,6 +545,15 @@ sub_kb() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "") print a - b;
 echo "proxy RSS (VmRSS): at start $(mib "$RSS_START_KB");"
 echo "  fresh, with $IDLE_CONNS idle keep-alive connections: $(mib "${IDLE_RSS[fresh]}") (+$(mib "$(sub_kb "${IDLE_RSS[fresh]}" "$RSS_START_KB")"), proxy fds open: ${IDLE_FDS[fresh]:--}); after they closed: $(mib "$RSS_FRESH_AFTER_KB")"
 echo "  after all the load: $(mib "$RSS_LOADED_KB"); then with $IDLE_CONNS idle connections: $(mib "$RSS_IDLE_KB") (+$(mib "$(sub_kb "$RSS_IDLE_KB" "$RSS_LOADED_KB")"), fds open: ${PROXY_FDS:--})"
+if [[ -n $PEER_BIN ]]; then
+  echo "hudsucker RSS (VmRSS): at start $(mib "$PEER_RSS_START_KB");"
+  echo "  fresh, with $IDLE_CONNS idle keep-alive connections: $(mib "${IDLE_RSS[peer_fresh]}") (+$(mib "$(sub_kb "${IDLE_RSS[peer_fresh]}" "$PEER_RSS_START_KB")"), fds open: ${IDLE_FDS[peer_fresh]:--}); after they closed: $(mib "$PEER_RSS_FRESH_AFTER_KB")"
+  echo "  after all the load: $(mib "$PEER_RSS_LOADED_KB"); then with $IDLE_CONNS idle connections: $(mib "${IDLE_RSS[peer_after_load]}") (+$(mib "$(sub_kb "${IDLE_RSS[peer_after_load]}" "$PEER_RSS_LOADED_KB")"), fds open: ${IDLE_FDS[peer_after_load]:--})"
+  echo
+  echo "l402-proxy ÷ hudsucker, proxy CPU per request, same run, c=16 (target ≤ 0.70):" \
+    "HTTP pass-through (b)/(hb) $(ratio "$(get b_http 16 cpu)" "$(get h_http 16 cpu)")," \
+    "HTTPS intercepted (d)/(hd) $(ratio "$(get d_intercept 16 cpu)" "$(get h_intercept 16 cpu)")"
+fi
 echo
 echo "against the targets (shared/BENCHMARKING.md; c=16 unless said):"
 printf '  %-58s %10s   target %s\n' \
@@ -477,9 +567,23 @@ printf '  %-58s %10s   target %s\n' \
   "cached-token CPU ÷ pass-through CPU (e/f)" "$(ratio "$(get e_cached 16 cpu)" "$(get f_free 16 cpu)")" "≤ 1.05" \
   "cached-token req/s ÷ pass-through req/s (e/f)" "$(ratio "$(get e_cached 16 rps)" "$(get f_free 16 rps)")" "≥ 0.95" \
   "paid request (p), c=1: p50 / p99, µs" "$(get p_paid 1 p50) / $(get p_paid 1 p99)" "p99 ≤ 2000 + wallet pay time (dev: ≈ 0) + (f) p99 $(get f_free 1 p99)"
+if [[ -n $PEER_BIN ]]; then
+  printf '  %-58s %10s   target %s\n' \
+    "proxy CPU ÷ hudsucker's, HTTP pass-through (b/hb)" "$(ratio "$(get b_http 16 cpu)" "$(get h_http 16 cpu)")" "≤ 0.70" \
+    "proxy CPU ÷ hudsucker's, HTTPS intercepted (d/hd)" "$(ratio "$(get d_intercept 16 cpu)" "$(get h_intercept 16 cpu)")" "≤ 0.70" \
+    "HTTP req/s ÷ direct, l402-proxy − hudsucker (b/a − hb/a)" \
+    "$(diffv2 "$(ratio "$(get b_http 16 rps)" "$(get a_http 16 rps)")" "$(ratio "$(get h_http 16 rps)" "$(get a_http 16 rps)")")" "≥ +0.05" \
+    "p50 at c=1, HTTP, l402-proxy ÷ hudsucker (b/hb)" "$(ratio "$(get b_http 1 p50)" "$(get h_http 1 p50)")" "≤ 0.80 (hb: $(get h_http 1 p50) µs)"
+  printf '  %-58s %10s   %s\n' \
+    "HTTP req/s via hudsucker ÷ direct (hb/a)" "$(ratio "$(get h_http 16 rps)" "$(get a_http 16 rps)")" "(reference, no target)" \
+    "RSS with $IDLE_CONNS idle connections, hudsucker after the load" "$(mib "${IDLE_RSS[peer_after_load]}")" "(reference, no target)"
+fi
 echo
 echo "peers (BENCHMARKING.md): hudsucker 16.8 µs/req HTTP, 15.5 HTTPS, 0.51 of direct, p50 42 µs, 34.6 MiB;"
 echo "squid 41.4 / 12.7 (tunnel), 0.19, 73 µs, 50.2 MiB. Differences below the spread column are noise."
+if [[ -z $PEER_BIN ]]; then
+  echo "hudsucker peer skipped: set BENCH_PEER_HUDSUCKER=/path/to/hudsucker-bench (a release build, see bench/README.md) to measure it in this run."
+fi
 if ((${#WARNINGS[@]})); then
   echo
   echo "warnings:"
