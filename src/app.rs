@@ -111,7 +111,7 @@ impl App {
         );
         let ledger = open_ledger(config, clock.clone()).await?;
         let tokens = Arc::new(TokenCache::new());
-        let dialects = Arc::new(Dialects::default());
+        let dialects = Arc::new(Dialects::from_names(&config.pay.schemes));
         let book = Arc::new(PaymentBook::new(BookParts {
             ledger: ledger.clone(),
             wallet,
@@ -179,13 +179,30 @@ impl App {
     }
 
     /// Applies a reloaded config: agents, their limits and the operator's limits change; spend,
-    /// tokens and open connections stay. Settings that need a restart are reported.
-    pub fn reload(&self, old: &Config, new: &Config) -> Vec<&'static str> {
+    /// tokens and open connections stay. Settings that need a restart are reported. A new
+    /// `total_sats` in the file that an operator's override hides is logged, with the way back.
+    pub async fn reload(&self, old: &Config, new: &Config) -> Vec<&'static str> {
         self.shared
             .agents
             .store(Arc::new(Agents::from_config(&new.agents)));
         self.purchases
             .set_operator_limits(new.operator_limits.clone());
+        for agent in &new.agents {
+            let before = old.agents.iter().find(|a| a.name == agent.name);
+            let changed = before.is_none_or(|b| b.limits.total_sats != agent.limits.total_sats);
+            if !changed {
+                continue;
+            }
+            if let Ok(Some(over)) = self.ledger.total_override(&agent.name).await {
+                tracing::warn!(
+                    agent = %agent.name,
+                    file_total_sats = ?agent.limits.total_sats,
+                    override_total_sats = over.0 / 1000,
+                    "the file's new total_sats is hidden by an operator override; POST {{\"total_sats\": null}} to /v1/agents/{}/budget to go back to the file's value",
+                    agent.name
+                );
+            }
+        }
         let mut needs_restart = Vec::new();
         if old.listen != new.listen {
             needs_restart.push("listen");
@@ -221,9 +238,19 @@ pub async fn run(
     config_path: &Path,
     init_logs: impl FnOnce(Option<&Config>),
 ) -> anyhow::Result<()> {
-    let loaded = Config::load(config_path);
-    init_logs(loaded.as_ref().ok());
-    let mut config = loaded?;
+    // Everything run would refuse is found first: nothing (CA, ledger) is created before.
+    let checked = crate::config::check(config_path);
+    init_logs(checked.as_ref().ok());
+    let mut config = checked.map_err(|problems| {
+        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+        anyhow::anyhow!(
+            "{}: {} problem{}, not starting:\n{}",
+            config_path.display(),
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" },
+            list.join("\n")
+        )
+    })?;
     let wallet = crate::wallet::from_config(&config)?;
     let app = App::build(&config, wallet, Arc::new(crate::core::time::SystemClock)).await?;
     let admin = match config.admin.listen {
@@ -265,7 +292,7 @@ pub async fn run(
     while let Signal::Reload = signal().await {
         match Config::load(config_path) {
             Ok(new) => {
-                let restart = app.reload(&config, &new);
+                let restart = app.reload(&config, &new).await;
                 tracing::info!(agents = new.agents.len(), "config reloaded");
                 if !restart.is_empty() {
                     tracing::warn!(settings = ?restart, "these changes take effect only after a restart");

@@ -48,6 +48,17 @@ impl GuardError {
     pub fn is_refusal(&self) -> bool {
         matches!(self, GuardError::Refused { .. })
     }
+
+    /// What the agent is told: never the internal address a name resolved to (the operator's
+    /// log has it).
+    pub fn agent_message(&self) -> String {
+        match self {
+            GuardError::Refused { host, port, .. } => {
+                format!("destination {host}:{port} is refused by the proxy's destination guard")
+            }
+            other => other.to_string(),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -40,6 +40,9 @@ enum Command {
     Demo {
         #[arg(long, default_value = "127.0.0.1:8402")]
         listen: SocketAddr,
+        /// The admin API (default: the proxy's port + 1000).
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
         /// Where the demo keeps its CA and config.
         #[arg(long, default_value = ".l402-demo")]
         data_dir: PathBuf,
@@ -119,8 +122,10 @@ fn init_logs(format: LogFormat) {
     if !first {
         return;
     }
+    // rustls warns on every handshake from a client that sends an IP address as SNI: nothing
+    // an operator can act on, so rustls speaks only of errors unless RUST_LOG says otherwise.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
     // Colours only for a person at a terminal, never in files or log shippers.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -160,17 +165,31 @@ fn run(command: Command, log_format: Option<LogFormat>) -> anyhow::Result<ExitCo
         }
         Command::Config {
             command: ConfigCommand::Check { config },
-        } => {
-            let c = Config::load(&config)?;
-            println!(
-                "{}: ok ({} agents, wallet {}, listen {})",
-                config.display(),
-                c.agents.len(),
-                c.wallet.backend.name(),
-                c.listen
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => match l402_proxy::config::check(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} agents, wallet {}, store {}, listen {})",
+                    config.display(),
+                    c.agents.len(),
+                    c.wallet.backend.name(),
+                    c.store.backend.name(),
+                    c.listen
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(problems) => {
+                eprintln!(
+                    "{}: {} problem{}:",
+                    config.display(),
+                    problems.len(),
+                    if problems.len() == 1 { "" } else { "s" }
+                );
+                for p in &problems {
+                    eprintln!("  - {p}");
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Ca {
             command: CaCommand::Export { config },
         } => {
@@ -204,11 +223,13 @@ fn run(command: Command, log_format: Option<LogFormat>) -> anyhow::Result<ExitCo
         })),
         Command::Demo {
             listen,
+            admin_listen,
             data_dir,
             once,
         } => {
             let ok = runtime()?.block_on(l402_proxy::demo::run(l402_proxy::demo::DemoOptions {
                 listen,
+                admin_listen,
                 data_dir,
                 once,
             }))?;

@@ -312,9 +312,10 @@ async fn admin_api_needs_its_token_and_manages_budgets() {
         .await;
     assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
     let lines: Vec<&str> = csv.body.lines().collect();
-    assert_eq!(
-        lines[0],
-        "payment_hash,agent,host,amount_msat,fee_msat,status,created_at"
+    assert!(
+        lines[0].starts_with("payment_hash,agent,host,amount_msat,fee_msat,status,created_at,"),
+        "the contract's columns first, new ones after: {}",
+        lines[0]
     );
     assert_eq!(lines.len(), 2);
     assert!(lines[1].contains(",alice,127.0.0.1,10000,0,settled,"));
@@ -395,6 +396,120 @@ async fn admin_api_needs_its_token_and_manages_budgets() {
         .await;
     assert_eq!(junk.status, 400);
     assert_eq!(h.payments(), 2);
+}
+
+/// Alice's entry in `GET /v1/agents`.
+async fn agents(h: &Harness) -> serde_json::Value {
+    let r = h.admin(Some(TOKEN), "GET", "/v1/agents", &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    v["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent"] == "alice")
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_read_where_limits_come_from_clear_overrides_and_read_declines() {
+    let h = Harness::with(Options {
+        admin_token: Some(TOKEN.into()),
+        alice_limits: "{ total_sats: 25, per_request_sats: 1000 }".into(),
+        max_fee_sats: 5,
+        ..Options::default()
+    })
+    .await;
+    let a = agents(&h).await;
+    assert_eq!(a["limit_sources"]["total_sats"], "config");
+    assert_eq!(a["limit_sources"]["per_request_sats"], "config");
+    // 25 sat left, a fee reserve of 5 on every payment: 20 sat is the most it can pay now.
+    assert_eq!(a["remaining_msat"]["total"], 25_000);
+    assert_eq!(a["spendable_msat"], 20_000);
+    let set = h
+        .admin(
+            Some(TOKEN),
+            "POST",
+            "/v1/agents/alice/budget",
+            &["-d", r#"{"total_sats": 100}"#],
+        )
+        .await;
+    assert_eq!(set.status, 200);
+    let a = agents(&h).await;
+    assert_eq!(a["limits"]["total_sats"], 100);
+    assert_eq!(a["limit_sources"]["total_sats"], "admin");
+    let cleared = h
+        .admin(
+            Some(TOKEN),
+            "POST",
+            "/v1/agents/alice/budget",
+            &["-d", r#"{"total_sats": null}"#],
+        )
+        .await;
+    assert_eq!(cleared.status, 200, "{cleared:?}");
+    let a = agents(&h).await;
+    assert_eq!(a["limits"]["total_sats"], 25, "back to the file's value");
+    assert_eq!(a["limit_sources"]["total_sats"], "config");
+
+    // Three paid requests: every window's spend is exact, limited or not.
+    for p in ["/w1/x", "/w2/x"] {
+        assert!(h.curl(Some(ALICE), &h.http_url(p), &[]).await.paid());
+    }
+    let paid = h.curl(Some(ALICE), &h.http_url("/w3/x"), &[]).await;
+    assert_eq!(paid.decline(), Some("over-total-limit"), "{paid:?}");
+    let v: serde_json::Value = serde_json::from_str(
+        &h.curl(Some(ALICE), "http://l402-proxy.local/balance", &[])
+            .await
+            .body,
+    )
+    .unwrap();
+    for w in ["hourly", "daily", "weekly", "monthly", "total"] {
+        assert_eq!(v["spent_msat"][w], 20_000, "{w}: {v}");
+    }
+    assert_eq!(v["spendable_msat"], 0);
+
+    // Declines read as sentences, with amount and path, in JSON and CSV; times in RFC 3339.
+    let mut rows = serde_json::Value::Null;
+    for _ in 0..50 {
+        let d = h
+            .admin(Some(TOKEN), "GET", "/v1/declines?agent=alice", &[])
+            .await;
+        rows = serde_json::from_str(&d.body).unwrap();
+        if !rows["declines"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let d = &rows["declines"][0];
+    assert_eq!(d["code"], "over-total-limit");
+    assert_eq!(d["path"], "/w3/x");
+    assert_eq!(d["amount_msat"], 10_000);
+    assert!(d["reason"].as_str().unwrap().contains("total limit"), "{d}");
+    assert!(
+        d["created_at_rfc3339"].as_str().unwrap().ends_with('Z'),
+        "{d}"
+    );
+    let csv = h
+        .admin(Some(TOKEN), "GET", "/v1/declines?format=csv", &[])
+        .await;
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    assert!(
+        csv.body
+            .starts_with("agent,host,path,code,reason,amount_msat"),
+        "{}",
+        csv.body
+    );
+    assert!(csv.body.contains("/w3/x,over-total-limit"), "{}", csv.body);
+    // Bad query parameters are a 400 naming the problem, never silently ignored.
+    for bad in [
+        "/v1/payments?limit=abc",
+        "/v1/payments?colour=red",
+        "/v1/declines?limit=0",
+        "/v1/payments?since=yesterday",
+    ] {
+        let r = h.admin(Some(TOKEN), "GET", bad, &[]).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,13 @@ fn demo_runs_a_paid_request_end_to_end() {
         stdout.contains("again: 200 with the cached token (paid nothing)"),
         "{stdout}"
     );
+    // The admin API is served, its token kept in the data dir; `--once` prints no "try it"
+    // lines for a proxy that has already stopped.
+    assert!(stdout.contains("admin API  http://127.0.0.1:"), "{stdout}");
+    assert_eq!(common::file_mode(&dir.join("admin-token")), 0o600);
+    assert!(!stdout.contains("export "), "{stdout}");
+    let config = std::fs::read_to_string(dir.join("demo-config.yaml")).unwrap();
+    assert!(config.contains("token_file: admin-token"), "{config}");
     assert_eq!(common::file_mode(&dir.join("ca-key.pem")), 0o600);
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -102,6 +109,94 @@ fn config_check_names_the_bad_field() {
         !out.status.success() && stderr.contains("max_fee_sat"),
         "{stderr}"
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn config_check_lists_everything_run_would_refuse_and_run_creates_nothing() {
+    let dir = common::temp_dir("cfg-all");
+    let cfg = dir.join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "listen: 127.0.0.1:0
+admin: { listen: '127.0.0.1:0', token_env: L402_CLI_UNSET_ADMIN }
+tls: { ca_cert: ca.pem, ca_key: ca-key.pem, upstream_roots: [missing-root.pem] }
+wallet: { backend: lnbits, lnbits: { url: 'http://127.0.0.1:5000', admin_key_env: L402_CLI_UNSET_KEY } }
+store: { path: ledger.db }
+",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["config", "check", "--config"])
+        .arg(&cfg)
+        .env_remove("L402_CLI_UNSET_ADMIN")
+        .env_remove("L402_CLI_UNSET_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for field in [
+        "admin.token_env",
+        "wallet.lnbits.admin_key_env",
+        "tls.upstream_roots[0]",
+    ] {
+        assert!(stderr.contains(field), "{field} in:\n{stderr}");
+    }
+    assert!(stderr.contains("3 problems"), "{stderr}");
+    let out = bin()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env_remove("L402_CLI_UNSET_ADMIN")
+        .env_remove("L402_CLI_UNSET_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tls.upstream_roots[0]"), "{stderr}");
+    for never in ["ca.pem", "ca-key.pem", "ledger.db"] {
+        assert!(
+            !dir.join(never).exists(),
+            "run created {never} for a config it refused"
+        );
+    }
+    // A CA with its key missing is named, with the way out.
+    std::fs::write(dir.join("ca.pem"), "not a certificate").unwrap();
+    let lone = dir.join("lone.yaml");
+    std::fs::write(
+        &lone,
+        "wallet: { backend: dev }\ntls: { ca_cert: ca.pem, ca_key: ca-key.pem }\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["config", "check", "--config"])
+        .arg(&lone)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("tls.ca_key"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_busy_listen_address_names_listen() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = common::temp_dir("busy");
+    let cfg = dir.join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:{port}\nwallet: {{ backend: dev }}\nstore: {{ path: ledger.db }}\n"
+        ),
+    )
+    .unwrap();
+    let out = bin().args(["run", "--config"]).arg(&cfg).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("(listen)"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

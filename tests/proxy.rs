@@ -310,6 +310,13 @@ async fn guard_refuses_private_and_metadata_destinations() {
     assert_eq!(m.status, 403);
     let l = h.curl(Some(ALICE), "http://localhost:9/", &[]).await;
     assert_eq!(l.status, 403);
+    // The agent learns it was refused, not which internal address the name resolved to.
+    assert!(
+        !l.body.contains("127.0.0.1") && !l.body.contains("::1"),
+        "{}",
+        l.body
+    );
+    assert!(l.body.contains("refused"), "{}", l.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,6 +328,13 @@ async fn upstream_tls_is_verified() {
     .await;
     let r = h.curl(Some(ALICE), &h.https_url("/weather/x"), &[]).await;
     assert_eq!(r.status, 502, "{r:?}");
+    // The agent (and the operator's log) are told what to fix, not just "UnknownIssuer".
+    assert_eq!(
+        r.header("x-l402-proxy-error"),
+        Some("upstream-certificate-untrusted"),
+        "{r:?}"
+    );
+    assert!(r.body.contains("tls.upstream_roots"), "{}", r.body);
     assert_eq!(h.wallet.attempts(), 0);
 }
 
@@ -359,7 +373,12 @@ async fn non_l402_responses_pass_through_untouched() {
     let offers = h.curl(Some(ALICE), &h.https_url("/offers/x"), &[]).await;
     assert_eq!(offers.status, 402);
     assert!(offers.body.contains("payment_context_token"));
-    assert_eq!(offers.decline(), None);
+    // Passed through untouched, but no longer silently: the agent learns why it was not paid.
+    assert_eq!(offers.decline(), Some("scheme-unsupported"));
+    assert!(offers
+        .header("x-l402-proxy-reason")
+        .unwrap()
+        .contains("Fewsats"));
     let basic = h.curl(Some(ALICE), &h.http_url("/basic/x"), &[]).await;
     assert_eq!(basic.status, 401);
     assert_eq!(

@@ -1,17 +1,21 @@
-//! The operator's API on `admin.listen`: agents and their budgets, the payment ledger (JSON or
-//! CSV), budget top-up and recall, and the health probes. `/v1/*` needs the bearer token.
+//! The operator's API on `admin.listen`: agents and their budgets, the payment ledger and the
+//! declines (JSON or CSV), budget top-up and recall, and the health probes. `/v1/*` needs the
+//! bearer token.
+
+pub mod query;
+pub mod render;
 
 use crate::body::{full, Body};
 use crate::core::Msat;
-use crate::ledger::{DeclineFilter, PaymentFilter, PaymentState};
+use crate::ledger::{DeclineFilter, PaymentFilter};
 use crate::proxy::Shared;
-use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
+use query::Query;
+use render::{error, json};
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +23,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
+/// The admin API server.
 pub struct Admin {
     shared: Arc<Shared>,
     token_sha256: [u8; 32],
@@ -27,6 +32,7 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// The API over `shared`, answering `/v1/*` only to `Authorization: Bearer <token>`.
     pub fn new(shared: Arc<Shared>, token: &str) -> Arc<Admin> {
         Arc::new(Admin {
             shared,
@@ -149,10 +155,11 @@ impl Admin {
 
     async fn agents(&self) -> Response<Body> {
         let agents = self.shared.agents.load_full();
+        let reserve = self.shared.fee_reserve();
         let mut views = Vec::with_capacity(agents.len());
         for a in agents.iter() {
             match self.shared.ledger.budget(&a.name, &a.limits).await {
-                Ok(view) => views.push(view),
+                Ok(view) => views.push(view.with_fee_reserve(reserve)),
                 Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
             }
         }
@@ -161,68 +168,47 @@ impl Admin {
     }
 
     async fn payments(&self, req: &Request<Incoming>) -> Response<Body> {
-        let query = Query::parse(req.uri().query());
-        if let Some(status) = &query.status {
-            if !matches!(status.as_str(), "pending" | "settled" | "failed") {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "status must be pending, settled or failed",
-                );
-            }
-        }
+        let query = match Query::parse(
+            req.uri().query(),
+            &[
+                "agent", "status", "host", "since", "until", "limit", "format",
+            ],
+        ) {
+            Ok(q) => q,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        };
         let filter = PaymentFilter {
-            agent: query.agent,
-            state: query.status.as_deref().and_then(PaymentState::parse),
-            limit: query.limit.unwrap_or(100).min(10_000),
-            ..PaymentFilter::default()
+            agent: query.agent.clone(),
+            state: query.status,
+            host: query.host.clone(),
+            since: query.since,
+            until: query.until,
+            limit: query.limit(),
         };
         let rows = match self.shared.ledger.payments(filter).await {
             Ok(rows) => rows,
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         };
-        let wants_csv = req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/csv"));
-        if !wants_csv {
-            let rows: Vec<_> = rows.iter().map(payment_json).collect();
-            return json(StatusCode::OK, &serde_json::json!({ "payments": rows }));
+        if query.csv || wants_csv(req) {
+            return render::csv(render::payments_csv(&rows));
         }
-        let mut csv =
-            String::from("payment_hash,agent,host,amount_msat,fee_msat,status,created_at\n");
-        for r in rows {
-            csv.push_str(&format!(
-                "{},{},{},{},{},{},{}\n",
-                r.hash,
-                csv_field(&r.agent),
-                csv_field(&r.host),
-                r.amount.0,
-                r.fee.map(|f| f.0.to_string()).unwrap_or_default(),
-                r.state.as_str(),
-                r.created_at
-            ));
-        }
-        let mut resp = Response::new(full(csv));
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/csv; charset=utf-8"),
-        );
-        resp
+        let rows: Vec<_> = rows.iter().map(render::payment).collect();
+        json(StatusCode::OK, &serde_json::json!({ "payments": rows }))
     }
 
     async fn declines(&self, req: &Request<Incoming>) -> Response<Body> {
-        let query = Query::parse(req.uri().query());
+        let query = match Query::parse(req.uri().query(), &["agent", "limit", "format"]) {
+            Ok(q) => q,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        };
         let filter = DeclineFilter {
-            agent: query.agent,
-            limit: query.limit.unwrap_or(100).min(10_000),
+            agent: query.agent.clone(),
+            limit: query.limit(),
         };
         match self.shared.ledger.declines(filter).await {
+            Ok(rows) if query.csv || wants_csv(req) => render::csv(render::declines_csv(&rows)),
             Ok(rows) => {
-                let rows: Vec<_> = rows
-                    .into_iter()
-                    .map(|d| serde_json::json!({"agent": d.agent, "host": d.host, "path": d.path, "code": d.code, "reason": d.detail, "amount_msat": d.amount.map(|a| a.0), "count": d.count, "created_at": d.created_at}))
-                    .collect();
+                let rows: Vec<_> = rows.iter().map(render::decline).collect();
                 json(StatusCode::OK, &serde_json::json!({ "declines": rows }))
             }
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
@@ -230,7 +216,8 @@ impl Admin {
     }
 
     /// Top-up or recall: `{"total_sats": N}` sets the agent's total limit, `{"add_sats": ±N}`
-    /// moves it. Written to the ledger before it takes effect.
+    /// moves it, `{"total_sats": null}` clears the override (back to the config's value).
+    /// Written to the ledger before it takes effect.
     async fn budget(&self, name: &str, req: Request<Incoming>) -> Response<Body> {
         let agents = self.shared.agents.load();
         let Some(agent) = agents.get(name).cloned() else {
@@ -240,14 +227,9 @@ impl Admin {
             Ok(b) => b.to_bytes(),
             Err(_) => return error(StatusCode::BAD_REQUEST, "body unreadable or over 4 KiB"),
         };
-        let change: BudgetChange = match serde_json::from_slice(&body) {
+        let change = match BudgetChange::parse(&body) {
             Ok(c) => c,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("expected {{\"total_sats\": N}} or {{\"add_sats\": N}}: {e}"),
-                )
-            }
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
         };
         let ledger = &self.shared.ledger;
         let current = match ledger.budget(&agent.name, &agent.limits).await {
@@ -255,140 +237,90 @@ impl Admin {
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         };
         let new_total =
-            match (change.total_sats, change.add_sats) {
-                (Some(total), None) => total,
-                (None, Some(add)) => match current {
-                    Some(total) => total.saturating_add_signed(add),
+            match change {
+                BudgetChange::Set(total) => total,
+                BudgetChange::Clear => None,
+                BudgetChange::Add(add) => match current {
+                    Some(total) => Some(total.saturating_add_signed(add)),
                     None => return error(
                         StatusCode::CONFLICT,
                         "the agent has no total limit to move; set one with {\"total_sats\": N}",
                     ),
                 },
-                _ => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "give exactly one of total_sats or add_sats",
-                    )
-                }
             };
-        let total = Msat::from_sats(new_total);
         if let Err(e) = ledger
-            .set_total(&agent.name, Some(total), self.shared.clock.now())
+            .set_total(
+                &agent.name,
+                new_total.map(Msat::from_sats),
+                self.shared.clock.now(),
+            )
             .await
         {
             return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
         }
-        tracing::info!(agent = %agent.name, total_sats = new_total, "budget changed by the operator");
+        match new_total {
+            Some(total) => {
+                tracing::info!(agent = %agent.name, total_sats = total, "budget changed by the operator")
+            }
+            None => {
+                tracing::info!(agent = %agent.name, config_total_sats = ?agent.limits.total_sats, "operator override cleared; the config's total applies")
+            }
+        }
         match ledger.budget(&agent.name, &agent.limits).await {
-            Ok(view) => json(StatusCode::OK, &view),
+            Ok(view) => json(
+                StatusCode::OK,
+                &view.with_fee_reserve(self.shared.fee_reserve()),
+            ),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         }
     }
 }
 
-/// One payment as the API shows it (never its token or preimage).
-fn payment_json(r: &crate::ledger::PaymentRecord) -> serde_json::Value {
-    serde_json::json!({
-        "payment_hash": r.hash.to_hex(),
-        "agent": r.agent,
-        "host": r.host,
-        "dialect": r.dialect,
-        "amount_msat": r.amount.0,
-        "fee_msat": r.fee.map(|f| f.0),
-        "status": r.state.as_str(),
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-        "failure": r.failure,
-    })
+fn wants_csv(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BudgetChange {
-    total_sats: Option<u64>,
-    add_sats: Option<i64>,
+/// A change to an agent's total limit.
+#[derive(Debug, PartialEq, Eq)]
+enum BudgetChange {
+    /// `{"total_sats": N}`
+    Set(Option<u64>),
+    /// `{"total_sats": null}`
+    Clear,
+    /// `{"add_sats": ±N}`
+    Add(i64),
 }
 
-#[derive(Default)]
-struct Query {
-    agent: Option<String>,
-    status: Option<String>,
-    limit: Option<usize>,
-}
-
-impl Query {
-    fn parse(query: Option<&str>) -> Query {
-        let mut q = Query::default();
-        for pair in query.unwrap_or("").split('&') {
-            let Some((k, v)) = pair.split_once('=') else {
-                continue;
-            };
-            let v = percent_decode(v);
-            match k {
-                "agent" if !v.is_empty() => q.agent = Some(v),
-                "status" if !v.is_empty() => q.status = Some(v),
-                "limit" => q.limit = v.parse().ok(),
-                _ => {}
-            }
+impl BudgetChange {
+    fn parse(body: &[u8]) -> Result<BudgetChange, String> {
+        const USAGE: &str =
+            "expected {\"total_sats\": N}, {\"total_sats\": null} or {\"add_sats\": N}";
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("{USAGE}: {e}"))?;
+        let Some(map) = value.as_object() else {
+            return Err(USAGE.into());
+        };
+        if map.len() != 1 {
+            return Err(format!("{USAGE} (exactly one key)"));
         }
-        q
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
+        match (map.get("total_sats"), map.get("add_sats")) {
+            (Some(serde_json::Value::Null), None) => Ok(BudgetChange::Clear),
+            (Some(v), None) => v
+                .as_u64()
+                .map(|n| BudgetChange::Set(Some(n)))
+                .ok_or_else(|| {
+                    format!("total_sats must be a whole number of sats or null; {USAGE}")
+                }),
+            (None, Some(v)) => v
+                .as_i64()
+                .map(BudgetChange::Add)
+                .ok_or_else(|| format!("add_sats must be a whole number of sats; {USAGE}")),
+            _ => Err(USAGE.into()),
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Quotes a CSV field when it holds a separator, a quote or a line break.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut r = Response::new(full(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-fn error(status: StatusCode, message: &str) -> Response<Body> {
-    json(status, &serde_json::json!({ "error": message }))
 }
 
 fn text_owned(status: StatusCode, body: String) -> Response<Body> {
@@ -408,13 +340,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_and_csv_helpers() {
-        let q = Query::parse(Some("agent=re%20search&status=settled&limit=5&x=1"));
-        assert_eq!(q.agent.as_deref(), Some("re search"));
-        assert_eq!(q.status.as_deref(), Some("settled"));
-        assert_eq!(q.limit, Some(5));
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("plain"), "plain");
+    fn budget_changes_parse() {
+        assert_eq!(
+            BudgetChange::parse(br#"{"total_sats": 5}"#),
+            Ok(BudgetChange::Set(Some(5)))
+        );
+        assert_eq!(
+            BudgetChange::parse(br#"{"total_sats": null}"#),
+            Ok(BudgetChange::Clear)
+        );
+        assert_eq!(
+            BudgetChange::parse(br#"{"add_sats": -3}"#),
+            Ok(BudgetChange::Add(-3))
+        );
+        assert!(BudgetChange::parse(br#"{"total_sats": 1, "add_sats": 1}"#).is_err());
+        assert!(BudgetChange::parse(br#"{"total_sats": -1}"#).is_err());
+        assert!(BudgetChange::parse(b"[]").is_err());
     }
 }

@@ -30,6 +30,10 @@ pub struct BudgetView {
     pub spent_msat: WindowAmounts,
     /// What remains under each configured limit; absent where there is no limit.
     pub remaining_msat: WindowAmounts,
+    /// The largest invoice the agent can pay now: the tightest remaining amount less the fee
+    /// reserve every payment holds, capped by `per_request_sats`; absent with no limit at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spendable_msat: Option<u64>,
 }
 
 /// An agent's limits, in sats; absent = no limit of that kind.
@@ -152,6 +156,21 @@ impl BudgetView {
             },
             spent_msat: spent,
             remaining_msat: remaining,
+            spendable_msat: None,
         }
+    }
+
+    /// The view with `spendable_msat` computed for a fee reserve of `reserve` per payment.
+    pub fn with_fee_reserve(mut self, reserve: Msat) -> BudgetView {
+        let by_windows = self
+            .remaining_msat
+            .tightest()
+            .map(|left| left.saturating_sub(reserve.0));
+        let per_request = self.limits.per_request_sats.map(|s| Msat::from_sats(s).0);
+        self.spendable_msat = match (by_windows, per_request) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self
     }
 }

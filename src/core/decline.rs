@@ -124,6 +124,32 @@ pub enum Decline {
     },
     /// The ledger holds a record that contradicts itself (a preimage that does not match).
     LedgerInconsistent,
+    /// The offer and its invoice disagree (amount, hash, network, payee, body digest).
+    OfferMismatch {
+        /// The dialect of the offer.
+        dialect: &'static str,
+        /// What disagrees.
+        what: String,
+    },
+    /// The challenge itself expired before it could be paid.
+    ChallengeExpired {
+        /// Unix second it expired at.
+        at: i64,
+    },
+    /// The 402 offers only what the proxy does not pay (an unpaid dialect, EVM x402, a
+    /// session intent, Fewsats JSON offers): it passes through untouched.
+    SchemeUnsupported {
+        /// The dialect seen.
+        dialect: &'static str,
+        /// Why it is not paid.
+        reason: String,
+    },
+    /// The server refused the paid credential (replay answered with a new challenge); this
+    /// service is not paid again for a while, so it cannot drain the budget.
+    CoolingOff {
+        /// Seconds left.
+        secs: u64,
+    },
     /// The wallet refused or failed the payment.
     Wallet {
         /// The wallet error's code (`no-route`, `insufficient-balance`, …).
@@ -157,6 +183,10 @@ impl Decline {
             PaymentAborted => "payment-aborted",
             StoreUnavailable { .. } => "store-unavailable",
             LedgerInconsistent => "ledger-inconsistent",
+            OfferMismatch { .. } => "offer-invoice-mismatch",
+            ChallengeExpired { .. } => "challenge-expired",
+            SchemeUnsupported { .. } => "scheme-unsupported",
+            CoolingOff { .. } => "service-cooling-off",
             Wallet { code, .. } => code,
         }
     }
@@ -253,6 +283,17 @@ impl fmt::Display for Decline {
                 write!(f, "not paying without a durable record: {reason}")
             }
             LedgerInconsistent => f.write_str("the ledger holds a wrong preimage for this hash"),
+            OfferMismatch { dialect, what } => {
+                write!(f, "the {dialect} offer disagrees with its invoice: {what}")
+            }
+            ChallengeExpired { at } => write!(f, "the challenge expired at unix time {at}"),
+            SchemeUnsupported { dialect, reason } => {
+                write!(f, "{dialect}: {reason}")
+            }
+            CoolingOff { secs } => write!(
+                f,
+                "the server refused the last paid credential for this service; not paying it again for {secs} s"
+            ),
             Wallet { detail, .. } => f.write_str(detail),
         }
     }

@@ -20,6 +20,8 @@
 //! spec (`version="0", token=`), bare (unquoted), lsat, folded (both on one line), params (no
 //! scheme), urlsafe (unpadded URL-safe token), status401 (spec form on a 401).
 
+mod dialects;
+
 use super::lnbits::LnbitsInvoices;
 use super::macaroon::{self as mint_macaroon, identifier_v0};
 use super::mint::{DevInvoiceMinter, MintedInvoice};
@@ -133,6 +135,10 @@ pub struct Seller {
     pub stats: SellerStats,
     /// Payment hashes proven paid by a presented preimage.
     paid: DashSet<PaymentHash>,
+    /// Invoices of the single-use kinds (MPP, x402, `/single/`), and whether each was spent.
+    issued: dashmap::DashMap<PaymentHash, bool>,
+    /// MPP challenge ids and the invoice each is for.
+    mpp_ids: dashmap::DashMap<String, PaymentHash>,
 }
 
 impl Seller {
@@ -143,6 +149,8 @@ impl Seller {
             events: Arc::new(tokio::sync::Semaphore::new(0)),
             stats: SellerStats::default(),
             paid: DashSet::new(),
+            issued: dashmap::DashMap::new(),
+            mpp_ids: dashmap::DashMap::new(),
         })
     }
 
@@ -184,12 +192,21 @@ impl Seller {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
-        let service = path
-            .trim_start_matches('/')
-            .split('/')
-            .next()
-            .unwrap_or("")
-            .to_string();
+        let mut segments = path.trim_start_matches('/').split('/');
+        let kind = segments.next().unwrap_or("").to_string();
+        // Under `/svc/` and the other kinds, the second segment is the service: several
+        // services on one origin, one directory (as Sats4AI's tools are).
+        let service = match kind.as_str() {
+            "svc" | "mixed" | "strict" | "single" => segments
+                .next()
+                .filter(|s| !s.is_empty())
+                .map(|s| format!("{kind}-{s}"))
+                .unwrap_or_else(|| kind.clone()),
+            _ => kind.clone(),
+        };
+        if let Some(r) = self.other_kinds(&kind, &req, &service, &path).await {
+            return r;
+        }
         match service.as_str() {
             "" => {
                 return text(
@@ -253,48 +270,42 @@ impl Seller {
 
     /// Checks `Authorization: L402|LSAT <token>:<preimage>` against our root key and the service.
     fn authorized(&self, req: &Request<Incoming>, service: &str) -> bool {
-        let Some(value) = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
-            return false;
-        };
-        let ok = self.verify(value, service);
-        if !ok {
+        let ok = self.l402_hash(req, service).is_some();
+        if !ok && req.headers().contains_key(header::AUTHORIZATION) {
             self.stats.rejected_tokens.fetch_add(1, Ordering::Relaxed);
         }
         ok
     }
 
-    fn verify(&self, value: &str, service: &str) -> bool {
-        let Some((scheme, rest)) = value.split_once(' ') else {
-            return false;
-        };
+    /// The payment hash a valid L402/LSAT credential for `service` proves paid.
+    fn l402_hash(&self, req: &Request<Incoming>, service: &str) -> Option<PaymentHash> {
+        let value = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())?;
+        self.verify(value, service)
+    }
+
+    fn verify(&self, value: &str, service: &str) -> Option<PaymentHash> {
+        let (scheme, rest) = value.split_once(' ')?;
         if !scheme.eq_ignore_ascii_case("l402") && !scheme.eq_ignore_ascii_case("lsat") {
-            return false;
+            return None;
         }
-        let Some((token, preimage)) = rest.rsplit_once(':') else {
-            return false;
-        };
-        let Ok(mac) = macaroon::decode_token(token) else {
-            return false;
-        };
+        let (token, preimage) = rest.rsplit_once(':')?;
+        let mac = macaroon::decode_token(token).ok()?;
         if !mint_macaroon::verify_signature(&self.root_key(), &mac) {
-            return false;
+            return None;
         }
-        let Some(hash) = mac.payment_hash_v0().map(PaymentHash) else {
-            return false;
-        };
+        let hash = mac.payment_hash_v0().map(PaymentHash)?;
         if Preimage::verify_hex(preimage, &hash).is_err() {
-            return false;
+            return None;
         }
         let wanted = format!("{service}:");
         if !mac
             .services()
             .is_some_and(|s| s.split(',').any(|x| x.starts_with(&wanted)))
         {
-            return false;
+            return None;
         }
         let until_key = format!("{service}_valid_until=");
         let expired = mac.caveats.iter().any(|c| {
@@ -303,10 +314,10 @@ impl Seller {
                 .is_some_and(|until| self.config.clock.now_unix() >= until)
         });
         if expired {
-            return false;
+            return None;
         }
         self.paid.insert(hash);
-        true
+        Some(hash)
     }
 
     fn mint_token(&self, service: &str, hash: &PaymentHash) -> Vec<u8> {
@@ -662,9 +673,18 @@ impl Drop for RunningSeller {
 
 /// Starts the seller on `ip` with ephemeral HTTP and HTTPS ports.
 pub async fn start(seller: Arc<Seller>, ip: std::net::IpAddr) -> anyhow::Result<RunningSeller> {
+    start_on(seller, SocketAddr::new(ip, 0), SocketAddr::new(ip, 0)).await
+}
+
+/// Starts the seller on the given HTTP and HTTPS addresses (port 0: any free one).
+pub async fn start_on(
+    seller: Arc<Seller>,
+    http: SocketAddr,
+    https: SocketAddr,
+) -> anyhow::Result<RunningSeller> {
     let tls = SellerTls::generate()?;
-    let http_listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
-    let https_listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
+    let http_listener = TcpListener::bind(http).await?;
+    let https_listener = TcpListener::bind(https).await?;
     let http = http_listener.local_addr()?;
     let https = https_listener.local_addr()?;
     let tasks = vec![

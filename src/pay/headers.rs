@@ -23,6 +23,9 @@ pub const PAYMENT_HASH_HEADER: &str = "x-l402-proxy-payment-hash";
 pub const TOKEN_HEADER: &str = "x-l402-proxy-token";
 /// What the agent has left under its tightest limit.
 pub const REMAINING_HEADER: &str = "x-l402-proxy-remaining-msat";
+/// The largest invoice the agent can still pay: remaining less the fee reserve, capped by
+/// `per_request_sats`.
+pub const SPENDABLE_HEADER: &str = "x-l402-proxy-spendable-msat";
 /// The prefix every header of ours carries.
 pub const PREFIX: &str = "x-l402-proxy-";
 

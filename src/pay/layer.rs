@@ -176,7 +176,7 @@ impl PaymentLayer {
             Ok(r) => r,
             Err(local) => return answer(Err(local)),
         };
-        let mut offers = self.dialects.offers(&ResponseHead {
+        let offers = self.dialects.offers(&ResponseHead {
             status: response.status(),
             headers: response.headers(),
         });
@@ -204,11 +204,21 @@ impl PaymentLayer {
             };
             return self.declined(response, agent, to, &path, decline.into());
         }
-        let offer = offers.remove(0);
+        let Some(offer) = offers.payable.into_iter().next() else {
+            // Offers the proxy recognises but does not pay: the 402 goes back as it came.
+            let (dialect, reason) = offers
+                .unsupported
+                .into_iter()
+                .next()
+                .unwrap_or(("unknown", String::new()));
+            let decline = Decline::SchemeUnsupported { dialect, reason };
+            return self.declined(response, agent, to, &path, decline.into());
+        };
         let sent = attached.as_ref().map(|a| a.token.payment_hash);
+        let body = replay.body.clone().unwrap_or_default();
         match self
             .purchases
-            .obtain(agent, to, &path, sent.as_ref(), offer)
+            .obtain(agent, to, &path, sent.as_ref(), &body, offer)
             .await
         {
             Err(refused) => self.declined(response, agent, to, &path, refused),
@@ -282,8 +292,12 @@ impl PaymentLayer {
         if obtained.paid.is_some() {
             // What the agent has left under its tightest limit, when it has one.
             if let Ok(view) = self.ledger.budget(&agent.name, &agent.limits).await {
+                let view = view.with_fee_reserve(self.purchases.book().max_fee());
                 if let Some(left) = view.remaining_msat.tightest() {
                     extra.insert(headers::REMAINING_HEADER, HeaderValue::from(left));
+                }
+                if let Some(spendable) = view.spendable_msat {
+                    extra.insert(headers::SPENDABLE_HEADER, HeaderValue::from(spendable));
                 }
             }
         }

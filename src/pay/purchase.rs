@@ -160,6 +160,7 @@ impl Purchases {
         to: Destination<'_>,
         path: &str,
         sent: Option<&PaymentHash>,
+        body: &[u8],
         offer: Offer,
     ) -> Result<Obtained, Refused> {
         let reusable = offer.terms.reusable();
@@ -181,7 +182,10 @@ impl Purchases {
         };
         let amount = policy::check_invoice(&invoice, agent, to.host, self.network, now)
             .map_err(with_amount)?;
-        offer.terms.check(&invoice).map_err(with_amount)?;
+        offer
+            .terms
+            .check(&invoice, body, now)
+            .map_err(with_amount)?;
         let key = format!(
             "{}\n{}\n{}",
             agent.name,

@@ -57,6 +57,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The fee reserve every payment holds (`wallet.max_fee_sats`).
+    pub fn fee_reserve(&self) -> crate::core::Msat {
+        self.layer.purchases().book().max_fee()
+    }
+
     /// The Prometheus exposition, with the CA's mint count brought up to date.
     pub fn metrics_text(&self) -> String {
         let minted = self.ca.minted();

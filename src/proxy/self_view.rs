@@ -13,10 +13,12 @@ pub const SELF_HOST: &str = "l402-proxy.local";
 pub async fn respond(shared: &Shared, agent: &Agent, path: &str) -> Response<Body> {
     let (status, body) = match path {
         "/" | "/balance" => match shared.ledger.budget(&agent.name, &agent.limits).await {
-            Ok(view) => match serde_json::to_vec_pretty(&view) {
-                Ok(json) => (StatusCode::OK, json),
-                Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, b"{}".to_vec()),
-            },
+            Ok(view) => {
+                match serde_json::to_vec_pretty(&view.with_fee_reserve(shared.fee_reserve())) {
+                    Ok(json) => (StatusCode::OK, json),
+                    Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, b"{}".to_vec()),
+                }
+            }
             Err(e) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::to_vec(&serde_json::json!({ "error": e.to_string() }))

@@ -70,6 +70,11 @@ impl crate::pay::Upstream for Upstreams {
         // The pooled client picks h1 or h2 per upstream; the agent's version is not the upstream's.
         *request.version_mut() = Version::HTTP_11;
         let started = std::time::Instant::now();
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default();
         let client = if h1_only {
             &self.client_h1
         } else {
@@ -80,7 +85,7 @@ impl crate::pay::Upstream for Upstreams {
             .upstream_seconds
             .observe(started.elapsed().as_secs_f64());
         result.map_err(|e| {
-            let response = upstream_error(&e);
+            let response = upstream_error(&e, &host);
             self.metrics
                 .request(if response.status() == StatusCode::FORBIDDEN {
                     Outcome::Refused
@@ -92,16 +97,26 @@ impl crate::pay::Upstream for Upstreams {
     }
 }
 
-fn upstream_error(error: &hyper_util::client::legacy::Error) -> Response<Body> {
+fn upstream_error(error: &hyper_util::client::legacy::Error, host: &str) -> Response<Body> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(g) = e.downcast_ref::<GuardError>() {
             return guard_response(g);
         }
+        if let Some(rustls::Error::InvalidCertificate(cert)) = rustls_error(e) {
+            tracing::warn!(%host, problem = ?cert, "upstream certificate not trusted");
+            return responses::text(
+                StatusCode::BAD_GATEWAY,
+                "upstream-certificate-untrusted",
+                &format!(
+                    "the certificate of {host} is not trusted ({cert:?}): if it comes from a private CA, add that CA's PEM file to tls.upstream_roots"
+                ),
+            );
+        }
         source = e.source();
     }
     let detail = error_chain(error);
-    tracing::debug!(error = %detail, "upstream request failed");
+    tracing::warn!(%host, error = %detail, "upstream request failed");
     responses::text(
         StatusCode::BAD_GATEWAY,
         "upstream-failed",
@@ -109,15 +124,31 @@ fn upstream_error(error: &hyper_util::client::legacy::Error) -> Response<Body> {
     )
 }
 
+/// The rustls error inside `e`: rustls errors arrive wrapped in io::Errors (sometimes twice),
+/// whose `source` skips the wrapped error, so each wrapper is opened by hand.
+fn rustls_error<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    for _ in 0..4 {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+        e = inner;
+    }
+    None
+}
+
 /// The answer to a destination the guard refused (403) or could not reach (502).
+/// Logged for the operator with the resolved address; the agent is told only that it is refused.
 pub fn guard_response(error: &GuardError) -> Response<Body> {
     if error.is_refusal() {
+        tracing::info!(error = %error, "destination refused by the guard");
         responses::text(
             StatusCode::FORBIDDEN,
             "destination-refused",
-            &error.to_string(),
+            &error.agent_message(),
         )
     } else {
+        tracing::warn!(error = %error, "upstream unreachable");
         responses::text(
             StatusCode::BAD_GATEWAY,
             "upstream-unreachable",

@@ -4,7 +4,10 @@
 //! scheme means adding one implementation of [`Dialect`]; nothing else in the payment layer
 //! knows any dialect's wire format.
 
+pub mod auth_params;
 pub mod l402;
+pub mod mpp;
+pub mod x402;
 
 use crate::core::{Decline, Preimage};
 use crate::invoice::Invoice;
@@ -29,13 +32,30 @@ pub trait Dialect: Send + Sync + 'static {
     /// The name in `pay.schemes`, declines and logs (`l402`, `payment`, `x402`).
     fn name(&self) -> &'static str;
 
-    /// Appends the payable offers in `response` to `out`: at most one per dialect, the one it
-    /// would pay (a dialect that sees several equivalent lines picks one).
-    fn offers(&self, response: &ResponseHead<'_>, out: &mut Vec<Offer>);
+    /// Adds the payable offer in `response` to `out` — at most one per dialect, the one it
+    /// would pay (a dialect that sees several equivalent lines picks one) — or, when the
+    /// response speaks this dialect in a way the proxy cannot pay, why not.
+    fn offers(&self, response: &ResponseHead<'_>, out: &mut Offers);
 
     /// Rebuilds the credential of a token stored by this dialect (after a restart, or bought
     /// by another replica). `None` when the stored form is not this dialect's.
     fn restore(&self, stored: &StoredCredential, proof: &Preimage) -> Option<Credential>;
+}
+
+/// What a response offers.
+#[derive(Debug, Default)]
+pub struct Offers {
+    /// Payable offers, in the operator's order of preference.
+    pub payable: Vec<Offer>,
+    /// `(dialect, why)` for offers seen that cannot be paid.
+    pub unsupported: Vec<(&'static str, String)>,
+}
+
+impl Offers {
+    /// Nothing offered at all: the response passes through untouched.
+    pub fn is_empty(&self) -> bool {
+        self.payable.is_empty() && self.unsupported.is_empty()
+    }
 }
 
 /// One way to pay for a request.
@@ -51,8 +71,10 @@ pub struct Offer {
 
 /// What an offer promises in exchange for paying its invoice.
 pub trait Terms: Send + Sync + fmt::Debug {
-    /// Refuses an invoice that disagrees with what the offer states (hash, amount, payee).
-    fn check(&self, invoice: &Invoice) -> Result<(), Decline>;
+    /// Refuses an invoice that disagrees with what the offer states (hash, amount, payee), or
+    /// an offer that cannot be honoured for this request (expired, a body digest that does not
+    /// match `body`). `now` is unix seconds.
+    fn check(&self, invoice: &Invoice, body: &[u8], now: u64) -> Result<(), Decline>;
 
     /// The service the credential is for, when the offer names one (L402 `services=`): the
     /// key that keeps tokens and single-flight per service on one origin.
@@ -101,23 +123,47 @@ pub struct StoredCredential {
     pub token: String,
 }
 
-/// The dialects the proxy pays, in the operator's order of preference.
+/// The dialects the proxy pays, in the operator's order of preference (`pay.schemes`), and
+/// the ones it recognises but does not pay (so their 402s carry a decline saying why).
 pub struct Dialects {
     ordered: Vec<Box<dyn Dialect>>,
+    known_unpaid: Vec<Box<dyn Dialect>>,
 }
 
 impl Default for Dialects {
     fn default() -> Self {
-        Dialects {
-            ordered: vec![Box::new(l402::L402)],
-        }
+        Dialects::from_names(&crate::config::PayScheme::defaults())
+    }
+}
+
+/// Every dialect, by its `pay.schemes` name.
+fn dialect(scheme: crate::config::PayScheme) -> Box<dyn Dialect> {
+    use crate::config::PayScheme::*;
+    match scheme {
+        L402 => Box::new(l402::L402),
+        Payment => Box::new(mpp::Mpp),
+        X402 => Box::new(x402::X402),
     }
 }
 
 impl Dialects {
-    /// Every offer in the response, in preference order (the first is the one to pay).
-    pub fn offers(&self, response: &ResponseHead<'_>) -> Vec<Offer> {
-        let mut out = Vec::new();
+    /// The dialects named, in that order; the others are recognised but not paid.
+    pub fn from_names(schemes: &[crate::config::PayScheme]) -> Dialects {
+        let ordered = schemes.iter().map(|s| dialect(*s)).collect();
+        let known_unpaid = crate::config::PayScheme::ALL
+            .iter()
+            .filter(|s| !schemes.contains(s))
+            .map(|s| dialect(*s))
+            .collect();
+        Dialects {
+            ordered,
+            known_unpaid,
+        }
+    }
+
+    /// Every offer in the response, in preference order (the first payable one is paid).
+    pub fn offers(&self, response: &ResponseHead<'_>) -> Offers {
+        let mut out = Offers::default();
         if response.status != StatusCode::PAYMENT_REQUIRED
             && response.status != StatusCode::UNAUTHORIZED
         {
@@ -126,6 +172,26 @@ impl Dialects {
         for dialect in &self.ordered {
             dialect.offers(response, &mut out);
         }
+        if out.payable.is_empty() && response.status == StatusCode::PAYMENT_REQUIRED {
+            for dialect in &self.known_unpaid {
+                let mut seen = Offers::default();
+                dialect.offers(response, &mut seen);
+                if !seen.payable.is_empty() {
+                    out.unsupported.push((
+                        dialect.name(),
+                        format!("{} is not in pay.schemes", dialect.name()),
+                    ));
+                }
+                out.unsupported.extend(seen.unsupported);
+            }
+            if is_fewsats_offer(response) {
+                out.unsupported.push((
+                    "fewsats",
+                    "a Fewsats L402 v0.2 JSON offer (no WWW-Authenticate challenge) is not paid"
+                        .to_string(),
+                ));
+            }
+        }
         out
     }
 
@@ -133,6 +199,20 @@ impl Dialects {
     pub fn restore(&self, stored: &StoredCredential, proof: &Preimage) -> Option<Credential> {
         self.ordered.iter().find_map(|d| d.restore(stored, proof))
     }
+}
+
+/// A 402 with a JSON body and no challenge header: the shape of Fewsats' "L402 offers".
+fn is_fewsats_offer(response: &ResponseHead<'_>) -> bool {
+    response
+        .headers
+        .get(http::header::WWW_AUTHENTICATE)
+        .is_none()
+        && response.headers.get(&x402::PAYMENT_REQUIRED).is_none()
+        && response
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/json"))
 }
 
 /// Decodes base64 in either alphabet, padding optional (tokens arrive in every spelling).

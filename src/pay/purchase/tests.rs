@@ -92,17 +92,20 @@ impl Fixture {
             ))
             .unwrap(),
         );
-        let mut offers = Dialects::default().offers(&ResponseHead {
+        let offers = Dialects::default().offers(&ResponseHead {
             status: StatusCode::PAYMENT_REQUIRED,
             headers: &headers,
         });
-        (offers.remove(0), invoice.payment_hash)
+        (
+            offers.payable.into_iter().next().unwrap(),
+            invoice.payment_hash,
+        )
     }
 
     async fn obtain(&self, service: &str) -> Result<Obtained, Refused> {
         let (offer, _) = self.offer(service);
         self.purchases
-            .obtain(&self.agent, TO, &format!("/{service}/x"), None, offer)
+            .obtain(&self.agent, TO, &format!("/{service}/x"), None, b"", offer)
             .await
     }
 }
@@ -169,7 +172,7 @@ async fn a_panicking_payment_answers_its_followers_and_frees_the_slot() {
         let f = f.clone();
         tokio::spawn(async move {
             f.purchases
-                .obtain(&f.agent, TO, "/weather/x", None, offer)
+                .obtain(&f.agent, TO, "/weather/x", None, b"", offer)
                 .await
         })
     };
@@ -179,7 +182,7 @@ async fn a_panicking_payment_answers_its_followers_and_frees_the_slot() {
             let (offer, _) = f.offer("weather");
             tokio::spawn(async move {
                 f.purchases
-                    .obtain(&f.agent, TO, "/weather/x", None, offer)
+                    .obtain(&f.agent, TO, "/weather/x", None, b"", offer)
                     .await
             })
         })

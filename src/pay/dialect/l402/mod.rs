@@ -5,11 +5,15 @@
 pub mod grammar;
 pub mod macaroon;
 
-use super::{Credential, Dialect, Offer, ResponseHead, StoredCredential, Terms};
+use super::{Credential, Dialect, Offer, Offers, ResponseHead, StoredCredential, Terms};
 use crate::core::{Decline, Preimage};
 use crate::invoice::Invoice;
 use grammar::{authorization_value, Challenge, Scheme};
 use http::header;
+
+/// The largest token paid for: a credential must fit the request headers servers accept
+/// (8 KiB is common), and real macaroons are a few hundred bytes.
+pub const MAX_TOKEN: usize = 4096;
 
 /// The L402/LSAT dialect.
 #[derive(Debug, Clone, Copy, Default)]
@@ -20,7 +24,7 @@ impl Dialect for L402 {
         "l402"
     }
 
-    fn offers(&self, response: &ResponseHead<'_>, out: &mut Vec<Offer>) {
+    fn offers(&self, response: &ResponseHead<'_>, out: &mut Offers) {
         let challenges = grammar::parse_challenges(
             response
                 .headers
@@ -29,7 +33,17 @@ impl Dialect for L402 {
                 .map(|v| v.as_bytes()),
         );
         if let Some(chosen) = grammar::select(&challenges) {
-            out.push(Offer {
+            if chosen.token.len() > MAX_TOKEN {
+                out.unsupported.push((
+                    "l402",
+                    format!(
+                        "the L402 token is {} bytes, over the {MAX_TOKEN} the proxy pays for (it could not be sent back in a header)",
+                        chosen.token.len()
+                    ),
+                ));
+                return;
+            }
+            out.payable.push(Offer {
                 dialect: self.name(),
                 invoice: chosen.invoice.clone(),
                 terms: Box::new(L402Terms::new(chosen)),
@@ -72,7 +86,7 @@ impl L402Terms {
 }
 
 impl Terms for L402Terms {
-    fn check(&self, invoice: &Invoice) -> Result<(), Decline> {
+    fn check(&self, invoice: &Invoice, _body: &[u8], _now: u64) -> Result<(), Decline> {
         match self.committed {
             Some(hash) if hash != invoice.payment_hash.0 => Err(Decline::TokenInvoiceMismatch),
             _ => Ok(()),

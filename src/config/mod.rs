@@ -1,5 +1,9 @@
 //! YAML → typed configuration. Every error names the field path and the problem, so an
 //! operator can fix the file without reading code. Unknown keys are errors (typos fail loudly).
+//! [`check`] finds everything `run` would refuse — the file's own problems and what
+//! [`preflight`] finds in the environment — all at once, before anything is created.
+
+pub mod preflight;
 
 use crate::invoice::Network;
 use serde::Deserialize;
@@ -50,6 +54,9 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    /// Which 402 dialects are paid, in order of preference.
+    #[serde(default)]
+    pub pay: PayConfig,
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
     /// Caps over all agents together (same keys as an agent's limits).
@@ -348,6 +355,55 @@ impl Default for StoreConfig {
     }
 }
 
+/// How 402s are paid.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayConfig {
+    /// The dialects paid and, in this order, which one is preferred when a 402 offers several
+    /// (one 402 is paid once, whatever it offers). Default `[l402, payment]`.
+    #[serde(default = "PayScheme::defaults")]
+    pub schemes: Vec<PayScheme>,
+}
+
+impl Default for PayConfig {
+    fn default() -> Self {
+        PayConfig {
+            schemes: PayScheme::defaults(),
+        }
+    }
+}
+
+/// A 402 dialect the proxy can pay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayScheme {
+    /// L402 (and LSAT): a macaroon and an invoice in `WWW-Authenticate`; a reusable token.
+    L402,
+    /// MPP `Payment` with the Lightning `charge` intent; single-use.
+    Payment,
+    /// x402 v2 `exact` on a Lightning network; single-use.
+    X402,
+}
+
+impl PayScheme {
+    /// Every dialect.
+    pub const ALL: [PayScheme; 3] = [PayScheme::L402, PayScheme::Payment, PayScheme::X402];
+
+    /// `[l402, payment]`: x402 is opt-in.
+    pub fn defaults() -> Vec<PayScheme> {
+        vec![PayScheme::L402, PayScheme::Payment]
+    }
+
+    /// The name in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            PayScheme::L402 => "l402",
+            PayScheme::Payment => "payment",
+            PayScheme::X402 => "x402",
+        }
+    }
+}
+
 /// How requests are handled on the way through.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -437,6 +493,7 @@ impl HostRules {
 impl Config {
     /// Reads, parses and validates a config file; relative paths inside it are resolved
     /// against the file's directory, so a config works wherever the proxy is started from.
+    /// Stops at the first problem; [`load_all_problems`] lists every one.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| err("", format!("cannot read {}: {e}", path.display())))?;
@@ -449,12 +506,18 @@ impl Config {
 
     /// Parses and validates YAML text (paths stay as written).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = serde_yaml_ng::from_str(text).map_err(yaml_error)?;
+        let config = Config::parse_unchecked(text)?;
         config.validate()?;
         Ok(config)
     }
 
-    fn resolve_paths(&mut self, dir: &Path) {
+    /// Parses YAML text into a config without the checks serde cannot do.
+    pub fn parse_unchecked(text: &str) -> Result<Config, ConfigError> {
+        serde_yaml_ng::from_str(text).map_err(yaml_error)
+    }
+
+    /// Resolves every relative path against `dir` (the config file's directory).
+    pub fn resolve_paths(&mut self, dir: &Path) {
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = dir.join(&*p);
@@ -502,15 +565,30 @@ impl Config {
             })
     }
 
-    /// Checks everything serde cannot: value ranges, uniqueness, cross-field rules.
+    /// Checks everything serde cannot: value ranges, uniqueness, cross-field rules. The first
+    /// problem, if any (see [`Config::problems`] for all of them).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.problems().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem [`Config::validate`] knows, in file order.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        let mut note = |r: Result<(), ConfigError>| {
+            if let Err(e) = r {
+                out.push(e);
+            }
+        };
         if let Some(n) = &self.wallet.network {
-            n.parse::<Network>().map_err(|_| {
+            note(n.parse::<Network>().map(|_| ()).map_err(|_| {
                 err(
                     "wallet.network",
                     format!("unknown network {n:?}; use bitcoin, testnet, signet or regtest"),
                 )
-            })?;
+            }));
         }
         let w = &self.wallet;
         let need = |present: bool, field: &str| {
@@ -525,120 +603,163 @@ impl Config {
         };
         match w.backend {
             Backend::Lnbits => {
-                need(w.lnbits.is_some(), "wallet.lnbits")?;
+                note(need(w.lnbits.is_some(), "wallet.lnbits"));
                 if let Some(l) = &w.lnbits {
-                    check_url(&l.url, "wallet.lnbits.url")?;
-                    one_secret_source(
+                    note(check_url(&l.url, "wallet.lnbits.url"));
+                    note(one_secret_source(
                         l.admin_key_env.is_some(),
                         l.admin_key_file.is_some(),
                         "wallet.lnbits.admin_key_env",
-                    )?;
+                    ));
                 }
             }
             Backend::Lnd => {
-                need(w.lnd.is_some(), "wallet.lnd")?;
+                note(need(w.lnd.is_some(), "wallet.lnd"));
                 if let Some(l) = &w.lnd {
-                    check_url(&l.url, "wallet.lnd.url")?;
+                    note(check_url(&l.url, "wallet.lnd.url"));
                 }
             }
             Backend::Cln => {
-                need(w.cln.is_some(), "wallet.cln")?;
+                note(need(w.cln.is_some(), "wallet.cln"));
                 if let Some(c) = &w.cln {
-                    check_url(&c.url, "wallet.cln.url")?;
-                    one_secret_source(
+                    note(check_url(&c.url, "wallet.cln.url"));
+                    note(one_secret_source(
                         c.rune_env.is_some(),
                         c.rune_file.is_some(),
                         "wallet.cln.rune_env",
-                    )?;
+                    ));
                 }
             }
             Backend::Nwc => {
-                need(w.nwc.is_some(), "wallet.nwc")?;
+                note(need(w.nwc.is_some(), "wallet.nwc"));
                 if let Some(n) = &w.nwc {
-                    one_secret_source(
+                    note(one_secret_source(
                         n.uri_env.is_some(),
                         n.uri_file.is_some(),
                         "wallet.nwc.uri_env",
-                    )?;
+                    ));
                 }
             }
             Backend::Dev => {
                 if w.dev.secret.is_empty() {
-                    return Err(err("wallet.dev.secret", "must not be empty"));
+                    note(Err(err("wallet.dev.secret", "must not be empty")));
                 }
             }
         }
         if self.store.backend == StoreBackend::Postgres {
-            let Some(pg) = &self.store.postgres else {
-                return Err(err(
+            match &self.store.postgres {
+                None => note(Err(err(
                     "store.postgres",
                     "missing, but store.backend is postgres: set store.postgres.url_env (or url_file)",
-                ));
-            };
-            one_secret_source(
-                pg.url_env.is_some(),
-                pg.url_file.is_some(),
-                "store.postgres.url_env",
-            )?;
-            if pg.pool_size == 0 || pg.pool_size > 256 {
-                return Err(err("store.postgres.pool_size", "must be between 1 and 256"));
+                ))),
+                Some(pg) => {
+                    note(one_secret_source(
+                        pg.url_env.is_some(),
+                        pg.url_file.is_some(),
+                        "store.postgres.url_env",
+                    ));
+                    if pg.pool_size == 0 || pg.pool_size > 256 {
+                        note(Err(err(
+                            "store.postgres.pool_size",
+                            "must be between 1 and 256",
+                        )));
+                    }
+                }
             }
         }
         if w.payment_timeout_secs == 0 {
-            return Err(err("wallet.payment_timeout_secs", "must be at least 1"));
+            note(Err(err(
+                "wallet.payment_timeout_secs",
+                "must be at least 1",
+            )));
         }
         if self.admin.listen.is_some()
             && self.admin.token_env.is_none()
             && self.admin.token_file.is_none()
         {
-            return Err(err(
+            note(Err(err(
                 "admin.token_env",
                 "admin.listen is set, so a bearer token is required: set admin.token_env or admin.token_file",
-            ));
+            )));
         }
         for (i, entry) in self.guard.allow.iter().enumerate() {
             if split_host_port(entry).is_none() {
-                return Err(err(
+                note(Err(err(
                     format!("guard.allow[{i}]"),
                     format!("{entry:?} is not host:port"),
-                ));
+                )));
+            }
+        }
+        for (i, scheme) in self.pay.schemes.iter().enumerate() {
+            if self.pay.schemes[..i].contains(scheme) {
+                note(Err(err(
+                    format!("pay.schemes[{i}]"),
+                    format!("{} is listed twice", scheme.name()),
+                )));
             }
         }
         if self.http.max_replay_body_bytes > (256 << 20) {
-            return Err(err(
+            note(Err(err(
                 "http.max_replay_body_bytes",
                 "at most 268435456 (256 MiB)",
-            ));
+            )));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {
             let at = |f: &str| format!("agents[{i}].{f}");
-            if a.name.is_empty() || a.name.contains(':') || a.name.chars().any(char::is_control) {
-                return Err(err(
-                    at("name"),
-                    "must be non-empty, without ':' or control characters",
-                ));
-            }
-            if !seen.insert(a.name.as_str()) {
-                return Err(err(
+            if let Err(problem) = check_agent_name(&a.name) {
+                note(Err(err(at("name"), problem)));
+            } else if !seen.insert(a.name.as_str()) {
+                note(Err(err(
                     at("name"),
                     format!("duplicate agent name {:?}", a.name),
-                ));
+                )));
             }
             if a.key_sha256.len() != 64 || !a.key_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(err(
+                note(Err(err(
                     at("key_sha256"),
                     "must be 64 hex characters: the sha256 of the agent's key (`l402-proxy hash-key` prints it)",
-                ));
+                )));
             }
             if a.limits.per_request_sats == Some(0) {
-                return Err(err(
+                note(Err(err(
                     at("limits.per_request_sats"),
                     "0 would refuse every payment; remove the key for no limit",
-                ));
+                )));
             }
         }
-        Ok(())
+        out
+    }
+}
+
+/// Whether `name` can be an agent's name: the user part of `Proxy-Authorization: Basic`, so
+/// non-empty, at most 64 characters, no `:`, no control characters or spaces.
+pub fn check_agent_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("must be 1 to 64 characters");
+    }
+    if name.contains(':') || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("must not contain ':', spaces or control characters");
+    }
+    Ok(())
+}
+
+/// Reads `path` and lists everything `run` would refuse: the YAML's own errors, every value
+/// problem, then what [`preflight::check`] finds (unset secrets, unreadable files, a broken CA),
+/// all at once. Creates nothing.
+pub fn check(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![err("", format!("cannot read {}: {e}", path.display()))])?;
+    let mut config = Config::parse_unchecked(&text).map_err(|e| vec![e])?;
+    if let Some(dir) = path.parent() {
+        config.resolve_paths(dir);
+    }
+    let mut problems = config.problems();
+    problems.extend(preflight::check(&config));
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
     }
 }
 
