@@ -70,7 +70,8 @@ else
   l402() { cargo run --locked --quiet -- "$@"; }
 fi
 
-# `l402-proxy config check`, as `run` would see it: every variable a `*_env` key of the config
+# `l402-proxy config check --offline` (the file alone: its secrets and mounted files live in the
+# pod or image), with every variable a `*_env` key of the config
 # names (admin token, PostgreSQL URL, wallet keys) is set, to a dummy of the right shape, in a
 # subshell. (config check verifies they are set; no value is ever used.)
 config_check() {  # config_check CONFIG-FILE
@@ -98,7 +99,8 @@ PY
 )" || return 1
   (
     while IFS= read -r kv; do [ -z "$kv" ] || export "${kv?}"; done <<<"$assigns"
-    l402 config check --config "$1" >/dev/null
+    # --offline: these configs run in a pod or an image, where their mounted files live.
+    l402 config check --offline --config "$1" >/dev/null
   )
 }
 

@@ -107,10 +107,14 @@ enum CaCommand {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a config file and exit.
+    /// Validate a config file and exit: everything `run` would refuse, all at once.
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Check the file alone, not the machine it will run on (secrets set, files readable,
+        /// the CA usable): for configs rendered to run elsewhere (a chart, an image).
+        #[arg(long)]
+        offline: bool,
     },
 }
 
@@ -164,8 +168,12 @@ fn run(command: Command, log_format: Option<LogFormat>) -> anyhow::Result<ExitCo
             Ok(ExitCode::SUCCESS)
         }
         Command::Config {
-            command: ConfigCommand::Check { config },
-        } => match l402_proxy::config::check(&config) {
+            command: ConfigCommand::Check { config, offline },
+        } => match if offline {
+            l402_proxy::config::check_file(&config)
+        } else {
+            l402_proxy::config::check(&config)
+        } {
             Ok(c) => {
                 println!(
                     "{}: ok ({} agents, wallet {}, store {}, listen {})",

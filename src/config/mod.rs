@@ -748,6 +748,15 @@ pub fn check_agent_name(name: &str) -> Result<(), &'static str> {
 /// problem, then what [`preflight::check`] finds (unset secrets, unreadable files, a broken CA),
 /// all at once. Creates nothing.
 pub fn check(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    checked(path, true)
+}
+
+/// As [`check`], for the file alone: no look at the environment it will run in.
+pub fn check_file(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    checked(path, false)
+}
+
+fn checked(path: &Path, environment: bool) -> Result<Config, Vec<ConfigError>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![err("", format!("cannot read {}: {e}", path.display()))])?;
     let mut config = Config::parse_unchecked(&text).map_err(|e| vec![e])?;
@@ -755,7 +764,9 @@ pub fn check(path: &Path) -> Result<Config, Vec<ConfigError>> {
         config.resolve_paths(dir);
     }
     let mut problems = config.problems();
-    problems.extend(preflight::check(&config));
+    if environment {
+        problems.extend(preflight::check(&config));
+    }
     if problems.is_empty() {
         Ok(config)
     } else {
