@@ -295,7 +295,11 @@ async fn admin_api_needs_its_token_and_manages_budgets() {
     let rows = v["payments"].as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["amount_msat"], 10_000);
-    assert_eq!(rows[0]["host"], "127.0.0.1");
+    // The host keeps its port: two ports of one host are two sellers.
+    assert_eq!(
+        rows[0]["host"],
+        format!("127.0.0.1:{}", h.seller.http.port())
+    );
     assert_eq!(rows[0]["status"], "settled");
     assert_eq!(rows[0]["payment_hash"].as_str().unwrap().len(), 64);
     assert!(
@@ -318,7 +322,10 @@ async fn admin_api_needs_its_token_and_manages_budgets() {
         lines[0]
     );
     assert_eq!(lines.len(), 2);
-    assert!(lines[1].contains(",alice,127.0.0.1,10000,0,settled,"));
+    assert!(lines[1].contains(&format!(
+        ",alice,127.0.0.1:{},10000,0,settled,",
+        h.seller.http.port()
+    )));
     let bad = h
         .admin(Some(TOKEN), "GET", "/v1/payments?status=lost", &[])
         .await;

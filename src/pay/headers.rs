@@ -51,8 +51,10 @@ pub fn declined(headers: &mut HeaderMap, decline: &Decline) {
     headers.insert(REASON_HEADER, header_text(&decline.to_string()));
 }
 
-/// What this request paid, or that it rode on another request's purchase.
+/// What this request paid, or that it rode on another request's purchase, and in which
+/// dialect.
 pub fn obtained(headers: &mut HeaderMap, obtained: &Obtained) {
+    headers.insert(SCHEME_HEADER, HeaderValue::from_static(obtained.dialect));
     match &obtained.paid {
         Some(paid) => {
             headers.insert(PAID_MSAT_HEADER, HeaderValue::from(paid.amount.0));

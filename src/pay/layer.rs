@@ -7,14 +7,14 @@
 use super::dialect::{Dialects, ResponseHead};
 use super::headers;
 use super::purchase::{Destination, Obtained, Purchases, Refused};
-use super::tokens::{path_scope, Attached, TokenCache};
+use super::tokens::{Attached, TokenCache};
 use crate::agents::Agent;
 use crate::body::{self, Body, RequestBody};
 use crate::core::{Clock, Decline};
 use crate::ledger::{DeclineRecord, Ledger};
 use crate::metrics::{Metrics, Outcome};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::sync::Arc;
@@ -93,12 +93,19 @@ struct Replay {
 }
 
 impl Replay {
-    fn request(&self, credential: &super::dialect::Credential) -> Option<Request<Body>> {
+    /// The request again, without any credential.
+    fn plain_request(&self) -> Option<Request<Body>> {
         let body = self.body.clone()?;
         let mut req = Request::new(body::from_bytes(body));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
+        Some(req)
+    }
+
+    /// The request again, carrying `credential` (replacing any the agent sent).
+    fn request(&self, credential: &super::dialect::Credential) -> Option<Request<Body>> {
+        let mut req = self.plain_request()?;
         req.headers_mut()
             .insert(credential.header.clone(), credential.value.clone());
         Some(req)
@@ -181,23 +188,113 @@ impl PaymentLayer {
             headers: response.headers(),
         });
         if offers.is_empty() {
+            let refused_token = matches!(
+                response.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            );
+            if let (true, Some(a), true) = (refused_token, &attached, replay.body.is_some()) {
+                // A cached token refused without a challenge (a single-use token spent):
+                // the slow path drops it and asks once more without it.
+                let token = a.token.clone();
+                drop(response);
+                return Box::pin(self.without_spent_token(upstream, agent, to, replay, token))
+                    .await;
+            }
             self.learn_if_worked(&attached, &response, replay.uri.path());
+            self.metrics.request(Outcome::Passed);
+            let mut extra = HeaderMap::new();
+            if attached.is_some() && response.status().is_success() {
+                extra.insert(headers::TOKEN_HEADER, HeaderValue::from_static("cached"));
+            }
+            return Answer {
+                response: Ok(response),
+                headers: extra,
+            };
+        }
+        // The slow path (a challenge): boxed, so the future every connection holds stays small.
+        Box::pin(self.on_offers(upstream, agent, to, replay, attached, response, offers)).await
+    }
+
+    /// A cached token answered with 401/403 and no challenge: the server treats its tokens as
+    /// single-use. The token is dropped, the origin remembered as single-use, and the request
+    /// sent once more without it; a 402 that comes back is paid under the normal rules.
+    async fn without_spent_token<U: Upstream>(
+        &self,
+        upstream: &U,
+        agent: &Arc<Agent>,
+        to: Destination<'_>,
+        mut replay: Replay,
+        token: Arc<super::tokens::Token>,
+    ) -> Answer {
+        tracing::info!(agent = %agent.name, origin = to.origin, "a cached token was refused without a challenge: the origin's tokens are single-use");
+        if self
+            .tokens
+            .evict(&agent.name, to.origin, &token.payment_hash)
+        {
+            self.retire(token.payment_hash);
+        }
+        self.purchases.mark_single_use(to.origin);
+        replay.headers.remove(&token.credential.header);
+        let Some(request) = replay.plain_request() else {
+            return answer(Err(crate::proxy::responses::text(
+                http::StatusCode::BAD_GATEWAY,
+                "replay-failed",
+                "request body unavailable for replay",
+            )));
+        };
+        let response = match upstream.send(request, replay.upgrade).await {
+            Ok(r) => r,
+            Err(local) => return answer(Err(local)),
+        };
+        let offers = self.dialects.offers(&ResponseHead {
+            status: response.status(),
+            headers: response.headers(),
+        });
+        if offers.is_empty() {
             self.metrics.request(Outcome::Passed);
             return answer(Ok(response));
         }
+        self.on_offers(upstream, agent, to, replay, None, response, offers)
+            .await
+    }
+
+    /// A response carrying offers: pay one (or say why not) and replay once.
+    #[allow(clippy::too_many_arguments)]
+    async fn on_offers<U: Upstream>(
+        &self,
+        upstream: &U,
+        agent: &Arc<Agent>,
+        to: Destination<'_>,
+        replay: Replay,
+        attached: Option<Attached>,
+        response: Response<Incoming>,
+        offers: super::dialect::Offers,
+    ) -> Answer {
         self.metrics.challenges.inc();
+        let path = replay.uri.path().to_string();
+        let first = offers.payable.first();
         if let Some(a) = &attached {
-            // The server refused a token known to work here: stale (expired, revoked). A token
-            // that was only tried speculatively on a new path stays for the paths where it works.
-            if a.known
+            let offered = first.and_then(|o| o.terms.service());
+            let other_service = match (a.token.services.as_deref(), offered) {
+                (Some(ours), Some(theirs)) => ours != theirs,
+                _ => false,
+            };
+            if other_service {
+                // Not stale: this path belongs to another service. The token stays for its
+                // own paths and is never sent here again.
+                if let Some(entry) = a.token.refuse(&path) {
+                    self.persist_scope(a.token.payment_hash, entry);
+                }
+            } else if a.known
                 && self
                     .tokens
                     .evict(&agent.name, to.origin, &a.token.payment_hash)
             {
+                // The server refused a token known to work here: stale (expired, revoked). A
+                // token only tried speculatively stays for the paths where it works.
                 self.retire(a.token.payment_hash);
             }
         }
-        let path = replay.uri.path().to_string();
         if replay.body.is_none() {
             let decline = Decline::BodyNotReplayable {
                 limit: self.max_body,
@@ -212,16 +309,27 @@ impl PaymentLayer {
                 .next()
                 .unwrap_or(("unknown", String::new()));
             let decline = Decline::SchemeUnsupported { dialect, reason };
-            return self.declined(response, agent, to, &path, decline.into());
+            let mut answer = self.declined(response, agent, to, &path, decline.into());
+            answer
+                .headers
+                .insert(headers::SCHEME_HEADER, HeaderValue::from_static(dialect));
+            return answer;
         };
         let sent = attached.as_ref().map(|a| a.token.payment_hash);
         let body = replay.body.clone().unwrap_or_default();
+        let dialect = offer.dialect;
         match self
             .purchases
             .obtain(agent, to, &path, sent.as_ref(), &body, offer)
             .await
         {
-            Err(refused) => self.declined(response, agent, to, &path, refused),
+            Err(refused) => {
+                let mut answer = self.declined(response, agent, to, &path, refused);
+                answer
+                    .headers
+                    .insert(headers::SCHEME_HEADER, HeaderValue::from_static(dialect));
+                answer
+            }
             Ok(obtained) => {
                 drop(response);
                 self.replay_once(upstream, agent, to, &replay, obtained)
@@ -269,6 +377,19 @@ impl PaymentLayer {
             })
             .is_empty();
         if rejected {
+            // Money that bought nothing: the credential is not kept, and this service is not
+            // paid again for a while, so a server that refuses paid credentials cannot drain
+            // the budget one request at a time.
+            if let Some(token) = &obtained.token {
+                if self
+                    .tokens
+                    .evict(&agent.name, to.origin, &token.payment_hash)
+                {
+                    self.retire(token.payment_hash);
+                }
+            }
+            self.purchases
+                .cool_off(&agent.name, to.origin, &obtained.flight);
             let mut answer = self.declined(
                 response,
                 agent,
@@ -286,7 +407,7 @@ impl PaymentLayer {
         });
         if response.status().is_success() {
             if let Some(token) = &obtained.token {
-                self.learn(token, path_scope(replay.uri.path()));
+                self.learn(token, replay.uri.path());
             }
         }
         if obtained.paid.is_some() {
@@ -307,7 +428,7 @@ impl PaymentLayer {
         }
     }
 
-    /// A speculative token that got through has proven itself on this path's scope.
+    /// A speculative token that got through has proven itself on this path.
     fn learn_if_worked(
         &self,
         attached: &Option<Attached>,
@@ -316,22 +437,26 @@ impl PaymentLayer {
     ) {
         if let Some(a) = attached {
             if !a.known && response.status().is_success() {
-                self.learn(&a.token, path_scope(path));
+                self.learn(&a.token, path);
             }
         }
     }
 
-    /// Learns a scope on a token, and in the ledger when it is new (off the request path).
-    fn learn(&self, token: &super::tokens::Token, scope: &str) {
-        if token.learn_scope(scope) {
-            let (ledger, hash, scope) =
-                (self.ledger.clone(), token.payment_hash, scope.to_string());
-            tokio::spawn(async move {
-                if let Err(e) = ledger.learn_scope(hash, &scope).await {
-                    tracing::debug!(error = %e, "could not record a learned scope");
-                }
-            });
+    /// Learns where a token works, and tells the ledger what is new (off the request path).
+    fn learn(&self, token: &super::tokens::Token, path: &str) {
+        for entry in token.learn(path) {
+            self.persist_scope(token.payment_hash, entry);
         }
+    }
+
+    /// Records a learned scope entry in the ledger, off the request path.
+    fn persist_scope(&self, hash: crate::core::PaymentHash, entry: String) {
+        let ledger = self.ledger.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ledger.learn_scope(hash, &entry).await {
+                tracing::debug!(error = %e, "could not record a learned scope");
+            }
+        });
     }
 
     /// Tells the ledger a token is no longer accepted (off the request path).
@@ -360,7 +485,7 @@ impl PaymentLayer {
         tracing::info!(agent = %agent.name, host = %to.host, path, code = decline.code(), detail = %decline, "declined to pay");
         let record = DeclineRecord {
             agent: agent.name.to_string(),
-            host: to.host.to_string(),
+            host: to.host_port(),
             path: path.to_string(),
             code: decline.code().to_string(),
             detail: decline.to_string(),

@@ -23,6 +23,10 @@ use std::time::Duration;
 pub struct Obtained {
     /// The header to replay with.
     pub credential: Credential,
+    /// The dialect it answers.
+    pub dialect: &'static str,
+    /// The service bought (or the path scope, when the offer named none).
+    pub flight: String,
     /// The cached token, for reusable credentials (scopes are learned on it).
     pub token: Option<Arc<Token>>,
     /// Set when this request's offer was paid; `None` when it rides on a token another request
@@ -95,7 +99,14 @@ pub struct Purchases {
     operator_limits: ArcSwap<Limits>,
     /// Whether other processes share the ledger (so tokens may have been bought elsewhere).
     shared_ledger: bool,
+    /// Origins whose tokens serve one request only: nothing is cached or shared there.
+    single_use: dashmap::DashSet<String>,
+    /// (agent, origin, service) whose paid credential the server refused, until when (unix s).
+    cooling: dashmap::DashMap<String, u64>,
 }
+
+/// How long a service whose server refused a paid credential is not paid again.
+pub const COOL_OFF_SECS: u64 = 300;
 
 /// How [`Purchases`] is assembled.
 pub struct PurchaseParts {
@@ -133,7 +144,23 @@ impl Purchases {
             network: parts.network,
             operator_limits: ArcSwap::from_pointee(parts.operator_limits),
             shared_ledger: parts.shared_ledger,
+            single_use: dashmap::DashSet::new(),
+            cooling: dashmap::DashMap::new(),
         }
+    }
+
+    /// Remembers that `origin` spends each token once (a used one gets 401/403 with no
+    /// challenge): later purchases there are not cached or shared.
+    pub fn mark_single_use(&self, origin: &str) {
+        self.single_use.insert(origin.to_string());
+    }
+
+    /// Stops paying `flight` of `agent` at `origin` for [`COOL_OFF_SECS`].
+    pub fn cool_off(&self, agent: &str, origin: &str, flight: &str) {
+        let until = self.clock.now_unix().saturating_add(COOL_OFF_SECS);
+        tracing::warn!(%agent, %origin, service = flight, secs = COOL_OFF_SECS, "the server refused a paid credential: not paying this service again for a while");
+        self.cooling
+            .insert(format!("{agent}\n{origin}\n{flight}"), until);
     }
 
     /// The payment book.
@@ -163,10 +190,18 @@ impl Purchases {
         body: &[u8],
         offer: Offer,
     ) -> Result<Obtained, Refused> {
-        let reusable = offer.terms.reusable();
+        let reusable = offer.terms.reusable() && !self.single_use.contains(to.origin);
         let service = offer.terms.service().map(str::to_string);
         let scope = path_scope(path).to_string();
         let now = self.clock.now_unix();
+        let flight = service.clone().unwrap_or_else(|| scope.clone());
+        let cooling_key = format!("{}\n{}\n{flight}", agent.name, to.origin);
+        if let Some(until) = self.cooling.get(&cooling_key).map(|u| *u) {
+            if now < until {
+                return Err(Decline::CoolingOff { secs: until - now }.into());
+            }
+            self.cooling.remove(&cooling_key);
+        }
         if reusable {
             if let Some(token) = self.fresh_token(agent, to.origin, service.as_deref(), path, sent)
             {
@@ -196,7 +231,9 @@ impl Purchases {
             purchases: self.clone(),
             agent: agent.clone(),
             origin: to.origin.to_string(),
-            host: to.host.to_string(),
+            host: to.host_port(),
+            path: path.to_string(),
+            reusable,
             scope,
             service: service.clone(),
             amount,
@@ -272,6 +309,11 @@ impl Purchases {
         )?;
         Some(Obtained {
             credential: token.credential.clone(),
+            dialect: "l402",
+            flight: token
+                .services
+                .clone()
+                .unwrap_or_else(|| path_scope(path).to_string()),
             token: Some(token),
             paid: None,
         })
@@ -353,22 +395,16 @@ impl Purchases {
         let ttl = self.book.timeout() + Duration::from_secs(10);
         let deadline = tokio::time::Instant::now() + ttl;
         loop {
-            if let Some(stored) = self
-                .ledger
-                .find_token(
-                    &job.agent.name,
-                    &job.origin,
-                    job.service.as_deref(),
-                    &job.scope,
-                    self.clock.now_unix(),
-                )
-                .await?
-            {
-                if let Some(token) = self.install(&stored) {
-                    return Ok(Some(token));
-                }
+            if let Some(token) = self.stored_token(job).await? {
+                return Ok(Some(token));
             }
             if self.ledger.lease(&job.flight(), ttl).await? {
+                // The holder before us may have stored its token just before letting go: look
+                // once more now that nobody else can be buying.
+                if let Some(token) = self.stored_token(job).await? {
+                    let _ = self.ledger.release_lease(&job.flight()).await;
+                    return Ok(Some(token));
+                }
                 return Ok(None);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -376,6 +412,21 @@ impl Purchases {
             }
             tokio::time::sleep(LEASE_POLL).await;
         }
+    }
+
+    /// A token for the job's flight that any process stored, cached here.
+    async fn stored_token(&self, job: &Job) -> Result<Option<Arc<Token>>, Decline> {
+        let stored = self
+            .ledger
+            .find_token(
+                &job.agent.name,
+                &job.origin,
+                job.service.as_deref(),
+                &job.scope,
+                self.clock.now_unix(),
+            )
+            .await?;
+        Ok(stored.and_then(|s| self.install(&s)))
     }
 }
 
@@ -392,6 +443,9 @@ struct Job {
     agent: Arc<Agent>,
     origin: String,
     host: String,
+    path: String,
+    /// Whether the credential is cached (false for single-use dialects and origins).
+    reusable: bool,
     scope: String,
     service: Option<String>,
     amount: Msat,
@@ -412,11 +466,14 @@ impl Job {
 
     async fn run(self) -> FlightResult {
         let p = &self.purchases;
-        let reusable = self.offer.terms.reusable();
+        let reusable = self.reusable;
+        let flight = self.flight().service.to_string();
         if reusable {
             if let Some(token) = p.lease_or_token(&self).await? {
                 return Ok(Obtained {
                     credential: token.credential.clone(),
+                    dialect: self.offer.dialect,
+                    flight,
                     token: Some(token),
                     paid: None,
                 });
@@ -431,7 +488,11 @@ impl Job {
             amount: self.amount,
             fee_reserve: Msat::ZERO,
             bolt11: self.offer.invoice.clone(),
-            credential: self.offer.terms.stored(),
+            credential: if reusable {
+                self.offer.terms.stored()
+            } else {
+                None
+            },
             service: self.service.clone(),
             scope: self.scope.clone(),
             token_expires_at: self.offer.terms.expires_at(),
@@ -471,7 +532,7 @@ impl Job {
                 self.hash,
                 self.service.clone(),
                 self.offer.terms.expires_at(),
-                vec![self.scope.clone()],
+                vec![self.scope.clone(), format!("={}", self.path)],
             ));
             p.tokens.insert(
                 &self.agent.name,
@@ -483,6 +544,8 @@ impl Job {
         });
         Ok(Obtained {
             credential,
+            dialect: self.offer.dialect,
+            flight,
             token,
             paid,
         })

@@ -1,6 +1,8 @@
 //! Paid tokens, cached per (agent, origin), several per origin: one origin may host several
-//! services, each with its own token. A token is tied to the path scopes where it worked, so a
-//! 402 on another service's path does not evict it.
+//! services, each with its own token. A token is tied to where it worked — directory scopes and
+//! exact paths — and to the paths where the server answered it with another service's
+//! challenge, so it is never sent there again and a 402 on another service's path does not
+//! evict it. (Stored, each entry is a string: `/dir/`, `=/exact/path`, `!/refused/path`.)
 
 use super::dialect::Credential;
 use crate::core::PaymentHash;
@@ -25,7 +27,8 @@ pub struct Token {
     pub services: Option<String>,
     /// Unix seconds after which the token is not used (caveat expiry minus skew).
     pub expires_at: Option<u64>,
-    /// Path scopes (directory prefixes) where this token has been used successfully.
+    /// Where this token belongs: directory scopes (`/dir/`), exact paths it worked on
+    /// (`=/path`), and paths another service owns (`!/path`).
     scopes: RwLock<Vec<String>>,
     /// A use counter stamp: the least recently used token is the one dropped when an origin's
     /// list is full, so a token in constant use is never evicted (and paid for again).
@@ -63,29 +66,77 @@ impl Token {
         self.expires_at.is_none_or(|e| now < e)
     }
 
-    /// Length of the longest known scope that is a prefix of `path`.
+    /// How well the token is known to fit `path`: an exact path it worked on beats the longest
+    /// directory scope; `None` when nothing is known, or when `path` belongs to another
+    /// service.
     fn scope_match(&self, path: &str) -> Option<usize> {
+        let scopes = self.scopes.read().unwrap_or_else(|p| p.into_inner());
+        let mut best = None;
+        for s in scopes.iter() {
+            let score = if let Some(refused) = s.strip_prefix('!') {
+                if refused == path {
+                    return None;
+                }
+                continue;
+            } else if let Some(exact) = s.strip_prefix('=') {
+                if exact != path {
+                    continue;
+                }
+                EXACT + exact.len()
+            } else if path.starts_with(s.as_str()) {
+                s.len()
+            } else {
+                continue;
+            };
+            best = best.max(Some(score));
+        }
+        best
+    }
+
+    /// Whether the server answered this token with another service's challenge at `path`.
+    fn refused_at(&self, path: &str) -> bool {
         let scopes = self.scopes.read().unwrap_or_else(|p| p.into_inner());
         scopes
             .iter()
-            .filter(|s| path.starts_with(s.as_str()))
-            .map(|s| s.len())
-            .max()
+            .any(|s| s.strip_prefix('!').is_some_and(|p| p == path))
     }
 
-    /// Remembers that the token worked under this scope; true when the scope is new.
-    pub fn learn_scope(&self, scope: &str) -> bool {
-        if self.scope_match(scope) == Some(scope.len()) {
-            return false;
-        }
+    fn remember(&self, entry: String) -> bool {
         let mut scopes = self.scopes.write().unwrap_or_else(|p| p.into_inner());
-        if !scopes.iter().any(|s| s == scope) && scopes.len() < 64 {
-            scopes.push(scope.to_string());
+        if !scopes.contains(&entry) && scopes.len() < 64 {
+            scopes.push(entry);
             return true;
         }
         false
     }
+
+    /// Remembers that the token worked under this directory scope and at this exact path;
+    /// returns the entries that are new (to persist).
+    pub fn learn(&self, path: &str) -> Vec<String> {
+        let mut new = Vec::new();
+        let scope = path_scope(path);
+        if self.scope_match(path).is_none_or(|m| m < scope.len())
+            && self.remember(scope.to_string())
+        {
+            new.push(scope.to_string());
+        }
+        let exact = format!("={path}");
+        if self.remember(exact.clone()) {
+            new.push(exact);
+        }
+        new
+    }
+
+    /// Remembers that `path` belongs to another service: the token is not sent there again.
+    /// Returns the entry when it is new (to persist).
+    pub fn refuse(&self, path: &str) -> Option<String> {
+        let entry = format!("!{path}");
+        self.remember(entry.clone()).then_some(entry)
+    }
 }
+
+/// The score of an exact path match: above any directory scope's length.
+const EXACT: usize = 1 << 20;
 
 /// How a cached token was chosen for a request.
 #[derive(Debug, Clone)]
@@ -127,7 +178,9 @@ impl TokenCache {
                 known: true,
             });
         }
-        live().next().map(|t| {
+        // Nothing known for this path: the newest token is tried, unless the server already
+        // answered it here with another service's challenge.
+        live().find(|t| !t.refused_at(path)).map(|t| {
             t.last_used.store(stamp(), Ordering::Relaxed);
             Attached {
                 token: t.clone(),

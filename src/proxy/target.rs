@@ -50,12 +50,15 @@ impl Target {
         &self.origin[self.host.clone()]
     }
 
-    /// The target of an absolute-form request (`GET http://host/path`).
+    /// The target of an absolute-form request (`GET http://host/path`). WebSocket URIs
+    /// (`ws://`, `wss://`, as aiohttp sends them through an HTTP proxy) are their HTTP(S)
+    /// equivalents: the protocol switch travels in the headers.
     pub fn from_absolute(uri: &Uri) -> Option<Target> {
-        let scheme = uri.scheme()?.clone();
-        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-            return None;
-        }
+        let scheme = match uri.scheme_str()? {
+            s if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("ws") => Scheme::HTTP,
+            s if s.eq_ignore_ascii_case("https") || s.eq_ignore_ascii_case("wss") => Scheme::HTTPS,
+            _ => return None,
+        };
         Some(Target::new(scheme, uri.authority()?.clone()))
     }
 
@@ -104,5 +107,10 @@ mod tests {
             ("http://127.0.0.1:80", "127.0.0.1")
         );
         assert!(Target::from_absolute(&"/relative".parse().unwrap()).is_none());
+        let ws = Target::from_absolute(&"ws://127.0.0.1:9/chat".parse().unwrap()).unwrap();
+        assert_eq!(ws.origin, "http://127.0.0.1:9");
+        let wss = Target::from_absolute(&"wss://h/chat".parse().unwrap()).unwrap();
+        assert_eq!(wss.origin, "https://h:443");
+        assert!(Target::from_absolute(&"ftp://h/x".parse().unwrap()).is_none());
     }
 }

@@ -54,6 +54,10 @@ pub struct Options {
     /// The config's `wallet:` value (YAML flow mapping); when set, the proxy pays with the
     /// backend it names (built by `wallet::from_config`) instead of the dev wallet.
     pub wallet_yaml: Option<String>,
+    /// `pay.schemes` (YAML flow list).
+    pub pay_schemes: String,
+    /// More `guard.allow` entries (`host:port`).
+    pub extra_allow: Vec<String>,
 }
 
 impl Default for Options {
@@ -78,6 +82,8 @@ impl Default for Options {
             clock: None,
             admin_token: None,
             wallet_yaml: None,
+            pay_schemes: "[l402, payment]".into(),
+            extra_allow: Vec::new(),
         }
     }
 }
@@ -147,12 +153,22 @@ impl Harness {
         } else {
             "[]".to_string()
         };
-        let allow = if opts.allow_seller {
+        let mut allowed: Vec<String> = opts.extra_allow.clone();
+        if opts.allow_seller {
             let (h, s) = (running.http.port(), running.https.port());
-            format!("[\"127.0.0.1:{h}\", \"127.0.0.1:{s}\", \"localhost:{h}\", \"localhost:{s}\"]")
-        } else {
-            "[]".to_string()
-        };
+            for host in ["127.0.0.1", "localhost"] {
+                allowed.push(format!("{host}:{h}"));
+                allowed.push(format!("{host}:{s}"));
+            }
+        }
+        let allow = format!(
+            "[{}]",
+            allowed
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let intercept = opts
             .intercept
             .iter()
@@ -165,6 +181,7 @@ tls: {{ ca_cert: ca.pem, ca_key: ca-key.pem, intercept: [{intercept}], upstream_
 guard: {{ allow_private: false, allow: {allow} }}
 wallet: {wallet_yaml}
 http: {{ max_replay_body_bytes: {max_body} }}
+pay: {{ schemes: {schemes} }}
 store: {{ path: ledger.db }}
 operator_limits: {operator}
 agents:
@@ -176,6 +193,7 @@ agents:
     limits: {bob_limits}
 {extra}"#,
             max_body = opts.max_body,
+            schemes = opts.pay_schemes,
             operator = opts.operator_limits,
             wallet_yaml = opts.wallet_yaml.clone().unwrap_or_else(|| format!(
                 "{{ backend: dev, network: regtest, max_fee_sats: {}, dev: {{ secret: {SECRET} }} }}",

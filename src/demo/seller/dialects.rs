@@ -1,7 +1,8 @@
 //! The seller's other ways of asking to be paid, each as a real server of that kind behaves:
 //!
 //! - `/mpp/…` — MPP `Payment` with a Lightning `charge`: one credential per request, answered
-//!   with `Payment-Receipt` (as mppx does);
+//!   with `Payment-Receipt` (as mppx does); `/mpplie/…` states an amount its invoice does not
+//!   carry (must never be paid);
 //! - `/x402/…` — x402 v2 `exact` on the seller's Lightning network (`PAYMENT-REQUIRED`,
 //!   answered `PAYMENT-RESPONSE`), single-use;
 //! - `/evm/…` — x402 on an EVM chain only: not payable from a Lightning wallet;
@@ -55,7 +56,8 @@ impl Seller {
         path: &str,
     ) -> Option<Response<Body>> {
         Some(match kind {
-            "mpp" => self.mpp(req, path).await,
+            "mpp" => self.mpp(req, path, false).await,
+            "mpplie" => self.mpp(req, path, true).await,
             "x402" => self.x402(req, path).await,
             "evm" => evm_402(),
             "mixed" => self.mixed(req, service, path).await,
@@ -97,7 +99,7 @@ impl Seller {
     }
 
     /// The `Payment` challenge for a fresh invoice, as a header value.
-    async fn mpp_challenge(&self, realm: &str) -> Result<String, Response<Body>> {
+    async fn mpp_challenge(&self, realm: &str, lie: bool) -> Result<String, Response<Body>> {
         let invoice = self.issue("mpp").await?;
         let network = match self.config.minter.network() {
             crate::invoice::Network::Bitcoin => "mainnet",
@@ -106,8 +108,9 @@ impl Seller {
             crate::invoice::Network::Regtest => "regtest",
         };
         let amount = self.price("mpp");
+        let stated = amount.0 / 1000 + u64::from(lie);
         let request = json!({
-            "amount": (amount.0 / 1000).to_string(),
+            "amount": stated.to_string(),
             "currency": "sat",
             "methodDetails": {
                 "invoice": invoice.bolt11,
@@ -149,7 +152,7 @@ impl Seller {
         Some(URL_SAFE_NO_PAD.encode(receipt.to_string()))
     }
 
-    async fn mpp(&self, req: &Request<Incoming>, path: &str) -> Response<Body> {
+    async fn mpp(&self, req: &Request<Incoming>, path: &str, lie: bool) -> Response<Body> {
         if let Some(receipt) = self.mpp_verify(req) {
             let mut r = self.paid_content("mpp", path);
             if let Ok(v) = HeaderValue::from_str(&receipt) {
@@ -157,7 +160,7 @@ impl Seller {
             }
             return r;
         }
-        let challenge = match self.mpp_challenge("127.0.0.1").await {
+        let challenge = match self.mpp_challenge("127.0.0.1", lie).await {
             Ok(c) => c,
             Err(r) => return r,
         };
@@ -252,7 +255,7 @@ impl Seller {
             Err(r) => return r,
         };
         let token = self.mint_token(service, &invoice.payment_hash);
-        let payment = match self.mpp_challenge("127.0.0.1").await {
+        let payment = match self.mpp_challenge("127.0.0.1", false).await {
             Ok(c) => c,
             Err(r) => return r,
         };

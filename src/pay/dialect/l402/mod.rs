@@ -119,3 +119,94 @@ impl Terms for L402Terms {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue, StatusCode};
+
+    fn headers_of(fixture: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for line in fixture.lines().skip(1) {
+            if let Some((k, v)) = line.split_once(':') {
+                if let (Ok(k), Ok(v)) = (
+                    http::HeaderName::from_bytes(k.trim().as_bytes()),
+                    HeaderValue::from_str(v.trim()),
+                ) {
+                    h.append(k, v);
+                }
+            }
+        }
+        h
+    }
+
+    fn offer_of(fixture: &str) -> Offer {
+        let h = headers_of(fixture);
+        let mut out = Offers::default();
+        L402.offers(
+            &ResponseHead {
+                status: StatusCode::PAYMENT_REQUIRED,
+                headers: &h,
+            },
+            &mut out,
+        );
+        out.payable.into_iter().next().expect("a payable offer")
+    }
+
+    #[test]
+    fn lsat_js_is_answered_in_lsat_and_its_millisecond_expiry_is_read() {
+        let offer = offer_of(include_str!(
+            "../../../../tests/fixtures/third-party-402s/lsatjs.headers"
+        ));
+        let stored = offer.terms.stored().unwrap();
+        assert_eq!(
+            stored.scheme, "LSAT",
+            "an LSAT-only server is answered in LSAT"
+        );
+        // `expiration=1796118103197` (ms) caveat.
+        assert_eq!(offer.terms.expires_at(), Some(1_796_118_103));
+        let invoice = crate::invoice::decode(&offer.invoice).unwrap();
+        offer.terms.check(&invoice, b"", 0).unwrap();
+    }
+
+    #[test]
+    fn l402kit_json_tokens_are_payable_as_opaque_tokens() {
+        let offer = offer_of(include_str!(
+            "../../../../tests/fixtures/third-party-402s/l402kit.headers"
+        ));
+        assert_eq!(offer.terms.stored().unwrap().scheme, "L402");
+        assert!(
+            offer.terms.service().is_none(),
+            "not a macaroon: no caveats to read"
+        );
+        let invoice = crate::invoice::decode(&offer.invoice).unwrap();
+        offer.terms.check(&invoice, b"", 0).unwrap();
+    }
+
+    #[test]
+    fn oversized_tokens_are_not_paid_for() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_str(&format!(
+                "L402 token=\"{}\", invoice=\"lnbc1\"",
+                "A".repeat(MAX_TOKEN + 4)
+            ))
+            .unwrap(),
+        );
+        let mut out = Offers::default();
+        L402.offers(
+            &ResponseHead {
+                status: StatusCode::PAYMENT_REQUIRED,
+                headers: &h,
+            },
+            &mut out,
+        );
+        assert!(out.payable.is_empty());
+        assert!(
+            out.unsupported[0].1.contains("bytes"),
+            "{:?}",
+            out.unsupported
+        );
+    }
+}
