@@ -3,7 +3,7 @@
 //! accepted, applies reloads, and runs the process until SIGTERM.
 
 use crate::admin::Admin;
-use crate::agents::Agents;
+use crate::agents::directory::Directory;
 use crate::config::{Config, StoreBackend};
 use crate::core::Clock;
 use crate::guard::Guard;
@@ -22,7 +22,6 @@ use crate::proxy::{Proxy, Shared};
 use crate::tls::{upstream_client_config, CertificateAuthority};
 use crate::wallet::Wallet;
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,7 +139,7 @@ impl App {
             max_body: config.http.max_replay_body_bytes,
         });
         let shared = Arc::new(Shared {
-            agents: ArcSwap::from_pointee(Agents::from_config(&config.agents)),
+            agents: Directory::new(config.agents.clone(), ledger.api_agents().await?),
             layer,
             ledger: ledger.clone(),
             ca: Arc::new(ca),
@@ -167,6 +166,18 @@ impl App {
         if let Some(feed) = self.ledger.token_feed() {
             tasks.push(reconcile::spawn_token_feed(self.purchases.clone(), feed));
         }
+        if let Some(mut changes) = self.ledger.agent_changes() {
+            // Another replica changed the API's agents: read them again, at once.
+            let shared = self.shared.clone();
+            tasks.push(tokio::spawn(async move {
+                while changes.recv().await.is_some() {
+                    if let Err(e) = shared.agents.refresh(&*shared.ledger).await {
+                        tracing::warn!(error = %e, "could not read the agents another replica changed");
+                    }
+                    shared.forget_removed_agents();
+                }
+            }));
+        }
         *self.reconciler.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
         if report.tokens > 0 || report.still_in_flight > 0 {
             tracing::info!(
@@ -182,9 +193,7 @@ impl App {
     /// tokens and open connections stay. Settings that need a restart are reported. A new
     /// `total_sats` in the file that an operator's override hides is logged, with the way back.
     pub async fn reload(&self, old: &Config, new: &Config) -> Vec<&'static str> {
-        self.shared
-            .agents
-            .store(Arc::new(Agents::from_config(&new.agents)));
+        self.shared.agents.set_config(new.agents.clone());
         self.purchases
             .set_operator_limits(new.operator_limits.clone());
         for agent in &new.agents {
@@ -277,6 +286,7 @@ pub async fn run(
         .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
     tracing::info!(listen = %proxy.local_addr()?, agents = config.agents.len(), wallet = config.wallet.backend.name(), store = app.ledger.backend(), "l402-proxy ready");
     if let Some(admin) = &admin {
+        admin.proxy_bound(proxy.local_addr()?);
         admin
             .ready
             .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -8,6 +8,7 @@
 //! vocabulary all of them share.
 
 pub mod admin;
+pub mod admin_client;
 pub mod agents;
 pub mod app;
 pub mod body;

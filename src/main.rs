@@ -2,6 +2,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use l402_proxy::admin_client::commands::{self, AgentsCommand, PaymentFilterArgs};
+use l402_proxy::admin_client::Connection;
 use l402_proxy::config::Config;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -62,6 +64,47 @@ enum Command {
     },
     /// Read an agent key on stdin and print the key_sha256 value for the config.
     HashKey,
+    /// Manage agents through a running proxy's admin API.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+        #[command(flatten)]
+        admin: Connection,
+    },
+    /// List payments from a running proxy's ledger.
+    Payments {
+        #[command(flatten)]
+        filter: PaymentFilterArgs,
+        #[command(flatten)]
+        admin: Connection,
+    },
+    /// List the payments the proxy declined, and why.
+    Declines {
+        /// Only this agent's.
+        #[arg(long)]
+        agent: Option<String>,
+        /// At most this many rows.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// CSV instead of a table.
+        #[arg(long)]
+        csv: bool,
+        #[command(flatten)]
+        admin: Connection,
+    },
+    /// The proxy at a glance: wallet and balance, store, agents, pending payments.
+    Status {
+        #[command(flatten)]
+        admin: Connection,
+    },
+    /// Every change made through the admin API.
+    Audit {
+        /// At most this many entries.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        admin: Connection,
+    },
     /// Exit 0 when the URL answers 200 (a container HEALTHCHECK without curl).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:9402/healthz")]
@@ -210,6 +253,26 @@ fn run(command: Command, log_format: Option<LogFormat>) -> anyhow::Result<ExitCo
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => runtime()?.block_on(serve(config, log_format)),
+        Command::Agents { command, admin } => operate(&admin, |client| async move {
+            commands::agents(&client, &command, admin.json).await
+        }),
+        Command::Payments { filter, admin } => operate(&admin, |client| async move {
+            commands::payments(&client, &filter, admin.json).await
+        }),
+        Command::Declines {
+            agent,
+            limit,
+            csv,
+            admin,
+        } => operate(&admin, |client| async move {
+            commands::declines(&client, agent.as_deref(), limit, csv, admin.json).await
+        }),
+        Command::Status { admin } => operate(&admin, |client| async move {
+            commands::status(&client, admin.json).await
+        }),
+        Command::Audit { limit, admin } => operate(&admin, |client| async move {
+            commands::audit(&client, limit, admin.json).await
+        }),
         Command::Healthcheck { url } => runtime()?.block_on(healthcheck(&url)),
         Command::Seller {
             listen,
@@ -248,6 +311,22 @@ fn run(command: Command, log_format: Option<LogFormat>) -> anyhow::Result<ExitCo
             })
         }
     }
+}
+
+/// Runs one admin API command and prints what it returns; its error is the exit message.
+fn operate<F, Fut>(admin: &Connection, command: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(l402_proxy::admin_client::AdminClient) -> Fut,
+    Fut: std::future::Future<Output = Result<String, l402_proxy::admin_client::ClientError>>,
+{
+    let client = admin.client()?;
+    let out = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(command(client))?;
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

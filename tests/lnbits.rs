@@ -188,3 +188,48 @@ async fn lnbits_backend_errors_against_the_real_instance() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lnbits_balance_is_what_lnbits_reports_and_drops_by_amount_and_fee() {
+    let Some(l) = lnbits(true) else { return };
+    let seller = l.first.seller_invoices();
+    // Internal (#1) and through the funding source (#2).
+    for at in [&l.first, l.second()] {
+        let wallet = TestWallet::new(at, 100).await;
+        let backend = wallet.backend();
+        let before = backend.balance().await.unwrap();
+        assert_eq!(before, Msat(wallet.balance_msat().await));
+        assert_eq!(before, Msat::from_sats(100), "the float it was funded with");
+        let inv = seller
+            .create(Msat::from_sats(7), "balance", 600)
+            .await
+            .unwrap();
+        let paid = backend.pay(&pay_request(&inv, 7)).await.unwrap();
+        let after = backend.balance().await.unwrap();
+        assert_eq!(
+            after,
+            Msat(before.0 - 7_000 - paid.fee.0),
+            "fee {}",
+            paid.fee
+        );
+        assert_eq!(after, Msat(wallet.balance_msat().await));
+    }
+    // A fresh wallet holds nothing.
+    let empty = TestWallet::new(&l.first, 0).await.backend();
+    assert_eq!(empty.balance().await.unwrap(), Msat::ZERO);
+
+    // A wrong key and a closed port: Unavailable, saying which.
+    let wrong = LnbitsWallet::new(l.first.url(), "0000000000000000000000000000000f").unwrap();
+    match wrong.balance().await {
+        Err(PayError::Unavailable(why)) => assert!(why.contains("key"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let nowhere = LnbitsWallet::new(&format!("http://127.0.0.1:{port}"), "k").unwrap();
+    match nowhere.balance().await {
+        Err(PayError::Unavailable(why)) => assert!(why.contains("connect"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -189,11 +189,18 @@ async fn nwc_backend_pays_looks_up_and_maps_errors() {
     // Paid: the preimage is verified; lookup by hash finds the same payment.
     let direct = backend(&n.uris[DIRECT]);
     let before = n.wallets[DIRECT].balance_msat().await;
+    // get_balance: what LNbits reports for the wallet behind the connection, in msat.
+    assert_eq!(direct.balance().await.unwrap(), Msat(before));
+    assert_eq!(before, 100_000, "the float it was funded with");
     let inv = seller.create(Msat::from_sats(7), "nwc", 600).await.unwrap();
     let paid = direct.pay(&pay_request(&inv, 7, timeout)).await.unwrap();
     assert_eq!(
         n.wallets[DIRECT].balance_msat().await,
         before - 7_000 - paid.fee.0
+    );
+    assert_eq!(
+        direct.balance().await.unwrap(),
+        Msat(before - 7_000 - paid.fee.0)
     );
     assert_eq!(
         direct.lookup(&inv.payment_hash).await.unwrap(),
@@ -219,8 +226,9 @@ async fn nwc_backend_pays_looks_up_and_maps_errors() {
         PaymentStatus::Unknown
     );
 
-    // An empty wallet: INSUFFICIENT_BALANCE.
+    // An empty wallet: a zero balance, and INSUFFICIENT_BALANCE.
     let empty = backend(&n.uris[EMPTY]);
+    assert_eq!(empty.balance().await.unwrap(), Msat::ZERO);
     let inv = seller.create(Msat::from_sats(5), "nwc", 600).await.unwrap();
     let err = empty.pay(&pay_request(&inv, 5, timeout)).await.unwrap_err();
     assert_eq!(err, PayError::InsufficientBalance);
@@ -253,6 +261,11 @@ async fn a_wallet_without_info_event_is_spoken_to_in_nip04() {
     assert_eq!(
         n.wallets[NO_INFO].balance_msat().await,
         before - 4_000 - paid.fee.0
+    );
+    // get_balance over NIP-04 too.
+    assert_eq!(
+        old.balance().await.unwrap(),
+        Msat(before - 4_000 - paid.fee.0)
     );
     assert_eq!(
         old.lookup(&inv.payment_hash).await.unwrap(),
@@ -287,6 +300,28 @@ async fn a_wallet_service_that_never_answers_is_a_timeout() {
     assert!(err.may_be_in_flight());
     assert!(
         took >= limit && took < limit + Duration::from_secs(2),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balance_nobody_answers_is_unavailable_after_the_lookup_deadline() {
+    let Some(n) = nwc() else { return };
+    let nobody = nwc::nostr::Keys::generate().public_key().to_hex();
+    let secret = nwc::nostr::Keys::generate().secret_key().to_secret_hex();
+    let uri = format!(
+        "nostr+walletconnect://{nobody}?relay={}&secret={secret}",
+        urlencode(&n.relay)
+    );
+    let started = Instant::now();
+    match backend(&uri).balance().await {
+        Err(PayError::Unavailable(why)) => assert!(why.contains("get_balance"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let took = started.elapsed();
+    // LOOKUP_TIMEOUT (15 s), the deadline lookups use.
+    assert!(
+        took >= Duration::from_secs(15) && took < Duration::from_secs(20),
         "{took:?}"
     );
 }

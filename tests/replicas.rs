@@ -282,6 +282,92 @@ async fn three_replicas_share_one_budget_one_purchase_and_their_tokens() {
     // The ledger on every replica is the one ledger.
     let rows = admin(&replicas[2], "GET", "/v1/payments?agent=solo", None).await;
     assert_eq!(rows["payments"].as_array().unwrap().len(), 1);
+
+    // An agent made through one replica's API works through every replica; a pause or a
+    // deletion through another replica reaches them all.
+    let made = admin(
+        &replicas[0],
+        "POST",
+        "/v1/agents",
+        Some(r#"{"name": "fleet", "limits": {"total_sats": 100}}"#),
+    )
+    .await;
+    let key = made["key"].as_str().expect("key").to_string();
+    let through = |p: &Proxy, path: &str| {
+        let (to, url, key) = (addr(p), cluster.url(path), key.clone());
+        async move {
+            common::proxied(
+                to,
+                ("fleet", &key),
+                http::Method::GET,
+                &url,
+                bytes::Bytes::new(),
+            )
+            .await
+        }
+    };
+    let paid = eventually(|| through(&replicas[2], "/fleet/x"), |r| r.status == 200).await;
+    assert!(paid.paid(), "{paid:?}");
+    let cached = eventually(|| through(&replicas[1], "/fleet/y"), |r| r.status == 200).await;
+    assert!(
+        !cached.paid(),
+        "the token serves on every replica: {cached:?}"
+    );
+    admin(
+        &replicas[1],
+        "PATCH",
+        "/v1/agents/fleet",
+        Some(r#"{"paused": true}"#),
+    )
+    .await;
+    let paused = eventually(
+        || through(&replicas[0], "/fleet2/x"),
+        |r| r.decline() == Some("agent-paused"),
+    )
+    .await;
+    assert_eq!(paused.status, 402);
+    let r = common::curl(&[
+        "-X".into(),
+        "DELETE".into(),
+        "-H".into(),
+        format!("Authorization: Bearer {TOKEN}"),
+        format!("http://127.0.0.1:{}/v1/agents/fleet", replicas[2].admin),
+    ])
+    .await;
+    assert_eq!(r.status, 204, "{r:?}");
+    for p in &replicas {
+        eventually(|| through(p, "/fleet/x"), |r| r.status == 407).await;
+    }
+    let audit = admin(&replicas[0], "GET", "/v1/audit", None).await;
+    let actions: Vec<&str> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["agent"] == "fleet")
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["agent.delete", "agent.update", "agent.create"]);
+}
+
+/// Calls `f` until `done` holds for its answer (changes reach other replicas by NOTIFY, within
+/// moments); fails after 5 s with the last answer.
+async fn eventually<F, Fut>(f: F, done: impl Fn(&common::Reply) -> bool) -> common::Reply
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = common::Reply>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = f().await;
+        if done(&r) {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {r:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// The journaled dev wallet's settled payments for a hash (the simulated node's record).

@@ -2,8 +2,10 @@
 //! declines (JSON or CSV), budget top-up and recall, and the health probes. `/v1/*` needs the
 //! bearer token.
 
+pub mod agents;
 pub mod query;
 pub mod render;
+pub mod status;
 
 use crate::body::{full, Body};
 use crate::core::Msat;
@@ -29,6 +31,7 @@ pub struct Admin {
     token_sha256: [u8; 32],
     /// False until the ledger is restored; `/readyz` says so.
     pub ready: AtomicBool,
+    process: status::Process,
 }
 
 impl Admin {
@@ -38,7 +41,16 @@ impl Admin {
             shared,
             token_sha256: Sha256::digest(token.as_bytes()).into(),
             ready: AtomicBool::new(false),
+            process: status::Process {
+                started: std::time::Instant::now(),
+                proxy_listen: std::sync::OnceLock::new(),
+            },
         })
+    }
+
+    /// Tells the status where the proxy listener is bound (once it is).
+    pub fn proxy_bound(&self, addr: std::net::SocketAddr) {
+        let _ = self.process.proxy_listen.set(addr);
     }
 
     /// Serves until the task is dropped.
@@ -140,31 +152,70 @@ impl Admin {
             );
             return r;
         }
-        let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
-        match (req.method(), segments.as_slice()) {
-            (&Method::GET, ["agents"]) => self.agents().await,
-            (&Method::GET, ["payments"]) => self.payments(&req).await,
-            (&Method::GET, ["declines"]) => self.declines(&req).await,
-            (&Method::POST, ["agents", name, "budget"]) => {
+        let segments: Vec<String> = path
+            .trim_start_matches("/v1/")
+            .split('/')
+            .map(percent_decode)
+            .collect();
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let shared = &*self.shared;
+        match (req.method().clone(), segments.as_slice()) {
+            (Method::GET, ["status"]) => status::status(shared, &self.process).await,
+            (Method::GET, ["agents"]) => self.agents().await,
+            (Method::POST, ["agents"]) => match read_body(req).await {
+                Ok(body) => agents::create(shared, &body).await,
+                Err(r) => r,
+            },
+            (Method::PATCH, ["agents", name]) => {
+                let name = name.to_string();
+                match read_body(req).await {
+                    Ok(body) => agents::update(shared, &name, &body).await,
+                    Err(r) => r,
+                }
+            }
+            (Method::DELETE, ["agents", name]) => agents::delete(shared, name).await,
+            (Method::POST, ["agents", name, "key"]) => agents::rotate(shared, name).await,
+            (Method::POST, ["agents", name, "budget"]) => {
                 let name = name.to_string();
                 self.budget(&name, req).await
             }
+            (Method::GET, ["payments"]) => self.payments(&req).await,
+            (Method::GET, ["declines"]) => self.declines(&req).await,
+            (Method::GET, ["audit"]) => self.audit(&req).await,
+            (_, ["status" | "agents" | "payments" | "declines" | "audit", ..]) => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed here; see the admin API in the README",
+            ),
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
     }
 
     async fn agents(&self) -> Response<Body> {
-        let agents = self.shared.agents.load_full();
-        let reserve = self.shared.fee_reserve();
-        let mut views = Vec::with_capacity(agents.len());
-        for a in agents.iter() {
-            match self.shared.ledger.budget(&a.name, &a.limits).await {
-                Ok(view) => views.push(view.with_fee_reserve(reserve)),
-                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        let directory = self.shared.agents.load_full();
+        let mut views = Vec::with_capacity(directory.len());
+        for agent in directory.iter() {
+            match agents::view(&self.shared, agent).await {
+                Ok(view) => views.push((agent.name.to_string(), view)),
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e),
             }
         }
-        views.sort_by(|a, b| a.agent.cmp(&b.agent));
+        views.sort_by(|a, b| a.0.cmp(&b.0));
+        let views: Vec<_> = views.into_iter().map(|(_, v)| v).collect();
         json(StatusCode::OK, &serde_json::json!({ "agents": views }))
+    }
+
+    async fn audit(&self, req: &Request<Incoming>) -> Response<Body> {
+        let query = match Query::parse(req.uri().query(), &["limit"]) {
+            Ok(q) => q,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        };
+        match self.shared.ledger.audit_log(query.limit()).await {
+            Ok(rows) => {
+                let rows: Vec<_> = rows.iter().map(render::audit).collect();
+                json(StatusCode::OK, &serde_json::json!({ "audit": rows }))
+            }
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
     }
 
     async fn payments(&self, req: &Request<Incoming>) -> Response<Body> {
@@ -223,9 +274,9 @@ impl Admin {
         let Some(agent) = agents.get(name).cloned() else {
             return error(StatusCode::NOT_FOUND, "no such agent");
         };
-        let body = match Limited::new(req.into_body(), 4096).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return error(StatusCode::BAD_REQUEST, "body unreadable or over 4 KiB"),
+        let body = match read_body(req).await {
+            Ok(b) => b,
+            Err(r) => return r,
         };
         let change = match BudgetChange::parse(&body) {
             Ok(c) => c,
@@ -258,14 +309,20 @@ impl Admin {
         {
             return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
         }
-        match new_total {
+        let detail = match new_total {
             Some(total) => {
-                tracing::info!(agent = %agent.name, total_sats = total, "budget changed by the operator")
+                tracing::info!(agent = %agent.name, total_sats = total, "budget changed by the operator");
+                format!("total {} → {total} sats", sats_or_none(current))
             }
             None => {
-                tracing::info!(agent = %agent.name, config_total_sats = ?agent.limits.total_sats, "operator override cleared; the config's total applies")
+                tracing::info!(agent = %agent.name, config_total_sats = ?agent.limits.total_sats, "operator override cleared; the config's total applies");
+                format!(
+                    "override cleared; the config's total ({}) applies",
+                    sats_or_none(agent.limits.total_sats)
+                )
             }
-        }
+        };
+        agents::record(&self.shared, "budget", &agent.name, detail).await;
         match ledger.budget(&agent.name, &agent.limits).await {
             Ok(view) => json(
                 StatusCode::OK,
@@ -274,6 +331,37 @@ impl Admin {
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         }
     }
+}
+
+/// The largest admin request body (agent definitions and budget changes are small).
+const MAX_BODY: usize = 16 * 1024;
+
+/// The request's body, or the 400/413 to answer.
+async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, Response<Body>> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body over 16 KiB",
+            ))
+        }
+        Err(_) => Err(error(StatusCode::BAD_REQUEST, "request body unreadable")),
+    }
+}
+
+/// A path segment with `%XX` escapes decoded (agent names are plain, but clients escape).
+fn percent_decode(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn sats_or_none(sats: Option<u64>) -> String {
+    sats.map_or_else(|| "none".to_string(), |s| format!("{s} sats"))
 }
 
 fn wants_csv(req: &Request<Incoming>) -> bool {

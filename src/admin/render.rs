@@ -2,7 +2,7 @@
 //! formulas are neutralised), RFC 3339 times beside unix seconds.
 
 use crate::body::{full, Body};
-use crate::ledger::{DeclineRecord, PaymentRecord};
+use crate::ledger::{AuditEntry, DeclineRecord, PaymentRecord};
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
@@ -47,6 +47,18 @@ pub fn decline(d: &DeclineRecord) -> Value {
         "count": d.count,
         "created_at": d.created_at,
         "created_at_rfc3339": rfc3339(d.created_at),
+    })
+}
+
+/// One audit log entry.
+pub fn audit(e: &AuditEntry) -> Value {
+    json!({
+        "at": e.at,
+        "at_rfc3339": rfc3339(e.at),
+        "who": e.who,
+        "action": e.action,
+        "agent": e.agent,
+        "detail": e.detail,
     })
 }
 

@@ -454,23 +454,37 @@ pub struct AgentConfig {
 }
 
 /// Spending limits in sats; an absent limit means none of that kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
+    /// The most one payment may be.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub per_request_sats: Option<u64>,
+    /// Per calendar hour (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hourly_sats: Option<u64>,
+    /// Per calendar day (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub daily_sats: Option<u64>,
+    /// Per week (UTC, from Monday).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub weekly_sats: Option<u64>,
+    /// Per calendar month (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monthly_sats: Option<u64>,
+    /// In total (the admin API can top it up or recall it).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub total_sats: Option<u64>,
 }
 
 /// Which hosts an agent may pay (globs; deny wins over allow).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostRules {
+    /// Globs of hosts it may pay (default `["*"]`).
     #[serde(default = "default_intercept")]
     pub allow: Vec<String>,
+    /// Globs of hosts it may never pay (wins over allow).
     #[serde(default)]
     pub deny: Vec<String>,
 }

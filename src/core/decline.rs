@@ -150,6 +150,11 @@ pub enum Decline {
         /// Seconds left.
         secs: u64,
     },
+    /// The operator paused this agent: nothing is paid for it until resumed.
+    AgentPaused {
+        /// The agent.
+        agent: String,
+    },
     /// The wallet refused or failed the payment.
     Wallet {
         /// The wallet error's code (`no-route`, `insufficient-balance`, …).
@@ -187,6 +192,7 @@ impl Decline {
             ChallengeExpired { .. } => "challenge-expired",
             SchemeUnsupported { .. } => "scheme-unsupported",
             CoolingOff { .. } => "service-cooling-off",
+            AgentPaused { .. } => "agent-paused",
             Wallet { code, .. } => code,
         }
     }
@@ -290,6 +296,10 @@ impl fmt::Display for Decline {
             SchemeUnsupported { dialect, reason } => {
                 write!(f, "{dialect}: {reason}")
             }
+            AgentPaused { agent } => write!(
+                f,
+                "agent {agent} is paused by the operator: nothing is paid for it until it is resumed"
+            ),
             CoolingOff { secs } => write!(
                 f,
                 "the server refused the last paid credential for this service; not paying it again for {secs} s"

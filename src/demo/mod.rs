@@ -193,11 +193,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             format!("cannot listen on {admin_addr} (admin API; try --admin-listen)")
         })?;
     let admin_addr = admin_listener.local_addr()?;
-    let admin_task = tokio::spawn(admin.serve(admin_listener));
+    let admin_task = tokio::spawn(admin.clone().serve(admin_listener));
     let proxy = Proxy::bind(config.listen, app.shared.clone())
         .await
         .with_context(|| format!("cannot listen on {} (try --listen)", config.listen))?;
     let proxy_addr = proxy.local_addr()?;
+    admin.proxy_bound(proxy_addr);
     let proxy_task = tokio::spawn(proxy.run());
 
     let url = format!("http://127.0.0.1:{}/weather/today", running.http.port());

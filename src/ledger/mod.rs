@@ -15,6 +15,7 @@
 pub mod postgres;
 pub mod sqlite;
 
+use crate::agents::StoredAgent;
 use crate::budget::BudgetView;
 use crate::config::Limits;
 use crate::core::{Decline, Msat, PaymentHash, Preimage};
@@ -284,6 +285,21 @@ pub struct DeclineRecord {
     pub count: u64,
 }
 
+/// One change made through the admin API, as recorded for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Unix seconds.
+    pub at: i64,
+    /// Who made it (the admin token's label).
+    pub who: String,
+    /// What (`agent.create`, `agent.update`, `agent.key`, `agent.delete`, `budget`, `approval`).
+    pub action: String,
+    /// The agent concerned.
+    pub agent: String,
+    /// The change, for people.
+    pub detail: String,
+}
+
 /// Filters for listing declines.
 #[derive(Debug, Clone, Default)]
 pub struct DeclineFilter {
@@ -392,4 +408,27 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Resolves once everything written before it is durable.
     async fn flush(&self) -> Result<(), LedgerError>;
+
+    /// The agents made through the admin API.
+    async fn api_agents(&self) -> Result<Vec<StoredAgent>, LedgerError>;
+
+    /// Stores a new API agent; `false` when the name is taken.
+    async fn create_agent(&self, agent: &StoredAgent) -> Result<bool, LedgerError>;
+
+    /// Replaces an API agent; `false` when there is none of that name.
+    async fn update_agent(&self, agent: &StoredAgent) -> Result<bool, LedgerError>;
+
+    /// Removes an API agent and retires its tokens (its payments stay); `false` when unknown.
+    async fn delete_agent(&self, name: &str) -> Result<bool, LedgerError>;
+
+    /// Records a change made through the admin API.
+    async fn audit(&self, entry: AuditEntry) -> Result<(), LedgerError>;
+
+    /// The audit log, newest first.
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, LedgerError>;
+
+    /// Announces that another process changed the API's agents (shared ledgers; taken once).
+    fn agent_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<()>> {
+        None
+    }
 }

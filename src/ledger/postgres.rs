@@ -13,9 +13,10 @@ pub mod schema;
 pub mod tls;
 
 use super::{
-    Begun, DeclineFilter, DeclineRecord, Flight, Ledger, LedgerError, LimitSet, NewPayment,
-    PaymentFilter, PaymentRecord, PaymentState, StoredToken,
+    AuditEntry, Begun, DeclineFilter, DeclineRecord, Flight, Ledger, LedgerError, LimitSet,
+    NewPayment, PaymentFilter, PaymentRecord, PaymentState, StoredToken,
 };
+use crate::agents::StoredAgent;
 use crate::budget::{limit_for, BudgetView};
 use crate::config::{Limits, PostgresConfig};
 use crate::core::decline::{Period, Whose};
@@ -40,6 +41,8 @@ const TOKEN_RESTORE_WINDOW_SECS: i64 = 30 * 86_400;
 const DECLINE_FOLD_SECS: i64 = 60;
 /// The NOTIFY channel announcing stored tokens (payload: the payment hash).
 const TOKENS_CHANNEL: &str = "l402_tokens";
+/// The NOTIFY channel announcing a change of the API's agents (payload: the name).
+const AGENTS_CHANNEL: &str = "l402_agents";
 /// The usage owner that stands for the operator (agent names are never empty).
 const OPERATOR: &str = "";
 
@@ -51,6 +54,7 @@ pub struct PostgresLedger {
     replica: String,
     up: Arc<AtomicBool>,
     feed: Mutex<Option<mpsc::UnboundedReceiver<StoredToken>>>,
+    agent_feed: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -163,12 +167,14 @@ impl PostgresLedger {
         );
         let up = Arc::new(AtomicBool::new(true));
         let (sink, feed) = mpsc::unbounded_channel();
+        let (agent_sink, agent_feed) = mpsc::unbounded_channel();
         let mut ledger = PostgresLedger {
             pool,
             clock,
             replica,
             up,
             feed: Mutex::new(Some(feed)),
+            agent_feed: Mutex::new(Some(agent_feed)),
             tasks: Vec::new(),
         };
         ledger.beat().await?;
@@ -177,9 +183,15 @@ impl PostgresLedger {
             ledger.replica.clone(),
             ledger.up.clone(),
         )));
-        ledger
-            .tasks
-            .push(tokio::spawn(listen(pg, tls, ledger.pool.clone(), sink)));
+        ledger.tasks.push(tokio::spawn(listen(
+            pg,
+            tls,
+            ledger.pool.clone(),
+            Sinks {
+                tokens: sink,
+                agents: agent_sink,
+            },
+        )));
         Ok(ledger)
     }
 
@@ -551,21 +563,29 @@ async fn heartbeat(pool: Pool, replica: String, up: Arc<AtomicBool>) {
     }
 }
 
-/// Listens for tokens other replicas store, and feeds them to the payment layer. Reconnects
-/// with a pause when the connection drops.
+/// Where announcements from other replicas go.
+struct Sinks {
+    tokens: mpsc::UnboundedSender<StoredToken>,
+    agents: mpsc::UnboundedSender<()>,
+}
+
+/// Listens for tokens other replicas store and agent changes they make, and feeds them to this
+/// process. Reconnects with a pause when the connection drops.
 async fn listen(
     pg: tokio_postgres::Config,
     tls: Option<rustls::ClientConfig>,
     pool: Pool,
-    sink: mpsc::UnboundedSender<StoredToken>,
+    sinks: Sinks,
 ) {
     loop {
-        if let Err(e) = listen_once(&pg, tls.as_ref(), &pool, &sink).await {
-            tracing::debug!(error = %e, "token listener stopped; reconnecting");
+        if let Err(e) = listen_once(&pg, tls.as_ref(), &pool, &sinks).await {
+            tracing::debug!(error = %e, "ledger listener stopped; reconnecting");
         }
-        if sink.is_closed() {
+        if sinks.tokens.is_closed() {
             return;
         }
+        // A change may have been missed while the connection was down.
+        let _ = sinks.agents.send(());
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -574,9 +594,9 @@ async fn listen_once(
     pg: &tokio_postgres::Config,
     tls: Option<&rustls::ClientConfig>,
     pool: &Pool,
-    sink: &mpsc::UnboundedSender<StoredToken>,
+    sinks: &Sinks,
 ) -> Result<(), LedgerError> {
-    let (notes_tx, mut notes) = mpsc::unbounded_channel::<String>();
+    let (notes_tx, mut notes) = mpsc::unbounded_channel::<(String, String)>();
     let client = match tls {
         Some(tls) => {
             let (client, conn) = pg
@@ -593,10 +613,16 @@ async fn listen_once(
         }
     };
     client
-        .batch_execute(&format!("LISTEN {TOKENS_CHANNEL}"))
+        .batch_execute(&format!("LISTEN {TOKENS_CHANNEL}; LISTEN {AGENTS_CHANNEL}"))
         .await
         .map_err(unavailable)?;
-    while let Some(hash) = notes.recv().await {
+    while let Some((channel, payload)) = notes.recv().await {
+        if channel == AGENTS_CHANNEL {
+            if sinks.agents.send(()).is_err() {
+                return Ok(());
+            }
+            continue;
+        }
         let Ok(c) = pool.get().await else {
             continue;
         };
@@ -604,9 +630,9 @@ async fn listen_once(
             "SELECT {PAYMENT_COLUMNS} FROM l402_payments WHERE payment_hash = $1 AND status = 'settled'
              AND preimage IS NOT NULL AND token_retired = FALSE AND scheme IS NOT NULL"
         );
-        if let Ok(Some(row)) = c.query_opt(&sql, &[&hash]).await {
+        if let Ok(Some(row)) = c.query_opt(&sql, &[&payload]).await {
             if let Some(token) = token_row(&row) {
-                if sink.send(token).is_err() {
+                if sinks.tokens.send(token).is_err() {
                     return Ok(());
                 }
             }
@@ -617,10 +643,10 @@ async fn listen_once(
     ))
 }
 
-/// Drives a listening connection, passing each notification's payload on.
+/// Drives a listening connection, passing each notification's channel and payload on.
 async fn forward_notifications<S, T>(
     mut conn: tokio_postgres::Connection<S, T>,
-    notes: mpsc::UnboundedSender<String>,
+    notes: mpsc::UnboundedSender<(String, String)>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -629,7 +655,8 @@ async fn forward_notifications<S, T>(
     while let Some(message) = poll_fn(|cx| conn.poll_message(cx)).await {
         match message {
             Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                if notes.send(n.payload().to_string()).is_err() {
+                let note = (n.channel().to_string(), n.payload().to_string());
+                if notes.send(note).is_err() {
                     return;
                 }
             }
@@ -637,6 +664,21 @@ async fn forward_notifications<S, T>(
             Err(_) => return,
         }
     }
+}
+
+fn agent_row(r: &Row) -> Result<StoredAgent, LedgerError> {
+    let limits: String = r.get(2);
+    let hosts: String = r.get(3);
+    let bad = |e: serde_json::Error| LedgerError::Inconsistent(format!("a stored agent: {e}"));
+    Ok(StoredAgent {
+        name: r.get(0),
+        key_sha256: r.get(1),
+        limits: serde_json::from_str(&limits).map_err(bad)?,
+        hosts: serde_json::from_str(&hosts).map_err(bad)?,
+        paused: r.get(4),
+        created_at: r.get(5),
+        updated_at: r.get(6),
+    })
 }
 
 #[async_trait::async_trait]
@@ -655,6 +697,13 @@ impl Ledger for PostgresLedger {
 
     fn token_feed(&self) -> Option<mpsc::UnboundedReceiver<StoredToken>> {
         self.feed.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn agent_changes(&self) -> Option<mpsc::UnboundedReceiver<()>> {
+        self.agent_feed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     async fn begin(&self, payment: NewPayment, limits: LimitSet<'_>) -> Result<Begun, Decline> {
@@ -1035,6 +1084,116 @@ impl Ledger for PostgresLedger {
     async fn flush(&self) -> Result<(), LedgerError> {
         // Every operation commits before it answers.
         Ok(())
+    }
+
+    async fn api_agents(&self) -> Result<Vec<StoredAgent>, LedgerError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT name, key_sha256, limits, hosts, paused, created_at, updated_at FROM l402_agents ORDER BY name",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(agent_row).collect()
+    }
+
+    async fn create_agent(&self, a: &StoredAgent) -> Result<bool, LedgerError> {
+        self.write_agent(a, true).await
+    }
+
+    async fn update_agent(&self, a: &StoredAgent) -> Result<bool, LedgerError> {
+        self.write_agent(a, false).await
+    }
+
+    async fn delete_agent(&self, name: &str) -> Result<bool, LedgerError> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(unavailable)?;
+        let n = txn
+            .execute("DELETE FROM l402_agents WHERE name = $1", &[&name])
+            .await
+            .map_err(unavailable)?;
+        txn.execute(
+            "UPDATE l402_payments SET token_retired = TRUE WHERE agent = $1",
+            &[&name],
+        )
+        .await
+        .map_err(unavailable)?;
+        txn.execute("SELECT pg_notify($1, $2)", &[&AGENTS_CHANNEL, &name])
+            .await
+            .map_err(unavailable)?;
+        txn.commit().await.map_err(unavailable)?;
+        Ok(n == 1)
+    }
+
+    async fn audit(&self, e: AuditEntry) -> Result<(), LedgerError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO l402_audit (at, who, action, agent, detail) VALUES ($1, $2, $3, $4, $5)",
+                &[&e.at, &e.who, &e.action, &e.agent, &e.detail],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, LedgerError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT at, who, action, agent, detail FROM l402_audit ORDER BY id DESC LIMIT $1",
+                &[&i(limit.max(1) as u64)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                at: r.get(0),
+                who: r.get(1),
+                action: r.get(2),
+                agent: r.get(3),
+                detail: r.get(4),
+            })
+            .collect())
+    }
+}
+
+impl PostgresLedger {
+    /// Writes an API agent (a new one, or a replacement) and announces the change.
+    async fn write_agent(&self, a: &StoredAgent, create: bool) -> Result<bool, LedgerError> {
+        let limits = serde_json::to_string(&a.limits).unwrap_or_else(|_| "{}".into());
+        let hosts = serde_json::to_string(&a.hosts).unwrap_or_else(|_| "{}".into());
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(unavailable)?;
+        let sql = if create {
+            "INSERT INTO l402_agents (name, key_sha256, limits, hosts, paused, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING"
+        } else {
+            "UPDATE l402_agents SET key_sha256 = $2, limits = $3, hosts = $4, paused = $5, updated_at = $7
+             WHERE name = $1 AND $6::bigint IS NOT NULL"
+        };
+        let n = txn
+            .execute(
+                sql,
+                &[
+                    &a.name,
+                    &a.key_sha256,
+                    &limits,
+                    &hosts,
+                    &a.paused,
+                    &a.created_at,
+                    &a.updated_at,
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        txn.execute("SELECT pg_notify($1, $2)", &[&AGENTS_CHANNEL, &a.name])
+            .await
+            .map_err(unavailable)?;
+        txn.commit().await.map_err(unavailable)?;
+        Ok(n == 1)
     }
 }
 

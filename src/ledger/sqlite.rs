@@ -6,9 +6,10 @@
 pub mod journal;
 
 use super::{
-    Begun, DeclineFilter, DeclineRecord, Flight, Ledger, LedgerError, LimitSet, NewPayment,
-    PaymentFilter, PaymentRecord, StoredToken,
+    AuditEntry, Begun, DeclineFilter, DeclineRecord, Flight, Ledger, LedgerError, LimitSet,
+    NewPayment, PaymentFilter, PaymentRecord, StoredToken,
 };
+use crate::agents::StoredAgent;
 use crate::budget::{Budget, BudgetView, Reservation};
 use crate::config::Limits;
 use crate::core::window::Window;
@@ -394,6 +395,30 @@ impl Ledger for SqliteLedger {
 
     async fn flush(&self) -> Result<(), LedgerError> {
         self.journal.flush().await
+    }
+
+    async fn api_agents(&self) -> Result<Vec<StoredAgent>, LedgerError> {
+        self.journal.api_agents().await
+    }
+
+    async fn create_agent(&self, agent: &StoredAgent) -> Result<bool, LedgerError> {
+        self.journal.put_agent(agent.clone(), true).await
+    }
+
+    async fn update_agent(&self, agent: &StoredAgent) -> Result<bool, LedgerError> {
+        self.journal.put_agent(agent.clone(), false).await
+    }
+
+    async fn delete_agent(&self, name: &str) -> Result<bool, LedgerError> {
+        self.journal.delete_agent(name.to_string()).await
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<(), LedgerError> {
+        self.journal.audit(entry).await
+    }
+
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, LedgerError> {
+        self.journal.audit_log(limit).await
     }
 }
 

@@ -144,12 +144,17 @@ impl PaymentLayer {
         to: Destination<'_>,
         mut out: Outgoing,
     ) -> Answer {
-        let attached = self.tokens.find(
-            &agent.name,
-            to.origin,
-            out.uri.path(),
-            self.clock.now_unix(),
-        );
+        // A paused agent spends nothing: not even tokens bought before.
+        let attached = if agent.paused {
+            None
+        } else {
+            self.tokens.find(
+                &agent.name,
+                to.origin,
+                out.uri.path(),
+                self.clock.now_unix(),
+            )
+        };
         match &attached {
             Some(a) => {
                 self.metrics.token_hits.inc();

@@ -190,6 +190,12 @@ impl Purchases {
         body: &[u8],
         offer: Offer,
     ) -> Result<Obtained, Refused> {
+        if agent.paused {
+            return Err(Decline::AgentPaused {
+                agent: agent.name.to_string(),
+            }
+            .into());
+        }
         let reusable = offer.terms.reusable() && !self.single_use.contains(to.origin);
         let service = offer.terms.service().map(str::to_string);
         let scope = path_scope(path).to_string();

@@ -262,6 +262,11 @@ impl TokenCache {
         self.by_agent.remove(agent);
     }
 
+    /// Keeps only the tokens of agents `keep` says still exist.
+    pub fn retain_agents(&self, keep: impl Fn(&str) -> bool) {
+        self.by_agent.retain(|agent, _| keep(agent));
+    }
+
     /// Number of cached tokens (all agents).
     pub fn len(&self) -> usize {
         self.by_agent

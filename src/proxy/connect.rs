@@ -69,7 +69,13 @@ pub async fn handle(
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
                     let mut agent_side = TokioIo::new(upgraded);
-                    let _ = tokio::io::copy_bidirectional(&mut agent_side, &mut upstream).await;
+                    // Bytes only: the tunnel lives as long as its agent does.
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut agent_side, &mut upstream) => {}
+                        _ = revoked(&shared, &agent) => {
+                            tracing::info!(agent = %agent.name, "tunnel closed: the agent was removed or its key rotated");
+                        }
+                    }
                 }
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
             }
@@ -141,27 +147,70 @@ async fn intercept(
     serve(shared, agent, target, TokioIo::new(tls), h2).await;
 }
 
-/// Serves the agent's requests inside a tunnel, all on behalf of the agent named on CONNECT.
+/// Resolves once the agent that opened a tunnel is gone from the directory, or its key was
+/// rotated: the tunnel must not outlive its credentials.
+async fn revoked(shared: &Shared, agent: &Agent) {
+    let mut changes = shared.agents.subscribe();
+    while shared.agents.still_valid(agent) {
+        if changes.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Serves the agent's requests inside a tunnel on behalf of the agent named on CONNECT — as it
+/// is now: each request looks the agent up again, so new limits, a pause, a removal or a key
+/// rotation apply to the next request in an open tunnel. The tunnel closes once its agent is
+/// gone.
 async fn serve<I>(shared: Arc<Shared>, agent: Arc<Agent>, target: Target, io: I, h2: bool)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let target = Arc::new(target);
+    let opened_by = agent.clone();
+    let state = shared.clone();
     let service = service_fn(move |req: Request<Incoming>| {
-        let shared = shared.clone();
+        let shared = state.clone();
         let agent = agent.clone();
         let target = target.clone();
-        async move { Ok::<_, Infallible>(forward(&shared, &agent, req, &target).await) }
+        async move {
+            let Some(now) = agent.current_in(&shared.agents.load()) else {
+                shared.metrics.request(crate::metrics::Outcome::AuthFailed);
+                let mut r = responses::proxy_auth_required(
+                    "the agent that opened this tunnel was removed or its key rotated",
+                );
+                r.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+                return Ok::<_, Infallible>(r);
+            };
+            Ok::<_, Infallible>(forward(&shared, &now, req, &target).await)
+        }
     });
     let result = if h2 {
-        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .serve_connection(io, service)
-            .await
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, service);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            _ = revoked(&shared, &opened_by) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
     } else {
-        hyper::server::conn::http1::Builder::new()
+        let conn = hyper::server::conn::http1::Builder::new()
             .serve_connection(io, service)
-            .with_upgrades()
-            .await
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            _ = revoked(&shared, &opened_by) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "intercepted connection ended with an error");

@@ -11,7 +11,7 @@ pub mod self_view;
 pub mod target;
 pub mod upstream;
 
-use crate::agents::Agents;
+use crate::agents::directory::Directory;
 use crate::body::Body;
 use crate::core::Clock;
 use crate::guard::Guard;
@@ -19,7 +19,6 @@ use crate::ledger::Ledger;
 use crate::metrics::{GaugeGuard, Metrics, Outcome};
 use crate::pay::PaymentLayer;
 use crate::tls::CertificateAuthority;
-use arc_swap::ArcSwap;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -34,8 +33,9 @@ use upstream::Upstreams;
 
 /// State shared by every connection.
 pub struct Shared {
-    /// Swapped whole on reload; requests hold the snapshot they authenticated against.
-    pub agents: ArcSwap<Agents>,
+    /// The agent directory: replaced whole on every change; tunnels look their agent up in it
+    /// on every request.
+    pub agents: Directory,
     /// The payment layer every upstream request goes through.
     pub layer: PaymentLayer,
     /// The money authority (the agent's own budget view reads it).
@@ -57,6 +57,14 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Drops the cached tokens of agents no longer in the directory.
+    pub fn forget_removed_agents(&self) {
+        let agents = self.agents.load();
+        self.layer
+            .tokens()
+            .retain_agents(|name| agents.get(name).is_some());
+    }
+
     /// The fee reserve every payment holds (`wallet.max_fee_sats`).
     pub fn fee_reserve(&self) -> crate::core::Msat {
         self.layer.purchases().book().max_fee()

@@ -6,7 +6,10 @@
 //!   itself, `{"code", "message", "data"}` (clnrest serialises cln-rpc's `RpcError`); the codes
 //!   are lightningd's `jsonrpc_errors.h` PAY_* values.
 //! - Lookup: `POST /v1/listpays {"payment_hash"}` → `{"pays": [{"status", "preimage", …}]}`.
-//! - Auth: the `Rune` header. Least privilege: a rune restricted to `pay` and `listpays`.
+//! - Balance: `POST /v1/listfunds` → the sum of `our_amount_msat` over `channels[]` that are
+//!   `CHANNELD_NORMAL` and `connected` (what the node can spend through its channels now).
+//! - Auth: the `Rune` header. Least privilege: a rune restricted to `pay`, `listpays` and
+//!   `listfunds` (the last only for the balance; without it the balance is unavailable).
 //! - TLS: clnrest's self-signed certificates; pin `tls_cert_file` (its CA or server cert).
 //!
 //! CLN's `pay` is idempotent for a hash it already paid: it returns the earlier success.
@@ -97,6 +100,63 @@ impl ClnWallet {
             ));
         }
         Ok(PaymentStatus::Unknown)
+    }
+}
+
+/// The spendable balance in a `listfunds` result: `our_amount_msat` summed over the channels
+/// in `CHANNELD_NORMAL` that are `connected`. Any field we need that is missing or of another
+/// shape is an error naming it.
+fn listfunds_balance(json: &Value) -> Result<Msat, PayError> {
+    let malformed = |what: String| PayError::Unavailable(format!("clnrest listfunds: {what}"));
+    let channels = json
+        .get("channels")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("the reply has no `channels` array".into()))?;
+    let mut total: u64 = 0;
+    for (i, channel) in channels.iter().enumerate() {
+        let normal = str_field(channel, "state") == Some("CHANNELD_NORMAL");
+        let connected = channel.get("connected").and_then(Value::as_bool) == Some(true);
+        if !(normal && connected) {
+            continue;
+        }
+        let ours = msat_field(channel.get("our_amount_msat")).ok_or_else(|| {
+            malformed(format!(
+                "`channels[{i}].our_amount_msat` is missing or not an amount: {}",
+                channel
+                    .get("our_amount_msat")
+                    .map_or_else(|| "absent".to_string(), Value::to_string)
+            ))
+        })?;
+        total = total
+            .checked_add(ours)
+            .ok_or_else(|| malformed("the channels' `our_amount_msat` overflow".into()))?;
+    }
+    Ok(Msat(total))
+}
+
+/// A `listfunds` that did not succeed. Nothing moves, so every case is `Unavailable`; a refused
+/// rune says it must allow `listfunds`.
+fn listfunds_error(reply: &Reply) -> PayError {
+    let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    let err = body.get("error").filter(|e| e.is_object()).unwrap_or(&body);
+    let message = match err.get("message") {
+        Some(Value::String(s)) => s.clone(),
+        _ => snippet(&reply.body),
+    };
+    let status = reply.status.as_u16();
+    // 1501/1502: clnrest's "not authorized" (rune missing, invalid, or not allowing the method).
+    let refused = matches!(status, 401 | 403)
+        || matches!(err.get("code").and_then(Value::as_i64), Some(1501 | 1502))
+        || message.to_ascii_lowercase().contains("not authorized");
+    if refused {
+        PayError::Unavailable(format!(
+            "clnrest refused the rune for the balance (HTTP {status}: {message}); \
+             the rune must also allow the listfunds method"
+        ))
+    } else {
+        PayError::Unavailable(format!(
+            "clnrest listfunds answered HTTP {status}: {message}"
+        ))
     }
 }
 
@@ -226,6 +286,26 @@ impl Wallet for ClnWallet {
 
     async fn lookup(&self, hash: &PaymentHash) -> Result<PaymentStatus, PayError> {
         self.listpays(hash, LOOKUP_TIMEOUT).await
+    }
+
+    /// `POST /v1/listfunds` (the rune must allow `listfunds`): the sum of `our_amount_msat`
+    /// over the channels that are `CHANNELD_NORMAL` and `connected`; amounts are read as msat
+    /// integers (CLN ≥ 23) or `"NNNmsat"` strings (older releases).
+    async fn balance(&self) -> Result<Msat, PayError> {
+        let reply = self
+            .node
+            .call(
+                Method::POST,
+                "/v1/listfunds",
+                Some(&json!({})),
+                LOOKUP_TIMEOUT,
+            )
+            .await
+            .map_err(|e| e.into_lookup(LOOKUP_TIMEOUT))?;
+        if !reply.status.is_success() {
+            return Err(listfunds_error(&reply));
+        }
+        listfunds_balance(&reply.json("clnrest listfunds")?)
     }
 }
 

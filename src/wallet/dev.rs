@@ -218,6 +218,10 @@ impl Wallet for DevWallet {
         "dev"
     }
 
+    async fn balance(&self) -> Result<Msat, PayError> {
+        Ok(DevWallet::balance(self))
+    }
+
     async fn pay(&self, request: &PayRequest) -> Result<Paid, PayError> {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         if self.journaled(&request.payment_hash).is_some() {

@@ -5,6 +5,8 @@
 //! source that does not settle quickly leaves it `pending`, which we then follow with
 //! `GET /api/v1/payments/{hash}` until the deadline. Failures come back as HTTP 520
 //! `{"detail", "status"}` where `status` says whether money may still move.
+//!
+//! The balance is `GET /api/v1/wallet` → `balance`, in msat.
 
 use super::http::{i64_field, secret_header, str_field, CallError, NodeClient, Reply, Trust};
 use super::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
@@ -220,6 +222,42 @@ impl Wallet for LnbitsWallet {
 
     async fn lookup(&self, hash: &PaymentHash) -> Result<PaymentStatus, PayError> {
         self.status(hash, LOOKUP_TIMEOUT).await
+    }
+
+    /// `GET /api/v1/wallet` with the key in `X-Api-Key`: the wallet's `balance`, in msat.
+    async fn balance(&self) -> Result<Msat, PayError> {
+        let reply = self
+            .node
+            .call(Method::GET, "/api/v1/wallet", None, LOOKUP_TIMEOUT)
+            .await
+            .map_err(|e| e.into_lookup(LOOKUP_TIMEOUT))?;
+        if !reply.status.is_success() {
+            // Nothing moves on a balance read: every refusal is Unavailable, with the reason.
+            let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+            let detail = match body.get("detail") {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => super::http::snippet(&reply.body),
+            };
+            let code = reply.status.as_u16();
+            return Err(PayError::Unavailable(match code {
+                401 | 403 | 404 => format!(
+                    "LNbits refused the wallet key for the balance (HTTP {code}: {detail}); wallet.lnbits needs the key of an existing wallet"
+                ),
+                _ => format!("LNbits balance: HTTP {code}: {detail}"),
+            }));
+        }
+        let body: Value = reply.json("LNbits balance")?;
+        match body.get("balance") {
+            Some(Value::Number(n)) => n.as_u64().map(Msat),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            PayError::Unavailable(format!(
+                "LNbits balance: the reply's `balance` (msat) is missing or not a non-negative integer: {}",
+                super::http::snippet(&reply.body)
+            ))
+        })
     }
 }
 

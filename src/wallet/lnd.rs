@@ -7,10 +7,14 @@
 //!   field in a path as base64 — URL-safe here, as LNbits' own LND REST backend sends it — and
 //!   the first update is the payment's current state, so one line answers the lookup; a hash LND
 //!   never saw is gRPC NotFound ("payment isn't initiated").
+//! - Balance: `GET /v1/balance/channels` (ChannelBalance): what the channels can spend now,
+//!   `local_balance.msat`.
 //! - Auth: the macaroon, hex-encoded, in `Grpc-Metadata-macaroon` on every request.
 //! - TLS: LND's self-signed `tls.cert` pinned as the only trusted certificate.
 //!
-//! Least privilege: a macaroon baked with `offchain:read offchain:write` covers both calls.
+//! Least privilege: a macaroon baked with `offchain:read offchain:write` covers all three calls
+//! (ChannelBalance needs `offchain:read`; a URI-scoped macaroon needs
+//! `uri:/lnrpc.Lightning/ChannelBalance` next to the two router RPCs).
 
 use super::http::{snippet, str_field, u64_field, CallError, Lines, NodeClient, Trust};
 use super::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
@@ -190,6 +194,71 @@ impl LndWallet {
     }
 }
 
+/// The spendable balance in a ChannelBalanceResponse: `local_balance.msat` (uint64 as a
+/// string), else `local_balance.sat` × 1000, else the deprecated top-level `balance` (sat).
+/// A field that is present but not a number is an error naming it, never a silent fallback.
+fn channel_balance(body: &Value) -> Result<Msat, PayError> {
+    let malformed = |field: &str, v: &Value| {
+        PayError::Unavailable(format!(
+            "LND balance: `{field}` is not an amount: {}",
+            snippet(v.to_string().as_bytes())
+        ))
+    };
+    let sats = |field: &str, v: &Value| {
+        u64_field(Some(v))
+            .and_then(|s| s.checked_mul(1000))
+            .map(Msat)
+            .ok_or_else(|| malformed(field, v))
+    };
+    let local = body.get("local_balance").filter(|v| !v.is_null());
+    if let Some(v) = local.and_then(|l| l.get("msat")).filter(|v| !v.is_null()) {
+        return u64_field(Some(v))
+            .map(Msat)
+            .ok_or_else(|| malformed("local_balance.msat", v));
+    }
+    if let Some(v) = local.and_then(|l| l.get("sat")).filter(|v| !v.is_null()) {
+        return sats("local_balance.sat", v);
+    }
+    if let Some(v) = body.get("balance").filter(|v| !v.is_null()) {
+        return sats("balance", v);
+    }
+    Err(PayError::Unavailable(format!(
+        "LND balance: the reply has no `local_balance.msat` (nor `local_balance.sat` or `balance`): {}",
+        snippet(body.to_string().as_bytes())
+    )))
+}
+
+/// A ChannelBalance that did not answer 200: the macaroon lacking `offchain:read`, LND not
+/// ready, or anything else — all `Unavailable`, since no money is involved.
+fn balance_error(status: u16, body: &[u8]) -> PayError {
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let err = json.get("error").filter(|e| e.is_object()).unwrap_or(&json);
+    let message = str_field(err, "message")
+        .map(str::to_string)
+        .unwrap_or_else(|| snippet(body));
+    let code = err.get("code").and_then(Value::as_i64);
+    let m = message.to_ascii_lowercase();
+    if matches!(status, 401 | 403)
+        || matches!(code, Some(7 | 16))
+        || m.contains("permission denied")
+        || m.contains("macaroon")
+        || m.contains("verification failed")
+    {
+        PayError::Unavailable(format!(
+            "LND refused the macaroon for the balance (HTTP {status}: {message}); \
+             ChannelBalance needs a macaroon with offchain:read"
+        ))
+    } else if m.contains("wallet locked")
+        || m.contains("starting up")
+        || m.contains("not yet ready")
+        || matches!(code, Some(4 | 14))
+    {
+        PayError::Unavailable(format!("LND is not ready: {message}"))
+    } else {
+        PayError::Unavailable(format!("LND balance: HTTP {status}: {message}"))
+    }
+}
+
 /// LND stores macaroons in binary; some deployments hand them over hex-encoded already.
 fn macaroon_hex(raw: &[u8]) -> String {
     let text = std::str::from_utf8(raw).map(str::trim).unwrap_or("");
@@ -286,6 +355,21 @@ impl Wallet for LndWallet {
             Ok(outcome) => outcome,
             Err(_) => Err(CallError::Timeout.into_lookup(LOOKUP_TIMEOUT)),
         }
+    }
+
+    /// `GET /v1/balance/channels` (ChannelBalance, needs `offchain:read`): the channels'
+    /// `local_balance.msat`, falling back to `local_balance.sat` × 1000 or the deprecated
+    /// `balance` (sat). A 401/403 or permission error says the macaroon needs `offchain:read`.
+    async fn balance(&self) -> Result<Msat, PayError> {
+        let reply = self
+            .node
+            .call(Method::GET, "/v1/balance/channels", None, LOOKUP_TIMEOUT)
+            .await
+            .map_err(|e| e.into_lookup(LOOKUP_TIMEOUT))?;
+        if !reply.status.is_success() {
+            return Err(balance_error(reply.status.as_u16(), &reply.body));
+        }
+        channel_balance(&reply.json("LND balance")?)
     }
 }
 

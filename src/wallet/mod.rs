@@ -97,6 +97,14 @@ pub trait Wallet: Send + Sync + 'static {
     async fn pay(&self, request: &PayRequest) -> Result<Paid, PayError>;
     /// Asks the node about a payment by hash (used to resume after a crash or a timeout).
     async fn lookup(&self, hash: &PaymentHash) -> Result<PaymentStatus, PayError>;
+    /// What the wallet can spend now (for the operator's status, the balance gauge and the
+    /// low-balance alert). Never used to decide a payment: the node is the authority.
+    async fn balance(&self) -> Result<Msat, PayError> {
+        Err(PayError::Unavailable(format!(
+            "the {} backend does not report its balance",
+            self.backend()
+        )))
+    }
 }
 
 /// Follows a payment a node accepted but has not settled, asking `status` (given the time left

@@ -21,14 +21,17 @@
 //! then asked for again on the next request). Replies are decrypted by their format (NIP-04
 //! payloads carry `?iv=`). A reply counts only when signed by the wallet's key.
 //!
+//! The balance is NIP-47 `get_balance` (msat), under the same deadline as `lookup_invoice`; the
+//! connection needs that permission too for the balance to be shown.
+//!
 //! NIP-47 has no fee limit on `pay_invoice`: the fee cap and a spending budget belong on the
 //! wallet side of the connection (see README, "Wallet backends").
 
 use super::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
 use crate::core::money::{Msat, PaymentHash, Preimage};
 use nwc::nostr::nips::nip47::{
-    LookupInvoiceRequest, LookupInvoiceResponse, NostrWalletConnectURI, PayInvoiceRequest,
-    PayInvoiceResponse, Request, TransactionState, TransactionType,
+    GetBalanceResponse, LookupInvoiceRequest, LookupInvoiceResponse, NostrWalletConnectURI,
+    PayInvoiceRequest, PayInvoiceResponse, Request, TransactionState, TransactionType,
 };
 use nwc::nostr::nips::{nip04, nip44};
 use nwc::prelude::{
@@ -319,6 +322,24 @@ fn call_error(e: CallError, waited: Duration) -> PayError {
     }
 }
 
+/// Why `get_balance` gave no balance. Nothing moves on a balance read: all `Unavailable`.
+fn balance_error(e: CallError, waited: Duration) -> PayError {
+    PayError::Unavailable(match e {
+        CallError::Silent => format!("the NWC wallet did not answer get_balance within {waited:?}"),
+        CallError::Relay(e) => format!("NWC relay: {e}"),
+        CallError::Reply(e) => format!("NWC get_balance reply unusable: {e}"),
+        CallError::Wallet { code, message } => match code.as_str() {
+            "RESTRICTED" => format!(
+                "the NWC connection lacks the get_balance permission (RESTRICTED): {message}"
+            ),
+            "NOT_IMPLEMENTED" => format!(
+                "the NWC wallet does not implement get_balance (NOT_IMPLEMENTED): {message}"
+            ),
+            _ => format!("the NWC wallet answered get_balance with {code}: {message}"),
+        },
+    })
+}
+
 /// Runs one request with a deadline of our own and reads its result as `T`.
 async fn within<T: serde::de::DeserializeOwned>(
     limit: Duration,
@@ -392,6 +413,16 @@ impl Wallet for NwcWallet {
             // Settled without a preimage cannot be used; keep asking.
             _ => PaymentStatus::InFlight,
         })
+    }
+
+    /// NIP-47 `get_balance` (the connection needs that permission): `balance`, in msat, with
+    /// the lookup's deadline.
+    async fn balance(&self) -> Result<Msat, PayError> {
+        let call = self.call(Request::get_balance());
+        let GetBalanceResponse { balance } = within(LOOKUP_TIMEOUT, call)
+            .await
+            .map_err(|e| balance_error(e, LOOKUP_TIMEOUT))?;
+        Ok(Msat(balance))
     }
 }
 
@@ -511,6 +542,59 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn balance_errors_are_all_unavailable() {
+        let limit = Duration::from_secs(15);
+        let cases = [
+            (CallError::Silent, "within"),
+            (CallError::Relay("refused".into()), "refused"),
+            (
+                CallError::Reply("unexpected result: missing field `balance`".into()),
+                "`balance`",
+            ),
+            (
+                CallError::Wallet {
+                    code: "RESTRICTED".into(),
+                    message: "m".into(),
+                },
+                "get_balance permission",
+            ),
+            (
+                CallError::Wallet {
+                    code: "NOT_IMPLEMENTED".into(),
+                    message: "m".into(),
+                },
+                "does not implement get_balance",
+            ),
+            (
+                CallError::Wallet {
+                    code: "INTERNAL".into(),
+                    message: "db down".into(),
+                },
+                "db down",
+            ),
+        ];
+        for (e, word) in cases {
+            match balance_error(e, limit) {
+                PayError::Unavailable(why) => assert!(why.contains(word), "{word}: {why}"),
+                other => panic!("{word}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_balance_of_an_unreachable_relay_is_unavailable() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let uri = URI.replace("7777", &port.to_string());
+        let w = NwcWallet::new(&uri, "wallet.nwc.uri_env", Duration::from_secs(60)).unwrap();
+        match w.balance().await {
+            Err(PayError::Unavailable(why)) => assert!(why.contains("relay"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

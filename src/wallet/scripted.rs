@@ -1,5 +1,5 @@
 //! A wallet that does what each test tells it, per payment hash: pay with a given proof, fail,
-//! hang, or panic; and answer lookups as told. Counts every call.
+//! hang, or panic; and answer lookups and the balance as told. Counts every call.
 
 use super::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
 use crate::core::{Msat, PaymentHash, Preimage};
@@ -26,6 +26,8 @@ pub enum Script {
 pub struct ScriptedWallet {
     scripts: Mutex<HashMap<PaymentHash, Script>>,
     lookups: Mutex<HashMap<PaymentHash, PaymentStatus>>,
+    /// What `balance` says; unset, zero.
+    balance: Mutex<Option<Result<Msat, PayError>>>,
     pays: AtomicUsize,
 }
 
@@ -38,6 +40,16 @@ impl ScriptedWallet {
     /// What `lookup` of `hash` will say (default: unknown).
     pub fn lookup_says(&self, hash: PaymentHash, status: PaymentStatus) {
         self.lookups.lock().unwrap().insert(hash, status);
+    }
+
+    /// What `balance` will report (default: zero).
+    pub fn set_balance(&self, balance: Msat) {
+        *self.balance.lock().unwrap() = Some(Ok(balance));
+    }
+
+    /// Makes `balance` fail with this error, as a node that is down or refuses the call.
+    pub fn balance_fails(&self, error: PayError) {
+        *self.balance.lock().unwrap() = Some(Err(error));
     }
 
     /// Calls to `pay` so far.
@@ -82,5 +94,29 @@ impl Wallet for ScriptedWallet {
             .get(hash)
             .cloned()
             .unwrap_or(PaymentStatus::Unknown))
+    }
+
+    /// What `set_balance` / `balance_fails` scripted; zero when neither was called.
+    async fn balance(&self) -> Result<Msat, PayError> {
+        self.balance
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or(Ok(Msat::ZERO))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn balance_is_zero_until_scripted() {
+        let w = ScriptedWallet::default();
+        assert_eq!(w.balance().await, Ok(Msat::ZERO));
+        w.set_balance(Msat(42_000));
+        assert_eq!(w.balance().await, Ok(Msat(42_000)));
+        w.balance_fails(PayError::Unavailable("down".into()));
+        assert_eq!(w.balance().await, Err(PayError::Unavailable("down".into())));
     }
 }

@@ -242,12 +242,19 @@ agents:
                 admin
                     .ready
                     .store(true, std::sync::atomic::Ordering::Relaxed);
-                (Some(addr), Some(tokio::spawn(admin.serve(listener))))
+                (
+                    Some((addr, admin.clone())),
+                    Some(tokio::spawn(admin.serve(listener))),
+                )
             }
             None => (None, None),
         };
         let proxy = Proxy::bind(config.listen, shared.clone()).await.unwrap();
         let addr = proxy.local_addr().unwrap();
+        let admin = admin.map(|(admin_addr, admin)| {
+            admin.proxy_bound(addr);
+            admin_addr
+        });
         let task = tokio::spawn(proxy.run());
         Harness {
             dir,

@@ -79,8 +79,29 @@ CREATE TABLE l402_replicas (
 );
 ";
 
+/// Version 2: agents made through the admin API, and the audit log of such changes.
+const V2: &str = "
+CREATE TABLE l402_agents (
+    name TEXT PRIMARY KEY,
+    key_sha256 TEXT NOT NULL,
+    limits TEXT NOT NULL,
+    hosts TEXT NOT NULL,
+    paused BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE l402_audit (
+    id BIGSERIAL PRIMARY KEY,
+    at BIGINT NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+";
+
 /// The steps, in order; `l402_schema.version` records how many were applied.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Brings the schema to the newest version this build knows.
 pub async fn migrate(client: &mut Client) -> Result<u32, tokio_postgres::Error> {

@@ -6,10 +6,11 @@
 //! progress rides in the next transaction, so many concurrent payments share one fsync, and each
 //! caller is answered only once its write is durable.
 
+use crate::agents::StoredAgent;
 use crate::core::{Msat, PaymentHash};
 use crate::ledger::{
-    DeclineFilter, DeclineRecord, LedgerError, NewPayment, PaymentFilter, PaymentRecord,
-    PaymentState,
+    AuditEntry, DeclineFilter, DeclineRecord, LedgerError, NewPayment, PaymentFilter,
+    PaymentRecord, PaymentState,
 };
 use crate::pay::dialect::StoredCredential;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -103,8 +104,29 @@ ALTER TABLE declines ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
 CREATE INDEX IF NOT EXISTS declines_fold ON declines (agent, host, code, created_at);
 ";
 
+/// Version 3: agents made through the admin API, and the audit log of such changes.
+const SCHEMA_V3: &str = "
+CREATE TABLE IF NOT EXISTS agents (
+    name TEXT PRIMARY KEY,
+    key_sha256 TEXT NOT NULL,
+    limits TEXT NOT NULL,
+    hosts TEXT NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+";
+
 /// The schema versions, applied in order; `PRAGMA user_version` records the last applied.
-const MIGRATIONS: [&str; 2] = [SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: [&str; 3] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 const PAYMENT_COLUMNS: &str =
     "payment_hash, agent, host, origin, dialect, amount_msat, fee_msat, fee_reserve_msat, status, \
@@ -598,6 +620,98 @@ impl Journal {
     /// Resolves once every write queued before it is durable (used at shutdown).
     pub async fn flush(&self) -> Result<(), LedgerError> {
         self.run(|_| Ok(())).await
+    }
+
+    /// The API's agents.
+    pub async fn api_agents(&self) -> Result<Vec<StoredAgent>, LedgerError> {
+        self.run(|t| {
+            let mut st = t.prepare_cached(
+                "SELECT name, key_sha256, limits, hosts, paused, created_at, updated_at FROM agents ORDER BY name",
+            )?;
+            let rows = st.query_map([], |r| {
+                let limits: String = r.get(2)?;
+                let hosts: String = r.get(3)?;
+                let bad = |e: serde_json::Error| {
+                    rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+                };
+                Ok(StoredAgent {
+                    name: r.get(0)?,
+                    key_sha256: r.get(1)?,
+                    limits: serde_json::from_str(&limits).map_err(bad)?,
+                    hosts: serde_json::from_str(&hosts).map_err(bad)?,
+                    paused: r.get::<_, i64>(4)? != 0,
+                    created_at: r.get(5)?,
+                    updated_at: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Writes an API agent: a new one (`create`: false when taken) or a replacement (false
+    /// when missing).
+    pub async fn put_agent(&self, a: StoredAgent, create: bool) -> Result<bool, LedgerError> {
+        let limits = serde_json::to_string(&a.limits).unwrap_or_else(|_| "{}".into());
+        let hosts = serde_json::to_string(&a.hosts).unwrap_or_else(|_| "{}".into());
+        self.run(move |t| {
+            let sql = if create {
+                "INSERT INTO agents (name, key_sha256, limits, hosts, paused, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name) DO NOTHING"
+            } else {
+                "UPDATE agents SET key_sha256 = ?2, limits = ?3, hosts = ?4, paused = ?5, updated_at = ?7
+                 WHERE name = ?1 AND ?6 = ?6"
+            };
+            t.prepare_cached(sql)?
+                .execute(params![a.name, a.key_sha256, limits, hosts, a.paused as i64, a.created_at, a.updated_at])
+                .map(|n| n == 1)
+        })
+        .await
+    }
+
+    /// Removes an API agent and retires its tokens.
+    pub async fn delete_agent(&self, name: String) -> Result<bool, LedgerError> {
+        self.run(move |t| {
+            let n = t
+                .prepare_cached("DELETE FROM agents WHERE name = ?1")?
+                .execute([&name])?;
+            t.prepare_cached("UPDATE payments SET token_retired = 1 WHERE agent = ?1")?
+                .execute([&name])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Appends to the audit log.
+    pub async fn audit(&self, e: AuditEntry) -> Result<(), LedgerError> {
+        self.run(move |t| {
+            t.prepare_cached(
+                "INSERT INTO audit (at, who, action, agent, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![e.at, e.who, e.action, e.agent, e.detail])
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// The audit log, newest first.
+    pub async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, LedgerError> {
+        self.run(move |t| {
+            let mut st = t.prepare_cached(
+                "SELECT at, who, action, agent, detail FROM audit ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = st.query_map([limit.max(1) as i64], |r| {
+                Ok(AuditEntry {
+                    at: r.get(0)?,
+                    who: r.get(1)?,
+                    action: r.get(2)?,
+                    agent: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
     }
 }
 

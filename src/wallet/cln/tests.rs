@@ -272,3 +272,150 @@ fn amounts_in_old_and_new_formats() {
     assert_eq!(msat_field(Some(&json!("1000msat"))), Some(1000));
     assert_eq!(msat_field(Some(&json!("x"))), None);
 }
+
+/// A fake clnrest answering `POST /v1/listfunds` with `reply`.
+async fn listfunds_node(status: u16, reply: Value) -> Fixture {
+    Fixture::start(Identity::private_ca(), move |seen| {
+        if seen.method == "POST" && seen.path == "/v1/listfunds" {
+            Canned::Json(status, reply.clone())
+        } else {
+            Canned::Json(404, json!({"code": -32601, "message": "Unknown command"}))
+        }
+    })
+    .await
+}
+
+fn channel(state: &str, connected: bool, ours: Value) -> Value {
+    json!({
+        "peer_id": "02".to_string() + &"cd".repeat(32),
+        "connected": connected,
+        "state": state,
+        "channel_id": "ab".repeat(32),
+        "short_channel_id": "103x1x0",
+        "our_amount_msat": ours,
+        "amount_msat": 1_000_000_000u64,
+        "funding_txid": "ef".repeat(32),
+        "funding_output": 0,
+    })
+}
+
+#[tokio::test]
+async fn balance_sums_our_amount_of_normal_connected_channels() {
+    let fixture = listfunds_node(
+        201,
+        json!({
+            "outputs": [{"txid": "aa".repeat(32), "output": 0, "amount_msat": 5_000_000_000u64,
+                         "status": "confirmed", "reserved": false}],
+            "channels": [
+                channel("CHANNELD_NORMAL", true, json!(250_000_123u64)),
+                channel("CHANNELD_NORMAL", true, json!(1_000)),
+                channel("CHANNELD_NORMAL", false, json!(7_000_000)),
+                channel("CHANNELD_AWAITING_LOCKIN", true, json!(9_000_000)),
+                channel("ONCHAIN", false, json!(3_000_000)),
+            ],
+        }),
+    )
+    .await;
+    let wallet = wallet_for(&fixture);
+    assert_eq!(wallet.balance().await.unwrap(), Msat(250_001_123));
+    let seen = fixture.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].path, "/v1/listfunds");
+    assert_eq!(
+        seen[0].headers.get("rune").and_then(|v| v.to_str().ok()),
+        Some(RUNE)
+    );
+}
+
+#[tokio::test]
+async fn balance_reads_old_msat_strings_and_no_channels() {
+    // CLN before v23 wrote amounts as "NNNmsat" strings.
+    let fixture = listfunds_node(
+        201,
+        json!({"outputs": [], "channels": [
+            channel("CHANNELD_NORMAL", true, json!("123456msat")),
+            channel("CHANNELD_NORMAL", true, json!("44msat")),
+            channel("CLOSINGD_COMPLETE", false, json!("999msat")),
+        ]}),
+    )
+    .await;
+    assert_eq!(wallet_for(&fixture).balance().await.unwrap(), Msat(123_500));
+    let fixture = listfunds_node(201, json!({"outputs": [], "channels": []})).await;
+    assert_eq!(wallet_for(&fixture).balance().await.unwrap(), Msat::ZERO);
+}
+
+#[tokio::test]
+async fn balance_of_an_unreachable_node_is_unavailable() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let wallet = ClnWallet::new(
+        &format!("https://127.0.0.1:{port}"),
+        RUNE,
+        Trust::PublicRoots,
+    )
+    .unwrap();
+    match wallet.balance().await {
+        Err(PayError::Unavailable(why)) => assert!(why.contains("connect"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn balance_refused_by_a_pay_only_rune_names_listfunds() {
+    // The README's rune allowed only pay and listpays: clnrest answers 403 "Not authorized".
+    let fixture = listfunds_node(
+        403,
+        json!({"code": 1502, "message": "Not authorized: method is not pay"}),
+    )
+    .await;
+    match wallet_for(&fixture).balance().await {
+        Err(PayError::Unavailable(why)) => {
+            assert!(why.contains("listfunds"), "{why}");
+            assert!(why.contains("rune"), "{why}");
+            assert!(why.contains("Not authorized"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Any other failure of clnrest is Unavailable too, with what it said.
+    let fixture = listfunds_node(500, json!({"code": -1, "message": "lightningd died"})).await;
+    match wallet_for(&fixture).balance().await {
+        Err(PayError::Unavailable(why)) => assert!(why.contains("lightningd died"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_listfunds_reply_is_unavailable_naming_the_field() {
+    let cases: [(Value, &str); 4] = [
+        (json!({"outputs": []}), "`channels`"),
+        (json!({"channels": {"not": "an array"}}), "`channels`"),
+        (
+            json!({"channels": [channel("CHANNELD_NORMAL", true, json!("many"))]}),
+            "`channels[0].our_amount_msat`",
+        ),
+        (
+            json!({"channels": [channel("ONCHAIN", false, json!(1)),
+                                {"state": "CHANNELD_NORMAL", "connected": true}]}),
+            "`channels[1].our_amount_msat`",
+        ),
+    ];
+    for (reply, field) in cases {
+        let fixture = listfunds_node(201, reply.clone()).await;
+        match wallet_for(&fixture).balance().await {
+            Err(PayError::Unavailable(why)) => assert!(why.contains(field), "{reply}: {why}"),
+            other => panic!("{reply}: {other:?}"),
+        }
+    }
+    let fixture = Fixture::start(Identity::private_ca(), |_| Canned::Stream {
+        status: 201,
+        lines: vec![(Duration::ZERO, "{\"channels\": [".into())],
+        hang: false,
+    })
+    .await;
+    match wallet_for(&fixture).balance().await {
+        Err(PayError::Unavailable(why)) => assert!(why.contains("listfunds"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -354,3 +354,164 @@ fn hex_macaroon_files_are_used_as_they_are() {
     assert_eq!(macaroon_hex(b"0201AB\n"), "0201ab");
     assert_eq!(macaroon_hex(&[0x02, 0x01]), "0201");
 }
+
+/// A fake LND answering ChannelBalance (`GET /v1/balance/channels`) with `reply`.
+async fn balance_node(status: u16, reply: Value) -> Fixture {
+    Fixture::start(Identity::self_signed_ca(), move |seen| {
+        if seen.method == "GET" && seen.path == "/v1/balance/channels" {
+            Canned::Json(status, reply.clone())
+        } else {
+            Canned::Json(404, json!({"code": 5, "message": "Not Found"}))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn balance_reads_local_balance_msat_with_the_macaroon() {
+    // As LND 0.18 answers: 64-bit integers as strings, `balance` deprecated but still sent.
+    let fixture = balance_node(
+        200,
+        json!({
+            "balance": "1234",
+            "pending_open_balance": "0",
+            "local_balance": {"sat": "1234", "msat": "1234567"},
+            "remote_balance": {"sat": "9000", "msat": "9000000"},
+            "unsettled_local_balance": {"sat": "0", "msat": "0"},
+            "unsettled_remote_balance": {"sat": "0", "msat": "0"},
+            "pending_open_local_balance": {"sat": "0", "msat": "0"},
+            "pending_open_remote_balance": {"sat": "0", "msat": "0"},
+        }),
+    )
+    .await;
+    let wallet = wallet_for(&fixture);
+    assert_eq!(wallet.balance().await.unwrap(), Msat(1_234_567));
+    let seen = fixture.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "GET");
+    assert_eq!(seen[0].path, "/v1/balance/channels");
+    assert_eq!(
+        seen[0]
+            .headers
+            .get("grpc-metadata-macaroon")
+            .and_then(|v| v.to_str().ok()),
+        Some(hex::encode(MACAROON).as_str())
+    );
+}
+
+#[tokio::test]
+async fn balance_falls_back_to_sats_when_msat_is_absent() {
+    // An older LND: `local_balance` without `msat`.
+    let fixture = balance_node(
+        200,
+        json!({"balance": "5", "local_balance": {"sat": "4321"}}),
+    )
+    .await;
+    assert_eq!(
+        wallet_for(&fixture).balance().await.unwrap(),
+        Msat(4_321_000)
+    );
+    // Older still: only the deprecated top-level `balance` (sat).
+    let fixture = balance_node(200, json!({"balance": "77", "pending_open_balance": "0"})).await;
+    assert_eq!(wallet_for(&fixture).balance().await.unwrap(), Msat(77_000));
+    // No channels: LND omits zero fields (proto3 JSON); a zero msat string is zero.
+    let fixture = balance_node(200, json!({"local_balance": {"msat": "0"}})).await;
+    assert_eq!(wallet_for(&fixture).balance().await.unwrap(), Msat::ZERO);
+}
+
+#[tokio::test]
+async fn balance_of_an_unreachable_node_is_unavailable() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let wallet = LndWallet::new(
+        &format!("https://127.0.0.1:{port}"),
+        MACAROON,
+        Trust::PublicRoots,
+    )
+    .unwrap();
+    match wallet.balance().await {
+        Err(PayError::Unavailable(why)) => assert!(why.contains("connect"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn balance_refused_by_a_pay_only_macaroon_names_offchain_read() {
+    // A macaroon baked for the router RPCs only: the gateway answers 403 PermissionDenied.
+    let fixture = balance_node(
+        403,
+        json!({"code": 7, "message": "permission denied", "details": []}),
+    )
+    .await;
+    match wallet_for(&fixture).balance().await {
+        Err(PayError::Unavailable(why)) => {
+            assert!(why.contains("offchain:read"), "{why}");
+            assert!(why.contains("permission denied"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // LND also reports a caveat mismatch as gRPC Unknown (HTTP 500) naming the verification.
+    let fixture = balance_node(
+        500,
+        json!({"code": 2, "message": "verification failed: signature mismatch after caveat verification", "details": []}),
+    )
+    .await;
+    match wallet_for(&fixture).balance().await {
+        Err(PayError::Unavailable(why)) => assert!(why.contains("offchain:read"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // A locked wallet is not a permission problem.
+    let fixture = balance_node(
+        503,
+        json!({"code": 14, "message": "wallet locked, unlock it to enable full RPC access"}),
+    )
+    .await;
+    match wallet_for(&fixture).balance().await {
+        Err(PayError::Unavailable(why)) => {
+            assert!(why.contains("not ready"), "{why}");
+            assert!(!why.contains("offchain:read"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_balance_reply_is_unavailable_naming_the_field() {
+    let cases: [(Value, &str); 5] = [
+        (
+            json!({"local_balance": {"msat": "lots"}}),
+            "local_balance.msat",
+        ),
+        (
+            json!({"local_balance": {"msat": "-5"}}),
+            "local_balance.msat",
+        ),
+        (json!({"local_balance": {"sat": true}}), "local_balance.sat"),
+        (json!({"balance": "18446744073709551615"}), "balance"),
+        (
+            json!({"remote_balance": {"msat": "1"}}),
+            "local_balance.msat",
+        ),
+    ];
+    for (reply, field) in cases {
+        let fixture = balance_node(200, reply.clone()).await;
+        match wallet_for(&fixture).balance().await {
+            Err(PayError::Unavailable(why)) => {
+                assert!(why.contains(&format!("`{field}`")), "{reply}: {why}")
+            }
+            other => panic!("{reply}: {other:?}"),
+        }
+    }
+    // Not JSON at all.
+    let fixture = Fixture::start(Identity::self_signed_ca(), |_| Canned::Stream {
+        status: 200,
+        lines: vec![(Duration::ZERO, "<html>gateway</html>".into())],
+        hang: false,
+    })
+    .await;
+    match wallet_for(&fixture).balance().await {
+        Err(PayError::Unavailable(why)) => assert!(why.contains("LND balance"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}

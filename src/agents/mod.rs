@@ -1,5 +1,10 @@
 //! Who is asking: agents are known by `Proxy-Authorization: Basic base64(name:key)`. Keys are
-//! stored only as sha256 and compared in constant time.
+//! stored only as sha256 and compared in constant time. The directory holds the agents of the
+//! config file and those made through the admin API (kept in the ledger); it is replaced whole
+//! on every change, and requests inside a tunnel look their agent up again in the current one,
+//! so a removed agent, a rotated key, new limits or a pause reach open connections at once.
+
+pub mod directory;
 
 use crate::config::{AgentConfig, HostRules, Limits};
 use base64::Engine;
@@ -11,13 +16,61 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// One configured agent.
+/// Where an agent is defined, and so where it may be changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManagedBy {
+    /// The config file: changed by editing it (and SIGHUP).
+    Config,
+    /// The admin API: stored in the ledger, changed through the API.
+    Api,
+}
+
+/// One agent.
 #[derive(Debug)]
 pub struct Agent {
+    /// The user name in `Proxy-Authorization`.
     pub name: Arc<str>,
     key_sha256: [u8; 32],
+    /// Its spending limits.
     pub limits: Limits,
+    /// The hosts it may pay.
     pub hosts: HostRules,
+    /// A paused agent's paid requests are declined (`agent-paused`); free traffic passes.
+    pub paused: bool,
+    /// Where it is defined.
+    pub managed_by: ManagedBy,
+}
+
+impl Agent {
+    /// The same agent, with the same key, in `directory`: what a request authenticated
+    /// earlier (on CONNECT) acts as now. `None` once the agent is gone or its key rotated.
+    pub fn current_in(&self, directory: &Agents) -> Option<Arc<Agent>> {
+        directory
+            .by_name
+            .get(&*self.name)
+            .filter(|a| bool::from(a.key_sha256.ct_eq(&self.key_sha256)))
+            .cloned()
+    }
+}
+
+/// An agent as the admin API stores it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredAgent {
+    /// Its name.
+    pub name: String,
+    /// sha256 of its key, hex.
+    pub key_sha256: String,
+    /// Its limits.
+    pub limits: Limits,
+    /// Its host rules.
+    pub hosts: HostRules,
+    /// Paused or not.
+    pub paused: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
 }
 
 /// Why a request was refused with 407.
@@ -51,39 +104,73 @@ pub struct Agents {
 const VERIFIED_CACHE_MAX: usize = 4096;
 
 impl Agents {
+    /// The config file's agents alone.
     pub fn from_config(configs: &[AgentConfig]) -> Agents {
-        let by_name = configs
-            .iter()
-            .filter_map(|c| {
-                let mut key = [0u8; 32];
-                hex::decode_to_slice(&c.key_sha256, &mut key).ok()?;
-                let agent = Agent {
-                    name: Arc::from(c.name.as_str()),
-                    key_sha256: key,
-                    limits: c.limits.clone(),
-                    hosts: c.hosts.clone(),
-                };
-                Some((c.name.clone(), Arc::new(agent)))
-            })
-            .collect();
+        Agents::build(configs, &[])
+    }
+
+    /// The config file's agents and the API's. On a name in both, the file wins (and the API
+    /// agent is logged as hidden).
+    pub fn build(configs: &[AgentConfig], api: &[StoredAgent]) -> Agents {
+        let key_of = |hex_key: &str| {
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(hex_key, &mut key).ok().map(|_| key)
+        };
+        let mut by_name: HashMap<String, Arc<Agent>> = HashMap::new();
+        for c in configs {
+            let Some(key) = key_of(&c.key_sha256) else {
+                continue;
+            };
+            let agent = Agent {
+                name: Arc::from(c.name.as_str()),
+                key_sha256: key,
+                limits: c.limits.clone(),
+                hosts: c.hosts.clone(),
+                paused: false,
+                managed_by: ManagedBy::Config,
+            };
+            by_name.insert(c.name.clone(), Arc::new(agent));
+        }
+        for a in api {
+            if by_name.contains_key(&a.name) {
+                tracing::warn!(agent = %a.name, "an agent of the config file has the name of an API-made agent: the file's wins");
+                continue;
+            }
+            let Some(key) = key_of(&a.key_sha256) else {
+                continue;
+            };
+            let agent = Agent {
+                name: Arc::from(a.name.as_str()),
+                key_sha256: key,
+                limits: a.limits.clone(),
+                hosts: a.hosts.clone(),
+                paused: a.paused,
+                managed_by: ManagedBy::Api,
+            };
+            by_name.insert(a.name.clone(), Arc::new(agent));
+        }
         Agents {
             by_name,
             verified: DashMap::new(),
         }
     }
 
+    /// The agent called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Agent>> {
         self.by_name.get(name)
     }
 
+    /// Every agent.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Agent>> {
         self.by_name.values()
     }
 
+    /// How many agents.
     pub fn len(&self) -> usize {
         self.by_name.len()
     }
 
+    /// No agent at all.
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
@@ -131,6 +218,30 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(
         key.trim_end_matches(['\r', '\n']).as_bytes(),
     ))
+}
+
+/// A fresh agent key: 32 random bytes, base64url (URL-safe: it goes in proxy URLs).
+pub fn new_key() -> String {
+    format!(
+        "lpk_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    )
+}
+
+/// Whether `name` can be an API-made agent's name: 1 to 64 characters of `A-Z a-z 0-9 . _ -`,
+/// starting with a letter or digit (it goes in proxy URLs as the user name).
+pub fn check_api_name(name: &str) -> Result<(), &'static str> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err("a name is 1 to 64 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit")
+    }
 }
 
 /// A `Proxy-Authorization` value for name and key (used by the demo and tests).
