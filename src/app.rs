@@ -7,6 +7,7 @@ use crate::agents::directory::Directory;
 use crate::config::{Config, StoreBackend};
 use crate::core::Clock;
 use crate::guard::Guard;
+use crate::guardrails::{AlertSettings, Guardrails};
 use crate::ledger::sqlite::SqliteLedger;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -37,6 +38,11 @@ pub struct App {
     pub purchases: Arc<Purchases>,
     /// The money authority.
     pub ledger: Arc<dyn Ledger>,
+    /// The operator's wallet (the background watch reads its balance).
+    wallet: Arc<dyn Wallet>,
+    /// How often the background watch looks at the balance, the store and stuck payments
+    /// (set before [`App::prepare`]; tests make it quicker).
+    pub watch_every: crate::guardrails::watch::Intervals,
     /// Reconciliation and, for a shared ledger, the token feed; stopped with the app.
     reconciler: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -51,6 +57,17 @@ impl Drop for App {
         {
             task.abort();
         }
+    }
+}
+
+/// The alert settings of `config`.
+fn alert_settings(config: &Config) -> AlertSettings {
+    AlertSettings {
+        budget_thresholds: config.alerts.budget_thresholds.clone(),
+        wallet_low: config
+            .alerts
+            .wallet_low_sats
+            .map(crate::core::Msat::from_sats),
     }
 }
 
@@ -109,6 +126,23 @@ impl App {
             metrics.clone(),
         );
         let ledger = open_ledger(config, clock.clone()).await?;
+        let webhooks = config
+            .alerts
+            .read_secrets()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let alerts = if webhooks.is_empty() {
+            crate::alerts::Alerts::disabled(metrics.clone())
+        } else {
+            crate::alerts::Alerts::start(webhooks, metrics.clone(), clock.clone())
+        };
+        let guardrails = Arc::new(Guardrails::new(
+            ledger.clone(),
+            clock.clone(),
+            alerts,
+            config.approval.timeout_secs,
+            alert_settings(config),
+        ));
+        let wallet_for_watch = wallet.clone();
         let tokens = Arc::new(TokenCache::new());
         let dialects = Arc::new(Dialects::from_names(&config.pay.schemes));
         let book = Arc::new(PaymentBook::new(BookParts {
@@ -128,6 +162,7 @@ impl App {
             network: config.network(),
             operator_limits: config.operator_limits.clone(),
             shared_ledger: ledger.shared(),
+            guardrails: guardrails.clone(),
         }));
         let layer = PaymentLayer::new(LayerParts {
             purchases: purchases.clone(),
@@ -149,11 +184,14 @@ impl App {
             max_body: config.http.max_replay_body_bytes,
             metrics,
             clock,
+            guardrails,
         });
         Ok(App {
             shared,
             purchases,
             ledger,
+            wallet: wallet_for_watch,
+            watch_every: Default::default(),
             reconciler: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -178,6 +216,16 @@ impl App {
                 }
             }));
         }
+        tasks.push(crate::guardrails::watch::spawn(
+            crate::guardrails::watch::Watched {
+                guardrails: self.shared.guardrails.clone(),
+                wallet: self.wallet.clone(),
+                ledger: self.ledger.clone(),
+                metrics: self.shared.metrics.clone(),
+                clock: self.shared.clock.clone(),
+            },
+            self.watch_every,
+        ));
         *self.reconciler.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
         if report.tokens > 0 || report.still_in_flight > 0 {
             tracing::info!(
@@ -196,6 +244,17 @@ impl App {
         self.shared.agents.set_config(new.agents.clone());
         self.purchases
             .set_operator_limits(new.operator_limits.clone());
+        self.shared
+            .guardrails
+            .approvals
+            .set_timeout(new.approval.timeout_secs);
+        self.shared.guardrails.set_settings(alert_settings(new));
+        match new.alerts.read_secrets() {
+            Ok(hooks) => self.shared.guardrails.alerts.set_webhooks(hooks),
+            Err(e) => {
+                tracing::error!(error = %e, "alerts.webhooks not reloaded; keeping the running ones")
+            }
+        }
         for agent in &new.agents {
             let before = old.agents.iter().find(|a| a.name == agent.name);
             let changed = before.is_none_or(|b| b.limits.total_sats != agent.limits.total_sats);

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod admin_client;
 pub mod agents;
+pub mod alerts;
 pub mod app;
 pub mod body;
 pub mod budget;
@@ -18,6 +19,7 @@ pub mod core;
 pub mod demo;
 pub mod glob;
 pub mod guard;
+pub mod guardrails;
 pub mod invoice;
 pub mod ledger;
 pub mod metrics;

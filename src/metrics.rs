@@ -75,6 +75,13 @@ pub struct Metrics {
     pub certificates_minted: IntCounter,
     /// 1 while the ledger's store answers, 0 while payments fail closed.
     pub store_up: IntGauge,
+    /// What the wallet can spend, as last read in the background (absent until first read).
+    pub wallet_balance_msat: IntGauge,
+    /// Operator alerts emitted, by event name (counted with or without a webhook).
+    alerts: IntCounterVec,
+    /// Webhook delivery outcomes: delivered, retried (one failed attempt that will be retried),
+    /// failed (gave up), dropped (never queued, or its webhook was removed).
+    webhook_deliveries: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -141,6 +148,24 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("static metric: {e}"));
         let _ = registry.register(Box::new(upstream_seconds.clone()));
+        let alerts = counter_vec(
+            &registry,
+            "l402_proxy_alerts_total",
+            "Operator alerts emitted, by event (whether or not a webhook is configured).",
+            &["event"],
+        );
+        for name in crate::alerts::EVENT_NAMES {
+            alerts.with_label_values(&[name]);
+        }
+        let webhook_deliveries = counter_vec(
+            &registry,
+            "l402_proxy_webhook_deliveries_total",
+            "Alert webhook deliveries, by result (delivered, retried, failed, dropped).",
+            &["result"],
+        );
+        for result in crate::alerts::DELIVERY_RESULTS {
+            webhook_deliveries.with_label_values(&[result]);
+        }
         Metrics {
             requests: Outcome::ALL.map(|o| requests.with_label_values(&[o.label()])),
             challenges: counter(
@@ -170,6 +195,9 @@ impl Metrics {
             connects: counter_vec(&registry, "l402_proxy_connects_total", "CONNECT requests accepted, by mode (tunnel, intercept).", &["mode"]),
             certificates_minted: counter(&registry, "l402_proxy_certificates_minted_total", "Leaf certificates minted by our CA."),
             store_up: gauge(&registry, "l402_proxy_store_up", "1 while the ledger's store answers; 0 while new payments are refused (store-unavailable)."),
+            wallet_balance_msat: gauge(&registry, "l402_proxy_wallet_balance_msat", "What the operator's wallet can spend, in msat, as last read in the background (0 until read; backends that cannot tell stay 0)."),
+            alerts,
+            webhook_deliveries,
             registry,
         }
     }
@@ -195,6 +223,17 @@ impl Metrics {
 
     pub fn connect(&self, mode: &'static str) {
         self.connects.with_label_values(&[mode]).inc();
+    }
+
+    /// Counts one emitted alert (`l402_proxy_alerts_total{event}`).
+    pub fn alert(&self, event: &str) {
+        self.alerts.with_label_values(&[event]).inc();
+    }
+
+    /// Counts one webhook delivery outcome (`l402_proxy_webhook_deliveries_total{result}`);
+    /// `result` is one of [`crate::alerts::DELIVERY_RESULTS`].
+    pub fn webhook_delivery(&self, result: &str) {
+        self.webhook_deliveries.with_label_values(&[result]).inc();
     }
 
     /// The text exposition format.

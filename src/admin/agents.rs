@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// Who made a change (one admin token, one label).
-const WHO: &str = "admin";
+pub const WHO: &str = "admin";
 
 /// `POST /v1/agents` body.
 #[derive(Deserialize)]
@@ -136,6 +136,15 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, 
     })
 }
 
+/// The 400 for limits no operator means, naming the first such field.
+fn bad_limits(limits: &Limits) -> Option<Response<Body>> {
+    let (field, problem) = limits.problems().into_iter().next()?;
+    Some(error(
+        StatusCode::BAD_REQUEST,
+        &format!("limits.{field}: {problem}"),
+    ))
+}
+
 fn unavailable(e: impl std::fmt::Display) -> Response<Body> {
     error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
 }
@@ -183,11 +192,8 @@ pub async fn create(shared: &Shared, body: &[u8]) -> Response<Body> {
     if let Err(rule) = check_api_name(&new.name) {
         return error(StatusCode::BAD_REQUEST, &format!("name: {rule}"));
     }
-    if new.limits.per_request_sats == Some(0) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "limits.per_request_sats: 0 would refuse every payment; leave it out for no limit",
-        );
+    if let Some(r) = bad_limits(&new.limits) {
+        return r;
     }
     if shared.agents.in_config(&new.name) {
         return error(
@@ -260,11 +266,8 @@ pub async fn update(shared: &Shared, name: &str, body: &[u8]) -> Response<Body> 
             Ok(l) => l,
             Err(r) => return r,
         };
-        if limits.per_request_sats == Some(0) {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "limits.per_request_sats: 0 would refuse every payment; leave it out for no limit",
-            );
+        if let Some(r) = bad_limits(&limits) {
+            return r;
         }
         what.push(format!(
             "limits {}",

@@ -3,6 +3,8 @@
 //! bearer token.
 
 pub mod agents;
+pub mod approvals;
+pub mod dashboard;
 pub mod query;
 pub mod render;
 pub mod status;
@@ -139,6 +141,7 @@ impl Admin {
                 return r;
             }
             (&Method::GET, "/readyz") => return self.readyz(req.uri().query()),
+            (&Method::GET, p) if dashboard::asset(p).is_some() => return dashboard::respond(p),
             _ => {}
         }
         if !path.starts_with("/v1/") {
@@ -182,10 +185,20 @@ impl Admin {
             (Method::GET, ["payments"]) => self.payments(&req).await,
             (Method::GET, ["declines"]) => self.declines(&req).await,
             (Method::GET, ["audit"]) => self.audit(&req).await,
-            (_, ["status" | "agents" | "payments" | "declines" | "audit", ..]) => error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed here; see the admin API in the README",
-            ),
+            (Method::GET, ["approvals"]) => approvals::list(shared).await,
+            (Method::POST, ["approvals", id]) => {
+                let id = id.to_string();
+                match read_body(req).await {
+                    Ok(body) => approvals::decide(shared, &id, &body).await,
+                    Err(r) => r,
+                }
+            }
+            (_, ["status" | "agents" | "payments" | "declines" | "audit" | "approvals", ..]) => {
+                error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed here; see the admin API in the README",
+                )
+            }
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
     }

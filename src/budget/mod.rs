@@ -257,6 +257,21 @@ impl Budget {
         ];
         BudgetView::new(agent, limits, over, spent.map(Msat), Msat(usage.total))
     }
+
+    /// The operator's spend over all agents under the operator's `limits` (named `""`).
+    pub fn operator_view(&self, limits: &Limits) -> BudgetView {
+        let now = self.clock.now();
+        let mut state = self.state();
+        let usage = &mut state.operator;
+        usage.refresh(now);
+        let spent = [
+            usage.used(Window::Hour),
+            usage.used(Window::Day),
+            usage.used(Window::Week),
+            usage.used(Window::Month),
+        ];
+        BudgetView::new("", limits, None, spent.map(Msat), Msat(usage.total))
+    }
 }
 
 fn over(whose: Whose, period: Period, used: u64, amount: Msat, limit: Msat) -> Decline {

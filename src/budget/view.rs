@@ -51,6 +51,17 @@ pub struct LimitsView {
     pub monthly_sats: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_sats: Option<u64>,
+    /// Guardrails (not budgets; shown beside them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approve_above_sats: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payments_per_minute: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_price_increase_pct: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
 }
 
 /// Where each set limit comes from.
@@ -142,6 +153,11 @@ impl BudgetView {
                 weekly_sats: limits.weekly_sats,
                 monthly_sats: limits.monthly_sats,
                 total_sats: total_override.map(|m| m.0 / 1000).or(limits.total_sats),
+                approve_above_sats: limits.approve_above_sats,
+                requests_per_minute: limits.requests_per_minute,
+                payments_per_minute: limits.payments_per_minute,
+                max_price_increase_pct: limits.max_price_increase_pct,
+                max_connections: limits.max_connections,
             },
             limit_sources: LimitSources {
                 per_request_sats: from_config(limits.per_request_sats),

@@ -64,6 +64,12 @@ pub struct Config {
     pub operator_limits: Limits,
     #[serde(default)]
     pub log: LogConfig,
+    /// How payments above `approve_above_sats` wait for the operator.
+    #[serde(default)]
+    pub approval: ApprovalConfig,
+    /// Budget thresholds, the low-wallet level and the webhooks events go to.
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsConfig,
     /// On SIGTERM: how long open connections and in-flight payments may take to finish.
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
@@ -71,6 +77,28 @@ pub struct Config {
 
 fn default_grace() -> u64 {
     30
+}
+
+/// `approval:` — how long a held payment waits for the operator's decision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalConfig {
+    /// Seconds a payment above `approve_above_sats` waits (the agent's request with it); the
+    /// invoice's expiry shortens the wait. Unanswered: declined `approval-timeout`.
+    #[serde(default = "default_approval_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        ApprovalConfig {
+            timeout_secs: default_approval_timeout(),
+        }
+    }
+}
+
+fn default_approval_timeout() -> u64 {
+    120
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -475,6 +503,71 @@ pub struct Limits {
     /// In total (the admin API can top it up or recall it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_sats: Option<u64>,
+    /// A payment above this many sats waits for the operator's approval
+    /// (`GET /v1/approvals`, `POST /v1/approvals/{id}`), up to `approval.timeout_secs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approve_above_sats: Option<u64>,
+    /// Requests through the proxy per minute (a token bucket; over it: 429 `rate-limited`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    /// Payments per minute (a token bucket; over it: 429 `rate-limited`, nothing paid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payments_per_minute: Option<u32>,
+    /// A new price more than this many per cent above the last price paid for the same
+    /// service is refused (`price-jump`); absent = no check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_price_increase_pct: Option<u32>,
+    /// The most connections the agent may hold open at once (over it: 429 at connect).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+}
+
+impl Limits {
+    /// Values no operator means: `(field, problem and fix)` for each, fields relative to the
+    /// limits object (`per_request_sats`, …).
+    pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        if self.per_request_sats == Some(0) {
+            out.push((
+                "per_request_sats",
+                "0 would refuse every payment; remove the key for no limit (or pause the agent)",
+            ));
+        }
+        if self.requests_per_minute == Some(0) {
+            out.push((
+                "requests_per_minute",
+                "0 would refuse every request; remove the key for no limit (or pause the agent)",
+            ));
+        }
+        if self.payments_per_minute == Some(0) {
+            out.push((
+                "payments_per_minute",
+                "0 would refuse every payment; remove the key for no limit (or pause the agent)",
+            ));
+        }
+        if self.max_connections == Some(0) {
+            out.push((
+                "max_connections",
+                "0 would refuse every connection; remove the key for no limit",
+            ));
+        }
+        out
+    }
+
+    /// No limit of any kind.
+    pub const NONE: Limits = Limits {
+        per_request_sats: None,
+        hourly_sats: None,
+        daily_sats: None,
+        weekly_sats: None,
+        monthly_sats: None,
+        total_sats: None,
+        approve_above_sats: None,
+        requests_per_minute: None,
+        payments_per_minute: None,
+        max_price_increase_pct: None,
+        max_connections: None,
+    };
 }
 
 /// Which hosts an agent may pay (globs; deny wins over allow).
@@ -565,6 +658,7 @@ impl Config {
         if let Some(n) = self.wallet.nwc.as_mut() {
             n.uri_file.as_mut().map(fix);
         }
+        self.alerts.resolve_paths(dir);
     }
 
     /// The network invoices must be for.
@@ -735,12 +829,21 @@ impl Config {
                     "must be 64 hex characters: the sha256 of the agent's key (`l402-proxy hash-key` prints it)",
                 )));
             }
-            if a.limits.per_request_sats == Some(0) {
-                note(Err(err(
-                    at("limits.per_request_sats"),
-                    "0 would refuse every payment; remove the key for no limit",
-                )));
+            for (field, problem) in a.limits.problems() {
+                note(Err(err(at(&format!("limits.{field}")), problem)));
             }
+        }
+        for (field, problem) in self.operator_limits.problems() {
+            note(Err(err(format!("operator_limits.{field}"), problem)));
+        }
+        for (field, problem) in self.alerts.validate() {
+            note(Err(err(field, problem)));
+        }
+        if self.approval.timeout_secs == 0 || self.approval.timeout_secs > 86_400 {
+            note(Err(err(
+                "approval.timeout_secs",
+                "must be between 1 and 86400 (a day); the agent's request waits this long",
+            )));
         }
         out
     }

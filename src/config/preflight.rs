@@ -13,6 +13,14 @@ pub fn check(config: &Config) -> Vec<ConfigError> {
     wallet(config, &mut out);
     tls(config, &mut out);
     store(config, &mut out);
+    for (i, hook) in config.alerts.webhooks.iter().enumerate() {
+        secret(
+            hook.secret_env.as_deref(),
+            hook.secret_file.as_deref(),
+            &format!("alerts.webhooks[{i}].secret"),
+            &mut out,
+        );
+    }
     out
 }
 

@@ -155,6 +155,36 @@ pub enum Decline {
         /// The agent.
         agent: String,
     },
+    /// Over `requests_per_minute` or `payments_per_minute`: answered 429 with `Retry-After`.
+    RateLimited {
+        /// Which limit (`requests_per_minute`, `payments_per_minute`,
+        /// `operator payments_per_minute`).
+        limit: &'static str,
+        /// Seconds until the next one is allowed.
+        retry_after_secs: u64,
+    },
+    /// The price is more than `max_price_increase_pct` above the last price paid for the same
+    /// service.
+    PriceJump {
+        /// The last price paid.
+        last: Msat,
+        /// The price asked now.
+        now: Msat,
+        /// The allowed increase, per cent.
+        limit_pct: u32,
+    },
+    /// The operator refused the payment held for approval.
+    ApprovalDenied {
+        /// The approval's id.
+        id: String,
+    },
+    /// Nobody decided on the held payment in time.
+    ApprovalTimeout {
+        /// The approval's id.
+        id: String,
+        /// How long it waited.
+        secs: u64,
+    },
     /// The wallet refused or failed the payment.
     Wallet {
         /// The wallet error's code (`no-route`, `insufficient-balance`, …).
@@ -193,7 +223,22 @@ impl Decline {
             SchemeUnsupported { .. } => "scheme-unsupported",
             CoolingOff { .. } => "service-cooling-off",
             AgentPaused { .. } => "agent-paused",
+            RateLimited { .. } => "rate-limited",
+            PriceJump { .. } => "price-jump",
+            ApprovalDenied { .. } => "approval-denied",
+            ApprovalTimeout { .. } => "approval-timeout",
             Wallet { code, .. } => code,
+        }
+    }
+
+    /// Seconds the agent should wait before retrying, for declines answered 429.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Decline::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            Decline::ConcurrentPaymentFailed(inner) => inner.retry_after(),
+            _ => None,
         }
     }
 
@@ -303,6 +348,28 @@ impl fmt::Display for Decline {
             CoolingOff { secs } => write!(
                 f,
                 "the server refused the last paid credential for this service; not paying it again for {secs} s"
+            ),
+            RateLimited {
+                limit,
+                retry_after_secs,
+            } => write!(
+                f,
+                "over the {limit} limit; retry in {retry_after_secs} s"
+            ),
+            PriceJump {
+                last,
+                now,
+                limit_pct,
+            } => write!(
+                f,
+                "the price rose from {last} to {now}, more than max_price_increase_pct {limit_pct} % above the last price paid for this service"
+            ),
+            ApprovalDenied { id } => {
+                write!(f, "the operator denied the payment (approval {id})")
+            }
+            ApprovalTimeout { id, secs } => write!(
+                f,
+                "nobody approved the payment within {secs} s (approval {id})"
             ),
             Wallet { detail, .. } => f.write_str(detail),
         }

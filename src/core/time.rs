@@ -14,6 +14,11 @@ pub trait Clock: Send + Sync + 'static {
     fn now_unix(&self) -> u64 {
         self.now().max(0) as u64
     }
+
+    /// Unix milliseconds (rate limits refill by it); a seconds clock counts whole seconds.
+    fn now_millis(&self) -> i64 {
+        self.now().saturating_mul(1000)
+    }
 }
 
 /// The system's wall clock.
@@ -25,6 +30,13 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+
+    fn now_millis(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
     }
 }

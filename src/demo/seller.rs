@@ -139,6 +139,8 @@ pub struct Seller {
     issued: dashmap::DashMap<PaymentHash, bool>,
     /// MPP challenge ids and the invoice each is for.
     mpp_ids: dashmap::DashMap<String, PaymentHash>,
+    /// Prices changed while running (a seller raising its price).
+    repriced: dashmap::DashMap<String, Msat>,
 }
 
 impl Seller {
@@ -151,7 +153,13 @@ impl Seller {
             paid: DashSet::new(),
             issued: dashmap::DashMap::new(),
             mpp_ids: dashmap::DashMap::new(),
+            repriced: dashmap::DashMap::new(),
         })
+    }
+
+    /// Changes a service's price from now on (what a seller raising its price does).
+    pub fn set_price(&self, service: &str, price: Msat) {
+        self.repriced.insert(service.to_string(), price);
     }
 
     /// Distinct payments this seller has seen proven.
@@ -182,6 +190,9 @@ impl Seller {
     }
 
     fn price(&self, service: &str) -> Msat {
+        if let Some(p) = self.repriced.get(service) {
+            return *p;
+        }
         self.config
             .prices
             .get(service)

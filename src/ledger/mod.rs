@@ -300,6 +300,70 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// Where a held payment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalState {
+    /// Waiting for the operator.
+    Pending,
+    /// Approved: the payment may go ahead (once: it is for one payment hash).
+    Approved,
+    /// Denied by the operator.
+    Denied,
+    /// Nobody decided in time.
+    Expired,
+}
+
+impl ApprovalState {
+    /// `pending`, `approved`, `denied` or `expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Expired => "expired",
+        }
+    }
+
+    /// The inverse of [`ApprovalState::as_str`].
+    pub fn parse(s: &str) -> Option<ApprovalState> {
+        Some(match s {
+            "pending" => ApprovalState::Pending,
+            "approved" => ApprovalState::Approved,
+            "denied" => ApprovalState::Denied,
+            "expired" => ApprovalState::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// A payment held for the operator's decision. One record is for one payment hash; it is
+/// decided once (pending → approved, denied or expired) and never reused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    /// `apr_…`, random.
+    pub id: String,
+    /// The agent whose payment waits.
+    pub agent: String,
+    /// `host:port` of the seller.
+    pub host: String,
+    /// The service (or path scope) bought.
+    pub service: String,
+    /// The invoice amount.
+    pub amount: Msat,
+    /// The invoice's hash.
+    pub payment_hash: PaymentHash,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds after which it can no longer be approved.
+    pub expires_at: i64,
+    /// Where it stands.
+    pub state: ApprovalState,
+    /// Who decided (`admin`, or `timeout`).
+    pub decided_by: Option<String>,
+    /// When, unix seconds.
+    pub decided_at: Option<i64>,
+}
+
 /// Filters for listing declines.
 #[derive(Debug, Clone, Default)]
 pub struct DeclineFilter {
@@ -406,6 +470,9 @@ pub trait Ledger: Send + Sync + 'static {
     /// One agent's budget under `limits`.
     async fn budget(&self, agent: &str, limits: &Limits) -> Result<BudgetView, LedgerError>;
 
+    /// The operator's spend over all agents, under the operator's limits (its `agent` is `""`).
+    async fn operator_budget(&self, limits: &Limits) -> Result<BudgetView, LedgerError>;
+
     /// Resolves once everything written before it is durable.
     async fn flush(&self) -> Result<(), LedgerError>;
 
@@ -426,6 +493,39 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// The audit log, newest first.
     async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, LedgerError>;
+
+    /// Stores a new held payment (state pending).
+    async fn create_approval(&self, approval: &ApprovalRecord) -> Result<(), LedgerError>;
+
+    /// One held payment, in any state.
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, LedgerError>;
+
+    /// The held payments still waiting at `now`, oldest first.
+    async fn pending_approvals(&self, now: i64) -> Result<Vec<ApprovalRecord>, LedgerError>;
+
+    /// Decides a held payment: moves it from pending to `state` — approved or denied only
+    /// before it expires, expired at any time. Returns the record as it stands afterwards
+    /// (unchanged when it was already decided: the caller compares), `None` for an unknown id.
+    async fn decide_approval(
+        &self,
+        id: &str,
+        state: ApprovalState,
+        by: &str,
+        at: i64,
+    ) -> Result<Option<ApprovalRecord>, LedgerError>;
+
+    /// Claims an alert's once-only key (`budget:agent:research:daily:1764547200:80`): `true` for
+    /// the first claim across every process sharing the ledger, `false` after.
+    async fn claim_alert(&self, key: &str, at: i64) -> Result<bool, LedgerError>;
+
+    /// The amount of the last settled payment of `agent` for `flight` (the service, or the path
+    /// scope) at `origin`.
+    async fn last_price(
+        &self,
+        agent: &str,
+        origin: &str,
+        flight: &str,
+    ) -> Result<Option<Msat>, LedgerError>;
 
     /// Announces that another process changed the API's agents (shared ledgers; taken once).
     fn agent_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<()>> {

@@ -13,8 +13,8 @@ pub mod schema;
 pub mod tls;
 
 use super::{
-    AuditEntry, Begun, DeclineFilter, DeclineRecord, Flight, Ledger, LedgerError, LimitSet,
-    NewPayment, PaymentFilter, PaymentRecord, PaymentState, StoredToken,
+    ApprovalRecord, ApprovalState, AuditEntry, Begun, DeclineFilter, DeclineRecord, Flight, Ledger,
+    LedgerError, LimitSet, NewPayment, PaymentFilter, PaymentRecord, PaymentState, StoredToken,
 };
 use crate::agents::StoredAgent;
 use crate::budget::{limit_for, BudgetView};
@@ -1043,6 +1043,10 @@ impl Ledger for PostgresLedger {
             .map(|r| Msat(u(r.get(0)))))
     }
 
+    async fn operator_budget(&self, limits: &Limits) -> Result<BudgetView, LedgerError> {
+        self.budget(OPERATOR, limits).await
+    }
+
     async fn budget(&self, agent: &str, limits: &Limits) -> Result<BudgetView, LedgerError> {
         let client = self.client().await?;
         let now = self.clock.now();
@@ -1138,6 +1142,111 @@ impl Ledger for PostgresLedger {
         Ok(())
     }
 
+    async fn create_approval(&self, a: &ApprovalRecord) -> Result<(), LedgerError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!("INSERT INTO l402_approvals ({APPROVAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+                &[
+                    &a.id,
+                    &a.agent,
+                    &a.host,
+                    &a.service,
+                    &i(a.amount.0),
+                    &a.payment_hash.to_hex(),
+                    &a.created_at,
+                    &a.expires_at,
+                    &a.state.as_str(),
+                    &a.decided_by,
+                    &a.decided_at,
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, LedgerError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {APPROVAL_COLUMNS} FROM l402_approvals WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(approval_row).transpose()
+    }
+
+    async fn pending_approvals(&self, now: i64) -> Result<Vec<ApprovalRecord>, LedgerError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {APPROVAL_COLUMNS} FROM l402_approvals WHERE state = 'pending' AND expires_at > $1 ORDER BY created_at, id"),
+                &[&now],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(approval_row).collect()
+    }
+
+    async fn decide_approval(
+        &self,
+        id: &str,
+        state: ApprovalState,
+        by: &str,
+        at: i64,
+    ) -> Result<Option<ApprovalRecord>, LedgerError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE l402_approvals SET state = $2, decided_by = $3, decided_at = $4
+                 WHERE id = $1 AND state = 'pending' AND ($2 = 'expired' OR expires_at > $4)",
+                &[&id, &state.as_str(), &by, &at],
+            )
+            .await
+            .map_err(unavailable)?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {APPROVAL_COLUMNS} FROM l402_approvals WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(approval_row).transpose()
+    }
+
+    async fn claim_alert(&self, key: &str, at: i64) -> Result<bool, LedgerError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "INSERT INTO l402_alerts_sent (key, at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&key, &at],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(n == 1)
+    }
+
+    async fn last_price(
+        &self,
+        agent: &str,
+        origin: &str,
+        flight: &str,
+    ) -> Result<Option<Msat>, LedgerError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT amount_msat FROM l402_payments
+                 WHERE agent = $1 AND origin = $2 AND flight = $3 AND status = 'settled'
+                 ORDER BY created_at DESC LIMIT 1",
+                &[&agent, &origin, &flight],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| Msat(r.get::<_, i64>(0).max(0) as u64)))
+    }
+
     async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, LedgerError> {
         let client = self.client().await?;
         let rows = client
@@ -1158,6 +1267,36 @@ impl Ledger for PostgresLedger {
             })
             .collect())
     }
+}
+
+const APPROVAL_COLUMNS: &str = "id, agent, host, service, amount_msat, payment_hash, created_at, expires_at, state, decided_by, decided_at";
+
+fn approval_row(r: &tokio_postgres::Row) -> Result<ApprovalRecord, LedgerError> {
+    let hash: String = r.get(5);
+    let state: String = r.get(8);
+    Ok(ApprovalRecord {
+        id: r.get(0),
+        agent: r.get(1),
+        host: r.get(2),
+        service: r.get(3),
+        amount: Msat(r.get::<_, i64>(4).max(0) as u64),
+        payment_hash: PaymentHash::from_hex(&hash).ok_or_else(|| {
+            LedgerError::Inconsistent(format!(
+                "approval {}: bad payment hash",
+                r.get::<_, String>(0)
+            ))
+        })?,
+        created_at: r.get(6),
+        expires_at: r.get(7),
+        state: ApprovalState::parse(&state).ok_or_else(|| {
+            LedgerError::Inconsistent(format!(
+                "approval {}: bad state {state:?}",
+                r.get::<_, String>(0)
+            ))
+        })?,
+        decided_by: r.get(9),
+        decided_at: r.get(10),
+    })
 }
 
 impl PostgresLedger {

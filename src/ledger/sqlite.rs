@@ -6,8 +6,8 @@
 pub mod journal;
 
 use super::{
-    AuditEntry, Begun, DeclineFilter, DeclineRecord, Flight, Ledger, LedgerError, LimitSet,
-    NewPayment, PaymentFilter, PaymentRecord, StoredToken,
+    ApprovalRecord, ApprovalState, AuditEntry, Begun, DeclineFilter, DeclineRecord, Flight, Ledger,
+    LedgerError, LimitSet, NewPayment, PaymentFilter, PaymentRecord, StoredToken,
 };
 use crate::agents::StoredAgent;
 use crate::budget::{Budget, BudgetView, Reservation};
@@ -393,6 +393,10 @@ impl Ledger for SqliteLedger {
         Ok(self.budget.view(agent, limits))
     }
 
+    async fn operator_budget(&self, limits: &Limits) -> Result<BudgetView, LedgerError> {
+        Ok(self.budget.operator_view(limits))
+    }
+
     async fn flush(&self) -> Result<(), LedgerError> {
         self.journal.flush().await
     }
@@ -419,6 +423,45 @@ impl Ledger for SqliteLedger {
 
     async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, LedgerError> {
         self.journal.audit_log(limit).await
+    }
+
+    async fn create_approval(&self, approval: &ApprovalRecord) -> Result<(), LedgerError> {
+        self.journal.create_approval(approval.clone()).await
+    }
+
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, LedgerError> {
+        self.journal.approval(id.to_string()).await
+    }
+
+    async fn pending_approvals(&self, now: i64) -> Result<Vec<ApprovalRecord>, LedgerError> {
+        self.journal.pending_approvals(now).await
+    }
+
+    async fn decide_approval(
+        &self,
+        id: &str,
+        state: ApprovalState,
+        by: &str,
+        at: i64,
+    ) -> Result<Option<ApprovalRecord>, LedgerError> {
+        self.journal
+            .decide_approval(id.to_string(), state, by.to_string(), at)
+            .await
+    }
+
+    async fn claim_alert(&self, key: &str, at: i64) -> Result<bool, LedgerError> {
+        self.journal.claim_alert(key.to_string(), at).await
+    }
+
+    async fn last_price(
+        &self,
+        agent: &str,
+        origin: &str,
+        flight: &str,
+    ) -> Result<Option<Msat>, LedgerError> {
+        self.journal
+            .last_price(agent.to_string(), origin.to_string(), flight.to_string())
+            .await
     }
 }
 

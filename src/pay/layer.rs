@@ -506,6 +506,21 @@ impl PaymentLayer {
         });
         let mut extra = HeaderMap::new();
         headers::declined(&mut extra, decline);
+        if let Some(secs) = decline.retry_after() {
+            // Over a rate limit: a 429 the agent's client knows to wait on, not the 402.
+            drop(response);
+            let mut own = crate::proxy::responses::text(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                &decline.to_string(),
+            );
+            own.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+            return Answer {
+                response: Err(own),
+                headers: extra,
+            };
+        }
         Answer {
             response: Ok(response),
             headers: extra,

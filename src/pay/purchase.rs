@@ -10,8 +10,10 @@ use super::flight::{Flights, Join, Landing};
 use super::policy;
 use super::tokens::{path_scope, Token, TokenCache};
 use crate::agents::Agent;
+use crate::alerts::Event;
 use crate::config::Limits;
 use crate::core::{Clock, Decline, Msat, PaymentHash};
+use crate::guardrails::{self, thresholds, Guardrails, Hold, PriceCheck};
 use crate::invoice::{self, Network};
 use crate::ledger::{Flight, Ledger, LimitSet, NewPayment, StoredToken};
 use arc_swap::ArcSwap;
@@ -103,6 +105,8 @@ pub struct Purchases {
     single_use: dashmap::DashSet<String>,
     /// (agent, origin, service) whose paid credential the server refused, until when (unix s).
     cooling: dashmap::DashMap<String, u64>,
+    /// Approvals, payment rate limits, the price-jump guard, alerts.
+    guardrails: Arc<Guardrails>,
 }
 
 /// How long a service whose server refused a paid credential is not paid again.
@@ -126,6 +130,8 @@ pub struct PurchaseParts {
     pub operator_limits: Limits,
     /// True for a ledger shared by several processes.
     pub shared_ledger: bool,
+    /// The guardrails every payment passes.
+    pub guardrails: Arc<Guardrails>,
 }
 
 /// How often a waiting replica looks for the token another replica is buying.
@@ -146,6 +152,7 @@ impl Purchases {
             shared_ledger: parts.shared_ledger,
             single_use: dashmap::DashSet::new(),
             cooling: dashmap::DashMap::new(),
+            guardrails: parts.guardrails,
         }
     }
 
@@ -244,6 +251,7 @@ impl Purchases {
             service: service.clone(),
             amount,
             hash: invoice.payment_hash,
+            invoice_expires_at: i64::try_from(invoice.expires_at()).ok(),
             offer,
             key,
         };
@@ -456,6 +464,8 @@ struct Job {
     service: Option<String>,
     amount: Msat,
     hash: PaymentHash,
+    /// When the invoice expires (bounds an approval's wait).
+    invoice_expires_at: Option<i64>,
     offer: Offer,
     key: String,
 }
@@ -470,10 +480,125 @@ impl Job {
         }
     }
 
+    /// The guardrails before money is touched: the price-jump guard, the payment rate limits,
+    /// then — when the amount is over `approve_above_sats` — the operator's approval.
+    async fn guard(&self, operator: &Limits) -> Result<(), Decline> {
+        let p = &self.purchases;
+        let g = &p.guardrails;
+        let agent = &self.agent;
+        let flight = self.flight();
+        if let Some(pct) = guardrails::max_price_increase(&agent.limits, operator) {
+            if let PriceCheck::Jumped { last } = g
+                .prices
+                .check(&agent.name, &self.origin, flight.service, self.amount, pct)
+                .await?
+            {
+                let increase =
+                    (self.amount.0.saturating_sub(last.0)).saturating_mul(100) / last.0.max(1);
+                let increase = u32::try_from(increase).unwrap_or(u32::MAX);
+                g.alerts.emit(Event::PriceJump {
+                    agent: agent.name.to_string(),
+                    host: self.host.clone(),
+                    service: flight.service.to_string(),
+                    last_msat: last.0,
+                    new_msat: self.amount.0,
+                    increase_pct: increase,
+                    limit_pct: pct,
+                });
+                return Err(Decline::PriceJump {
+                    last,
+                    now: self.amount,
+                    limit_pct: pct,
+                });
+            }
+        }
+        g.rates.payment(&agent.name, &agent.limits, operator)?;
+        if let Some(above) = guardrails::approve_above(&agent.limits, operator) {
+            if self.amount > Msat::from_sats(above) {
+                g.approvals
+                    .ask(Hold {
+                        agent: &agent.name,
+                        host: &self.host,
+                        service: flight.service,
+                        amount: self.amount,
+                        payment_hash: self.hash,
+                        invoice_expires_at: self.invoice_expires_at,
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a payment settled: the price remembered, the balance re-read, thresholds checked
+    /// (in the background: the agent's answer does not wait for it).
+    fn settled(&self, operator: Arc<Limits>) {
+        let p = &self.purchases;
+        let g = p.guardrails.clone();
+        g.prices.paid(
+            &self.agent.name,
+            &self.origin,
+            self.flight().service,
+            self.amount,
+        );
+        g.balance_moved();
+        let thresholds = g.settings().budget_thresholds.clone();
+        if thresholds.is_empty() {
+            return;
+        }
+        let ledger = p.ledger.clone();
+        let agent = self.agent.clone();
+        let now = p.clock.now();
+        tokio::spawn(async move {
+            if let Ok(view) = ledger.budget(&agent.name, &agent.limits).await {
+                thresholds::check(
+                    &*ledger,
+                    &g.alerts,
+                    &thresholds,
+                    Some(&agent.name),
+                    &view,
+                    now,
+                )
+                .await;
+            }
+            if let Ok(view) = ledger.operator_budget(&operator).await {
+                thresholds::check(&*ledger, &g.alerts, &thresholds, None, &view, now).await;
+            }
+        });
+    }
+
+    /// A payment the wallet refused or failed, announced.
+    fn failed(&self, decline: &Decline) {
+        if let Decline::Wallet { code, detail } = decline {
+            self.purchases.guardrails.alerts.emit(Event::PaymentFailed {
+                agent: self.agent.name.to_string(),
+                host: self.host.clone(),
+                amount_msat: self.amount.0,
+                payment_hash: self.hash.to_hex(),
+                code: code.to_string(),
+                reason: detail.clone(),
+            });
+        }
+    }
+
     async fn run(self) -> FlightResult {
         let p = &self.purchases;
         let reusable = self.reusable;
         let flight = self.flight().service.to_string();
+        // A token another process bought needs neither approval nor payment.
+        if reusable && p.shared_ledger {
+            if let Some(token) = p.stored_token(&self).await? {
+                return Ok(Obtained {
+                    credential: token.credential.clone(),
+                    dialect: self.offer.dialect,
+                    flight,
+                    token: Some(token),
+                    paid: None,
+                });
+            }
+        }
+        let operator = p.operator_limits();
+        self.guard(&operator).await?;
         if reusable {
             if let Some(token) = p.lease_or_token(&self).await? {
                 return Ok(Obtained {
@@ -504,7 +629,6 @@ impl Job {
             token_expires_at: self.offer.terms.expires_at(),
             created_at: 0,
         };
-        let operator = p.operator_limits();
         let bought = p
             .book
             .buy(
@@ -520,15 +644,19 @@ impl Job {
                 tracing::debug!(error = %e, "could not release a purchase lease; it expires");
             }
         }
-        let (proof, paid) = match bought? {
-            Bought::Paid(paid) => (
-                paid.preimage,
-                Some(PaidInfo {
-                    amount: self.amount,
-                    fee: paid.fee,
-                    payment_hash: self.hash,
-                }),
-            ),
+        let bought = bought.inspect_err(|d| self.failed(d))?;
+        let (proof, paid) = match bought {
+            Bought::Paid(paid) => {
+                self.settled(operator.clone());
+                (
+                    paid.preimage,
+                    Some(PaidInfo {
+                        amount: self.amount,
+                        fee: paid.fee,
+                        payment_hash: self.hash,
+                    }),
+                )
+            }
             Bought::Earlier(proof) => (proof, None),
         };
         let credential = self.offer.terms.credential(&proof)?;

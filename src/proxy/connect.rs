@@ -11,6 +11,7 @@ use super::Shared;
 use crate::agents::Agent;
 use crate::body::{empty, Body};
 use crate::guard::GuardError;
+use crate::guardrails::rate::ConnectionSlot;
 use crate::metrics::{GaugeGuard, Outcome};
 use http::uri::Scheme;
 use http::{Request, Response, StatusCode};
@@ -26,6 +27,7 @@ pub async fn handle(
     shared: Arc<Shared>,
     agent: Arc<Agent>,
     req: Request<Incoming>,
+    slot: Option<ConnectionSlot>,
 ) -> Response<Body> {
     let Some(authority) = req.uri().authority().cloned() else {
         return responses::text(
@@ -50,6 +52,7 @@ pub async fn handle(
         shared.metrics.connect("intercept");
         tokio::spawn(async move {
             let _open = GaugeGuard::new(&shared.metrics.open_tunnels);
+            let _slot = slot;
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
                     intercept(shared.clone(), agent, target, TokioIo::new(upgraded)).await
@@ -58,6 +61,10 @@ pub async fn handle(
             }
         });
     } else {
+        // Requests inside a blind tunnel are not seen: opening it counts as one.
+        if let Err(d) = shared.guardrails.rates.request(&agent.name, &agent.limits) {
+            return responses::rate_limited(&shared, &agent.name, &d);
+        }
         let upstream = match shared.guard.connect(target.host(), target.port).await {
             Ok(stream) => stream,
             Err(e) => return refused(&shared, &e),
@@ -65,6 +72,7 @@ pub async fn handle(
         shared.metrics.connect("tunnel");
         tokio::spawn(async move {
             let _open = GaugeGuard::new(&shared.metrics.open_tunnels);
+            let _slot = slot;
             let mut upstream = upstream;
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {

@@ -25,6 +25,9 @@ pub async fn forward(
     req: Request<Incoming>,
     target: &Target,
 ) -> Response<Body> {
+    if let Err(d) = shared.guardrails.rates.request(&agent.name, &agent.limits) {
+        return responses::rate_limited(shared, &agent.name, &d);
+    }
     if target.host() == super::self_view::SELF_HOST {
         shared.metrics.request(Outcome::SelfView);
         return super::self_view::respond(shared, agent, req.uri().path()).await;

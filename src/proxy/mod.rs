@@ -54,6 +54,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The one clock.
     pub clock: Arc<dyn Clock>,
+    /// Rate limits, approvals, price jumps, alerts.
+    pub guardrails: Arc<crate::guardrails::Guardrails>,
 }
 
 impl Shared {
@@ -62,6 +64,9 @@ impl Shared {
         let agents = self.agents.load();
         self.layer
             .tokens()
+            .retain_agents(|name| agents.get(name).is_some());
+        self.guardrails
+            .rates
             .retain_agents(|name| agents.get(name).is_some());
     }
 
@@ -139,7 +144,9 @@ impl Proxy {
                     let shared = shared.clone();
                     async move { Ok::<_, Infallible>(dispatch(shared, req).await) }
                 });
+                // An agent that shuts its sending side after the request still gets the answer.
                 let conn = hyper::server::conn::http1::Builder::new()
+                    .half_close(true)
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades();
                 tokio::pin!(conn);
@@ -182,11 +189,24 @@ async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body>
             return responses::proxy_auth_required(e.reason());
         }
     };
+    let slot = match shared
+        .guardrails
+        .rates
+        .connection(&agent.name, &agent.limits)
+    {
+        Ok(slot) => slot,
+        Err(d) => return responses::rate_limited(&shared, &agent.name, &d),
+    };
     if req.method() == Method::CONNECT {
-        return connect::handle(shared, agent, req).await;
+        // The slot is held for as long as the tunnel is open.
+        return connect::handle(shared, agent, req, slot).await;
     }
     match Target::from_absolute(req.uri()) {
-        Some(target) => forward::forward(&shared, &agent, req, &target).await,
+        Some(target) => {
+            let answer = forward::forward(&shared, &agent, req, &target).await;
+            drop(slot);
+            answer
+        }
         None => {
             shared.metrics.request(Outcome::BadRequest);
             responses::text(

@@ -34,3 +34,26 @@ pub fn text(status: StatusCode, code: &'static str, detail: &str) -> Response<Bo
     h.insert(ERROR_HEADER, HeaderValue::from_static(code));
     r
 }
+
+/// The proxy's own answer to a request over a rate limit: 429 with `Retry-After` and the
+/// decline's code and sentence (the request never went upstream).
+pub fn rate_limited(
+    shared: &super::Shared,
+    agent: &str,
+    decline: &crate::core::Decline,
+) -> Response<Body> {
+    shared.metrics.request(crate::metrics::Outcome::Declined);
+    shared.metrics.decline(decline.code());
+    tracing::info!(%agent, code = decline.code(), detail = %decline, "request refused by a rate limit");
+    let mut r = text(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        &decline.to_string(),
+    );
+    let h = r.headers_mut();
+    crate::pay::headers::declined(h, decline);
+    if let Some(secs) = decline.retry_after() {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}

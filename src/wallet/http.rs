@@ -259,6 +259,40 @@ impl NodeClient {
             .unwrap_or(Err(CallError::Timeout))
     }
 
+    /// POSTs `body` byte for byte (no re-encoding, so a signature over it stays valid) with the
+    /// client's auth headers and then `headers`, and reads the whole reply, all within
+    /// `timeout`. Errors name the base URL only, never `path` or header values.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: Bytes,
+        headers: &[(HeaderName, HeaderValue)],
+        timeout: Duration,
+    ) -> Result<Reply, CallError> {
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}{path}", self.base));
+        for (k, v) in self.auth.iter().chain(headers) {
+            builder = builder.header(k, v.clone());
+        }
+        let req = builder.body(Full::new(body)).map_err(|e| {
+            CallError::Transport(format!("cannot build a request to {}: {e}", self.base))
+        })?;
+        let exchange = async {
+            let res = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| CallError::Transport(self.describe(&e)))?;
+            let status = res.status();
+            let body = read_capped(res.into_body()).await?;
+            Ok(Reply { status, body })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(CallError::Timeout))
+    }
+
     /// One line saying what went wrong on the wire, naming the certificate when TLS refused it.
     fn describe(&self, e: &hyper_util::client::legacy::Error) -> String {
         let mut chain = e.to_string();

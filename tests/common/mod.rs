@@ -5,6 +5,7 @@
 pub mod lnbits;
 pub mod pg_server;
 pub mod process;
+pub mod webhooks;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -58,6 +59,10 @@ pub struct Options {
     pub pay_schemes: String,
     /// More `guard.allow` entries (`host:port`).
     pub extra_allow: Vec<String>,
+    /// Top-level config sections added to the file (`alerts:`, `approval:` …).
+    pub extra_yaml: String,
+    /// How often the background watch looks (balance, store, stuck payments).
+    pub watch_every: Option<l402_proxy::guardrails::watch::Intervals>,
 }
 
 impl Default for Options {
@@ -84,6 +89,8 @@ impl Default for Options {
             wallet_yaml: None,
             pay_schemes: "[l402, payment]".into(),
             extra_allow: Vec::new(),
+            extra_yaml: String::new(),
+            watch_every: None,
         }
     }
 }
@@ -184,6 +191,7 @@ http: {{ max_replay_body_bytes: {max_body} }}
 pay: {{ schemes: {schemes} }}
 store: {{ path: ledger.db }}
 operator_limits: {operator}
+{extra_yaml}
 agents:
   - name: alice
     key_sha256: "{alice}"
@@ -195,6 +203,7 @@ agents:
             max_body = opts.max_body,
             schemes = opts.pay_schemes,
             operator = opts.operator_limits,
+            extra_yaml = opts.extra_yaml,
             wallet_yaml = opts.wallet_yaml.clone().unwrap_or_else(|| format!(
                 "{{ backend: dev, network: regtest, max_fee_sats: {}, dev: {{ secret: {SECRET} }} }}",
                 opts.max_fee_sats
@@ -231,7 +240,10 @@ agents:
             Some(_) => l402_proxy::wallet::from_config(&config).unwrap(),
             None => wallet.clone(),
         };
-        let app = App::build(&config, paying, clock).await.unwrap();
+        let mut app = App::build(&config, paying, clock).await.unwrap();
+        if let Some(every) = opts.watch_every {
+            app.watch_every = every;
+        }
         app.prepare().await.unwrap();
         let shared = app.shared.clone();
         let (admin, admin_task) = match &opts.admin_token {

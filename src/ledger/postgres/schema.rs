@@ -100,8 +100,32 @@ CREATE TABLE l402_audit (
 );
 ";
 
+/// Version 3: payments held for approval, the once-only keys of alerts already sent, and the
+/// index the price-jump guard reads.
+const V3: &str = "
+CREATE TABLE l402_approvals (
+    id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    host TEXT NOT NULL,
+    service TEXT NOT NULL,
+    amount_msat BIGINT NOT NULL,
+    payment_hash TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'expired')),
+    decided_by TEXT,
+    decided_at BIGINT
+);
+CREATE INDEX l402_approvals_pending ON l402_approvals (expires_at) WHERE state = 'pending';
+CREATE TABLE l402_alerts_sent (
+    key TEXT PRIMARY KEY,
+    at BIGINT NOT NULL
+);
+CREATE INDEX l402_payments_price ON l402_payments (agent, origin, flight, created_at) WHERE status = 'settled';
+";
+
 /// The steps, in order; `l402_schema.version` records how many were applied.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Brings the schema to the newest version this build knows.
 pub async fn migrate(client: &mut Client) -> Result<u32, tokio_postgres::Error> {

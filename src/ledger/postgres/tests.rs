@@ -58,14 +58,7 @@ fn payment(p: &Preimage, agent: &str, service: &str, at: i64) -> NewPayment {
     }
 }
 
-const NONE: Limits = Limits {
-    per_request_sats: None,
-    hourly_sats: None,
-    daily_sats: None,
-    weekly_sats: None,
-    monthly_sats: None,
-    total_sats: None,
-};
+const NONE: Limits = Limits::NONE;
 
 fn no_limits() -> LimitSet<'static> {
     LimitSet {

@@ -9,8 +9,8 @@
 use crate::agents::StoredAgent;
 use crate::core::{Msat, PaymentHash};
 use crate::ledger::{
-    AuditEntry, DeclineFilter, DeclineRecord, LedgerError, NewPayment, PaymentFilter,
-    PaymentRecord, PaymentState,
+    ApprovalRecord, ApprovalState, AuditEntry, DeclineFilter, DeclineRecord, LedgerError,
+    NewPayment, PaymentFilter, PaymentRecord, PaymentState,
 };
 use crate::pay::dialect::StoredCredential;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -125,8 +125,58 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 ";
 
+/// Version 4: payments held for approval, and the once-only keys of alerts already sent.
+const SCHEMA_V4: &str = "
+CREATE TABLE IF NOT EXISTS approvals (
+    id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    host TEXT NOT NULL,
+    service TEXT NOT NULL,
+    amount_msat INTEGER NOT NULL,
+    payment_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'expired')),
+    decided_by TEXT,
+    decided_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS approvals_pending ON approvals (state, expires_at);
+CREATE TABLE IF NOT EXISTS alerts_sent (
+    key TEXT PRIMARY KEY,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS payments_price ON payments (agent, origin, status, created_at);
+";
+
 /// The schema versions, applied in order; `PRAGMA user_version` records the last applied.
-const MIGRATIONS: [&str; 3] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: [&str; 4] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+
+const APPROVAL_COLUMNS: &str = "id, agent, host, service, amount_msat, payment_hash, created_at, expires_at, state, decided_by, decided_at";
+
+fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRecord> {
+    let bad = |i: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("not {what}").into(),
+        )
+    };
+    let hash: String = r.get(5)?;
+    let state: String = r.get(8)?;
+    Ok(ApprovalRecord {
+        id: r.get(0)?,
+        agent: r.get(1)?,
+        host: r.get(2)?,
+        service: r.get(3)?,
+        amount: Msat(r.get::<_, i64>(4)? as u64),
+        payment_hash: PaymentHash::from_hex(&hash).ok_or_else(|| bad(5, "a payment hash"))?,
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        state: ApprovalState::parse(&state).ok_or_else(|| bad(8, "an approval state"))?,
+        decided_by: r.get(9)?,
+        decided_at: r.get(10)?,
+    })
+}
 
 const PAYMENT_COLUMNS: &str =
     "payment_hash, agent, host, origin, dialect, amount_msat, fee_msat, fee_reserve_msat, status, \
@@ -690,6 +740,109 @@ impl Journal {
             )?
             .execute(params![e.at, e.who, e.action, e.agent, e.detail])
             .map(|_| ())
+        })
+        .await
+    }
+
+    /// Stores a new held payment.
+    pub async fn create_approval(&self, a: ApprovalRecord) -> Result<(), LedgerError> {
+        self.run(move |t| {
+            t.prepare_cached(&format!(
+                "INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ))?
+            .execute(params![
+                a.id,
+                a.agent,
+                a.host,
+                a.service,
+                a.amount.0 as i64,
+                a.payment_hash.to_hex(),
+                a.created_at,
+                a.expires_at,
+                a.state.as_str(),
+                a.decided_by,
+                a.decided_at
+            ])
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// One held payment.
+    pub async fn approval(&self, id: String) -> Result<Option<ApprovalRecord>, LedgerError> {
+        self.run(move |t| {
+            t.prepare_cached(&format!(
+                "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?1"
+            ))?
+            .query_row([&id], approval_row)
+            .optional()
+        })
+        .await
+    }
+
+    /// Held payments still waiting at `now`.
+    pub async fn pending_approvals(&self, now: i64) -> Result<Vec<ApprovalRecord>, LedgerError> {
+        self.run(move |t| {
+            let mut st = t.prepare_cached(&format!(
+                "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE state = 'pending' AND expires_at > ?1 ORDER BY created_at, id"
+            ))?;
+            let rows = st.query_map([now], approval_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Decides a pending approval (approved/denied only while unexpired).
+    pub async fn decide_approval(
+        &self,
+        id: String,
+        state: ApprovalState,
+        by: String,
+        at: i64,
+    ) -> Result<Option<ApprovalRecord>, LedgerError> {
+        self.run(move |t| {
+            t.prepare_cached(
+                "UPDATE approvals SET state = ?2, decided_by = ?3, decided_at = ?4
+                 WHERE id = ?1 AND state = 'pending' AND (?2 = 'expired' OR expires_at > ?4)",
+            )?
+            .execute(params![id, state.as_str(), by, at])?;
+            t.prepare_cached(&format!(
+                "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?1"
+            ))?
+            .query_row([&id], approval_row)
+            .optional()
+        })
+        .await
+    }
+
+    /// Claims an alert key; true the first time.
+    pub async fn claim_alert(&self, key: String, at: i64) -> Result<bool, LedgerError> {
+        self.run(move |t| {
+            t.prepare_cached(
+                "INSERT INTO alerts_sent (key, at) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            )?
+            .execute(params![key, at])
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
+    /// The last settled price of a flight.
+    pub async fn last_price(
+        &self,
+        agent: String,
+        origin: String,
+        flight: String,
+    ) -> Result<Option<Msat>, LedgerError> {
+        self.run(move |t| {
+            t.prepare_cached(
+                "SELECT amount_msat FROM payments
+                 WHERE agent = ?1 AND origin = ?2 AND status = 'settled' AND COALESCE(services, scope) = ?3
+                 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            )?
+            .query_row(params![agent, origin, flight], |r| r.get::<_, i64>(0))
+            .optional()
+            .map(|v| v.map(|m| Msat(m as u64)))
         })
         .await
     }

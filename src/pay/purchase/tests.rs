@@ -33,19 +33,26 @@ async fn fixture(wallet: Arc<dyn Wallet>) -> Fixture {
         ledger: ledger.clone(),
         wallet,
         clock: clock.clone(),
-        metrics,
+        metrics: metrics.clone(),
         max_fee: Msat(0),
         timeout: Duration::from_secs(5),
     }));
     let purchases = Arc::new(Purchases::new(PurchaseParts {
         book,
-        ledger,
+        ledger: ledger.clone(),
         tokens: Arc::new(TokenCache::new()),
         dialects: Arc::new(Dialects::default()),
         clock: clock.clone(),
         network: Network::Regtest,
         operator_limits: Limits::default(),
         shared_ledger: false,
+        guardrails: Arc::new(crate::guardrails::Guardrails::new(
+            ledger.clone(),
+            clock.clone(),
+            crate::alerts::Alerts::disabled(metrics),
+            120,
+            Default::default(),
+        )),
     }));
     let agents = Agents::from_config(&[AgentConfig {
         name: "a".into(),

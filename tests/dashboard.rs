@@ -1,0 +1,237 @@
+//! The dashboard at `/` on the admin listener: served from the binary with strict headers, and
+//! used in a real browser (Debian's headless Chromium, driven by tests/dashboard/drive.mjs with
+//! npm playwright-core) as an operator would: sign in at the prompt and with `#token=`, watch a
+//! payment made through the proxy appear, create an agent and use its key through the proxy,
+//! pause it and see the proxy decline it, top it up, download the ledger as CSV, delete it, and
+//! sign in again after a 401. Screenshots go to a temp dir (printed); with
+//! `L402_DASHBOARD_SCREENSHOT=1` also to docs/dashboard.png for the README.
+//!
+//! A missing Chromium or playwright-core fails the test, naming `bash tests/dashboard/install.sh`.
+
+mod common;
+
+use common::{Harness, Options};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const TOKEN: &str = "dashboard-admin-token";
+const ALICE: (&str, &str) = ("alice", "alice-key");
+const BOB: (&str, &str) = ("bob", "bob-key");
+const INSTALL: &str = "bash tests/dashboard/install.sh";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The whole browser session, Chromium's start included.
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn here() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_served_from_the_binary_with_strict_headers() {
+    let h = Harness::with(Options {
+        admin_token: Some(TOKEN.into()),
+        ..Options::default()
+    })
+    .await;
+    let page = h.admin(None, "GET", "/", &[]).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    assert!(page.body.contains("\"dashboard/app.js\""));
+    // The page itself holds no data: no token is needed for it, and none is in it.
+    assert!(!page.body.contains(TOKEN));
+
+    for (path, kind) in [
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/style.css", "text/css"),
+        ("/dashboard/icon.svg", "image/svg+xml"),
+    ] {
+        let r = h.admin(None, "GET", path, &[]).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(
+            r.header("content-type").unwrap().starts_with(kind),
+            "{path}"
+        );
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        assert!(r.header("content-security-policy").is_some());
+    }
+    // Everything else is as before: unknown paths 404, the API still wants its token.
+    assert_eq!(
+        h.admin(None, "GET", "/dashboard/nope.js", &[]).await.status,
+        404
+    );
+    assert_eq!(h.admin(None, "POST", "/", &[]).await.status, 404);
+    assert_eq!(h.admin(None, "GET", "/v1/agents", &[]).await.status, 401);
+    assert_eq!(h.admin(None, "GET", "/healthz", &[]).await.status, 200);
+    assert_eq!(
+        h.admin(Some(TOKEN), "GET", "/v1/agents", &[]).await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_watches_and_manages_agents_in_a_browser() {
+    let started = Instant::now();
+    let dir = here();
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: run `{INSTALL}`"
+    );
+    assert!(
+        dir.join("node_modules/playwright-core/package.json")
+            .exists(),
+        "npm playwright-core is missing in tests/dashboard/node_modules: run `{INSTALL}`"
+    );
+
+    let h = Harness::with(Options {
+        admin_token: Some(TOKEN.into()),
+        alice_limits: "{ per_request_sats: 1000, daily_sats: 500 }".into(),
+        bob_limits: "{ total_sats: 2000 }".into(),
+        ..Options::default()
+    })
+    .await;
+    // Before the browser opens: a payment by alice, and a decline for bob (5000 sats > 2000).
+    let paid = h.curl(Some(ALICE), &h.http_url("/weather/x"), &[]).await;
+    assert!(paid.paid(), "{paid:?}");
+    let declined = h.curl(Some(BOB), &h.http_url("/pricey/x"), &[]).await;
+    let decline_code = declined
+        .decline()
+        .unwrap_or_else(|| panic!("bob's pricey request is declined: {declined:?}"))
+        .to_string();
+
+    let out = common::temp_dir("dashboard");
+    let admin = h.admin.unwrap();
+    let docs_shot = std::env::var("L402_DASHBOARD_SCREENSHOT")
+        .is_ok_and(|v| v == "1")
+        .then(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png"));
+    if let Some(p) = &docs_shot {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    }
+    let stderr_path = out.join("drive.stderr");
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(dir.join("drive.mjs"))
+        .current_dir(&dir)
+        .env("ADMIN_URL", format!("http://{admin}"))
+        .env("ADMIN_TOKEN", TOKEN)
+        .env("OUT_DIR", &out)
+        .env("SELLER_HOST", format!("127.0.0.1:{}", h.seller.http.port()))
+        .env("DECLINE_CODE", &decline_code)
+        .env("CHROMIUM", CHROMIUM)
+        .env_remove("DOCS_SCREENSHOT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .kill_on_drop(true);
+    // The browser talks to 127.0.0.1 only: no proxy of the environment in its way.
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    if let Some(p) = &docs_shot {
+        cmd.env("DOCS_SCREENSHOT", p);
+    }
+    let mut child = cmd
+        .spawn()
+        .expect("node must be installed (bash tests/dashboard/install.sh)");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+
+    let mut transcript: Vec<String> = Vec::new();
+    let mut done = false;
+    let mut asks = 0;
+    let session = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            transcript.push(line.clone());
+            if line == "DONE" {
+                done = true;
+            } else if let Some(rest) = line.strip_prefix("ASK ") {
+                let (id, request) = rest.split_once(' ').unwrap();
+                let request: serde_json::Value = serde_json::from_str(request).unwrap();
+                let answer = answer(&h, &request).await;
+                transcript.push(format!("  -> {answer}"));
+                asks += 1;
+                stdin
+                    .write_all(format!("{id} {answer}\n").as_bytes())
+                    .await
+                    .unwrap();
+                stdin.flush().await.unwrap();
+            }
+        }
+    };
+    let timed_out = tokio::time::timeout(BROWSER_TIMEOUT, session)
+        .await
+        .is_err();
+    let status = if timed_out {
+        let _ = child.kill().await;
+        None
+    } else {
+        child.wait().await.ok()
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let report = format!(
+        "browser session (screenshots and logs in {}):\n{}\nstderr:\n{stderr}",
+        out.display(),
+        transcript.join("\n")
+    );
+    assert!(!timed_out, "no end after {BROWSER_TIMEOUT:?}; {report}");
+    assert!(
+        done && status.is_some_and(|s| s.success()),
+        "the dashboard script failed ({status:?}); {report}"
+    );
+    assert_eq!(asks, 7, "{report}");
+    assert!(out.join("dashboard.png").exists());
+    eprintln!(
+        "dashboard: passed in {:.1} s; screenshots in {}{}",
+        started.elapsed().as_secs_f64(),
+        out.display(),
+        docs_shot
+            .map(|p| format!(" and {}", p.display()))
+            .unwrap_or_default()
+    );
+}
+
+/// Does what the browser script asks on the proxy side and checks the outcome.
+async fn answer(h: &Harness, request: &serde_json::Value) -> serde_json::Value {
+    let s = |k: &str| request[k].as_str().unwrap_or_default().to_string();
+    match s("do").as_str() {
+        "pay" => {
+            let (agent, key, path, want) = (s("agent"), s("key"), s("path"), s("expect"));
+            let r = h.curl(Some((&agent, &key)), &h.http_url(&path), &[]).await;
+            let ok = match want.as_str() {
+                "paid" => r.status == 200 && r.paid(),
+                "refused" => r.status == 407,
+                code => r.status == 402 && r.decline() == Some(code),
+            };
+            serde_json::json!({
+                "ok": ok,
+                "status": r.status,
+                "paid": r.paid(),
+                "decline": r.decline(),
+            })
+        }
+        // The proxy URL the page shows for a new agent names this proxy.
+        "proxy-url" => {
+            let url = s("url");
+            let ok = url.ends_with(&format!("@{}", h.proxy)) && url.starts_with("http://");
+            serde_json::json!({ "ok": ok, "proxy": h.proxy.to_string(), "url": url })
+        }
+        other => serde_json::json!({ "ok": false, "error": format!("unknown request {other:?}") }),
+    }
+}
