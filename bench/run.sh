@@ -15,10 +15,16 @@
 #   BENCH_IDLE         idle connections for the RSS figure (default 1000)
 #   BENCH_PAID         paid requests (each for a new service) per round (default 100)
 #   BENCH_PORT_BASE    first of the fixed ports used (default 18400: +0 proxy, +1 hudsucker peer,
-#                      +80 nginx http, +43 nginx https)
+#                      +2 proxy with the PostgreSQL ledger, +32 PostgreSQL, +80 nginx http,
+#                      +43 nginx https)
 #   BENCH_PEER_HUDSUCKER  path of a release build of shared/peers/hudsucker-bench (built outside
 #                      the repo, see bench/README.md): measured in the same run and rounds, pinned
 #                      like the proxy, for HTTP pass-through, HTTPS intercepted and idle RSS
+#   BENCH_NO_POSTGRES=1  skip the PostgreSQL ledger parts (skipped anyway, with a note, when
+#                      the server binaries initdb/postgres are not installed: Debian puts them in
+#                      /usr/lib/postgresql/*/bin, package postgresql)
+#   BENCH_LEDGER_PAYMENTS  payments per ledger-throughput run (default 2000; examples/ledger_bench)
+#   BENCH_LEDGER_SECS  at most this many seconds per ledger-throughput run (default 15)
 #   BENCH_KEEP=1       keep the work directory (configs, logs, raw results) after the run
 #   BENCH_NO_INSTALL=1 do not apt-get anything (fail if wrk/nginx/openssl are missing)
 # Speed is measured and printed, never asserted: the exit status says only whether the run
@@ -34,12 +40,16 @@ IDLE_CONNS=${BENCH_IDLE:-1000}
 BASE=${BENCH_PORT_BASE:-18400}
 PROXY_PORT=$((BASE + 0))
 PEER_PORT=$((BASE + 1))
+PGPROXY_PORT=$((BASE + 2))
+PG_PORT=$((BASE + 32))
 PEER_BIN=${BENCH_PEER_HUDSUCKER:-}
 NGINX_HTTP=$((BASE + 80))
 NGINX_HTTPS=$((BASE + 43))
 WARMUP=0.5
 AGENT=bench
 AGENT_KEY=bench-key-$RANDOM$RANDOM
+# Present only on an answer whose request paid (x-l402-proxy-token also reads `cached`/`shared`).
+PAID_HEADER=x-l402-proxy-paid-msat
 CLK_TCK=$(getconf CLK_TCK)
 
 if ! [[ $SECS =~ ^[0-9]+$ ]] || ((SECS < 1 || SECS > 10)); then
@@ -58,6 +68,22 @@ if [[ -n $PEER_BIN ]]; then
 fi
 
 # ---------------------------------------------------------------- tools
+# PostgreSQL: only the server binaries are needed (initdb, postgres, pg_ctl, psql); nothing is
+# installed for it. Without them the PostgreSQL parts are skipped and the report says why.
+PG_BIN="" PG_SKIP=""
+if [[ ${BENCH_NO_POSTGRES:-0} == 1 ]]; then
+  PG_SKIP="BENCH_NO_POSTGRES=1"
+else
+  # The newest version first (/usr/lib/postgresql/15/bin before …/13/bin).
+  while read -r d; do
+    if [[ -x $d/initdb && -x $d/postgres && -x $d/pg_ctl && -x $d/psql ]]; then PG_BIN=$d; break; fi
+  done < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -t/ -k4 -n -r)
+  if [[ -z $PG_BIN ]] && command -v initdb >/dev/null && command -v postgres >/dev/null; then
+    d=$(dirname "$(readlink -f "$(command -v initdb)")")
+    [[ -x $d/postgres && -x $d/pg_ctl && -x $d/psql ]] && PG_BIN=$d
+  fi
+  [[ -z $PG_BIN ]] && PG_SKIP="the PostgreSQL server binaries (initdb, postgres, pg_ctl, psql) are not installed: none under /usr/lib/postgresql/*/bin nor on PATH (Debian: apt-get install postgresql)"
+fi
 NGINX_BIN=$(command -v nginx || true)
 [[ -z $NGINX_BIN && -x /usr/sbin/nginx ]] && NGINX_BIN=/usr/sbin/nginx
 missing=()
@@ -82,15 +108,22 @@ if ((${#missing[@]})); then
 fi
 
 log "building (release) into $CARGO_TARGET_DIR"
-(cd "$ROOT" && cargo build --release --quiet --bin l402-proxy --example loadgen --example bench_seller)
+(cd "$ROOT" && cargo build --release --quiet --bin l402-proxy --example loadgen --example bench_seller --example ledger_bench)
 BIN=$CARGO_TARGET_DIR/release/l402-proxy
 LOADGEN=$CARGO_TARGET_DIR/release/examples/loadgen
 SELLER=$CARGO_TARGET_DIR/release/examples/bench_seller
+LEDGER_BENCH=$CARGO_TARGET_DIR/release/examples/ledger_bench
 
 # ---------------------------------------------------------------- processes and cleanup
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/l402-bench.XXXXXX")
 chmod 755 "$WORK" # nginx workers may run as another user
+case $(stat -f -c %T "$WORK" 2>/dev/null) in
+  tmpfs | ramfs) log "warning: $WORK is on tmpfs: fsync is free there, so the paid path and the ledger figures flatter both ledgers (set TMPDIR to a directory on disk)" ;;
+esac
 PIDS=()
+PG_DATA=""
+# `program args…` as user postgres when we are root (the server refuses to run as root).
+as_postgres() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() {
   local status=$?
   for pid in "${PIDS[@]}"; do
@@ -99,6 +132,9 @@ cleanup() {
   for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
+  if [[ -n $PG_DATA && -f $PG_DATA/postmaster.pid ]]; then
+    as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 20 stop >/dev/null 2>&1 || true
+  fi
   if [[ ${BENCH_KEEP:-0} == 1 ]]; then
     log "work directory kept: $WORK"
   else
@@ -126,6 +162,7 @@ wait_port() {
 }
 PORTS=("$PROXY_PORT" "$NGINX_HTTP" "$NGINX_HTTPS")
 [[ -n $PEER_BIN ]] && PORTS+=("$PEER_PORT")
+[[ -z $PG_SKIP ]] && PORTS+=("$PGPROXY_PORT" "$PG_PORT")
 for p in "${PORTS[@]}"; do
   if port_open "$p"; then
     echo "127.0.0.1:$p is already in use; set BENCH_PORT_BASE" >&2
@@ -235,6 +272,49 @@ PROXY_PID=$!
 PIDS+=("$PROXY_PID")
 wait_port "$PROXY_PORT"
 
+# ---------------------------------------------------------------- PostgreSQL, and the proxy on it
+# A throw-away cluster (initdb + pg_ctl, as user postgres when root) in the work directory,
+# 127.0.0.1 only, durable (fsync and synchronous_commit keep their defaults: on), on core 1 with
+# the origin. A second l402-proxy, identical but for `store.backend: postgres`, runs on core 0
+# beside the first (each idles while the other is measured); its rows start with g_.
+PGPROXY_PID=""
+PG_AS=()
+[[ $(id -u) == 0 ]] && PG_AS=(runuser -u postgres --)
+if [[ -z $PG_SKIP ]]; then
+  PG_DIR=$WORK/pg
+  mkdir -p "$PG_DIR"
+  [[ $(id -u) == 0 ]] && chown postgres:postgres "$PG_DIR"
+  PG_VERSION=$("$PG_BIN/postgres" --version)
+  log "PostgreSQL ($PG_VERSION) on 127.0.0.1:$PG_PORT, core 1: throw-away cluster in $PG_DIR"
+  if ! "${PG_AS[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U l402 -E UTF8 --no-sync --locale=C \
+    >"$WORK/pg-initdb.log" 2>&1; then
+    echo "initdb failed (see $WORK/pg-initdb.log):" >&2
+    tail -5 "$WORK/pg-initdb.log" >&2
+    BENCH_KEEP=1
+    exit 1
+  fi
+  PG_DATA=$PG_DIR/data
+  if ! taskset -c 1 "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DIR/server.log" -w -t 30 \
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1" start >/dev/null; then
+    echo "PostgreSQL did not start (see $PG_DIR/server.log):" >&2
+    tail -5 "$PG_DIR/server.log" >&2
+    BENCH_KEEP=1
+    exit 1
+  fi
+  "$PG_BIN/psql" "postgres://l402@127.0.0.1:$PG_PORT/postgres" -v ON_ERROR_STOP=1 -q -c "CREATE DATABASE l402"
+  PG_URL=postgres://l402@127.0.0.1:$PG_PORT/l402
+  sed -e "s|^listen: .*|listen: 127.0.0.1:$PGPROXY_PORT|" \
+    -e "s|^store: .*|store:\n  backend: postgres\n  postgres: { url_env: L402_BENCH_STORE_URL, tls: disable }|" \
+    "$WORK/proxy.yaml" >"$WORK/proxy-pg.yaml"
+  grep -q '^  backend: postgres' "$WORK/proxy-pg.yaml" || { echo "could not write proxy-pg.yaml" >&2; exit 1; }
+  log "proxy with the PostgreSQL ledger on 127.0.0.1:$PGPROXY_PORT, core 0"
+  L402_BENCH_STORE_URL=$PG_URL taskset -c 0 "$BIN" run --config "$WORK/proxy-pg.yaml" \
+    >"$WORK/proxy-pg.out" 2>"$WORK/proxy-pg.err" &
+  PGPROXY_PID=$!
+  PIDS+=("$PGPROXY_PID")
+  wait_port "$PGPROXY_PORT"
+fi
+
 # ---------------------------------------------------------------- measuring helpers
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # cpu_ticks PID
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; } # rss_kb PID
@@ -258,8 +338,15 @@ if [[ -n $PEER_BIN ]]; then
   wait_port "$PEER_PORT"
   PEER_RSS_START_KB=$(rss_kb "$PEER_PID")
 fi
-# Which process a proxied scenario measures: the peer's rows start with h_.
-pid_of() { if [[ $1 == h_* ]]; then echo "$PEER_PID"; else echo "$PROXY_PID"; fi; }
+# Which process a proxied scenario measures: the peer's rows start with h_, the PostgreSQL-ledger
+# proxy's with g_.
+pid_of() {
+  case $1 in
+    h_*) echo "$PEER_PID" ;;
+    g_*) echo "$PGPROXY_PID" ;;
+    *) echo "$PROXY_PID" ;;
+  esac
+}
 
 PROXY_URL=http://127.0.0.1:$PROXY_PORT
 PEER_URL=http://127.0.0.1:$PEER_PORT
@@ -336,7 +423,7 @@ run_lg() {
   add "$scen" "$c" p99 "$(kv p99_us)"
   [[ $(kv errors) != 0 ]] && warn "$scen c=$c: $(kv errors) failed requests/connections"
   [[ $(kv bad_status) != 0 ]] && warn "$scen c=$c: $(kv bad_status) answers were not 200"
-  [[ $scen == e_cached && $(kv flagged) != 0 ]] && warn "$scen c=$c: $(kv flagged) answers carried x-l402-proxy-token (a payment, not the cached token)"
+  [[ ($scen == e_cached || $scen == g_cached) && $(kv flagged) != 0 ]] && warn "$scen c=$c: $(kv flagged) answers carried $PAID_HEADER (a payment, not the cached token)"
   if [[ $proxied == 1 && ${total:-0} -gt 0 ]]; then
     add "$scen" "$c" cpu "$(awk -v d=$((t1 - t0)) -v n="$total" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", d * 1e6 / hz / n}')"
   fi
@@ -345,6 +432,7 @@ run_lg() {
 LG_PROXY=(--proxy "127.0.0.1:$PROXY_PORT" --proxy-auth "$AGENT:$AGENT_KEY")
 # The peer gets the same requests, Proxy-Authorization included (it ignores it).
 LG_PEER=(--proxy "127.0.0.1:$PEER_PORT" --proxy-auth "$AGENT:$AGENT_KEY")
+LG_PGPROXY=(--proxy "127.0.0.1:$PGPROXY_PORT" --proxy-auth "$AGENT:$AGENT_KEY")
 direct_https() { run_lg c_https "$1" 0 --url "https://localhost:$NGINX_HTTPS/1k" --cacert "$WORK/origin-ca.pem"; }
 proxy_https() { run_lg d_intercept "$1" 1 "${LG_PROXY[@]}" --url "https://localhost:$NGINX_HTTPS/1k" --cacert "$WORK/ca.pem"; }
 # The peer's rows; nothing when BENCH_PEER_HUDSUCKER is unset.
@@ -357,16 +445,38 @@ peer_https() {
 proxy_tunnel() { run_lg t_tunnel "$1" 1 "${LG_PROXY[@]}" --url "https://127.0.0.1:$NGINX_HTTPS/1k" --cacert "$WORK/origin-ca.pem"; }
 paid_cached() {
   run_lg e_cached "$1" 1 "${LG_PROXY[@]}" --url "http://127.0.0.1:$SELLER_HTTP/weather/today" \
-    --flag-header x-l402-proxy-token
+    --flag-header "$PAID_HEADER"
 }
 seller_free() { run_lg f_free "$1" 1 "${LG_PROXY[@]}" --url "http://127.0.0.1:$SELLER_HTTP/free/x"; }
 # PAID_N requests, each for a service never paid before: 402 → the dev wallet pays → replay.
 paid_fresh() {
   run_lg p_paid 1 1 "${LG_PROXY[@]}" --count "$PAID_N" --vary-service \
-    --url "http://127.0.0.1:$SELLER2_HTTP/paid$1/x" --flag-header x-l402-proxy-token
+    --url "http://127.0.0.1:$SELLER2_HTTP/paid$1/x" --flag-header "$PAID_HEADER"
   local line
   line=$(tail -1 "$WORK/lg-p_paid-1.txt")
   grep -q "flagged=$PAID_N\$" <<<"$line" || warn "paid run $1: not every request was paid: $line"
+}
+
+# The same two runs through the proxy with the PostgreSQL ledger; nothing when PG is skipped.
+pg_cached() {
+  if [[ -z $PG_SKIP ]]; then
+    run_lg g_cached "$1" 1 "${LG_PGPROXY[@]}" --url "http://127.0.0.1:$SELLER_HTTP/weather/today" \
+      --flag-header "$PAID_HEADER"
+  fi
+}
+# The newest transaction id the server handed out: write transactions (each one durable commit)
+# move it by one; reading it moves nothing.
+pg_xid() { "$PG_BIN/psql" "$PG_URL" -Atq -c "SELECT pg_snapshot_xmax(pg_current_snapshot())"; }
+pg_paid() {
+  [[ -z $PG_SKIP ]] || return 0
+  local x0
+  x0=$(pg_xid)
+  run_lg g_paid 1 1 "${LG_PGPROXY[@]}" --count "$PAID_N" --vary-service \
+    --url "http://127.0.0.1:$SELLER2_HTTP/gpaid$1/x" --flag-header "$PAID_HEADER"
+  local line
+  line=$(tail -1 "$WORK/lg-g_paid-1.txt")
+  add g_paid 1 xacts "$(awk -v a="$x0" -v b="$(pg_xid)" -v n="$PAID_N" 'BEGIN {printf "%.1f", (b - a) / n}')"
+  grep -q "flagged=$PAID_N\$" <<<"$line" || warn "PostgreSQL paid run $1: not every request was paid: $line"
 }
 
 # hold_idle LABEL [PID PORT]: opens $IDLE_CONNS connections through the proxy (or the peer at
@@ -414,11 +524,19 @@ log "checking every path once"
 "$LOADGEN" -c 1 -d 0.2 --warmup 0 "${LG_PROXY[@]}" --url "http://127.0.0.1:$NGINX_HTTP/1k" >/dev/null
 "$LOADGEN" -c 1 -d 0.2 --warmup 0 "${LG_PROXY[@]}" --url "https://localhost:$NGINX_HTTPS/1k" --cacert "$WORK/ca.pem" >/dev/null
 first=$("$LOADGEN" -c 1 --count 1 "${LG_PROXY[@]}" --url "http://127.0.0.1:$SELLER_HTTP/weather/today" \
-  --flag-header x-l402-proxy-token)
+  --flag-header "$PAID_HEADER")
 if ! { grep -q 'flagged=1' <<<"$first" && grep -q 'bad_status=0' <<<"$first"; }; then
   warn "the first /weather/today was not paid as expected: $first"
 fi
 log "first paid request: $first"
+if [[ -z $PG_SKIP ]]; then
+  first=$("$LOADGEN" -c 1 --count 1 "${LG_PGPROXY[@]}" --url "http://127.0.0.1:$SELLER_HTTP/weather/today" \
+    --flag-header "$PAID_HEADER")
+  if ! { grep -q 'flagged=1' <<<"$first" && grep -q 'bad_status=0' <<<"$first"; }; then
+    warn "the first /weather/today through the PostgreSQL-ledger proxy was not paid as expected: $first"
+  fi
+  log "first paid request, PostgreSQL ledger: $first"
+fi
 if [[ -n $PEER_BIN ]]; then
   for u in "http://127.0.0.1:$NGINX_HTTP/1k" "https://localhost:$NGINX_HTTPS/1k"; do
     check=$("$LOADGEN" -c 1 -d 0.2 --warmup 0 "${LG_PEER[@]}" --url "$u" --cacert "$WORK/ca.pem" 2>&1 | tail -1 || true)
@@ -430,10 +548,11 @@ fi
 CONCS=(1 16 64)
 PAID_CONCS=(1 16)
 PAID_N=${BENCH_PAID:-100}
-PHASES=20 PEER_PHASES=0
-[[ -n $PEER_BIN ]] && PHASES=26 PEER_PHASES=1
-est=$(awk -v r="$ROUNDS" -v s="$SECS" -v w="$WARMUP" -v p="$PEER_PHASES" \
-  'BEGIN {printf "%.0f", r * (16 * s + 10 * (s + w) + 4 * (s + w) + 1 + p * (3 * s + 3 * (s + w)))}')
+PHASES=20 PEER_PHASES=0 PG_PHASES=0
+[[ -n $PEER_BIN ]] && PHASES=$((PHASES + 6)) PEER_PHASES=1
+[[ -z $PG_SKIP ]] && PHASES=$((PHASES + 3)) PG_PHASES=1
+est=$(awk -v r="$ROUNDS" -v s="$SECS" -v w="$WARMUP" -v p="$PEER_PHASES" -v g="$PG_PHASES" \
+  'BEGIN {printf "%.0f", r * (16 * s + 10 * (s + w) + 4 * (s + w) + 1 + p * (3 * s + 3 * (s + w)) + g * (2 * (s + w) + 1))}')
 log "$ROUNDS rounds × $PHASES phases of ${SECS}s (≈ ${est}s)"
 for r in $(seq 1 "$ROUNDS"); do
   ROUND=$r
@@ -449,9 +568,13 @@ for r in $(seq 1 "$ROUNDS"); do
     fi
   done
   for c in "${PAID_CONCS[@]}"; do
-    if ((r % 2)); then paid_cached "$c"; seller_free "$c"; else seller_free "$c"; paid_cached "$c"; fi
+    if ((r % 2)); then
+      paid_cached "$c"; seller_free "$c"; pg_cached "$c"
+    else
+      pg_cached "$c"; seller_free "$c"; paid_cached "$c"
+    fi
   done
-  paid_fresh "$r"
+  if ((r % 2)); then paid_fresh "$r"; pg_paid "$r"; else pg_paid "$r"; paid_fresh "$r"; fi
   # Calibration: the same direct run with wrk on the proxy's core, so every request crosses
   # cores once each way, as each hop of a proxied request does.
   run_wrk x_cross 1 0 0
@@ -464,6 +587,17 @@ hold_idle after_load
 RSS_IDLE_KB=${IDLE_RSS[after_load]}
 PROXY_FDS=${IDLE_FDS[after_load]}
 [[ -n $PEER_BIN ]] && hold_idle peer_after_load "$PEER_PID" "$PEER_PORT"
+
+# ---------------------------------------------------------------- ledger throughput
+# examples/ledger_bench: the ledgers alone, no proxy: durable begin + settle per payment at
+# concurrency 1, 8, 64; SQLite and PostgreSQL (a throw-away cluster of its own) interleaved.
+# Unpinned (both cores), after every proxy measurement; its files go in the work directory.
+LEDGER_ARGS=("${BENCH_LEDGER_PAYMENTS:-2000}" --max-secs "${BENCH_LEDGER_SECS:-15}" --concurrency "1,8,64" --dir "$WORK")
+if [[ -z $PG_SKIP ]]; then LEDGER_ARGS+=(--store both); else LEDGER_ARGS+=(--store sqlite); fi
+log "ledger throughput: examples/ledger_bench ${LEDGER_ARGS[*]}"
+if ! RUST_BACKTRACE=0 "$LEDGER_BENCH" "${LEDGER_ARGS[@]}" >"$WORK/ledger-bench.txt" 2>"$WORK/ledger-bench.err"; then
+  warn "ledger_bench failed: $(tail -3 "$WORK/ledger-bench.err" | tr '\n' ' ')"
+fi
 
 # ---------------------------------------------------------------- report
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]; else print ""}'; }
@@ -487,12 +621,14 @@ declare -A NAME=(
   [e_cached]="(e) via proxy, L402 cached token (loadgen)"
   [f_free]="(f) via proxy, seller /free pass-through"
   [p_paid]="(p) via proxy, new service: 402→pay→replay"
+  [g_cached]="(ge) PG-ledger proxy, L402 cached token"
+  [g_paid]="(gp) PG-ledger proxy, new service, paid"
   [x_cross]="(x) direct nginx, HTTP, wrk on core 0"
   [h_http]="(hb) hudsucker, HTTP pass-through (wrk)"
   [h_intercept]="(hd) hudsucker, HTTPS intercepted (loadgen)"
 )
 declare -A BASELINE=([b_http]=a_http [x_cross]=a_http [d_intercept]=c_https [t_tunnel]=c_https [e_cached]=f_free [p_paid]=f_free
-  [h_http]=a_http [h_intercept]=c_https)
+  [h_http]=a_http [h_intercept]=c_https [g_cached]=e_cached [g_paid]=f_free)
 
 echo
 REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "unknown revision")
@@ -509,6 +645,10 @@ else
 fi
 echo "(x) is a calibration row, no proxy: what crossing cores costs on this machine at c=1; a proxied"
 echo "request crosses twice as often. (p): $PAID_N requests per round, each paying for a new service."
+if [[ -z $PG_SKIP ]]; then
+  echo "(ge),(gp): a second l402-proxy, the same but for store.backend: postgres (a throw-away durable"
+  echo "cluster, $PG_VERSION, on core 1), also on core 0, in the same rounds: (ge)→(e), (gp)→(f)."
+fi
 echo "load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (the run itself keeps ≈ 2 busy;"
 echo "other work on the machine before it shows up as spread and latency)"
 if [[ -n $PEER_BIN ]]; then
@@ -520,10 +660,11 @@ printf '%-46s %3s %9s %6s %6s %9s %9s %7s %10s %6s\n' scenario c "req/s" spread 
 printf '%s\n' "$(printf '%.0s-' $(seq 1 121))"
 SCENS=(a_http x_cross b_http c_https d_intercept t_tunnel e_cached f_free p_paid)
 [[ -n $PEER_BIN ]] && SCENS=(a_http x_cross b_http h_http c_https d_intercept h_intercept t_tunnel e_cached f_free p_paid)
+[[ -z $PG_SKIP ]] && SCENS+=(g_cached g_paid)
 for scen in "${SCENS[@]}"; do
   concs=("${CONCS[@]}")
-  [[ $scen == e_cached || $scen == f_free ]] && concs=("${PAID_CONCS[@]}")
-  [[ $scen == x_cross || $scen == p_paid ]] && concs=(1)
+  [[ $scen == e_cached || $scen == f_free || $scen == g_cached ]] && concs=("${PAID_CONCS[@]}")
+  [[ $scen == x_cross || $scen == p_paid || $scen == g_paid ]] && concs=(1)
   for c in "${concs[@]}"; do
     rps=$(get "$scen" "$c" rps)
     p50=$(get "$scen" "$c" p50)
@@ -534,7 +675,7 @@ for scen in "${SCENS[@]}"; do
     if [[ -n $base ]]; then
       rr=$(ratio "$rps" "$(get "$base" "$c" rps)")
       dp=$(diffv "$p50" "$(get "$base" "$c" p50)")
-      [[ $scen == e_cached ]] && cr=$(ratio "$cpu" "$(get f_free "$c" cpu)")
+      [[ $scen == e_cached || $scen == g_cached ]] && cr=$(ratio "$cpu" "$(get "$base" "$c" cpu)")
     fi
     printf '%-46s %3s %9s %6s %6s %9s %9s %7s %10s %6s\n' "${NAME[$scen]}" "$c" "${rps:--}" "$(spr "$scen" "$c" rps)" \
       "${rr:--}" "${p50:--}" "${p99:--}" "${dp:--}" "${cpu:--}" "${cr:--}"
@@ -545,6 +686,10 @@ sub_kb() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "") print a - b;
 echo "proxy RSS (VmRSS): at start $(mib "$RSS_START_KB");"
 echo "  fresh, with $IDLE_CONNS idle keep-alive connections: $(mib "${IDLE_RSS[fresh]}") (+$(mib "$(sub_kb "${IDLE_RSS[fresh]}" "$RSS_START_KB")"), proxy fds open: ${IDLE_FDS[fresh]:--}); after they closed: $(mib "$RSS_FRESH_AFTER_KB")"
 echo "  after all the load: $(mib "$RSS_LOADED_KB"); then with $IDLE_CONNS idle connections: $(mib "$RSS_IDLE_KB") (+$(mib "$(sub_kb "$RSS_IDLE_KB" "$RSS_LOADED_KB")"), fds open: ${PROXY_FDS:--})"
+echo
+echo "ledger throughput (examples/ledger_bench ${LEDGER_ARGS[*]}; no proxy, both cores, after the rounds):"
+if [[ -s $WORK/ledger-bench.txt ]]; then sed 's/^/  /' "$WORK/ledger-bench.txt"; else echo "  - (failed, see warnings)"; fi
+[[ -n $PG_SKIP ]] && echo "  PostgreSQL skipped: $PG_SKIP"
 if [[ -n $PEER_BIN ]]; then
   echo "hudsucker RSS (VmRSS): at start $(mib "$PEER_RSS_START_KB");"
   echo "  fresh, with $IDLE_CONNS idle keep-alive connections: $(mib "${IDLE_RSS[peer_fresh]}") (+$(mib "$(sub_kb "${IDLE_RSS[peer_fresh]}" "$PEER_RSS_START_KB")"), fds open: ${IDLE_FDS[peer_fresh]:--}); after they closed: $(mib "$PEER_RSS_FRESH_AFTER_KB")"
@@ -566,7 +711,21 @@ printf '  %-58s %10s   target %s\n' \
   "RSS with $IDLE_CONNS idle connections, after the load" "$(mib "$RSS_IDLE_KB")" "≤ 20 MiB" \
   "cached-token CPU ÷ pass-through CPU (e/f)" "$(ratio "$(get e_cached 16 cpu)" "$(get f_free 16 cpu)")" "≤ 1.05" \
   "cached-token req/s ÷ pass-through req/s (e/f)" "$(ratio "$(get e_cached 16 rps)" "$(get f_free 16 rps)")" "≥ 0.95" \
-  "paid request (p), c=1: p50 / p99, µs" "$(get p_paid 1 p50) / $(get p_paid 1 p99)" "p99 ≤ 2000 + wallet pay time (dev: ≈ 0) + (f) p99 $(get f_free 1 p99)"
+  "paid request (p), c=1: p50 / p99, µs" "$(get p_paid 1 p50) / $(get p_paid 1 p99)" "p99 ≤ 2000 + wallet pay time (dev: ≈ 0) + (f) p99 $(get f_free 1 p99)" \
+  "paid p99 beyond the wallet's pay time, SQLite ((p) − (f)), µs" "$(diffv "$(get p_paid 1 p99)" "$(get f_free 1 p99)")" "≤ 2000 (the dev wallet pays at once)"
+if [[ -z $PG_SKIP ]]; then
+  printf '  %-58s %10s   target %s\n' \
+    "paid request, PostgreSQL ledger (gp), c=1: p50 / p99, µs" "$(get g_paid 1 p50) / $(get g_paid 1 p99)" "p99 ≤ 5000 + wallet pay time (dev: ≈ 0) + (f) p99 $(get f_free 1 p99)" \
+    "paid p99 beyond the wallet's pay time, PostgreSQL ((gp) − (f)), µs" "$(diffv "$(get g_paid 1 p99)" "$(get f_free 1 p99)")" "≤ 5000 (the dev wallet pays at once)" \
+    "cached-token CPU, PostgreSQL ÷ SQLite ledger (ge/e)" "$(ratio "$(get g_cached 16 cpu)" "$(get e_cached 16 cpu)")" "≈ 1.00 (never waits on the database)" \
+    "cached-token req/s, PostgreSQL ÷ SQLite ledger (ge/e)" "$(ratio "$(get g_cached 16 rps)" "$(get e_cached 16 rps)")" "≈ 1.00"
+  printf '  %-58s %10s   %s\n' \
+    "paid p50 / p99, PostgreSQL − SQLite ledger ((gp) − (p)), µs" \
+    "$(diffv "$(get g_paid 1 p50)" "$(get p_paid 1 p50)") / $(diffv "$(get g_paid 1 p99)" "$(get p_paid 1 p99)")" "(reference, no target)" \
+    "PostgreSQL write transactions per paid request (gp)" "$(get g_paid 1 xacts)" "(reference: each a durable commit, heartbeats included)"
+else
+  echo "  PostgreSQL ledger skipped: $PG_SKIP"
+fi
 if [[ -n $PEER_BIN ]]; then
   printf '  %-58s %10s   target %s\n' \
     "proxy CPU ÷ hudsucker's, HTTP pass-through (b/hb)" "$(ratio "$(get b_http 16 cpu)" "$(get h_http 16 cpu)")" "≤ 0.70" \
@@ -592,5 +751,7 @@ fi
 kill "$SELLER_PID" "$SELLER2_PID" 2>/dev/null || true
 wait "$SELLER_PID" "$SELLER2_PID" 2>/dev/null || true
 echo
-echo "seller counters: (e)/(f) seller: $(sed -n 's/^seller challenges=/challenges=/p' "$WORK/seller.out") (expected 1 challenge, 1 paid);"
-echo "                 (p) seller: $(sed -n 's/^seller challenges=/challenges=/p' "$WORK/seller2.out") (expected $((PAID_N * ROUNDS)) paid)"
+PROXIES=1
+[[ -z $PG_SKIP ]] && PROXIES=2
+echo "seller counters: (e)/(f) seller: $(sed -n 's/^seller challenges=/challenges=/p' "$WORK/seller.out") (expected $PROXIES challenge(s), $PROXIES paid: one per proxy);"
+echo "                 (p) seller: $(sed -n 's/^seller challenges=/challenges=/p' "$WORK/seller2.out") (expected $((PAID_N * ROUNDS * PROXIES)) paid)"

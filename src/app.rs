@@ -123,6 +123,7 @@ impl App {
             guard.clone(),
             tls,
             Duration::from_secs(config.http.pool_idle_secs),
+            Duration::from_secs(config.http.upstream_response_timeout_secs),
             metrics.clone(),
         );
         let ledger = open_ledger(config, clock.clone()).await?;
@@ -185,6 +186,11 @@ impl App {
             metrics,
             clock,
             guardrails,
+            timeouts: crate::proxy::timeouts::Timeouts::from_config(&config.http),
+            admission: crate::proxy::admission::Admission::new(
+                config.http.max_connections,
+                config.http.max_unauthenticated_per_source,
+            ),
         });
         Ok(App {
             shared,
@@ -288,8 +294,26 @@ impl App {
         {
             needs_restart.push("wallet");
         }
-        if old.store.path != new.store.path || old.store.backend != new.store.backend {
+        if old.store.path != new.store.path
+            || old.store.backend != new.store.backend
+            || old.store.postgres != new.store.postgres
+        {
             needs_restart.push("store");
+        }
+        if old.wallet != new.wallet && !needs_restart.contains(&"wallet") {
+            needs_restart.push("wallet");
+        }
+        if old.pay != new.pay {
+            needs_restart.push("pay");
+        }
+        if old.guard != new.guard {
+            needs_restart.push("guard");
+        }
+        if old.http != new.http {
+            needs_restart.push("http");
+        }
+        if old.admin != new.admin && !needs_restart.contains(&"admin.listen") {
+            needs_restart.push("admin");
         }
         needs_restart
     }

@@ -72,6 +72,7 @@ pub struct Metrics {
     pub open_connections: IntGauge,
     pub open_tunnels: IntGauge,
     connects: IntCounterVec,
+    refused_connections: IntCounterVec,
     pub certificates_minted: IntCounter,
     /// 1 while the ledger's store answers, 0 while payments fail closed.
     pub store_up: IntGauge,
@@ -193,6 +194,13 @@ impl Metrics {
             open_connections: gauge(&registry, "l402_proxy_open_connections", "Agent connections open now."),
             open_tunnels: gauge(&registry, "l402_proxy_open_tunnels", "CONNECT tunnels (relayed or intercepted) open now."),
             connects: counter_vec(&registry, "l402_proxy_connects_total", "CONNECT requests accepted, by mode (tunnel, intercept).", &["mode"]),
+            refused_connections: {
+                let c = counter_vec(&registry, "l402_proxy_refused_connections_total", "Agent connections closed at accept, by cap (max_connections, max_unauthenticated_per_source).", &["cap"]);
+                for cap in ["max_connections", "max_unauthenticated_per_source"] {
+                    c.with_label_values(&[cap]);
+                }
+                c
+            },
             certificates_minted: counter(&registry, "l402_proxy_certificates_minted_total", "Leaf certificates minted by our CA."),
             store_up: gauge(&registry, "l402_proxy_store_up", "1 while the ledger's store answers; 0 while new payments are refused (store-unavailable)."),
             wallet_balance_msat: gauge(&registry, "l402_proxy_wallet_balance_msat", "What the operator's wallet can spend, in msat, as last read in the background (0 until read; backends that cannot tell stay 0)."),
@@ -223,6 +231,15 @@ impl Metrics {
 
     pub fn connect(&self, mode: &'static str) {
         self.connects.with_label_values(&[mode]).inc();
+    }
+
+    /// Counts a connection closed at accept by a cap.
+    pub fn refused_connection(&self, refusal: crate::proxy::admission::Refusal) {
+        let cap = match refusal {
+            crate::proxy::admission::Refusal::Full => "max_connections",
+            crate::proxy::admission::Refusal::SourceFull => "max_unauthenticated_per_source",
+        };
+        self.refused_connections.with_label_values(&[cap]).inc();
     }
 
     /// Counts one emitted alert (`l402_proxy_alerts_total{event}`).

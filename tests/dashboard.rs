@@ -3,14 +3,16 @@
 //! npm playwright-core) as an operator would: sign in at the prompt and with `#token=`, watch a
 //! payment made through the proxy appear, create an agent and use its key through the proxy,
 //! pause it and see the proxy decline it, top it up, download the ledger as CSV, delete it, and
-//! sign in again after a 401. Screenshots go to a temp dir (printed); with
+//! sign in again after a 401; and approve and deny payments held above `approve_above_sats`
+//! while the agents' requests wait. Screenshots go to a temp dir (printed); with
 //! `L402_DASHBOARD_SCREENSHOT=1` also to docs/dashboard.png for the README.
 //!
 //! A missing Chromium or playwright-core fails the test, naming `bash tests/dashboard/install.sh`.
 
 mod common;
 
-use common::{Harness, Options};
+use common::{Harness, Options, Reply};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -83,17 +85,7 @@ async fn the_dashboard_is_served_from_the_binary_with_strict_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_watches_and_manages_agents_in_a_browser() {
     let started = Instant::now();
-    let dir = here();
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: run `{INSTALL}`"
-    );
-    assert!(
-        dir.join("node_modules/playwright-core/package.json")
-            .exists(),
-        "npm playwright-core is missing in tests/dashboard/node_modules: run `{INSTALL}`"
-    );
-
+    check_browser();
     let h = Harness::with(Options {
         admin_token: Some(TOKEN.into()),
         alice_limits: "{ per_request_sats: 1000, daily_sats: 500 }".into(),
@@ -110,25 +102,107 @@ async fn an_operator_watches_and_manages_agents_in_a_browser() {
         .unwrap_or_else(|| panic!("bob's pricey request is declined: {declined:?}"))
         .to_string();
 
-    let out = common::temp_dir("dashboard");
-    let admin = h.admin.unwrap();
     let docs_shot = std::env::var("L402_DASHBOARD_SCREENSHOT")
         .is_ok_and(|v| v == "1")
         .then(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png"));
     if let Some(p) = &docs_shot {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     }
+    let mut env = vec![("DECLINE_CODE", decline_code)];
+    if let Some(p) = &docs_shot {
+        env.push(("DOCS_SCREENSHOT", p.display().to_string()));
+    }
+    let session = browse(&h, "manage", &env).await;
+    assert_eq!(session.asks, 7, "{}", session.report);
+    assert!(session.out.join("dashboard.png").exists());
+    eprintln!(
+        "dashboard: passed in {:.1} s; screenshots in {}{}",
+        started.elapsed().as_secs_f64(),
+        session.out.display(),
+        docs_shot
+            .map(|p| format!(" and {}", p.display()))
+            .unwrap_or_default()
+    );
+}
+
+/// Payments above `approve_above_sats` wait in the dashboard: the operator approves one with
+/// the keyboard (the agent's waiting request completes paid), creates an agent with guardrails
+/// in the form, denies its held payment after a confirmation (the agent gets 402
+/// `approval-denied`), and sees the 409 of a payment decided elsewhere meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_approves_and_denies_held_payments_in_a_browser() {
+    let started = Instant::now();
+    check_browser();
+    // The seller asks 10 sats a request: above alice's threshold.
+    let h = Harness::with(Options {
+        admin_token: Some(TOKEN.into()),
+        alice_limits: "{ per_request_sats: 1000, approve_above_sats: 5, requests_per_minute: 120 }"
+            .into(),
+        extra_yaml: "approval: { timeout_secs: 30 }\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let session = browse(&h, "approvals", &[]).await;
+    assert_eq!(session.asks, 10, "{}", session.report);
+    // Two approved (one in the page, one behind its back), one denied: two paid.
+    assert_eq!(h.payments(), 2, "{}", session.report);
+    let audit = h.admin(Some(TOKEN), "GET", "/v1/audit", &[]).await;
+    let audit: serde_json::Value = serde_json::from_str(&audit.body).unwrap();
+    let decisions = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "approval")
+        .count();
+    assert_eq!(decisions, 3, "{audit}");
+    eprintln!(
+        "dashboard approvals: passed in {:.1} s; screenshots in {}",
+        started.elapsed().as_secs_f64(),
+        session.out.display(),
+    );
+}
+
+fn check_browser() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: run `{INSTALL}`"
+    );
+    assert!(
+        here()
+            .join("node_modules/playwright-core/package.json")
+            .exists(),
+        "npm playwright-core is missing in tests/dashboard/node_modules: run `{INSTALL}`"
+    );
+}
+
+/// What a browser session did.
+struct Session {
+    /// Screenshots and logs.
+    out: PathBuf,
+    /// How many times the script asked us to act through the proxy.
+    asks: usize,
+    /// The transcript and the script's stderr, for assertion messages.
+    report: String,
+}
+
+/// Runs `scenario` of tests/dashboard/drive.mjs against `h`'s admin API, answering its
+/// requests; fails the test unless the script ends with DONE and exit 0.
+async fn browse(h: &Harness, scenario: &str, env: &[(&str, String)]) -> Session {
+    let dir = here();
+    let out = common::temp_dir("dashboard");
+    let admin = h.admin.unwrap();
     let stderr_path = out.join("drive.stderr");
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(dir.join("drive.mjs"))
         .current_dir(&dir)
+        .env("SCENARIO", scenario)
         .env("ADMIN_URL", format!("http://{admin}"))
         .env("ADMIN_TOKEN", TOKEN)
         .env("OUT_DIR", &out)
         .env("SELLER_HOST", format!("127.0.0.1:{}", h.seller.http.port()))
-        .env("DECLINE_CODE", &decline_code)
         .env("CHROMIUM", CHROMIUM)
         .env_remove("DOCS_SCREENSHOT")
+        .env_remove("DECLINE_CODE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -144,8 +218,8 @@ async fn an_operator_watches_and_manages_agents_in_a_browser() {
     ] {
         cmd.env_remove(var);
     }
-    if let Some(p) = &docs_shot {
-        cmd.env("DOCS_SCREENSHOT", p);
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let mut child = cmd
         .spawn()
@@ -156,6 +230,7 @@ async fn an_operator_watches_and_manages_agents_in_a_browser() {
     let mut transcript: Vec<String> = Vec::new();
     let mut done = false;
     let mut asks = 0;
+    let mut held = HashMap::new();
     let session = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             transcript.push(line.clone());
@@ -164,7 +239,7 @@ async fn an_operator_watches_and_manages_agents_in_a_browser() {
             } else if let Some(rest) = line.strip_prefix("ASK ") {
                 let (id, request) = rest.split_once(' ').unwrap();
                 let request: serde_json::Value = serde_json::from_str(request).unwrap();
-                let answer = answer(&h, &request).await;
+                let answer = answer(h, &mut held, &request).await;
                 transcript.push(format!("  -> {answer}"));
                 asks += 1;
                 stdin
@@ -184,6 +259,9 @@ async fn an_operator_watches_and_manages_agents_in_a_browser() {
     } else {
         child.wait().await.ok()
     };
+    for (_, task) in held.drain() {
+        task.abort();
+    }
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     let report = format!(
         "browser session (screenshots and logs in {}):\n{}\nstderr:\n{stderr}",
@@ -195,36 +273,91 @@ async fn an_operator_watches_and_manages_agents_in_a_browser() {
         done && status.is_some_and(|s| s.success()),
         "the dashboard script failed ({status:?}); {report}"
     );
-    assert_eq!(asks, 7, "{report}");
-    assert!(out.join("dashboard.png").exists());
-    eprintln!(
-        "dashboard: passed in {:.1} s; screenshots in {}{}",
-        started.elapsed().as_secs_f64(),
-        out.display(),
-        docs_shot
-            .map(|p| format!(" and {}", p.display()))
-            .unwrap_or_default()
-    );
+    Session { out, asks, report }
 }
 
-/// Does what the browser script asks on the proxy side and checks the outcome.
-async fn answer(h: &Harness, request: &serde_json::Value) -> serde_json::Value {
+/// Whether a reply is the outcome the script wants: `paid`, `refused` (407) or a decline code.
+fn outcome_is(r: &Reply, want: &str) -> bool {
+    match want {
+        "paid" => r.status == 200 && r.paid(),
+        "refused" => r.status == 407,
+        code => r.status == 402 && r.decline() == Some(code),
+    }
+}
+
+fn reply_json(r: &Reply, ok: bool) -> serde_json::Value {
+    serde_json::json!({
+        "ok": ok,
+        "status": r.status,
+        "paid": r.paid(),
+        "decline": r.decline(),
+    })
+}
+
+/// Does what the browser script asks on the proxy side and checks the outcome. Requests that
+/// wait for an approval (`hold`) run in the background, by name, until `outcome` collects them.
+async fn answer(
+    h: &Harness,
+    held: &mut HashMap<String, tokio::task::JoinHandle<Reply>>,
+    request: &serde_json::Value,
+) -> serde_json::Value {
     let s = |k: &str| request[k].as_str().unwrap_or_default().to_string();
     match s("do").as_str() {
         "pay" => {
             let (agent, key, path, want) = (s("agent"), s("key"), s("path"), s("expect"));
             let r = h.curl(Some((&agent, &key)), &h.http_url(&path), &[]).await;
-            let ok = match want.as_str() {
-                "paid" => r.status == 200 && r.paid(),
-                "refused" => r.status == 407,
-                code => r.status == 402 && r.decline() == Some(code),
+            reply_json(&r, outcome_is(&r, &want))
+        }
+        // A request through the proxy that waits for the operator: it runs on its own.
+        "hold" => {
+            let (agent, key, url) = (s("agent"), s("key"), h.http_url(&s("path")));
+            let proxy = h.proxy;
+            let task = tokio::spawn(async move {
+                common::proxied(
+                    proxy,
+                    (&agent, &key),
+                    http::Method::GET,
+                    &url,
+                    bytes::Bytes::new(),
+                )
+                .await
+            });
+            held.insert(s("name"), task);
+            serde_json::json!({ "ok": true })
+        }
+        // The held request is still waiting (no answer yet).
+        "waiting" => {
+            let ok = held.get(&s("name")).is_some_and(|t| !t.is_finished());
+            serde_json::json!({ "ok": ok })
+        }
+        // The held request's answer, once the operator decided.
+        "outcome" => {
+            let Some(task) = held.remove(&s("name")) else {
+                return serde_json::json!({ "ok": false, "error": "no such held request" });
             };
-            serde_json::json!({
-                "ok": ok,
-                "status": r.status,
-                "paid": r.paid(),
-                "decline": r.decline(),
-            })
+            match tokio::time::timeout(Duration::from_secs(20), task).await {
+                Ok(Ok(r)) => reply_json(&r, outcome_is(&r, &s("expect"))),
+                Ok(Err(e)) => serde_json::json!({ "ok": false, "error": e.to_string() }),
+                Err(_) => serde_json::json!({ "ok": false, "error": "still waiting after 20 s" }),
+            }
+        }
+        // A decision through the API behind the page's back (another operator, a script on the API).
+        "decide" => {
+            let body = serde_json::json!({ "approve": request["approve"] == true }).to_string();
+            let r = h
+                .admin(
+                    Some(TOKEN),
+                    "POST",
+                    &format!("/v1/approvals/{}", s("id")),
+                    &[
+                        "-H",
+                        "Content-Type: application/json",
+                        "--data-binary",
+                        &body,
+                    ],
+                )
+                .await;
+            serde_json::json!({ "ok": r.status == 200, "status": r.status, "body": r.body })
         }
         // The proxy URL the page shows for a new agent names this proxy.
         "proxy-url" => {

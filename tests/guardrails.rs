@@ -206,11 +206,14 @@ async fn payments_above_the_threshold_wait_for_the_operator() {
     assert_eq!(status, 400, "{v}");
 
     let decided = hook
-        .wait_for("approval.decided", 2, Duration::from_secs(5))
+        .wait_for("approval.decided", 3, Duration::from_secs(5))
         .await;
-    assert_eq!(decided.len(), 2);
+    assert_eq!(decided.len(), 3, "{decided:?}");
     assert_eq!(decided[0]["approved"], true);
     assert_eq!(decided[1]["approved"], false);
+    assert_eq!(decided[1]["by"], "admin");
+    assert_eq!(decided[2]["approved"], false);
+    assert_eq!(decided[2]["by"], "timeout");
     let (_, audit) = admin_json(&h, "GET", "/v1/audit", None).await;
     let actions: Vec<&str> = audit["audit"]
         .as_array()

@@ -69,6 +69,8 @@ impl Admin {
                     async move { Ok::<_, Infallible>(admin.handle(req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(30))
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
@@ -196,7 +198,7 @@ impl Admin {
             (_, ["status" | "agents" | "payments" | "declines" | "audit" | "approvals", ..]) => {
                 error(
                     StatusCode::METHOD_NOT_ALLOWED,
-                    "method not allowed here; see the admin API in the README",
+                    "method not allowed here; see docs/admin-api.md",
                 )
             }
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),

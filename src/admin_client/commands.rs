@@ -15,7 +15,7 @@ pub struct LimitArgs {
     /// The most one payment may cost.
     #[arg(long)]
     pub per_request_sats: Option<u64>,
-    /// Spend per rolling hour.
+    /// Spend per calendar hour (UTC).
     #[arg(long)]
     pub hourly_sats: Option<u64>,
     /// Spend per day (UTC).
@@ -88,7 +88,7 @@ pub enum AgentsCommand {
         #[command(flatten)]
         hosts: HostArgs,
     },
-    /// Replace an API agent's limits and/or host rules.
+    /// Change an API agent's limits and/or host rules (limits not named stay as they are).
     Set {
         name: String,
         #[command(flatten)]

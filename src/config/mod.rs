@@ -37,7 +37,7 @@ fn err(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where agents connect (their HTTP_PROXY / HTTPS_PROXY).
@@ -80,7 +80,7 @@ fn default_grace() -> u64 {
 }
 
 /// `approval:` — how long a held payment waits for the operator's decision.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalConfig {
     /// Seconds a payment above `approve_above_sats` waits (the agent's request with it); the
@@ -101,7 +101,7 @@ fn default_approval_timeout() -> u64 {
     120
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` (readable, the default) or `json` (one object per line); `--log-format` overrides.
@@ -121,7 +121,7 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8402))
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Admin API, /metrics and probes. Absent: no admin listener.
@@ -130,7 +130,7 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     #[serde(default = "default_ca_cert")]
@@ -166,7 +166,7 @@ impl Default for TlsConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GuardConfig {
     /// Allow loopback, private, link-local and metadata destinations (off by default: SSRF).
@@ -199,7 +199,7 @@ impl Backend {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WalletConfig {
     pub backend: Backend,
@@ -225,7 +225,7 @@ fn default_payment_timeout() -> u64 {
     60
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LnbitsConfig {
     pub url: String,
@@ -233,7 +233,7 @@ pub struct LnbitsConfig {
     pub admin_key_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LndConfig {
     pub url: String,
@@ -241,7 +241,7 @@ pub struct LndConfig {
     pub tls_cert_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClnConfig {
     pub url: String,
@@ -250,7 +250,7 @@ pub struct ClnConfig {
     pub tls_cert_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NwcConfig {
     pub uri_env: Option<String>,
@@ -259,7 +259,7 @@ pub struct NwcConfig {
 
 /// The built-in simulated wallet: pays invoices minted with the same `secret` (the demo seller's
 /// and test sellers'), so the whole flow runs without a node. Never moves real money.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DevWalletConfig {
     #[serde(default = "default_dev_balance")]
@@ -298,7 +298,7 @@ impl Default for DevWalletConfig {
 }
 
 /// Where the money authority lives: the ledger of payments, reservations, tokens and declines.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// `sqlite` (embedded, one process) or `postgres` (shared by every replica and sidecar).
@@ -334,7 +334,7 @@ impl StoreBackend {
 
 /// How to reach the shared PostgreSQL ledger. The URL holds a password, so it comes from an
 /// environment variable or a file, never from the config itself.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// Environment variable holding `postgres://user:password@host:5432/db`.
@@ -384,7 +384,7 @@ impl Default for StoreConfig {
 }
 
 /// How 402s are paid.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PayConfig {
     /// The dialects paid and, in this order, which one is preferred when a 402 offers several
@@ -433,7 +433,7 @@ impl PayScheme {
 }
 
 /// How requests are handled on the way through.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Request bodies up to this size are buffered so a paid request can be replayed; a larger
@@ -446,6 +446,45 @@ pub struct HttpConfig {
     /// Idle keep-alive connections to upstreams are closed after this many seconds.
     #[serde(default = "default_pool_idle")]
     pub pool_idle_secs: u64,
+    /// An agent's request head must arrive within this many seconds (slowloris), which also
+    /// closes a keep-alive connection idle for that long.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// A tunnel (blind or intercepted) with no byte moving and no request in flight for this
+    /// many seconds is closed.
+    #[serde(default = "default_tunnel_idle_timeout")]
+    pub tunnel_idle_timeout_secs: u64,
+    /// The TLS handshake of an intercepted tunnel (from its first byte) must complete within.
+    #[serde(default = "default_tls_handshake_timeout")]
+    pub tls_handshake_timeout_secs: u64,
+    /// An upstream must send its response head within this many seconds (504 otherwise).
+    #[serde(default = "default_upstream_response_timeout")]
+    pub upstream_response_timeout_secs: u64,
+    /// Agent connections open at once, in all; more are closed at accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections per source address that have not yet sent valid proxy credentials.
+    #[serde(default = "default_max_unauthenticated_per_source")]
+    pub max_unauthenticated_per_source: usize,
+}
+
+fn default_header_read_timeout() -> u64 {
+    30
+}
+fn default_tunnel_idle_timeout() -> u64 {
+    300
+}
+fn default_tls_handshake_timeout() -> u64 {
+    10
+}
+fn default_upstream_response_timeout() -> u64 {
+    300
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_unauthenticated_per_source() -> usize {
+    256
 }
 
 fn default_max_replay_body() -> usize {
@@ -464,11 +503,17 @@ impl Default for HttpConfig {
             max_replay_body_bytes: default_max_replay_body(),
             connect_timeout_secs: default_connect_timeout(),
             pool_idle_secs: default_pool_idle(),
+            header_read_timeout_secs: default_header_read_timeout(),
+            tunnel_idle_timeout_secs: default_tunnel_idle_timeout(),
+            tls_handshake_timeout_secs: default_tls_handshake_timeout(),
+            upstream_response_timeout_secs: default_upstream_response_timeout(),
+            max_connections: default_max_connections(),
+            max_unauthenticated_per_source: default_max_unauthenticated_per_source(),
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// The user name in `Proxy-Authorization: Basic base64(name:key)`.
@@ -806,6 +851,38 @@ impl Config {
                 )));
             }
         }
+        for (field, secs) in [
+            ("http.connect_timeout_secs", self.http.connect_timeout_secs),
+            (
+                "http.header_read_timeout_secs",
+                self.http.header_read_timeout_secs,
+            ),
+            (
+                "http.tunnel_idle_timeout_secs",
+                self.http.tunnel_idle_timeout_secs,
+            ),
+            (
+                "http.tls_handshake_timeout_secs",
+                self.http.tls_handshake_timeout_secs,
+            ),
+            (
+                "http.upstream_response_timeout_secs",
+                self.http.upstream_response_timeout_secs,
+            ),
+        ] {
+            if secs == 0 || secs > 86_400 {
+                note(Err(err(field, "must be between 1 and 86400 seconds")));
+            }
+        }
+        if self.http.max_connections == 0 {
+            note(Err(err("http.max_connections", "must be at least 1")));
+        }
+        if self.http.max_unauthenticated_per_source == 0 {
+            note(Err(err(
+                "http.max_unauthenticated_per_source",
+                "must be at least 1",
+            )));
+        }
         if self.http.max_replay_body_bytes > (256 << 20) {
             note(Err(err(
                 "http.max_replay_body_bytes",
@@ -835,6 +912,23 @@ impl Config {
         }
         for (field, problem) in self.operator_limits.problems() {
             note(Err(err(format!("operator_limits.{field}"), problem)));
+        }
+        for (field, set) in [
+            (
+                "requests_per_minute",
+                self.operator_limits.requests_per_minute.is_some(),
+            ),
+            (
+                "max_connections",
+                self.operator_limits.max_connections.is_some(),
+            ),
+        ] {
+            if set {
+                note(Err(err(
+                    format!("operator_limits.{field}"),
+                    "is per agent only: set it in each agent's limits (http.max_connections caps all connections)",
+                )));
+            }
         }
         for (field, problem) in self.alerts.validate() {
             note(Err(err(field, problem)));

@@ -173,10 +173,19 @@ impl Approvals {
         {
             Ok(Some(r)) if r.state == ApprovalState::Approved => Ok(()),
             Ok(Some(r)) if r.state == ApprovalState::Denied => Err(Decline::ApprovalDenied { id }),
-            Ok(_) => {
+            Ok(Some(r)) => {
                 tracing::info!(%id, "nobody decided on the held payment in time");
+                self.alerts.emit(Event::ApprovalDecided {
+                    id: r.id.clone(),
+                    agent: r.agent.clone(),
+                    host: r.host.clone(),
+                    amount_msat: r.amount.0,
+                    approved: false,
+                    by: "timeout".to_string(),
+                });
                 Err(timeout)
             }
+            Ok(None) => Err(timeout),
             Err(e) => {
                 tracing::warn!(%id, error = %e, "could not record the approval as expired");
                 Err(timeout)

@@ -2,8 +2,9 @@
 //! rate limits, the price-jump guard, budget threshold alerts, and the background watch over
 //! the wallet's balance, the store and payments stuck in reconciliation.
 //!
-//! Nothing here runs on the cached-token path, and an agent with none of these limits set
-//! pays nothing for them on the request path (no lock, no map entry, no store read).
+//! An agent with none of these limits set pays nothing for them on the request path (no lock,
+//! no map entry, no store read); with `requests_per_minute` set, every request (cached-token
+//! ones too) takes one token from an in-memory bucket, never the store.
 
 pub mod approvals;
 pub mod price;

@@ -309,6 +309,27 @@ impl PostgresLedger {
         if delta == 0 {
             return Ok(());
         }
+        // Lock the rows in the order `reserve` does (the agent's, then the operator's; hour to
+        // total), or a settle and a concurrent begin each hold what the other waits for.
+        let lock = txn
+            .prepare_cached(
+                "SELECT 1 FROM l402_usage
+                 WHERE owner IN ($1, $2) AND ((period = 'hour' AND start = $3) OR (period = 'day' AND start = $4)
+                 OR (period = 'week' AND start = $5) OR (period = 'month' AND start = $6) OR period = 'total')
+                 ORDER BY owner = $2, CASE period WHEN 'hour' THEN 0 WHEN 'day' THEN 1 WHEN 'week' THEN 2
+                 WHEN 'month' THEN 3 ELSE 4 END
+                 FOR UPDATE",
+            )
+            .await
+            .map_err(unavailable)?;
+        txn.query(
+            &lock,
+            &[
+                &agent, &OPERATOR, &starts[0], &starts[1], &starts[2], &starts[3],
+            ],
+        )
+        .await
+        .map_err(unavailable)?;
         let stmt = txn
             .prepare_cached(
                 "UPDATE l402_usage SET msat = GREATEST(msat + $7, 0)

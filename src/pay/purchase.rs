@@ -12,6 +12,7 @@ use super::tokens::{path_scope, Token, TokenCache};
 use crate::agents::Agent;
 use crate::alerts::Event;
 use crate::config::Limits;
+use crate::core::decline::{Period, Whose};
 use crate::core::{Clock, Decline, Msat, PaymentHash};
 use crate::guardrails::{self, thresholds, Guardrails, Hold, PriceCheck};
 use crate::invoice::{self, Network};
@@ -230,6 +231,14 @@ impl Purchases {
         };
         let amount = policy::check_invoice(&invoice, agent, to.host, self.network, now)
             .map_err(with_amount)?;
+        if let Some(limit) = self.operator_limits.load().per_request_sats {
+            if amount.sats_ceil() > limit {
+                return Err(with_amount(Decline::OverPerRequestLimit {
+                    amount,
+                    limit_sats: limit,
+                }));
+            }
+        }
         offer
             .terms
             .check(&invoice, body, now)
@@ -444,6 +453,39 @@ impl Purchases {
     }
 }
 
+/// The limit with the least left in `view`: which, what is left, the limit and the spend.
+fn tightest_limit(view: &crate::budget::BudgetView) -> Option<(Period, u64, u64, u64)> {
+    use crate::core::window::Window;
+    let (r, s, l) = (&view.remaining_msat, &view.spent_msat, &view.limits);
+    [
+        (
+            r.hourly,
+            s.hourly,
+            l.hourly_sats,
+            Period::Window(Window::Hour),
+        ),
+        (r.daily, s.daily, l.daily_sats, Period::Window(Window::Day)),
+        (
+            r.weekly,
+            s.weekly,
+            l.weekly_sats,
+            Period::Window(Window::Week),
+        ),
+        (
+            r.monthly,
+            s.monthly,
+            l.monthly_sats,
+            Period::Window(Window::Month),
+        ),
+        (r.total, s.total, l.total_sats, Period::Total),
+    ]
+    .into_iter()
+    .filter_map(|(left, spent, limit, p)| {
+        Some((p, left?, limit?.saturating_mul(1000), spent.unwrap_or(0)))
+    })
+    .min_by_key(|(_, left, _, _)| *left)
+}
+
 /// Runs a purchase in its own task: the agent hanging up must not cancel a payment in progress.
 async fn detached(job: Job) -> FlightResult {
     tokio::spawn(job.run())
@@ -515,6 +557,22 @@ impl Job {
         g.rates.payment(&agent.name, &agent.limits, operator)?;
         if let Some(above) = guardrails::approve_above(&agent.limits, operator) {
             if self.amount > Msat::from_sats(above) {
+                // Not worth a person's time when the budget cannot take it anyway (the
+                // reservation after approval still decides, atomically).
+                if let Ok(view) = p.ledger.budget(&agent.name, &agent.limits).await {
+                    let needed = Msat(self.amount.0 + p.book.max_fee().0);
+                    if let Some((period, left, limit, spent)) = tightest_limit(&view) {
+                        if needed.0 > left {
+                            return Err(Decline::OverLimit {
+                                whose: Whose::Agent,
+                                period,
+                                used: Msat(spent),
+                                amount: needed,
+                                limit: Msat(limit),
+                            });
+                        }
+                    }
+                }
                 g.approvals
                     .ask(Hold {
                         agent: &agent.name,

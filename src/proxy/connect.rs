@@ -2,10 +2,12 @@
 //! matching `tls.intercept`, terminated with a leaf from our CA so the L402 flow can see the
 //! requests inside. The agent named on CONNECT owns every request in the tunnel.
 
+use super::admission::Ticket;
 use super::forward::forward;
 use super::responses;
 use super::rewind::Rewind;
 use super::target::Target;
+use super::timeouts::{Activity, Tracked};
 use super::upstream::guard_response;
 use super::Shared;
 use crate::agents::Agent;
@@ -17,7 +19,7 @@ use http::uri::Scheme;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio_rustls::LazyConfigAcceptor;
@@ -38,6 +40,8 @@ pub async fn handle(
     };
     let target = Target::new(Scheme::HTTPS, authority);
     let own = target.host() == super::self_view::SELF_HOST;
+    // The tunnel keeps the connection's place under http.max_connections while it is open.
+    let ticket = req.extensions().get::<Arc<Ticket>>().cloned();
     if own || crate::glob::any_matches(&shared.intercept, target.host()) {
         // Vet the destination now, so a refusal is a clear answer to CONNECT rather than a
         // broken TLS session later. The proxy's own name is answered inside, never dialled.
@@ -53,6 +57,7 @@ pub async fn handle(
         tokio::spawn(async move {
             let _open = GaugeGuard::new(&shared.metrics.open_tunnels);
             let _slot = slot;
+            let _ticket = ticket;
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
                     intercept(shared.clone(), agent, target, TokioIo::new(upgraded)).await
@@ -73,15 +78,21 @@ pub async fn handle(
         tokio::spawn(async move {
             let _open = GaugeGuard::new(&shared.metrics.open_tunnels);
             let _slot = slot;
+            let _ticket = ticket;
             let mut upstream = upstream;
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
-                    let mut agent_side = TokioIo::new(upgraded);
-                    // Bytes only: the tunnel lives as long as its agent does.
+                    let activity = Activity::new();
+                    let mut agent_side = Tracked::new(TokioIo::new(upgraded), activity.clone());
+                    // Bytes only: the tunnel lives as long as its agent does, and while bytes
+                    // move.
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut agent_side, &mut upstream) => {}
                         _ = revoked(&shared, &agent) => {
                             tracing::info!(agent = %agent.name, "tunnel closed: the agent was removed or its key rotated");
+                        }
+                        _ = activity.idle(shared.timeouts.tunnel_idle) => {
+                            tracing::debug!(agent = %agent.name, "idle tunnel closed");
                         }
                     }
                 }
@@ -112,12 +123,19 @@ async fn intercept(
     target: Target,
     mut io: TokioIo<hyper::upgrade::Upgraded>,
 ) {
+    let deadline = tokio::time::Instant::now() + shared.timeouts.tls_handshake;
     // WebSocket and other clients CONNECT even for plain ws:// and http://: a TLS record starts
     // with 0x16 (handshake); anything else is served as plain HTTP inside the tunnel.
     let mut first = [0u8; 1];
-    match tokio::io::AsyncReadExt::read(&mut io, &mut first).await {
-        Ok(1) => {}
-        _ => return,
+    match tokio::time::timeout_at(deadline, tokio::io::AsyncReadExt::read(&mut io, &mut first))
+        .await
+    {
+        Ok(Ok(1)) => {}
+        Ok(_) => return,
+        Err(_) => {
+            tracing::debug!(host = %target.host(), "tunnel closed: nothing sent within http.tls_handshake_timeout_secs");
+            return;
+        }
     }
     let io = Rewind::new(first[0], io);
     if first[0] != 0x16 {
@@ -125,10 +143,15 @@ async fn intercept(
         serve(shared, agent, target, TokioIo::new(io), false).await;
         return;
     }
-    let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
-        Ok(start) => start,
-        Err(e) => {
+    let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let start = match tokio::time::timeout_at(deadline, hello).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => {
             tracing::debug!(host = %target.host(), error = %e, "agent TLS hello failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(host = %target.host(), "agent TLS hello not complete within http.tls_handshake_timeout_secs");
             return;
         }
     };
@@ -144,10 +167,14 @@ async fn intercept(
             return;
         }
     };
-    let tls = match start.into_stream(config).await {
-        Ok(tls) => tls,
-        Err(e) => {
+    let tls = match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
             tracing::debug!(host = %name, error = %e, "agent TLS handshake failed (does it trust our CA?)");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(host = %name, "agent TLS handshake not complete within http.tls_handshake_timeout_secs");
             return;
         }
     };
@@ -170,18 +197,23 @@ async fn revoked(shared: &Shared, agent: &Agent) {
 /// is now: each request looks the agent up again, so new limits, a pause, a removal or a key
 /// rotation apply to the next request in an open tunnel. The tunnel closes once its agent is
 /// gone.
-async fn serve<I>(shared: Arc<Shared>, agent: Arc<Agent>, target: Target, io: I, h2: bool)
+async fn serve<I>(shared: Arc<Shared>, agent: Arc<Agent>, target: Target, io: TokioIo<I>, h2: bool)
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Activity::new();
+    let io = TokioIo::new(Tracked::new(io.into_inner(), activity.clone()));
     let target = Arc::new(target);
     let opened_by = agent.clone();
     let state = shared.clone();
+    let busy = activity.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let shared = state.clone();
         let agent = agent.clone();
         let target = target.clone();
+        let in_flight = busy.request();
         async move {
+            let _in_flight = in_flight;
             let Some(now) = agent.current_in(&shared.agents.load()) else {
                 shared.metrics.request(crate::metrics::Outcome::AuthFailed);
                 let mut r = responses::proxy_auth_required(
@@ -196,8 +228,10 @@ where
             Ok::<_, Infallible>(forward(&shared, &now, req, &target).await)
         }
     });
+    let idle = shared.timeouts.tunnel_idle;
     let result = if h2 {
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
             .serve_connection(io, service);
         tokio::pin!(conn);
         tokio::select! {
@@ -206,9 +240,16 @@ where
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
+            _ = activity.idle(idle) => {
+                tracing::debug!(agent = %opened_by.name, "idle intercepted tunnel closed");
+                Ok(())
+            }
         }
     } else {
+        // The head timeout also closes a keep-alive tunnel idle between requests.
         let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(shared.timeouts.header_read)
             .serve_connection(io, service)
             .with_upgrades();
         tokio::pin!(conn);
@@ -217,6 +258,10 @@ where
             _ = revoked(&shared, &opened_by) => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
+            }
+            _ = activity.idle(idle) => {
+                tracing::debug!(agent = %opened_by.name, "idle intercepted tunnel closed");
+                Ok(())
             }
         }
     };

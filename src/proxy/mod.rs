@@ -2,6 +2,7 @@
 //! plain forwarding or CONNECT handling. Mechanics only: what happens to a request's money is
 //! the payment layer's business (`pay`).
 
+pub mod admission;
 pub mod connect;
 pub mod forward;
 pub mod headers;
@@ -9,6 +10,7 @@ pub mod responses;
 pub mod rewind;
 pub mod self_view;
 pub mod target;
+pub mod timeouts;
 pub mod upstream;
 
 use crate::agents::directory::Directory;
@@ -22,7 +24,7 @@ use crate::tls::CertificateAuthority;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,6 +58,10 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     /// Rate limits, approvals, price jumps, alerts.
     pub guardrails: Arc<crate::guardrails::Guardrails>,
+    /// Time limits on agent connections and upstream answers.
+    pub timeouts: timeouts::Timeouts,
+    /// The connection caps.
+    pub admission: Arc<admission::Admission>,
 }
 
 impl Shared {
@@ -122,7 +128,7 @@ impl Proxy {
         let (alive, mut drained) = tokio::sync::mpsc::channel::<()>(1);
         tokio::pin!(shutdown);
         loop {
-            let (stream, _peer) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok(conn) => conn,
@@ -134,19 +140,36 @@ impl Proxy {
                     }
                 },
             };
+            let ticket = match self.shared.admission.admit(peer.ip()) {
+                Ok(ticket) => ticket,
+                Err(refusal) => {
+                    // Closed before anything is read or allocated for it.
+                    self.shared.metrics.refused_connection(refusal);
+                    drop(stream);
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
             let mut stopping = stopping.clone();
             let alive = alive.clone();
             tokio::spawn(async move {
                 let _open = GaugeGuard::new(&shared.metrics.open_connections);
-                let service = service_fn(move |req| {
+                let header_read = shared.timeouts.header_read;
+                let service = service_fn(move |mut req: Request<Incoming>| {
                     let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(dispatch(shared, req).await) }
+                    let ticket = ticket.clone();
+                    async move {
+                        // A tunnel made of this connection keeps its place.
+                        req.extensions_mut().insert(ticket.clone());
+                        Ok::<_, Infallible>(dispatch(shared, req, &ticket).await)
+                    }
                 });
                 // An agent that shuts its sending side after the request still gets the answer.
                 let conn = hyper::server::conn::http1::Builder::new()
                     .half_close(true)
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_read)
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades();
                 tokio::pin!(conn);
@@ -177,13 +200,20 @@ impl Proxy {
 }
 
 /// Authenticates, then sends the request where it belongs.
-async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+async fn dispatch(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    ticket: &admission::Ticket,
+) -> Response<Body> {
     let agent = match shared
         .agents
         .load()
         .authenticate(req.headers().get(http::header::PROXY_AUTHORIZATION))
     {
-        Ok(agent) => agent,
+        Ok(agent) => {
+            ticket.authenticated();
+            agent
+        }
         Err(e) => {
             shared.metrics.request(Outcome::AuthFailed);
             return responses::proxy_auth_required(e.reason());

@@ -44,6 +44,23 @@ pub fn rate_limited(
 ) -> Response<Body> {
     shared.metrics.request(crate::metrics::Outcome::Declined);
     shared.metrics.decline(decline.code());
+    // Recorded like every refusal (repeats fold into one row), off the request path.
+    let record = crate::ledger::DeclineRecord {
+        agent: agent.to_string(),
+        host: String::new(),
+        path: String::new(),
+        code: decline.code().to_string(),
+        detail: decline.to_string(),
+        amount: None,
+        created_at: shared.clock.now(),
+        count: 1,
+    };
+    let ledger = shared.ledger.clone();
+    tokio::spawn(async move {
+        if let Err(e) = ledger.record_decline(record).await {
+            tracing::debug!(error = %e, "could not record a decline");
+        }
+    });
     tracing::info!(%agent, code = decline.code(), detail = %decline, "request refused by a rate limit");
     let mut r = text(
         StatusCode::TOO_MANY_REQUESTS,

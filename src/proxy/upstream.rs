@@ -21,6 +21,8 @@ pub struct Upstreams {
     client: Pooled,
     /// HTTP/1.1 only: protocol switches (WebSocket and kin) do not exist in h2.
     client_h1: Pooled,
+    /// How long an upstream may take to send its response head.
+    response_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -30,6 +32,7 @@ impl Upstreams {
         guard: Arc<Guard>,
         tls: rustls::ClientConfig,
         pool_idle: Duration,
+        response_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Upstreams {
         let pooled = |connector| {
@@ -56,6 +59,7 @@ impl Upstreams {
         Upstreams {
             client,
             client_h1,
+            response_timeout,
             metrics,
         }
     }
@@ -80,7 +84,23 @@ impl crate::pay::Upstream for Upstreams {
         } else {
             &self.client
         };
-        let result = client.request(request).await;
+        let result = match tokio::time::timeout(self.response_timeout, client.request(request))
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(%host, secs = self.response_timeout.as_secs(), "upstream sent no response head in time");
+                self.metrics.request(Outcome::UpstreamError);
+                return Err(responses::text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream-timeout",
+                    &format!(
+                        "{host} sent no response within {} s (http.upstream_response_timeout_secs)",
+                        self.response_timeout.as_secs()
+                    ),
+                ));
+            }
+        };
         self.metrics
             .upstream_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -61,6 +61,8 @@ pub struct Options {
     pub extra_allow: Vec<String>,
     /// Top-level config sections added to the file (`alerts:`, `approval:` …).
     pub extra_yaml: String,
+    /// More `http:` keys (`header_read_timeout_secs: 2, …`).
+    pub http_yaml: String,
     /// How often the background watch looks (balance, store, stuck payments).
     pub watch_every: Option<l402_proxy::guardrails::watch::Intervals>,
 }
@@ -90,6 +92,7 @@ impl Default for Options {
             pay_schemes: "[l402, payment]".into(),
             extra_allow: Vec::new(),
             extra_yaml: String::new(),
+            http_yaml: String::new(),
             watch_every: None,
         }
     }
@@ -187,7 +190,7 @@ impl Harness {
 tls: {{ ca_cert: ca.pem, ca_key: ca-key.pem, intercept: [{intercept}], upstream_roots: {roots} }}
 guard: {{ allow_private: false, allow: {allow} }}
 wallet: {wallet_yaml}
-http: {{ max_replay_body_bytes: {max_body} }}
+http: {{ max_replay_body_bytes: {max_body}{http_yaml} }}
 pay: {{ schemes: {schemes} }}
 store: {{ path: ledger.db }}
 operator_limits: {operator}
@@ -204,6 +207,11 @@ agents:
             schemes = opts.pay_schemes,
             operator = opts.operator_limits,
             extra_yaml = opts.extra_yaml,
+            http_yaml = if opts.http_yaml.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", opts.http_yaml)
+            },
             wallet_yaml = opts.wallet_yaml.clone().unwrap_or_else(|| format!(
                 "{{ backend: dev, network: regtest, max_fee_sats: {}, dev: {{ secret: {SECRET} }} }}",
                 opts.max_fee_sats

@@ -1,12 +1,15 @@
 // Drives the admin dashboard in Debian's headless Chromium (npm playwright-core, no browser
-// download) for tests/dashboard.rs, as an operator would: sign in, watch a payment arrive,
-// create an agent, hand its key to the proxy, pause it, and so on.
+// download) for tests/dashboard.rs, as an operator would. SCENARIO=manage (the default): sign
+// in, watch a payment arrive, create an agent, hand its key to the proxy, pause it, and so on;
+// SCENARIO=approvals: approve and deny payments held above approve_above_sats.
 //
 // Talks to the Rust test on stdin/stdout, one line each:
 //   we print  LOG <text>                   progress, shown by the test on failure
 //             ASK <id> <json>              the test does something through the proxy (a paid
-//                                          request with an agent's key) and checks the result;
-//                                          it answers "<id> <json>" on our stdin
+//                                          request with an agent's key; one that waits for an
+//                                          approval, in the background, then its outcome) and
+//                                          checks the result; it answers "<id> <json>" on our
+//                                          stdin
 //             SHOT <path>                  a screenshot was written
 //             DONE                         every step passed
 //   and exit non-zero with the reason on stderr when a step fails.
@@ -25,6 +28,7 @@ const TOKEN = process.env.ADMIN_TOKEN;
 const OUT = process.env.OUT_DIR;
 const SELLER = process.env.SELLER_HOST;
 const DECLINE_CODE = process.env.DECLINE_CODE;
+const SCENARIO = process.env.SCENARIO || 'manage';
 const STEP_TIMEOUT = 15000;
 if (!ADMIN || !TOKEN || !OUT || !SELLER) {
   console.error('ADMIN_URL, ADMIN_TOKEN, OUT_DIR and SELLER_HOST are required');
@@ -131,7 +135,8 @@ async function waitFor(what, fn, timeout = STEP_TIMEOUT) {
   }
 }
 
-try {
+// ------------------------------------------------------------------ scenario "manage"
+async function manage() {
   // ---------------------------------------------------------------- 1. sign in at the prompt
   log('1. the prompt asks for the token; a wrong one is refused, the right one is kept in the tab');
   const first = watch(context.pages()[0] || (await context.newPage()), 'tab 1');
@@ -347,6 +352,157 @@ try {
   });
   await waitFor('polling to resume', async () => polls > 0, 5000);
   context.off('request', count);
+
+}
+
+// ------------------------------------------------------------------ scenario "approvals"
+// Alice (config file) asks approval above 5 sats; the seller asks 10. The test's approval
+// timeout is 30 s.
+const parseLeft = (t) => {
+  const m = /(\d+):(\d\d) left/.exec(t);
+  return m ? Number(m[1]) * 60 + Number(m[2]) : NaN;
+};
+
+async function approvals() {
+  log('A1. a held payment shows at the top: agent, host, service, amount, time left');
+  const page = watch(context.pages()[0] || (await context.newPage()), 'tab');
+  await page.goto(`${ADMIN}/#token=${encodeURIComponent(TOKEN)}`);
+  const alice = card(page, 'alice');
+  await alice.waitFor();
+  await alice.locator('.guards .chip', { hasText: 'approval above 5 sats' }).waitFor();
+  await alice.locator('.guards .chip', { hasText: '120 requests/min' }).waitFor();
+  await page.locator('#approvals-body', { hasText: 'No payment waits for approval' }).waitFor();
+  expect(await page.locator('#approvals-banner').isHidden(), 'no banner while nothing waits');
+
+  await ask({ do: 'hold', name: 'first', agent: 'alice', key: 'alice-key', path: '/weather/held-1' });
+  const item1 = page.locator('#approvals-body article.approval[data-agent="alice"]');
+  await item1.waitFor();
+  await page.locator('#approvals-banner', { hasText: '1 payment waits for your approval' }).waitFor();
+  expect((await page.title()).startsWith('(1) '), `the tab's title counts it: ${await page.title()}`);
+  const text1 = await item1.innerText();
+  for (const want of ['alice', SELLER, 'weather', '10 sats']) expect(text1.includes(want), `the approval shows ${want}: ${text1}`);
+  const left1 = parseLeft(await item1.locator('.time-left').innerText());
+  expect(left1 > 0 && left1 <= 30, `time left ${left1} s of a 30 s timeout`);
+  await waitFor('the time left to count down', async () => parseLeft(await item1.locator('.time-left').innerText()) < left1, 3000);
+  const still1 = await ask({ do: 'waiting', name: 'first' });
+  expect(still1.ok, 'the agent\'s request waits while the approval is shown');
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await shot(page, 'dashboard-approval.png');
+  // On a phone it fits too.
+  await page.setViewportSize({ width: 390, height: 844 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  expect(overflow <= 1, `on a phone the page scrolls sideways by ${overflow}px`);
+  await shot(page, 'dashboard-approval-phone.png');
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  log('A2. approve it with the keyboard: it leaves the page and the agent\'s request completes, paid');
+  await page.locator('#approvals-review').click();
+  await waitFor('the focus on the approvals panel', async () => (await page.evaluate(() => document.activeElement.id)) === 'approvals', 2000);
+  await page.keyboard.press('Tab');
+  expect(await page.evaluate(() => document.activeElement.getAttribute('aria-label')) === `Approve 10 sats to ${SELLER} for alice`,
+    'Tab from the panel reaches its Approve button');
+  await page.keyboard.press('Enter');
+  await item1.waitFor({ state: 'detached' });
+  await page.locator('#approvals-banner').waitFor({ state: 'hidden' });
+  await page.locator('.toast', { hasText: `Approved: 10 sats to ${SELLER} for alice` }).waitFor();
+  expect(await page.evaluate(() => document.activeElement.id) === 'approvals', 'the focus stays in the panel');
+  await heldOutcome('first', 'paid');
+  await ledgerRows(page, 'alice').filter({ hasText: SELLER }).first().waitFor();
+
+  log('A3. create dave with guardrails in the form; a rate of 0 is refused before it is sent');
+  await page.getByRole('button', { name: 'New agent', exact: true }).click();
+  await page.locator('#agent-dialog[open]').waitFor();
+  const form = (n) => page.locator(`#agent-form input[name="${n}"]`);
+  await form('name').fill('dave');
+  await form('approve_above_sats').fill('5');
+  await form('payments_per_minute').fill('0');
+  await form('payments_per_minute').press('Enter');
+  await page.locator('#agent-error', { hasText: 'Payments per minute' }).waitFor();
+  expect(await page.evaluate(() => document.activeElement.name) === 'payments_per_minute', 'the wrong field has the focus');
+  await form('payments_per_minute').fill('10');
+  await form('requests_per_minute').fill('30');
+  await form('max_price_increase_pct').fill('50');
+  await form('max_price_increase_pct').press('Enter');
+  await page.locator('#key-dialog[open]').waitFor();
+  const key = await page.locator('#key-value').inputValue();
+  const env = await page.locator('#key-env').inputValue();
+  const proxyLine = env.split('\n').find((l) => l.startsWith('export HTTPS_PROXY='));
+  const envCheck = await ask({ do: 'proxy-url', url: proxyLine.slice('export HTTPS_PROXY='.length) });
+  expect(envCheck.ok, `the proxy URL shown: ${JSON.stringify(envCheck)}`);
+  await page.keyboard.press('Escape');
+  await page.locator('#key-dialog[open]').waitFor({ state: 'detached' });
+  const dave = card(page, 'dave');
+  for (const chip of ['approval above 5 sats', '≤ 10 payments/min', '≤ 30 requests/min', 'price rise ≤ 50 %']) {
+    await dave.locator('.guards .chip', { hasText: chip }).waitFor();
+  }
+
+  log('A4. dave\'s payment waits; Deny asks first (Escape keeps it), then the agent gets approval-denied');
+  await ask({ do: 'hold', name: 'second', agent: 'dave', key, path: '/news/held-2' });
+  const item2 = page.locator('#approvals-body article.approval[data-agent="dave"]');
+  await item2.waitFor();
+  const deny = page.getByRole('button', { name: `Deny 10 sats to ${SELLER} for dave`, exact: true });
+  await deny.focus();
+  await page.keyboard.press('Enter');
+  await page.locator('#confirm-dialog[open]').waitFor();
+  expect((await page.locator('#confirm-text').innerText()).includes('approval-denied'), 'the confirmation says what the agent gets');
+  await page.keyboard.press('Escape');
+  await page.locator('#confirm-dialog[open]').waitFor({ state: 'detached' });
+  await waitFor('the focus back on Deny', async () => (await page.evaluate(() => document.activeElement.getAttribute('data-action'))) === 'deny', 2000);
+  expect(await item2.count() === 1, 'Escape kept the approval');
+  const still2 = await ask({ do: 'waiting', name: 'second' });
+  expect(still2.ok, 'dave\'s request still waits');
+  await page.keyboard.press('Enter');
+  await page.locator('#confirm-dialog[open]').waitFor();
+  await page.locator('#confirm-ok').click();
+  await page.locator('#confirm-dialog[open]').waitFor({ state: 'detached' });
+  await item2.waitFor({ state: 'detached' });
+  await page.locator('.toast', { hasText: `Denied: 10 sats to ${SELLER} for dave` }).waitFor();
+  await heldOutcome('second', 'approval-denied');
+  await page.locator('#declines-body tbody tr', { hasText: 'approval-denied' }).filter({ hasText: 'dave' }).first().waitFor();
+
+  log('A5. one decided elsewhere while the page still shows it: its 409 is shown and it goes');
+  await ask({ do: 'hold', name: 'third', agent: 'alice', key: 'alice-key', path: '/stocks/held-3' });
+  const item3 = page.locator('#approvals-body article.approval[data-agent="alice"]');
+  await item3.waitFor();
+  const id = await item3.getAttribute('data-approval');
+  // The page's list stays as it was (as an answer already in flight would be).
+  let frozen = null;
+  let served = 0;
+  const isList = (url) => url.pathname === '/v1/approvals';
+  const freeze = async (route) => {
+    if (route.request().method() !== 'GET') return route.continue();
+    if (frozen === null) frozen = await (await route.fetch()).text();
+    served++;
+    return route.fulfill({ status: 200, contentType: 'application/json', body: frozen });
+  };
+  await page.route(isList, freeze);
+  await waitFor('a frozen list with the approval', async () => served > 0 && frozen.includes(id), 5000);
+  const elsewhere = await ask({ do: 'decide', id, approve: true });
+  expect(elsewhere.ok, `approved through the API: ${JSON.stringify(elsewhere)}`);
+  await page.getByRole('button', { name: `Deny 10 sats to ${SELLER} for alice`, exact: true }).click();
+  await page.locator('#confirm-dialog[open]').waitFor();
+  await page.locator('#confirm-ok').click();
+  await page.locator('.toast.bad', { hasText: 'the approval is already approved' }).waitFor();
+  await page.locator('#confirm-dialog[open]').waitFor({ state: 'detached' });
+  await item3.waitFor({ state: 'detached' });
+  const servedThen = served;
+  await waitFor('two more polls of the frozen list', async () => served >= servedThen + 2, 8000);
+  expect(await item3.count() === 0, 'a stale list does not bring a decided approval back');
+  await page.unroute(isList, freeze);
+  await heldOutcome('third', 'paid');
+  await page.locator('#approvals-body', { hasText: 'No payment waits for approval' }).waitFor();
+}
+
+async function heldOutcome(name, expectOutcome) {
+  const r = await ask({ do: 'outcome', name, expect: expectOutcome });
+  expect(r.ok, `the held request ${name}: wanted ${expectOutcome}, got ${JSON.stringify(r)}`);
+  return r;
+}
+
+try {
+  if (SCENARIO === 'manage') await manage();
+  else if (SCENARIO === 'approvals') await approvals();
+  else fail(`unknown SCENARIO ${SCENARIO}`);
 
   expect(strays.length === 0, `requests left the admin origin: ${strays.join(', ')}`);
   expect(problems.length === 0, `the page reported problems:\n${problems.join('\n')}`);

@@ -153,12 +153,24 @@
     } catch (_) {
       throw new ApiError(0, 'the admin API does not answer');
     }
+    noteServerClock(res);
     if (res.status === 401) {
       if (getToken() === token) unauthorized();
       throw new ApiError(401, 'the admin token was refused');
     }
     return res;
   }
+
+  // The server's clock, from the Date of its answers: approvals count down to its expires_at.
+  // Only a skew of more than 2 s is taken into account (Date has whole seconds).
+  let clockSkew = 0;
+  function noteServerClock(res) {
+    const date = Date.parse(res.headers.get('date') || '');
+    if (Number.isNaN(date)) return;
+    const skew = Math.round((date - Date.now()) / 1000);
+    clockSkew = Math.abs(skew) > 2 ? skew : 0;
+  }
+  const serverNow = () => now() + clockSkew;
 
   async function api(method, path, body) {
     const res = await request(method, path, body);
@@ -414,6 +426,7 @@
     c.badges = h('span', { class: 'agent-badges' });
     c.bars = h('div', { class: 'bars' });
     c.meta = h('div', { class: 'agent-meta' });
+    c.guards = h('ul', { class: 'guards', 'aria-label': `Guardrails of ${name}`, hidden: true });
     c.note = h('p', { class: 'muted small', hidden: true });
     c.pause = h('button', { type: 'button', class: 'secondary small', 'data-action': 'pause', onclick: () => togglePause(name, c) }, 'Pause');
     c.budget = h('button', { type: 'button', class: 'secondary small', 'data-action': 'budget', 'aria-label': `Top up or recall ${name}`, onclick: () => openBudget(name) }, 'Top up / recall');
@@ -421,7 +434,7 @@
     c.remove = h('button', { type: 'button', class: 'secondary small', 'data-action': 'delete', 'aria-label': `Delete ${name}`, onclick: () => deleteAgent(name) }, 'Delete');
     c.root = h('article', { class: 'agent', 'data-agent': name, 'aria-label': `Agent ${name}` },
       h('div', { class: 'agent-head' }, c.swatch, c.title, c.badges),
-      c.bars, c.meta, c.note,
+      c.bars, c.guards, c.meta, c.note,
       h('div', { class: 'agent-actions' }, c.pause, c.budget, c.rotate, c.remove));
     return c;
   }
@@ -433,6 +446,21 @@
     if (allow.length && allow.length === (hosts.allow || []).length) parts.push(`only ${allow.join(', ')}`);
     if (hosts.deny && hosts.deny.length) parts.push(`never ${hosts.deny.join(', ')}`);
     return parts.length ? parts.join('; ') : 'any host';
+  }
+
+  // Guardrails: not budgets, shown as chips under the bars when set.
+  const GUARDRAILS = [
+    ['approve_above_sats', (v) => `approval above ${satsText(v * 1000)}`, 'A payment above this waits for the operator under “Approvals waiting”'],
+    ['payments_per_minute', (v) => `≤ ${nf0.format(v)} payment${v === 1 ? '' : 's'}/min`, 'More payments in a minute are answered 429 rate-limited'],
+    ['requests_per_minute', (v) => `≤ ${nf0.format(v)} request${v === 1 ? '' : 's'}/min`, 'More requests in a minute are answered 429 rate-limited'],
+    ['max_price_increase_pct', (v) => `price rise ≤ ${nf0.format(v)} %`, 'A price this much above the last one paid for the service is refused (price-jump)'],
+    ['max_connections', (v) => `≤ ${nf0.format(v)} connection${v === 1 ? '' : 's'}`, 'More connections open at once are refused with 429'],
+  ];
+
+  function guardrails(limits) {
+    return GUARDRAILS
+      .filter(([key]) => typeof limits[key] === 'number')
+      .map(([key, text, tip]) => h('li', { class: 'chip', 'data-limit': key, title: `${key}: ${tip}` }, text(limits[key])));
   }
 
   function updateCard(c, a) {
@@ -470,6 +498,9 @@
       meta.push(h('span', {}, 'last payment ', a.last_payment_at ? timeEl(a.last_payment_at, a.last_payment_at_rfc3339, true) : 'never'));
     }
     c.meta.replaceChildren(...meta);
+    const guards = guardrails(limits);
+    c.guards.replaceChildren(...guards);
+    c.guards.hidden = !guards.length;
 
     c.pause.textContent = paused ? 'Resume' : 'Pause';
     c.pause.setAttribute('aria-label', `${paused ? 'Resume' : 'Pause'} ${name}`);
@@ -574,6 +605,21 @@
     return text.split(/[\s,]+/).map((l) => l.trim()).filter(Boolean);
   }
 
+  const U32 = 4294967295;
+  // [field, label, least, most, unit] of the create form's limits and guardrails.
+  const NEW_AGENT_LIMITS = [
+    ['per_request_sats', 'Per request', 0, Number.MAX_SAFE_INTEGER, ' of sats'],
+    ['hourly_sats', 'Hourly', 0, Number.MAX_SAFE_INTEGER, ' of sats'],
+    ['daily_sats', 'Daily', 0, Number.MAX_SAFE_INTEGER, ' of sats'],
+    ['weekly_sats', 'Weekly', 0, Number.MAX_SAFE_INTEGER, ' of sats'],
+    ['monthly_sats', 'Monthly', 0, Number.MAX_SAFE_INTEGER, ' of sats'],
+    ['total_sats', 'Total', 0, Number.MAX_SAFE_INTEGER, ' of sats'],
+    ['approve_above_sats', 'Approval above', 0, Number.MAX_SAFE_INTEGER, ' of sats'],
+    ['payments_per_minute', 'Payments per minute', 1, U32, ''],
+    ['requests_per_minute', 'Requests per minute', 1, U32, ''],
+    ['max_price_increase_pct', 'Price rise (%)', 0, U32, ''],
+  ];
+
   async function submitAgent(e) {
     e.preventDefault();
     const form = $('agent-form');
@@ -587,12 +633,12 @@
     }
     const body = { name };
     const limits = {};
-    for (const key of ['per_request_sats', 'hourly_sats', 'daily_sats', 'weekly_sats', 'monthly_sats', 'total_sats']) {
+    for (const [key, label, min, max, unit] of NEW_AGENT_LIMITS) {
       const v = form.elements[key].value.trim();
       if (v === '') continue;
       const n = Number(v);
-      if (!Number.isSafeInteger(n) || n < 0) {
-        showError(err, `${key.replace('_sats', '').replace('_', ' ')}: a whole number of sats, 0 or more.`);
+      if (!Number.isSafeInteger(n) || n < min || n > max) {
+        showError(err, `${label}: a whole number${unit}, ${nf0.format(min)} or more${max < Number.MAX_SAFE_INTEGER ? ` (at most ${nf0.format(max)})` : ''}.`);
         form.elements[key].focus();
         return;
       }
@@ -716,6 +762,84 @@
 
   // ---------------------------------------------------------------- approvals
 
+  // Held payments, one item each, kept across polls (so the focus stays on its button) and
+  // removed as soon as they are decided here; `decided` keeps an answer that was already in
+  // flight from bringing one back.
+  const approvalItems = new Map();
+  const decided = new Set();
+  let countdownTimer = null;
+
+  function timeLeftText(secs) {
+    if (secs <= 0) return 'expiring…';
+    const m = Math.floor(secs / 60);
+    const sec = String(secs % 60).padStart(2, '0');
+    return m >= 60 ? `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min left` : `${m}:${sec} left`;
+  }
+
+  function updateCountdowns() {
+    const t = serverNow();
+    for (const item of approvalItems.values()) {
+      const left = Math.max(0, item.r.expires_at - t);
+      const span = Math.max(1, item.r.expires_at - item.r.created_at);
+      item.left.textContent = timeLeftText(left);
+      item.left.classList.toggle('urgent', left <= 15);
+      item.bar.style.width = `${((left / span) * 100).toFixed(1)}%`;
+      item.meter.setAttribute('aria-valuenow', String(left));
+      item.meter.setAttribute('aria-valuetext', timeLeftText(left));
+    }
+    if (!approvalItems.size && countdownTimer) {
+      clearInterval(countdownTimer);
+      countdownTimer = null;
+    }
+  }
+
+  function approvalLabel(r) {
+    return `${satsText(r.amount_msat)} to ${r.host} for ${r.agent}`;
+  }
+
+  function makeApproval(r) {
+    const item = { r };
+    item.left = h('span', { class: 'time-left' });
+    item.bar = h('span');
+    item.meter = h('div', {
+      class: 'bar', role: 'meter', 'aria-label': 'Time left', 'aria-valuemin': '0',
+      'aria-valuemax': String(Math.max(1, r.expires_at - r.created_at)),
+    }, item.bar);
+    item.approve = h('button', { type: 'button', class: 'small', 'data-action': 'approve', 'aria-label': `Approve ${approvalLabel(r)}`, onclick: () => decide(item, true) }, 'Approve');
+    item.deny = h('button', { type: 'button', class: 'danger small', 'data-action': 'deny', 'aria-label': `Deny ${approvalLabel(r)}`, onclick: () => { if (!item.busy) confirmDeny(item); } }, 'Deny');
+    item.root = h('article', { class: 'approval', 'data-approval': r.id, 'data-agent': r.agent, 'aria-label': `Approval: ${approvalLabel(r)}` },
+      h('div', { class: 'approval-head' },
+        h('strong', { class: 'approval-amount' }, money(r.amount_msat)),
+        h('span', { class: 'approval-who' }, h('span', { class: `swatch s${colorOf(r.agent)}`, 'aria-hidden': 'true' }), r.agent)),
+      h('dl', { class: 'approval-facts' },
+        h('div', {}, h('dt', {}, 'Host'), h('dd', {}, h('code', {}, r.host))),
+        h('div', {}, h('dt', {}, 'Service'), h('dd', {}, r.service || '—')),
+        h('div', {}, h('dt', {}, 'Asked'), h('dd', {}, timeEl(r.created_at, r.created_at_rfc3339))),
+        h('div', {}, h('dt', {}, 'Payment hash'), h('dd', {}, shortHash(r.payment_hash)))),
+      h('div', { class: 'approval-time' }, item.meter, item.left),
+      h('div', { class: 'agent-actions' }, item.approve, item.deny));
+    return item;
+  }
+
+  function renderApprovalCount() {
+    const n = approvalItems.size;
+    $('approvals-count').textContent = n ? `(${n})` : '';
+    $('approvals').classList.toggle('attention', n > 0);
+    $('approvals-help').hidden = n === 0;
+    const banner = $('approvals-banner');
+    banner.hidden = n === 0;
+    const text = n === 1 ? '1 payment waits for your approval' : `${nf0.format(n)} payments wait for your approval`;
+    if (n && $('approvals-banner-text').textContent !== text) $('approvals-banner-text').textContent = text;
+    document.title = n ? `(${n}) l402-proxy` : 'l402-proxy';
+  }
+
+  function renderApprovalsEmpty() {
+    const body = $('approvals-body');
+    if (!approvalItems.size && !body.querySelector('.approvals-empty')) {
+      body.replaceChildren(h('p', { class: 'muted approvals-empty' }, 'No payment waits for approval.'));
+    }
+  }
+
   async function loadApprovals() {
     const body = $('approvals-body');
     let data;
@@ -723,41 +847,91 @@
       data = await api('GET', 'v1/approvals');
     } catch (e) {
       if (!notAvailable(e)) throw e;
-      $('approvals-count').textContent = '';
+      for (const item of approvalItems.values()) item.root.remove();
+      approvalItems.clear();
+      renderApprovalCount();
       unavailable(body, 'approvals', 'Approvals are');
       return;
     }
-    const rows = (data && data.approvals) || [];
-    $('approvals-count').textContent = rows.length ? `(${rows.length})` : '';
-    if (!changed('approvals', rows)) return;
-    if (!rows.length) {
-      body.replaceChildren(h('p', { class: 'muted' }, 'No payment waits for approval.'));
-      return;
+    const rows = ((data && data.approvals) || []).filter((r) => r && r.id && (r.state || 'pending') === 'pending' && !decided.has(r.id));
+    const ids = new Set(rows.map((r) => r.id));
+    for (const [id, item] of approvalItems) if (!ids.has(id)) dropApproval(item);
+    let list = body.querySelector('.approval-list');
+    if (rows.length && !list) {
+      list = h('div', { class: 'approval-list' });
+      body.replaceChildren(list);
     }
-    body.replaceChildren(table([
-      { label: 'Asked', cell: (r) => timeEl(r.created_at) },
-      { label: 'Agent', cell: (r) => r.agent },
-      { label: 'Host', cell: (r) => r.host },
-      { label: 'Amount', cls: 'num', cell: (r) => money(r.amount_msat) },
-      { label: 'Expires', cell: (r) => timeEl(r.expires_at, null, true) },
-      {
-        label: 'Decision',
-        cell: (r) => h('span', { class: 'agent-actions' },
-          h('button', { type: 'button', class: 'small', 'aria-label': `Approve ${satsText(r.amount_msat)} to ${r.host} for ${r.agent}`, onclick: (ev) => decide(r, true, ev.currentTarget) }, 'Approve'),
-          h('button', { type: 'button', class: 'secondary small', 'aria-label': `Deny ${satsText(r.amount_msat)} to ${r.host} for ${r.agent}`, onclick: (ev) => decide(r, false, ev.currentTarget) }, 'Deny')),
-      },
-    ], rows));
+    for (const r of rows) {
+      if (approvalItems.has(r.id)) continue;
+      const item = makeApproval(r);
+      approvalItems.set(r.id, item);
+      list.append(item.root);
+    }
+    renderApprovalCount();
+    renderApprovalsEmpty();
+    if (approvalItems.size) {
+      updateCountdowns();
+      if (!countdownTimer) countdownTimer = setInterval(updateCountdowns, 1000);
+    }
   }
 
-  async function decide(r, approve, button) {
-    await busy(button, async () => {
-      try {
-        await api('POST', `v1/approvals/${enc(r.id)}`, { approve });
-        toast(`${approve ? 'Approved' : 'Denied'}: ${satsText(r.amount_msat)} to ${r.host} for ${r.agent}.`);
-      } catch (e) {
-        if (e.status !== 401) toast(`Could not decide: ${explain(e)}`, true);
+  /** Takes an item off the page; the focus, if it was on it, goes to the next one. */
+  function dropApproval(item) {
+    if (!approvalItems.has(item.r.id)) return;
+    const had = item.root.contains(document.activeElement);
+    // The Deny button that opened the confirmation gets the focus back when it closes.
+    const dlg = $('confirm-dialog');
+    const back = returnFocus.get(dlg);
+    const hadViaDialog = !!back && item.root.contains(back);
+    const at = [...approvalItems.keys()].indexOf(item.r.id);
+    approvalItems.delete(item.r.id);
+    item.root.remove();
+    if (had || hadViaDialog) {
+      const rest = [...approvalItems.values()];
+      const next = rest.length ? rest[Math.min(at, rest.length - 1)].approve : $('approvals');
+      if (hadViaDialog) returnFocus.set(dlg, next);
+      else next.focus();
+    }
+    renderApprovalCount();
+    renderApprovalsEmpty();
+  }
+
+  function confirmDeny(item) {
+    const r = item.r;
+    confirmThen(
+      `Deny ${satsText(r.amount_msat)} to ${r.host}?`,
+      `${r.agent}'s request is answered 402 with approval-denied; nothing is paid.`,
+      'Deny payment',
+      () => decide(item, false),
+    );
+  }
+
+  async function decide(item, approve) {
+    const r = item.r;
+    // Busy, not disabled: a disabled button would drop the keyboard focus.
+    const buttons = [item.approve, item.deny];
+    if (item.busy) return;
+    item.busy = true;
+    for (const b of buttons) b.setAttribute('aria-disabled', 'true');
+    try {
+      await api('POST', `v1/approvals/${enc(r.id)}`, { approve });
+      decided.add(r.id);
+      toast(`${approve ? 'Approved' : 'Denied'}: ${approvalLabel(r)}.`);
+      dropApproval(item);
+    } catch (e) {
+      if (e.status === 401) return;
+      if (e.status === 409 || e.status === 404) {
+        // Decided elsewhere (another operator, a script on the API) or expired: it waits no more.
+        decided.add(r.id);
+        toast(`Could not ${approve ? 'approve' : 'deny'} ${approvalLabel(r)}: ${e.status === 404 ? 'no such approval (expired or removed)' : e.message}.`, true);
+        dropApproval(item);
+      } else {
+        toast(`Could not ${approve ? 'approve' : 'deny'} ${approvalLabel(r)}: ${explain(e)}`, true);
       }
-    });
+    } finally {
+      item.busy = false;
+      for (const b of buttons) b.removeAttribute('aria-disabled');
+    }
     refreshSoon();
   }
 
@@ -895,6 +1069,14 @@
     ], rows));
   }
 
+  // Declines by the guardrails, explained on hover.
+  const GUARD_CODES = {
+    'approval-denied': 'An operator denied the payment',
+    'approval-timeout': 'Nobody approved the payment in time (approval.timeout_secs)',
+    'rate-limited': 'Over requests_per_minute or payments_per_minute (answered 429 with Retry-After)',
+    'price-jump': 'The price rose more than max_price_increase_pct over the last one paid',
+  };
+
   async function loadDeclines() {
     const body = $('declines-body');
     let data;
@@ -914,7 +1096,7 @@
       { label: 'Time', cell: (r) => timeEl(r.created_at, r.created_at_rfc3339) },
       { label: 'Agent', cell: (r) => r.agent },
       { label: 'Host', cell: (r) => r.host },
-      { label: 'Code', cell: (r) => h('code', {}, r.code) },
+      { label: 'Code', cell: (r) => h('code', { class: GUARD_CODES[r.code] ? 'code guard' : 'code', title: GUARD_CODES[r.code] || null }, r.code) },
       { label: 'Reason', cls: 'wrap', cell: (r) => r.reason || '' },
       { label: 'Amount', cls: 'num', cell: (r) => money(r.amount_msat) },
       { label: 'Times', cls: 'num', cell: (r) => nf0.format(r.count || 1) },
@@ -1320,6 +1502,12 @@
       openDialog($('agent-dialog'), $('agent-name'));
     });
     $('agent-form').addEventListener('submit', submitAgent);
+    $('approvals-review').addEventListener('click', (e) => {
+      e.preventDefault();
+      const panel = $('approvals');
+      panel.scrollIntoView({ block: 'start', behavior: matchMedia('(prefers-reduced-motion: reduce)').matches ? 'auto' : 'smooth' });
+      panel.focus({ preventScroll: true });
+    });
     $('budget-form').addEventListener('submit', submitBudget);
     $('budget-form').addEventListener('change', syncBudgetOp);
     $('confirm-form').addEventListener('submit', async (e) => {

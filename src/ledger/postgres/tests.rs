@@ -359,3 +359,55 @@ async fn replicas_starting_at_once_migrate_once_and_declines_fold() {
     assert_eq!(rows.iter().map(|r| r.count).sum::<u64>(), 50);
     assert!(rows.len() <= 2, "folded: {rows:?}");
 }
+
+/// Begins and settles racing on two replicas lock the usage rows in one order: none waits on
+/// another in a cycle (a deadlock would surface as a lock or pool timeout here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_begins_and_settles_never_deadlock() {
+    let server = PgServer::start();
+    let clock = Arc::new(ManualClock::new(now()));
+    let a = Arc::new(replica(&server, &clock).await);
+    let b = Arc::new(replica(&server, &clock).await);
+    let operator = Limits {
+        daily_sats: Some(1_000_000),
+        ..Limits::NONE
+    };
+    let tasks: Vec<_> = (0..64u32)
+        .map(|i| {
+            let ledger = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let operator = operator.clone();
+            tokio::spawn(async move {
+                let agent = ["x", "y", "z"][i as usize % 3];
+                for round in 0..5u32 {
+                    let p = proof(i * 100 + round);
+                    let begun = ledger
+                        .begin(
+                            payment(&p, agent, &format!("s{i}-{round}"), now()),
+                            LimitSet {
+                                agent: &Limits::NONE,
+                                operator: &operator,
+                            },
+                        )
+                        .await;
+                    assert!(matches!(begun, Ok(Begun::Fresh)), "{begun:?}");
+                    ledger.settle(p.hash(), Msat(1), &p, now()).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let spent = a.operator_budget(&operator).await.unwrap().spent_msat.daily;
+    assert_eq!(
+        spent,
+        Some(320 * 10_001),
+        "every payment counted once, at its fee"
+    );
+}

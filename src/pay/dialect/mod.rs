@@ -187,7 +187,7 @@ impl Dialects {
             if is_fewsats_offer(response) {
                 out.unsupported.push((
                     "fewsats",
-                    "a Fewsats L402 v0.2 JSON offer (no WWW-Authenticate challenge) is not paid"
+                    "a JSON 402 offer with no challenge header (a Fewsats L402 v0.2 offer, or an x402 v1 body offer) is not paid"
                         .to_string(),
                 ));
             }

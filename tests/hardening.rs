@@ -1,0 +1,474 @@
+//! What a hostile peer cannot do to a running proxy: hold connections with dribbled headers,
+//! idle keep-alives, silent tunnels or a silent upstream; exhaust it with connections; keep
+//! spending in a tunnel after its agent was removed or its limit lowered. Raw sockets, Python,
+//! a real proxy process; all on 127.0.0.1.
+
+mod common;
+
+use common::process::Proxy;
+use common::{python, Harness, Options};
+use l402_proxy::agents::hash_key;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ALICE: (&str, &str) = ("alice", "alice-key");
+
+/// Reads until the peer closes; how long that took (`None`: still open after `within`).
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = within.checked_sub(started.elapsed())?;
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+fn auth(creds: (&str, &str)) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", creds.0, creds.1))
+    )
+}
+
+fn quick(http: &str) -> Options {
+    Options {
+        http_yaml: http.to_string(),
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dribbled_headers_and_idle_keep_alives_are_closed() {
+    let h = Harness::with(quick("header_read_timeout_secs: 2")).await;
+    // Slowloris: one byte every 400 ms never completes a head in time.
+    let mut slow = TcpStream::connect(h.proxy).await.unwrap();
+    let head = format!("GET {} HTTP/1.1\r\nHost: x\r\n", h.http_url("/free/x"));
+    let started = Instant::now();
+    let mut closed = false;
+    for b in head.bytes().chain(std::iter::repeat(b'a')) {
+        if slow.write_all(&[b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(400), slow.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+        if started.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        closed,
+        "a dribbling client is still connected after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+
+    // A keep-alive connection that goes quiet after one answered request is closed too.
+    let mut idle = TcpStream::connect(h.proxy).await.unwrap();
+    idle.write_all(
+        format!(
+            "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nProxy-Authorization: {}\r\n\r\n",
+            h.http_url("/free/x"),
+            auth(ALICE)
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let took = closed_within(&mut idle, Duration::from_secs(6)).await;
+    assert!(
+        took.is_some_and(|t| t >= Duration::from_millis(1500)),
+        "{took:?}"
+    );
+
+    // A client that only connects and sends nothing is closed as well.
+    let mut silent = TcpStream::connect(h.proxy).await.unwrap();
+    let took = closed_within(&mut silent, Duration::from_secs(6)).await;
+    assert!(took.is_some(), "a silent connection is held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_tunnels_and_a_silent_upstream_time_out() {
+    // A server that accepts and never answers.
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mute_port = mute.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = mute.accept().await {
+            held.push(s);
+        }
+    });
+    let h = Harness::with(Options {
+        http_yaml: "tls_handshake_timeout_secs: 2, tunnel_idle_timeout_secs: 2, upstream_response_timeout_secs: 2".into(),
+        intercept: vec!["localhost".into()],
+        extra_allow: vec![format!("127.0.0.1:{mute_port}")],
+        ..Options::default()
+    })
+    .await;
+    let connect = |host: String| {
+        let proxy = h.proxy;
+        async move {
+            let mut s = TcpStream::connect(proxy).await.unwrap();
+            s.write_all(
+                format!(
+                    "CONNECT {host} HTTP/1.1\r\nHost: {host}\r\nProxy-Authorization: {}\r\n\r\n",
+                    auth(ALICE)
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(
+                String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+            s
+        }
+    };
+    // Intercepted: no TLS hello within tls_handshake_timeout_secs.
+    let mut t = connect(format!("localhost:{}", h.seller.https.port())).await;
+    let took = closed_within(&mut t, Duration::from_secs(6)).await;
+    assert!(
+        took.is_some_and(|t| t >= Duration::from_millis(1500)),
+        "{took:?}"
+    );
+    // Blind: nothing moves for tunnel_idle_timeout_secs.
+    let mut t = connect(format!("127.0.0.1:{}", h.seller.https.port())).await;
+    let took = closed_within(&mut t, Duration::from_secs(6)).await;
+    assert!(
+        took.is_some_and(|t| t >= Duration::from_millis(1500)),
+        "{took:?}"
+    );
+    // An upstream that never answers: 504 after upstream_response_timeout_secs.
+    let started = Instant::now();
+    let r = h
+        .get(ALICE, &format!("http://127.0.0.1:{mute_port}/x"))
+        .await;
+    assert_eq!(r.status, 504, "{r:?}");
+    assert!(
+        r.body.contains("upstream_response_timeout_secs"),
+        "{}",
+        r.body
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_caps_close_the_excess_at_accept() {
+    let h = Harness::with(quick(
+        "max_connections: 8, max_unauthenticated_per_source: 3",
+    ))
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(h.proxy).await.unwrap());
+    }
+    // The fourth unauthenticated connection from this source is closed at once.
+    let mut fourth = TcpStream::connect(h.proxy).await.unwrap();
+    let took = closed_within(&mut fourth, Duration::from_secs(2)).await;
+    assert!(took.is_some_and(|t| t < Duration::from_secs(1)), "{took:?}");
+    // An authenticated request frees its connection's unauthenticated place.
+    let first = &mut held[0];
+    first
+        .write_all(
+            format!(
+                "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nProxy-Authorization: {}\r\n\r\n",
+                h.http_url("/free/x"),
+                auth(ALICE)
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut again = TcpStream::connect(h.proxy).await.unwrap();
+    assert!(
+        closed_within(&mut again, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "admitted"
+    );
+    again
+        .write_all(
+            format!(
+                "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nProxy-Authorization: {}\r\n\r\n",
+                h.http_url("/free/x"),
+                auth(ALICE)
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let n = again.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    held.push(again);
+    // The global cap: authenticated connections up to 8 in all, then refused.
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(h.proxy).await.unwrap();
+        s.write_all(
+            format!(
+                "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nProxy-Authorization: {}\r\n\r\n",
+                h.http_url("/free/x"),
+                auth(ALICE)
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    assert_eq!(h.shared.admission.open(), 8);
+    let mut ninth = TcpStream::connect(h.proxy).await.unwrap();
+    let took = closed_within(&mut ninth, Duration::from_secs(2)).await;
+    assert!(took.is_some_and(|t| t < Duration::from_secs(1)), "{took:?}");
+    drop(held);
+    let metrics = h.shared.metrics_text();
+    assert!(
+        metrics.contains("l402_proxy_refused_connections_total{cap=\"max_connections\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        "l402_proxy_refused_connections_total{cap=\"max_unauthenticated_per_source\"} 1"
+    ));
+}
+
+/// The proxy process's resident memory and open descriptors.
+fn rss_and_fds(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (kib, fds)
+}
+
+fn process_config(dir: &Path, http: &str) -> std::path::PathBuf {
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: "127.0.0.1:0", token_env: L402_PROXY_ADMIN_TOKEN }}
+tls: {{ ca_cert: ca.pem, ca_key: ca-key.pem }}
+wallet: {{ backend: dev, dev: {{ secret: {secret} }} }}
+store: {{ path: ledger.db }}
+http: {{ {http} }}
+shutdown_grace_secs: 1
+agents:
+  - {{ name: alice, key_sha256: "{alice}" }}
+"#,
+        secret = common::SECRET,
+        alice = hash_key("alice-key"),
+    );
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// Opens `n` connections to `port`, each with half a request line sent.
+async fn half_sent(port: u16, n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else {
+            continue;
+        };
+        let _ = s
+            .write_all(b"GET http://127.0.0.1/ HTTP/1.1\r\nHost: ")
+            .await;
+        out.push(s);
+    }
+    out
+}
+
+/// How many of `streams` the proxy has closed (read returns EOF or an error at once).
+async fn count_closed(streams: &mut [TcpStream]) -> usize {
+    let mut closed = 0;
+    let mut buf = [0u8; 64];
+    for s in streams.iter_mut() {
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(2), s.read(&mut buf)).await
+        {
+            closed += 1;
+        }
+    }
+    closed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_half_sent_requests_are_bounded_and_released() {
+    let dir = common::temp_dir("conn-load");
+    let config = process_config(
+        &dir,
+        "header_read_timeout_secs: 8, max_connections: 20000, max_unauthenticated_per_source: 20000",
+    );
+    let proxy = Proxy::start(&config, &dir.join("proxy.log"), "t");
+    let pid = proxy.pid();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_and_fds(pid);
+    let started = Instant::now();
+    let mut conns = half_sent(proxy.port, 5000).await;
+    let opened = conns.len();
+    // Wait for the proxy to take them all off its accept queue.
+    let mut during = rss_and_fds(pid);
+    while during.1 < before.1 + opened && started.elapsed() < Duration::from_secs(6) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        during = rss_and_fds(pid);
+    }
+    let open_during = during.1.saturating_sub(before.1);
+    // The header timeout lets every one of them go.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut closed = 0;
+    while Instant::now() < deadline {
+        closed = count_closed(&mut conns).await.max(closed);
+        if closed == opened {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let released_after = started.elapsed();
+    drop(conns);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_and_fds(pid);
+    eprintln!(
+        "5000 half-sent requests: RSS before {} KiB, during {} KiB ({} connections held), after {} KiB; fds {} → {} → {}; all released after {:?}",
+        before.0, during.0, open_during, after.0, before.1, during.1, after.1, released_after
+    );
+    assert_eq!(opened, 5000);
+    assert!(open_during >= 4900, "the proxy held {open_during} of them");
+    assert_eq!(
+        closed, opened,
+        "every half-sent request is closed by the header timeout"
+    );
+    assert!(
+        after.1 <= before.1 + 5,
+        "descriptors back: {} → {}",
+        before.1,
+        after.1
+    );
+    assert!(during.0 < 256 * 1024, "RSS under load {} KiB", during.0);
+
+    // With the default per-source cap a single source holds at most 256 of them.
+    drop(proxy);
+    let dir = common::temp_dir("conn-cap");
+    let config = process_config(&dir, "header_read_timeout_secs: 30");
+    let proxy = Proxy::start(&config, &dir.join("proxy.log"), "t");
+    let pid = proxy.pid();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_and_fds(pid);
+    let mut conns = half_sent(proxy.port, 2000).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = rss_and_fds(pid);
+    let refused = count_closed(&mut conns).await;
+    eprintln!(
+        "2000 from one source under the default cap: {} refused at accept; RSS {} → {} KiB; fds {} → {}",
+        refused, before.0, during.0, before.1, during.1
+    );
+    assert_eq!(
+        refused,
+        2000 - 256,
+        "all beyond max_unauthenticated_per_source"
+    );
+    assert!(during.1 <= before.1 + 256 + 5);
+}
+
+/// A config reload that removes an agent, or lowers its limit, reaches the tunnel it already
+/// has open: the next request in it is refused (and the removed agent's tunnel closes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reaches_tunnels_that_are_already_open() {
+    let h = Harness::with(Options {
+        extra_agents: vec![("dave".into(), "{}".into())],
+        ..Options::default()
+    })
+    .await;
+    let old = l402_proxy::config::Config::load(&h.dir.join("config.yaml")).unwrap();
+    let mark = h.dir.join("reloaded");
+    let script = r#"
+import base64, http.client, json, os, time
+def tunnel(user):
+    auth = "Basic " + base64.b64encode((user + ":" + user + "-key").encode()).decode()
+    host, port = os.environ["PROXY"].split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=20)
+    c.set_tunnel("127.0.0.1", int(os.environ["HTTP_PORT"]), headers={"Proxy-Authorization": auth})
+    return c
+def get(c, path):
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return [r.status, r.getheader("x-l402-proxy-decline"), r.read().decode()[:60]]
+    except Exception as e:
+        return "closed: " + type(e).__name__
+dave, alice = tunnel("dave"), tunnel("alice")
+out = {"dave_before": get(dave, "/d1/x"), "alice_before": get(alice, "/a1/x")}
+open(os.environ["READY"], "w").close()
+while not os.path.exists(os.environ["MARK"]):
+    time.sleep(0.02)
+out["dave_after"] = get(dave, "/d2/x")
+out["alice_after"] = get(alice, "/a2/x")
+print(json.dumps(out))
+"#;
+    let ready = h.dir.join("ready");
+    let env = vec![
+        ("PROXY", h.proxy.to_string()),
+        ("HTTP_PORT", h.seller.http.port().to_string()),
+        ("MARK", mark.display().to_string()),
+        ("READY", ready.display().to_string()),
+    ];
+    let run = tokio::spawn(async move { python(script, &env).await });
+    while !ready.exists() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // dave removed; alice's per_request_sats lowered below the 10-sat price.
+    let text = std::fs::read_to_string(h.dir.join("config.yaml")).unwrap();
+    let lowered = text
+        .replace(
+            "limits: { per_request_sats: 1000 }",
+            "limits: { per_request_sats: 5 }",
+        )
+        .lines()
+        .take_while(|l| !l.contains("name: dave"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(h.dir.join("config.yaml"), lowered + "\n").unwrap();
+    let new = l402_proxy::config::Config::load(&h.dir.join("config.yaml")).unwrap();
+    assert!(new.agents.iter().all(|a| a.name != "dave"));
+    h.app.reload(&old, &new).await;
+    std::fs::write(&mark, "").unwrap();
+    let out = run.await.unwrap();
+    assert_eq!(out["dave_before"][0], 200, "{out}");
+    assert_eq!(out["alice_before"][0], 200, "{out}");
+    let dave = &out["dave_after"];
+    assert!(
+        dave[0] == 407 || dave.as_str().is_some_and(|s| s.starts_with("closed")),
+        "a removed agent's tunnel serves nothing more: {out}"
+    );
+    assert_eq!(out["alice_after"][0], 402, "{out}");
+    assert_eq!(out["alice_after"][1], "over-per-request-limit", "{out}");
+    assert_eq!(h.payments(), 2, "nothing paid after the reload");
+}
