@@ -222,6 +222,10 @@ impl App {
                 }
             }));
         }
+        tasks.push(crate::proxy::memory::spawn(
+            self.shared.admission.clone(),
+            Duration::from_secs(2),
+        ));
         tasks.push(crate::guardrails::watch::spawn(
             crate::guardrails::watch::Watched {
                 guardrails: self.shared.guardrails.clone(),
@@ -353,6 +357,15 @@ pub async fn run(
                 "admin.token_env",
             )?;
             let admin = Admin::new(app.shared.clone(), &token);
+            if config.admin.metrics_token_env.is_some() || config.admin.metrics_token_file.is_some()
+            {
+                let metrics_token = crate::config::read_secret(
+                    config.admin.metrics_token_env.as_deref(),
+                    config.admin.metrics_token_file.as_deref(),
+                    "admin.metrics_token_env",
+                )?;
+                admin.protect_metrics(&metrics_token);
+            }
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?;

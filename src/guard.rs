@@ -1,8 +1,22 @@
 //! Destination guard: agents must not reach loopback, private, link-local or cloud-metadata
 //! addresses through us (SSRF). The check runs on the addresses DNS returns, and we connect to
 //! exactly those vetted addresses, so a rebinding DNS answer cannot slip past it.
+//!
+//! Hosts are read in their canonical form ([`crate::hosts`]): an IP literal in any spelling
+//! (`127.1`, `2130706433`, `[::ffff:127.0.0.1]`) is its address and is connected to as such,
+//! never handed to the system resolver; a name is lower-cased with one trailing dot removed
+//! before it is resolved. `guard.allow` entries are normalised the same way, and match as:
+//! - an IP entry (`127.0.0.1:8080`) exempts that address and port when the destination is an
+//!   IP literal, however it is spelled (`127.1:8080`, `[::ffff:127.0.0.1]:8080`); it does not
+//!   exempt names that happen to resolve to it (a name's answers are whoever runs its DNS);
+//! - a name entry (`seller.internal:8080`) exempts that name (any case, with or without the
+//!   trailing dot) whatever it resolves to; it does not exempt IP literals.
+//!
+//! So an allowance covers exactly one destination, whatever the spelling, and no spelling of
+//! another destination matches it; the agents' host rules see the same canonical form.
 
 use crate::config::{split_host_port, GuardConfig};
+use crate::hosts::Host;
 use http::Uri;
 use hyper_util::rt::TokioIo;
 use std::collections::HashSet;
@@ -64,8 +78,32 @@ impl GuardError {
 #[derive(Debug)]
 pub struct Guard {
     allow_private: bool,
-    allow: HashSet<(String, u16)>,
+    /// `guard.allow`, canonical ([`Host::parse`]).
+    allow: HashSet<(Host, u16)>,
     connect_timeout: Duration,
+}
+
+/// The addresses `host` is (an IP literal in any spelling, an IPv4-mapped IPv6 one as IPv4) or
+/// resolves to (a name, canonical, through the system resolver). The one resolver of the guard
+/// and of the agents' host rules, so both see the same addresses. Nothing is vetted here.
+pub async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, GuardError> {
+    let canonical = Host::parse(host);
+    let addrs: Vec<SocketAddr> = match &canonical {
+        Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+        Host::Name(name) => tokio::net::lookup_host((name.as_str(), port))
+            .await
+            .map_err(|source| GuardError::Dns {
+                host: name.clone(),
+                source,
+            })?
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(GuardError::NoAddresses {
+            host: canonical.to_string(),
+        });
+    }
+    Ok(addrs)
 }
 
 impl Guard {
@@ -73,7 +111,7 @@ impl Guard {
         let allow = config
             .allow
             .iter()
-            .filter_map(|e| split_host_port(e).map(|(h, p)| (h.to_ascii_lowercase(), p)))
+            .filter_map(|e| split_host_port(e).map(|(h, p)| (Host::parse(h), p)))
             .collect();
         Guard {
             allow_private: config.allow_private,
@@ -82,37 +120,22 @@ impl Guard {
         }
     }
 
-    fn explicitly_allowed(&self, host: &str, port: u16) -> bool {
-        self.allow_private
-            || (!self.allow.is_empty() && self.allow.contains(&(host.to_ascii_lowercase(), port)))
+    fn explicitly_allowed(&self, host: &Host, port: u16) -> bool {
+        self.allow_private || self.allow.contains(&(host.clone(), port))
     }
 
     /// Resolves `host` and returns only addresses we may connect to; refuses when none remain.
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, GuardError> {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((bare, port))
-                .await
-                .map_err(|source| GuardError::Dns {
-                    host: bare.to_string(),
-                    source,
-                })?
-                .collect(),
-        };
-        if addrs.is_empty() {
-            return Err(GuardError::NoAddresses {
-                host: bare.to_string(),
-            });
-        }
-        if self.explicitly_allowed(bare, port) {
+        let addrs = lookup(host, port).await?;
+        let canonical = Host::parse(host);
+        if self.explicitly_allowed(&canonical, port) {
             return Ok(addrs);
         }
         // Any refused address fails the whole name: a name mixing public and internal answers
         // is exactly what a rebinding attack looks like.
         if let Some(bad) = addrs.iter().find(|a| is_refused_ip(a.ip())) {
             return Err(GuardError::Refused {
-                host: bare.to_string(),
+                host: canonical.to_string(),
                 port,
                 addr: bad.ip(),
             });
@@ -155,20 +178,57 @@ impl Guard {
 pub fn is_refused_ip(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_refused_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_refused_v4(v4);
-            }
-            let seg0 = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg0 & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (seg0 & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) // AWS metadata (v6)
-                || (seg0 == 0x64 && v6.segments()[1] == 0xff9b) // NAT64 can reach anything v4
+        IpAddr::V6(v6) => is_refused_v6(v6),
+    }
+}
+
+/// IPv6: the special ranges, and every form that carries an IPv4 address (the translator or
+/// tunnel at the other end delivers to that address) when the IPv4 address is refused.
+fn is_refused_v6(v6: Ipv6Addr) -> bool {
+    if let Some(v4) = embedded_v4(v6) {
+        if is_refused_v4(v4) {
+            return true;
         }
     }
+    let s = v6.segments();
+    v6.is_loopback() // ::1
+        || v6.is_unspecified() // ::
+        || v6.is_multicast() // ff00::/8
+        || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7 (AWS metadata fd00:ec2::254 in it)
+        || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated, still routed inside)
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation 2001:db8::/32
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo 2001::/32: the far end is not ours to vet
+        || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0) // discard 100::/64
+        // 64:ff9b::/32 outside the two NAT64 prefixes (checked through embedded_v4) is
+        // unassigned: refused rather than guessed at.
+        || (s[0] == 0x64 && s[1] == 0xff9b && !is_nat64(s))
+}
+
+/// 64:ff9b::/96 (well-known NAT64 prefix) or 64:ff9b:1::/48 (local-use NAT64).
+fn is_nat64(s: [u16; 8]) -> bool {
+    s[0] == 0x64 && s[1] == 0xff9b && (s[2..6] == [0, 0, 0, 0] || s[2] == 1)
+}
+
+/// The IPv4 address an IPv6 address carries, for the forms that deliver to it: IPv4-mapped
+/// `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, IPv4-translated `::ffff:0:a.b.c.d`, NAT64
+/// `64:ff9b::a.b.c.d` and `64:ff9b:1::/48` (last 32 bits), and 6to4 `2002:AABB:CCDD::/48`.
+pub fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let last = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if s[..5] == [0, 0, 0, 0, 0] && (s[5] == 0 || s[5] == 0xffff) {
+        return Some(last(s[6], s[7])); // compatible (::/96) and mapped (::ffff:0:0/96)
+    }
+    if s[..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0 {
+        return Some(last(s[6], s[7])); // translated ::ffff:0:0:0/96
+    }
+    if is_nat64(s) {
+        return Some(last(s[6], s[7]));
+    }
+    if s[0] == 0x2002 {
+        return Some(last(s[1], s[2])); // 6to4
+    }
+    None
 }
 
 fn is_refused_v4(ip: Ipv4Addr) -> bool {
@@ -251,6 +311,242 @@ mod tests {
         for good in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "172.32.0.1"] {
             assert!(!is_refused_ip(ip(good)), "{good} should pass");
         }
+    }
+
+    #[test]
+    fn refuses_ipv6_forms_that_carry_a_refused_ipv4_address() {
+        // Each form, with refused IPv4 addresses embedded (loopback, private, link-local,
+        // metadata, CGNAT, 0/8, broadcast) and with a public one, which passes.
+        let refused_v4 = [
+            "127.0.0.1",
+            "10.0.0.1",
+            "192.168.0.1",
+            "172.16.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "255.255.255.255",
+            "224.0.0.1",
+        ];
+        type Embed = fn(Ipv4Addr) -> Ipv6Addr;
+        let forms: [(&str, Embed); 6] = [
+            ("mapped ::ffff:a.b.c.d", |v4| v4.to_ipv6_mapped()),
+            ("compatible ::a.b.c.d", |v4| v4.to_ipv6_compatible()),
+            ("translated ::ffff:0:a.b.c.d", |v4| {
+                let [a, b, c, d] = v4.octets();
+                Ipv6Addr::new(
+                    0,
+                    0,
+                    0,
+                    0,
+                    0xffff,
+                    0,
+                    u16::from_be_bytes([a, b]),
+                    u16::from_be_bytes([c, d]),
+                )
+            }),
+            ("NAT64 64:ff9b::/96", |v4| {
+                let [a, b, c, d] = v4.octets();
+                Ipv6Addr::new(
+                    0x64,
+                    0xff9b,
+                    0,
+                    0,
+                    0,
+                    0,
+                    u16::from_be_bytes([a, b]),
+                    u16::from_be_bytes([c, d]),
+                )
+            }),
+            ("local NAT64 64:ff9b:1::/48", |v4| {
+                let [a, b, c, d] = v4.octets();
+                Ipv6Addr::new(
+                    0x64,
+                    0xff9b,
+                    1,
+                    0xabcd,
+                    0,
+                    0,
+                    u16::from_be_bytes([a, b]),
+                    u16::from_be_bytes([c, d]),
+                )
+            }),
+            ("6to4 2002::/16", |v4| {
+                let [a, b, c, d] = v4.octets();
+                Ipv6Addr::new(
+                    0x2002,
+                    u16::from_be_bytes([a, b]),
+                    u16::from_be_bytes([c, d]),
+                    0,
+                    0,
+                    0,
+                    0,
+                    1,
+                )
+            }),
+        ];
+        for (form, make) in forms {
+            for bad in refused_v4 {
+                let v6 = make(bad.parse().unwrap());
+                assert_eq!(embedded_v4(v6), Some(bad.parse().unwrap()), "{form}: {v6}");
+                assert!(
+                    is_refused_ip(IpAddr::V6(v6)),
+                    "{form}: {v6} ({bad}) should be refused"
+                );
+            }
+            let public = make("8.8.8.8".parse().unwrap());
+            assert!(
+                !is_refused_ip(IpAddr::V6(public)),
+                "{form}: {public} should pass"
+            );
+        }
+        // As written by hand, too.
+        for bad in [
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::ffff:0:169.254.169.254",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b:1::c0a8:1",
+            "2002:7f00:1::1",
+            "2002:a00:1::",
+            "2002:a9fe:a9fe::1",
+            "2002:c0a8:101::",
+        ] {
+            assert!(is_refused_ip(ip(bad)), "{bad} should be refused");
+        }
+        for good in [
+            "::8.8.8.8",
+            "64:ff9b::808:808",
+            "64:ff9b:1:2::808:808",
+            "2002:808:808::1",
+        ] {
+            assert!(!is_refused_ip(ip(good)), "{good} should pass");
+        }
+    }
+
+    #[test]
+    fn refuses_special_ipv6_ranges() {
+        for bad in [
+            "::",
+            "::1",
+            "fc00::1",
+            "fd00::1",
+            "fdff:ffff::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "febf::1",
+            "fec0::1",
+            "feff::1",
+            "ff02::1",
+            "ff05::2",
+            "ff0e::1",
+            "2001:db8::1",
+            "2001:db8:ffff::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo, whatever it embeds
+            "2001:0:ffff::1",
+            "100::1",
+            "100::ffff:ffff:ffff:ffff",
+            "64:ff9b:2::1", // unassigned part of 64:ff9b::/32
+            "64:ff9b:0:1::808:808",
+        ] {
+            assert!(is_refused_ip(ip(bad)), "{bad} should be refused");
+        }
+        for good in [
+            "2606:4700::1111",
+            "2001:4860:4860::8888",
+            "2001:200::1",
+            "2001:db9::1",
+            "100:0:0:1::1",
+            "2a00:1450::1",
+            "fbff::1",
+        ] {
+            assert!(!is_refused_ip(ip(good)), "{good} should pass");
+        }
+    }
+
+    #[tokio::test]
+    async fn guard_allow_matches_every_spelling_of_its_destination_and_no_other() {
+        let listed = Guard::new(
+            &GuardConfig {
+                allow_private: false,
+                allow: vec!["127.0.0.1:8080".into(), "LOCALHOST.:9".into()],
+            },
+            Duration::from_secs(1),
+        );
+        for spelling in [
+            "127.0.0.1",
+            "127.1",
+            "2130706433",
+            "0x7f.1",
+            "0177.0.0.1",
+            "[::ffff:127.0.0.1]",
+            "[::ffff:7f00:1]",
+            "127.0.0.1.",
+        ] {
+            let addrs = listed.resolve(spelling, 8080).await;
+            // The mapped spelling is connected to as IPv4, the address it names.
+            assert_eq!(
+                addrs.as_ref().ok().map(|a| a.as_slice()),
+                Some(&["127.0.0.1:8080".parse::<SocketAddr>().unwrap()][..]),
+                "{spelling}: {addrs:?}"
+            );
+            assert!(
+                listed
+                    .resolve(spelling, 8081)
+                    .await
+                    .unwrap_err()
+                    .is_refusal(),
+                "{spelling}"
+            );
+        }
+        for spelling in ["localhost", "LOCALHOST", "localhost."] {
+            assert!(listed.resolve(spelling, 9).await.is_ok(), "{spelling}");
+        }
+        // The IP entry does not exempt a name, nor the name entry an address; another
+        // loopback address, or an IPv6 form that is not the same destination, is refused.
+        assert!(listed
+            .resolve("localhost", 8080)
+            .await
+            .unwrap_err()
+            .is_refusal());
+        assert!(listed
+            .resolve("127.0.0.1", 9)
+            .await
+            .unwrap_err()
+            .is_refusal());
+        for other in [
+            "127.0.0.2",
+            "127.2",
+            "[::1]",
+            "[::127.0.0.1]",
+            "[64:ff9b::7f00:1]",
+            "[2002:7f00:1::]",
+        ] {
+            assert!(
+                listed.resolve(other, 8080).await.unwrap_err().is_refusal(),
+                "{other}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn lookup_reads_literals_itself() {
+        let one = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            lookup("127.1", 80).await.unwrap(),
+            vec![one("127.0.0.1:80")]
+        );
+        assert_eq!(lookup("[::1]", 80).await.unwrap(), vec![one("[::1]:80")]);
+        assert_eq!(
+            lookup("::ffff:10.0.0.1", 80).await.unwrap(),
+            vec![one("10.0.0.1:80")]
+        );
+        assert!(lookup("no-such-host.invalid", 80).await.is_err());
+        assert!(lookup("", 80).await.is_err());
     }
 
     #[tokio::test]

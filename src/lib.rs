@@ -20,6 +20,7 @@ pub mod demo;
 pub mod glob;
 pub mod guard;
 pub mod guardrails;
+pub mod hosts;
 pub mod invoice;
 pub mod ledger;
 pub mod metrics;

@@ -102,10 +102,15 @@ async fn an_api_agent_lives_its_whole_life_through_the_api() {
         &h,
         "PATCH",
         "/v1/agents/carol",
-        Some(json!({"paused": false})),
+        Some(json!({"paused": false, "limits": {"per_request_sats": null}})),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        body(&r)["limits"].get("per_request_sats").is_none(),
+        "null removes a limit: {}",
+        r.body
+    );
     assert!(h.curl(Some(carol), &h.http_url("/b/x"), &[]).await.paid());
 
     // A new key: the old one is refused at once, the new one works.
@@ -242,6 +247,41 @@ async fn the_api_refuses_what_it_cannot_do_and_says_why() {
             Some(json!({"paused": true})),
             404,
             "no such agent",
+        ),
+        (
+            "PATCH",
+            "/v1/agents/dave",
+            Some(json!({"limits": {"daily_sats": -1}})),
+            400,
+            "limits.daily_sats",
+        ),
+        (
+            "PATCH",
+            "/v1/agents/dave",
+            Some(json!({"limits": {"dayly_sats": 1}})),
+            400,
+            "dayly_sats",
+        ),
+        (
+            "PATCH",
+            "/v1/agents/dave",
+            Some(json!({"hosts": {"allow": "*"}})),
+            400,
+            "hosts.allow",
+        ),
+        (
+            "PATCH",
+            "/v1/agents/dave",
+            Some(json!({"hosts": {"deny": ["10.0.0.1/8"]}})),
+            400,
+            "hosts.deny[0]",
+        ),
+        (
+            "POST",
+            "/v1/agents",
+            Some(json!({"name": "dan", "hosts": {"allow": ["300.1.1.1"]}})),
+            400,
+            "hosts.allow[0]",
         ),
         ("PUT", "/v1/agents", Some(json!({})), 405, "method"),
         ("GET", "/v1/audit?limt=3", None, 400, "limt"),

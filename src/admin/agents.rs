@@ -136,6 +136,15 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, 
     })
 }
 
+/// The 400 for host rules that cannot be read, naming the first such entry.
+fn bad_hosts(hosts: &HostRules) -> Option<Response<Body>> {
+    let (field, problem) = hosts.problems().into_iter().next()?;
+    Some(error(
+        StatusCode::BAD_REQUEST,
+        &format!("hosts.{field}: {problem}"),
+    ))
+}
+
 /// The 400 for limits no operator means, naming the first such field.
 fn bad_limits(limits: &Limits) -> Option<Response<Body>> {
     let (field, problem) = limits.problems().into_iter().next()?;
@@ -193,6 +202,9 @@ pub async fn create(shared: &Shared, body: &[u8]) -> Response<Body> {
         return error(StatusCode::BAD_REQUEST, &format!("name: {rule}"));
     }
     if let Some(r) = bad_limits(&new.limits) {
+        return r;
+    }
+    if let Some(r) = bad_hosts(&new.hosts) {
         return r;
     }
     if shared.agents.in_config(&new.name) {
@@ -280,6 +292,9 @@ pub async fn update(shared: &Shared, name: &str, body: &[u8]) -> Response<Body> 
             Ok(h) => h,
             Err(r) => return r,
         };
+        if let Some(r) = bad_hosts(&hosts) {
+            return r;
+        }
         what.push(format!(
             "hosts {}",
             serde_json::to_string(&hosts).unwrap_or_default()

@@ -31,6 +31,8 @@ use tokio::net::TcpListener;
 pub struct Admin {
     shared: Arc<Shared>,
     token_sha256: [u8; 32],
+    /// `admin.metrics_token`: when set, `/metrics` needs it (or the admin token).
+    metrics_token_sha256: std::sync::OnceLock<[u8; 32]>,
     /// False until the ledger is restored; `/readyz` says so.
     pub ready: AtomicBool,
     process: status::Process,
@@ -42,12 +44,20 @@ impl Admin {
         Arc::new(Admin {
             shared,
             token_sha256: Sha256::digest(token.as_bytes()).into(),
+            metrics_token_sha256: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
             process: status::Process {
                 started: std::time::Instant::now(),
                 proxy_listen: std::sync::OnceLock::new(),
             },
         })
+    }
+
+    /// Requires `token` (or the admin token) for `/metrics` from now on.
+    pub fn protect_metrics(&self, token: &str) {
+        let _ = self
+            .metrics_token_sha256
+            .set(Sha256::digest(token.trim().as_bytes()).into());
     }
 
     /// Tells the status where the proxy listener is bound (once it is).
@@ -113,21 +123,31 @@ impl Admin {
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(value) = req
+        self.presented(req)
+            .is_some_and(|p| bool::from(p.ct_eq(&self.token_sha256)))
+    }
+
+    /// `/metrics` is open unless `admin.metrics_token` is set; then that token or the admin
+    /// token opens it.
+    fn metrics_authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(metrics) = self.metrics_token_sha256.get() else {
+            return true;
+        };
+        self.presented(req).is_some_and(|p| {
+            bool::from(p.ct_eq(metrics)) || bool::from(p.ct_eq(&self.token_sha256))
+        })
+    }
+
+    /// The sha256 of the bearer token presented, if any.
+    fn presented(&self, req: &Request<Incoming>) -> Option<[u8; 32]> {
+        let value = req
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
-            return false;
-        };
-        let Some(token) = value
+            .and_then(|v| v.to_str().ok())?;
+        let token = value
             .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-        else {
-            return false;
-        };
-        let presented: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-        bool::from(presented.ct_eq(&self.token_sha256))
+            .or_else(|| value.strip_prefix("bearer "))?;
+        Some(Sha256::digest(token.trim().as_bytes()).into())
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
@@ -135,6 +155,17 @@ impl Admin {
         match (req.method(), path.as_str()) {
             (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/metrics") => {
+                if !self.metrics_authorized(&req) {
+                    let mut r = error(
+                        StatusCode::UNAUTHORIZED,
+                        "/metrics needs the bearer token of admin.metrics_token_env (or the admin token)",
+                    );
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"l402-proxy metrics\""),
+                    );
+                    return r;
+                }
                 let mut r = Response::new(full(self.shared.metrics_text()));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,

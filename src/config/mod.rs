@@ -126,8 +126,18 @@ fn default_listen() -> SocketAddr {
 pub struct AdminConfig {
     /// Admin API, /metrics and probes. Absent: no admin listener.
     pub listen: Option<SocketAddr>,
+    /// The bearer token for `/v1/*`, from this environment variable…
     pub token_env: Option<String>,
+    /// …or this file.
     pub token_file: Option<PathBuf>,
+    /// When set, `/metrics` (which names agents and their spend) needs this bearer token (or
+    /// the admin token); unset, it is open to whoever reaches `admin.listen`, as Prometheus
+    /// scrapers expect.
+    #[serde(default)]
+    pub metrics_token_env: Option<String>,
+    /// The metrics token from a file instead.
+    #[serde(default)]
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -615,14 +625,34 @@ impl Limits {
     };
 }
 
-/// Which hosts an agent may pay (globs; deny wins over allow).
+/// Which hosts an agent may pay: deny wins over allow.
+///
+/// Matching is on the destination's canonical form, never the text the agent wrote (see
+/// [`crate::hosts`]): brackets and one trailing dot are removed, names are lower-cased, and an
+/// IP literal is its address however it is spelled (`127.1`, `2130706433`, `0x7f.1`,
+/// `0177.0.0.1`, `[::ffff:127.0.0.1]` are all `127.0.0.1`; an IPv4-mapped IPv6 address and its
+/// IPv4 address are one). Entries are normalised the same way, so `127.1` in a rule is
+/// `127.0.0.1` and `LOCALHOST.` is `localhost`. Each entry is one of:
+/// - a name or glob (`api.example.com`, `*.example.com`: `*` is any run of characters, and
+///   `*.example.com` does not match `example.com` itself), matched against the canonical name,
+///   or the canonical text of an IP literal (`*` matches every host, `10.*` every 10/8 literal);
+/// - an IP address, matched against IP-literal destinations in any spelling (not against the
+///   addresses a name resolves to: write `127.0.0.1/32` for that);
+/// - a CIDR (`10.0.0.0/8`, `fd00::/8`, `127.0.0.1/32`), matched against the address the host is,
+///   or for a name the addresses it resolves to (the resolver the destination guard uses):
+///   a name is denied when ANY of its addresses is in a deny CIDR (or it cannot be resolved),
+///   and is allowed by allow CIDRs only when ALL of its addresses are in them (a name matching
+///   an allow glob is allowed whatever it resolves to).
+///
+/// Invalid entries are config errors (`agents[i].hosts.allow[j]`); rules that somehow skipped
+/// validation fail closed (an unreadable deny entry refuses every host).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostRules {
-    /// Globs of hosts it may pay (default `["*"]`).
+    /// Hosts it may pay: names, globs, IP addresses, CIDRs (default `["*"]`).
     #[serde(default = "default_intercept")]
     pub allow: Vec<String>,
-    /// Globs of hosts it may never pay (wins over allow).
+    /// Hosts it may never pay (wins over allow): names, globs, IP addresses, CIDRs.
     #[serde(default)]
     pub deny: Vec<String>,
 }
@@ -637,8 +667,37 @@ impl Default for HostRules {
 }
 
 impl HostRules {
+    /// Whether `host` may be paid, without its addresses: a name that CIDR rules would need
+    /// resolved is refused here (use [`HostRules::needs_addresses`] and
+    /// [`HostRules::permits_resolved`]).
     pub fn permits(&self, host: &str) -> bool {
-        !crate::glob::any_matches(&self.deny, host) && crate::glob::any_matches(&self.allow, host)
+        self.permits_resolved(host, &[])
+    }
+
+    /// Whether deciding for `host` needs the addresses it resolves to (it is a name and CIDR
+    /// rules could decide it).
+    pub fn needs_addresses(&self, host: &str) -> bool {
+        crate::hosts::Matcher::new(&self.allow, &self.deny).needs_addresses(host)
+    }
+
+    /// Whether `host` may be paid, `addrs` being what it resolved to (consulted for a name
+    /// when CIDR rules exist; empty when not resolved).
+    pub fn permits_resolved(&self, host: &str, addrs: &[std::net::IpAddr]) -> bool {
+        crate::hosts::Matcher::new(&self.allow, &self.deny).permits(host, addrs)
+    }
+
+    /// Entries that are not a name, glob, IP address or CIDR: `(field, problem)`, fields
+    /// relative to the rules (`allow[0]`, `deny[2]`).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (list, entries) in [("allow", &self.allow), ("deny", &self.deny)] {
+            for (j, entry) in entries.iter().enumerate() {
+                if let Err(problem) = crate::hosts::Rule::parse(entry) {
+                    out.push((format!("{list}[{j}]"), problem));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -687,6 +746,9 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.admin.token_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.admin.metrics_token_file.as_mut() {
             fix(p);
         }
         if let Some(l) = self.wallet.lnbits.as_mut() {
@@ -835,6 +897,12 @@ impl Config {
                 "admin.listen is set, so a bearer token is required: set admin.token_env or admin.token_file",
             )));
         }
+        if self.admin.metrics_token_env.is_some() && self.admin.metrics_token_file.is_some() {
+            note(Err(err(
+                "admin.metrics_token_env",
+                "set either admin.metrics_token_env or admin.metrics_token_file, not both",
+            )));
+        }
         for (i, entry) in self.guard.allow.iter().enumerate() {
             if split_host_port(entry).is_none() {
                 note(Err(err(
@@ -908,6 +976,9 @@ impl Config {
             }
             for (field, problem) in a.limits.problems() {
                 note(Err(err(at(&format!("limits.{field}")), problem)));
+            }
+            for (field, problem) in a.hosts.problems() {
+                note(Err(err(at(&format!("hosts.{field}")), problem)));
             }
         }
         for (field, problem) in self.operator_limits.problems() {
@@ -1129,6 +1200,68 @@ mod tests {
         assert!(r.permits("api.example.com"));
         assert!(!r.permits("evil.example.com"));
         assert!(!r.permits("other.org"));
+        assert!(!r.permits("EVIL.example.com."));
+    }
+
+    #[test]
+    fn host_rules_normalise_entries_and_destinations() {
+        let text = format!(
+            "{}    hosts: {{ allow: ['*'], deny: ['127.0.0.1', 'LOCALHOST.', '10.0.0.0/8'] }}\n",
+            minimal()
+        );
+        let c = Config::parse(&text).unwrap();
+        let r = &c.agents[0].hosts;
+        for host in [
+            "127.1",
+            "2130706433",
+            "0x7f.1",
+            "0177.0.0.1",
+            "::ffff:127.0.0.1",
+            "::ffff:7f00:1",
+            "localhost.",
+            "LOCALHOST",
+            "10.1.2.3",
+            "012.1",
+        ] {
+            assert!(!r.permits(host), "{host} must be denied");
+        }
+        assert!(r.permits("127.0.0.2"));
+        assert!(r.needs_addresses("api.example.com"));
+        assert!(r.permits_resolved("api.example.com", &["93.184.216.34".parse().unwrap()]));
+        assert!(!r.permits_resolved("api.example.com", &["10.9.9.9".parse().unwrap()]));
+    }
+
+    #[test]
+    fn bad_host_rules_name_the_entry() {
+        for (rules, field, says) in [
+            (
+                "{ allow: ['*', '10.0.0.1/8'] }",
+                "agents[0].hosts.allow[1]",
+                "10.0.0.0/8",
+            ),
+            (
+                "{ allow: ['10.0.0.0/33'] }",
+                "agents[0].hosts.allow[0]",
+                "0 to 32",
+            ),
+            (
+                "{ deny: ['ok.example', 'api.example.com:443'] }",
+                "agents[0].hosts.deny[1]",
+                "port",
+            ),
+            ("{ deny: [''] }", "agents[0].hosts.deny[0]", "empty"),
+            ("{ deny: ['300.1.1.1'] }", "agents[0].hosts.deny[0]", "IPv4"),
+            (
+                "{ deny: ['fd00::/8', 'x/y'] }",
+                "agents[0].hosts.deny[1]",
+                "CIDR",
+            ),
+        ] {
+            let text = format!("{}    hosts: {rules}\n", minimal());
+            let e = Config::parse(&text).unwrap_err();
+            assert_eq!(e.field, field, "{rules}: {e}");
+            assert!(e.problem.contains(says), "{rules}: {e}");
+        }
     }
 
     #[test]

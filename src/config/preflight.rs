@@ -67,6 +67,12 @@ fn admin(config: &Config, out: &mut Vec<ConfigError>) {
             "admin.token",
             out,
         );
+        secret(
+            config.admin.metrics_token_env.as_deref(),
+            config.admin.metrics_token_file.as_deref(),
+            "admin.metrics_token",
+            out,
+        );
     }
 }
 

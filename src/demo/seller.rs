@@ -14,6 +14,8 @@
 //! - `/basic/…` — a plain 401 Basic challenge (must pass through).
 //! - `/never/…` — a fresh challenge even for a valid token.
 //! - `/upgrade/…` — paid; `Upgrade: echo` switches protocols and echoes bytes back.
+//! - `/fragile/…` — paid; a token is taken once, then answered 431 (headers too large), as a
+//!   server that cannot take a token does.
 //! - anything else — paid content for that service.
 //!
 //! `?dialect=` picks the challenge form: aperture (default: LSAT line then L402 line, `macaroon=`),
@@ -141,6 +143,8 @@ pub struct Seller {
     mpp_ids: dashmap::DashMap<String, PaymentHash>,
     /// Prices changed while running (a seller raising its price).
     repriced: dashmap::DashMap<String, Msat>,
+    /// `/fragile/` credentials already taken once.
+    fragile_seen: DashSet<Vec<u8>>,
 }
 
 impl Seller {
@@ -154,6 +158,7 @@ impl Seller {
             issued: dashmap::DashMap::new(),
             mpp_ids: dashmap::DashMap::new(),
             repriced: dashmap::DashMap::new(),
+            fragile_seen: DashSet::new(),
         })
     }
 
@@ -256,6 +261,20 @@ impl Seller {
         if service == "never" || !self.authorized(&req, &service) {
             let dialect = query_param(&query, "dialect").unwrap_or("aperture");
             return self.challenge(&service, dialect).await;
+        }
+        if service == "fragile" {
+            let credential = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default();
+            if !self.fragile_seen.insert(credential) {
+                return response(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "text/plain",
+                    Bytes::from_static(b"request header fields too large\n"),
+                );
+            }
         }
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         match service.as_str() {

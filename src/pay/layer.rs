@@ -205,6 +205,21 @@ impl PaymentLayer {
                 return Box::pin(self.without_spent_token(upstream, agent, to, replay, token))
                     .await;
             }
+            if let Some(a) = &attached {
+                // A server that cannot take the token (its headers too large, or a request it
+                // calls malformed once a token it never confirmed is added): the token is
+                // dropped, so it cannot break every later request to this origin.
+                let rejects = response.status() == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+                    || (response.status() == StatusCode::BAD_REQUEST && !a.known);
+                if rejects
+                    && self
+                        .tokens
+                        .evict(&agent.name, to.origin, &a.token.payment_hash)
+                {
+                    tracing::info!(agent = %agent.name, origin = to.origin, status = response.status().as_u16(), "the server could not take a cached token: dropped");
+                    self.retire(a.token.payment_hash);
+                }
+            }
             self.learn_if_worked(&attached, &response, replay.uri.path());
             self.metrics.request(Outcome::Passed);
             let mut extra = HeaderMap::new();

@@ -229,7 +229,8 @@ impl Purchases {
             decline,
             amount: invoice.amount,
         };
-        let amount = policy::check_invoice(&invoice, agent, to.host, self.network, now)
+        let addrs = policy::host_addresses(agent, to.host, to.port).await;
+        let amount = policy::check_invoice(&invoice, agent, to.host, &addrs, self.network, now)
             .map_err(with_amount)?;
         if let Some(limit) = self.operator_limits.load().per_request_sats {
             if amount.sats_ceil() > limit {

@@ -38,6 +38,14 @@ pub async fn handle(
             "CONNECT needs host:port",
         );
     };
+    if super::target::has_invalid_port(&authority) {
+        shared.metrics.request(Outcome::BadRequest);
+        return responses::text(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "CONNECT names an invalid port (1 to 65535)",
+        );
+    }
     let target = Target::new(Scheme::HTTPS, authority);
     let own = target.host() == super::self_view::SELF_HOST;
     // The tunnel keeps the connection's place under http.max_connections while it is open.

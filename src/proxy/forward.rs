@@ -35,6 +35,7 @@ pub async fn forward(
     let (mut parts, incoming) = req.into_parts();
     let protocol = upgrade_protocol(&parts.headers);
     strip_hop_by_hop(&mut parts.headers);
+    set_host(&mut parts.headers, target);
     // A protocol switch is hop-by-hop by nature, yet the agent wants it end to end: re-state it
     // upstream and keep the agent's half to splice on 101.
     let agent_upgrade = match &protocol {
@@ -133,6 +134,21 @@ fn deliver(
         out.headers_mut().insert(header::UPGRADE, p);
     }
     out
+}
+
+/// `Host` is the request target's authority (RFC 9112 §3.2.2): an agent's differing `Host`
+/// would otherwise reach a server other than the one dialled (and the one the token is for).
+fn set_host(headers: &mut HeaderMap, target: &Target) {
+    let authority = target.authority.as_str();
+    let same = headers
+        .get(header::HOST)
+        .is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(authority.as_bytes()));
+    if same && headers.get_all(header::HOST).iter().count() == 1 {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_str(authority) {
+        headers.insert(header::HOST, v);
+    }
 }
 
 /// Hands an upstream response to the agent: hop-by-hop headers and any forged

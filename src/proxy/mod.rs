@@ -6,6 +6,7 @@ pub mod admission;
 pub mod connect;
 pub mod forward;
 pub mod headers;
+pub mod memory;
 pub mod responses;
 pub mod rewind;
 pub mod self_view;
@@ -230,6 +231,14 @@ async fn dispatch(
     if req.method() == Method::CONNECT {
         // The slot is held for as long as the tunnel is open.
         return connect::handle(shared, agent, req, slot).await;
+    }
+    if req.uri().authority().is_some_and(target::has_invalid_port) {
+        shared.metrics.request(Outcome::BadRequest);
+        return responses::text(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "the request names an invalid port (1 to 65535)",
+        );
     }
     match Target::from_absolute(req.uri()) {
         Some(target) => {

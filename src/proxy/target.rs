@@ -17,8 +17,22 @@ pub struct Target {
     host: std::ops::Range<usize>,
 }
 
+/// Whether `authority` names a port that is not one (`:99999`, `:0`, `:http`): such a request
+/// is answered 400, never sent to the scheme's default port.
+pub fn has_invalid_port(authority: &Authority) -> bool {
+    // `Authority::port` hides a port that does not parse, so the text is read here.
+    let s = authority.as_str();
+    let s = s.rsplit_once('@').map_or(s, |(_, host)| host);
+    let after_host = s.rsplit_once(']').map_or(s, |(_, rest)| rest);
+    match after_host.rsplit_once(':') {
+        None => false,
+        Some((_, "")) => false,
+        Some((_, port)) => !matches!(port.parse::<u16>(), Ok(n) if n != 0),
+    }
+}
+
 impl Target {
-    /// The target at `authority` over `scheme`.
+    /// The target at `authority` over `scheme` (check [`has_invalid_port`] first).
     pub fn new(scheme: Scheme, authority: Authority) -> Target {
         use std::fmt::Write;
         let https = scheme == Scheme::HTTPS;
@@ -112,5 +126,11 @@ mod tests {
         let wss = Target::from_absolute(&"wss://h/chat".parse().unwrap()).unwrap();
         assert_eq!(wss.origin, "https://h:443");
         assert!(Target::from_absolute(&"ftp://h/x".parse().unwrap()).is_none());
+        for bad in ["h:99999", "h:0", "h:65536"] {
+            assert!(has_invalid_port(&bad.parse().unwrap()), "{bad}");
+        }
+        for good in ["h", "h:1", "h:65535", "[::1]:443"] {
+            assert!(!has_invalid_port(&good.parse().unwrap()), "{good}");
+        }
     }
 }

@@ -41,6 +41,8 @@ pub struct Options {
     /// YAML flow maps for the agents' limits.
     pub alice_limits: String,
     pub bob_limits: String,
+    /// YAML flow map for alice's `hosts` rules.
+    pub alice_hosts: String,
     /// More agents: (name, limits); each one's key is `<name>-key`.
     pub extra_agents: Vec<(String, String)>,
     pub operator_limits: String,
@@ -80,6 +82,7 @@ impl Default for Options {
             seller,
             alice_limits: "{ per_request_sats: 1000 }".into(),
             bob_limits: "{}".into(),
+            alice_hosts: "{}".into(),
             extra_agents: Vec::new(),
             operator_limits: "{}".into(),
             max_fee_sats: 10,
@@ -199,6 +202,7 @@ agents:
   - name: alice
     key_sha256: "{alice}"
     limits: {alice_limits}
+    hosts: {alice_hosts}
   - name: bob
     key_sha256: "{bob}"
     limits: {bob_limits}
@@ -219,6 +223,7 @@ agents:
             alice = hash_key("alice-key"),
             bob = hash_key("bob-key"),
             alice_limits = opts.alice_limits,
+            alice_hosts = opts.alice_hosts,
             bob_limits = opts.bob_limits,
             extra = opts
                 .extra_agents
