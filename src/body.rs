@@ -9,19 +9,25 @@ use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+/// Whatever a body can fail with, boxed: the error type of every [`Body`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The one body type through the proxy, requests and responses alike: boxed, so buffered,
+/// streamed and empty bodies are interchangeable.
 pub type Body = BoxBody<Bytes, BoxError>;
 
+/// A body with no bytes, known to be empty (its size hint is exactly 0).
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
+/// A body of exactly `bytes`, in one frame, its length known in advance.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
 }
 
+/// `body` passed on frame by frame as it arrives, never buffered.
 pub fn stream(body: Incoming) -> Body {
     body.map_err(BoxError::from).boxed()
 }
@@ -65,6 +71,7 @@ impl RequestBody {
     }
 }
 
+/// `bytes` as a body: [`empty`] when there are none, else [`full`].
 pub fn from_bytes(bytes: Bytes) -> Body {
     if bytes.is_empty() {
         empty()

@@ -28,31 +28,57 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
+/// Why no connection to a destination was made. Only [`GuardError::Refused`] is a refusal on
+/// policy ([`GuardError::is_refusal`]); the others are failures to reach the destination.
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
+    /// The destination is, or resolves to, a refused address and is not allowed by
+    /// `guard.allow` or `guard.allow_private`. The address is for the operator's log only.
     #[error("destination {host}:{port} resolves to {addr}, which is refused (loopback, private, link-local or metadata); allow it with guard.allow or guard.allow_private")]
     Refused {
+        /// The destination host, canonical.
         host: String,
+        /// The destination port.
         port: u16,
+        /// The first refused address among its answers (any one fails the whole name).
         addr: IpAddr,
     },
+    /// The system resolver failed for the name.
     #[error("cannot resolve {host}: {source}")]
     Dns {
+        /// The name, canonical.
         host: String,
+        /// The resolver's error.
         #[source]
         source: std::io::Error,
     },
+    /// The name resolved to no address at all.
     #[error("{host} has no addresses")]
-    NoAddresses { host: String },
+    NoAddresses {
+        /// The host that resolved to nothing.
+        host: String,
+    },
+    /// Every vetted address was tried and the last one refused or failed the TCP connection.
     #[error("cannot connect to {host}:{port}: {source}")]
     Connect {
+        /// The destination host, as asked for.
         host: String,
+        /// The destination port.
         port: u16,
+        /// The last address's connect error.
         #[source]
         source: std::io::Error,
     },
+    /// Every vetted address was tried and the last one did not accept within the connect
+    /// timeout (`http.connect_timeout_secs`).
     #[error("connecting to {host}:{port} timed out")]
-    Timeout { host: String, port: u16 },
+    Timeout {
+        /// The destination host, as asked for.
+        host: String,
+        /// The destination port.
+        port: u16,
+    },
+    /// The upstream URI names no host, so there is nothing to vet or connect to.
     #[error("request has no host")]
     NoHost,
 }
@@ -75,6 +101,9 @@ impl GuardError {
     }
 }
 
+/// The destination guard: resolves a destination, refuses it when any of its addresses is
+/// loopback, private, link-local, metadata or otherwise special (unless `guard.allow` or
+/// `guard.allow_private` exempts it), and connects only to the addresses it vetted.
 #[derive(Debug)]
 pub struct Guard {
     allow_private: bool,
@@ -107,6 +136,8 @@ pub async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, GuardError
 }
 
 impl Guard {
+    /// The guard `config` describes, giving each address `connect_timeout` to accept. Entries
+    /// of `guard.allow` that are not `host:port` are skipped (config validation refuses them).
     pub fn new(config: &GuardConfig, connect_timeout: Duration) -> Guard {
         let allow = config
             .allow
@@ -254,6 +285,8 @@ pub struct GuardedConnector {
 }
 
 impl GuardedConnector {
+    /// A connector opening every connection through `guard`; a URI without a port gets 443
+    /// for `https`, 80 otherwise.
     pub fn new(guard: Arc<Guard>) -> Self {
         GuardedConnector { guard }
     }

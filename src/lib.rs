@@ -7,6 +7,8 @@
 //! call; [`ledger`] holds the money authority behind one trait; [`wallet`] pays; [`core`] is the
 //! vocabulary all of them share.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod admin_client;
 pub mod agents;

@@ -57,22 +57,36 @@ impl Outcome {
     }
 }
 
+/// Every metric the proxy exports, registered once in its own registry ([`Metrics::render`]
+/// writes them). Label values known in advance are created at start, so they read 0 before
+/// their first event.
 pub struct Metrics {
     registry: Registry,
     requests: [IntCounter; 9],
+    /// `l402_proxy_challenges_total`: 402 (or 401) responses carrying an L402 challenge.
     pub challenges: IntCounter,
     payments: IntCounterVec,
     paid_msat: IntCounterVec,
     fees_msat: IntCounterVec,
+    /// `l402_proxy_payment_duration_seconds{backend}`: from handing an invoice to the wallet
+    /// to its outcome.
     pub payment_seconds: HistogramVec,
+    /// `l402_proxy_upstream_duration_seconds`: from sending a request upstream to its response
+    /// head.
     pub upstream_seconds: Histogram,
+    /// `l402_proxy_token_cache_hits_total`: requests sent with a cached token.
     pub token_hits: IntCounter,
+    /// `l402_proxy_token_cache_misses_total`: requests sent with no cached token for their
+    /// agent and origin.
     pub token_misses: IntCounter,
     declines: IntCounterVec,
+    /// `l402_proxy_open_connections`: agent connections open now (held by a [`GaugeGuard`]).
     pub open_connections: IntGauge,
+    /// `l402_proxy_open_tunnels`: CONNECT tunnels, relayed or intercepted, open now.
     pub open_tunnels: IntGauge,
     connects: IntCounterVec,
     refused_connections: IntCounterVec,
+    /// `l402_proxy_certificates_minted_total`: leaf certificates our CA has signed.
     pub certificates_minted: IntCounter,
     /// 1 while the ledger's store answers, 0 while payments fail closed.
     pub store_up: IntGauge,
@@ -118,6 +132,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric at zero, in a fresh registry (so several instances, as in tests, never
+    /// collide).
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = counter_vec(
@@ -210,14 +226,19 @@ impl Metrics {
         }
     }
 
+    /// Counts one request through the proxy by how it ended (`l402_proxy_requests_total`).
     pub fn request(&self, outcome: Outcome) {
         self.requests[outcome as usize].inc();
     }
 
+    /// Counts one payment handed to the wallet by its outcome (`succeeded`, `failed`,
+    /// `in_flight`) and the wallet backend (`l402_proxy_payments_total`).
     pub fn payment(&self, outcome: &str, backend: &str) {
         self.payments.with_label_values(&[outcome, backend]).inc();
     }
 
+    /// Adds a settled payment's amount and routing fee to the agent's totals
+    /// (`l402_proxy_paid_msat_total`, fees excluded, and `l402_proxy_fees_msat_total`).
     pub fn paid(&self, agent: &str, amount_msat: u64, fee_msat: u64) {
         self.paid_msat
             .with_label_values(&[agent])
@@ -225,10 +246,13 @@ impl Metrics {
         self.fees_msat.with_label_values(&[agent]).inc_by(fee_msat);
     }
 
+    /// Counts one refusal to pay by its decline code (`l402_proxy_declines_total`).
     pub fn decline(&self, reason: &str) {
         self.declines.with_label_values(&[reason]).inc();
     }
 
+    /// Counts one accepted CONNECT by mode, `tunnel` or `intercept`
+    /// (`l402_proxy_connects_total`).
     pub fn connect(&self, mode: &'static str) {
         self.connects.with_label_values(&[mode]).inc();
     }
@@ -271,6 +295,7 @@ impl Metrics {
 pub struct GaugeGuard(IntGauge);
 
 impl GaugeGuard {
+    /// Increments `gauge` now; the guard decrements it once, when dropped.
     pub fn new(gauge: &IntGauge) -> GaugeGuard {
         gauge.inc();
         GaugeGuard(gauge.clone())

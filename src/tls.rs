@@ -86,6 +86,8 @@ impl std::fmt::Debug for CertificateAuthority {
     }
 }
 
+/// The rustls crypto provider (ring) every TLS config of the proxy is built with, always
+/// passed explicitly: no process-wide default provider is installed.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

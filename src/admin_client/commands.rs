@@ -82,30 +82,49 @@ pub enum AgentsCommand {
     List,
     /// Create an agent; prints its key once, and the HTTPS_PROXY line to give the agent.
     Add {
+        /// The new agent's name (its proxy user name).
         name: String,
+        /// Its limits; those not given are absent (no limit of that kind).
         #[command(flatten)]
         limits: LimitArgs,
+        /// Its host rules; none given: every host.
         #[command(flatten)]
         hosts: HostArgs,
     },
     /// Change an API agent's limits and/or host rules (limits not named stay as they are).
     Set {
+        /// The API agent to change.
         name: String,
+        /// The limits to change; those not given stay as they are.
         #[command(flatten)]
         limits: LimitArgs,
+        /// New host rules, replacing the old ones; none given: unchanged.
         #[command(flatten)]
         hosts: HostArgs,
     },
     /// Give an agent a new key; the old one stops working at once (tokens and spend stay).
-    Rotate { name: String },
+    Rotate {
+        /// The agent whose key is replaced.
+        name: String,
+    },
     /// Stop an agent spending (its free traffic still passes).
-    Pause { name: String },
+    Pause {
+        /// The agent to pause.
+        name: String,
+    },
     /// Let a paused agent spend again.
-    Resume { name: String },
+    Resume {
+        /// The paused agent.
+        name: String,
+    },
     /// Delete an API agent (its tokens go; its payments stay in the ledger).
-    Rm { name: String },
+    Rm {
+        /// The API agent to delete.
+        name: String,
+    },
     /// Top up (or, negative, recall) an agent's total limit; or --set it, or --clear the override.
     Topup {
+        /// The agent whose total limit changes.
         name: String,
         /// Sats to add to the total limit (negative recalls).
         #[arg(allow_negative_numbers = true, conflicts_with_all = ["set", "clear"], required_unless_present_any = ["set", "clear"])]

@@ -29,13 +29,27 @@ pub struct AdminClient {
 pub enum ClientError {
     /// Nothing answered at the URL.
     #[error("cannot reach the admin API at {url}: {why} (is the proxy running with admin.listen set? point --admin or L402_PROXY_ADMIN_URL at it)")]
-    Unreachable { url: String, why: String },
+    Unreachable {
+        /// The admin API's base URL that was called.
+        url: String,
+        /// The transport failure, or that no answer came within the call's 30 s.
+        why: String,
+    },
     /// The token was refused.
     #[error("the admin API at {url} refused the token (401): set the token in the variable --token-env names (default L402_PROXY_ADMIN_TOKEN), or use --token-file")]
-    Unauthorized { url: String },
+    Unauthorized {
+        /// The admin API's base URL that was called.
+        url: String,
+    },
     /// The API answered with an error.
     #[error("{message} (HTTP {status})")]
-    Api { status: u16, message: String },
+    Api {
+        /// The HTTP status the API answered with.
+        status: u16,
+        /// The API's `error` text, the start of the body when it has none, or why the answer
+        /// could not be read as JSON.
+        message: String,
+    },
     /// A local problem (a bad argument, a missing token).
     #[error("{0}")]
     Usage(String),

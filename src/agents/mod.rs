@@ -76,12 +76,17 @@ pub struct StoredAgent {
 /// Why a request was refused with 407.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthError {
+    /// No `Proxy-Authorization` header.
     Missing,
+    /// The header is not `Basic base64(name:key)` (another scheme, bad base64, no `:`).
     Malformed,
+    /// Well formed, but no agent has that name, or its key is not that one (which of the two
+    /// is not told, and takes the same time).
     Rejected,
 }
 
 impl AuthError {
+    /// The explanation sent to the agent with the 407.
     pub fn reason(self) -> &'static str {
         match self {
             AuthError::Missing => "proxy credentials required",

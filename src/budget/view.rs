@@ -39,27 +39,40 @@ pub struct BudgetView {
 /// An agent's limits, in sats; absent = no limit of that kind.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct LimitsView {
+    /// The most one payment may be, in sats.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_request_sats: Option<u64>,
+    /// The cap per calendar hour (UTC), in sats.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hourly_sats: Option<u64>,
+    /// The cap per calendar day (UTC), in sats.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub daily_sats: Option<u64>,
+    /// The cap per week (UTC, from Monday), in sats.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weekly_sats: Option<u64>,
+    /// The cap per calendar month (UTC), in sats.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monthly_sats: Option<u64>,
+    /// The lifetime cap, in sats: an operator's override (top-up, recall) when there is one,
+    /// else the config's value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_sats: Option<u64>,
-    /// Guardrails (not budgets; shown beside them).
+    /// Guardrails (not budgets; shown beside them): a payment above this many sats waits for
+    /// the operator's approval.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approve_above_sats: Option<u64>,
+    /// Requests allowed per minute (over it: 429 `rate-limited`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_per_minute: Option<u32>,
+    /// Payments allowed per minute (over it: 429 `rate-limited`, nothing paid).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payments_per_minute: Option<u32>,
+    /// The most a price may rise above the last one paid for the same service, in per cent
+    /// (above it: `price-jump`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_price_increase_pct: Option<u32>,
+    /// The most connections the agent may hold open at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
 }
@@ -67,16 +80,22 @@ pub struct LimitsView {
 /// Where each set limit comes from.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct LimitSources {
+    /// Where `per_request_sats` comes from; absent when it is not set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_request_sats: Option<LimitSource>,
+    /// Where `hourly_sats` comes from; absent when it is not set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hourly_sats: Option<LimitSource>,
+    /// Where `daily_sats` comes from; absent when it is not set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub daily_sats: Option<LimitSource>,
+    /// Where `weekly_sats` comes from; absent when it is not set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weekly_sats: Option<LimitSource>,
+    /// Where `monthly_sats` comes from; absent when it is not set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monthly_sats: Option<LimitSource>,
+    /// Where `total_sats` comes from: `admin` while an operator's override is in force.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_sats: Option<LimitSource>,
 }
@@ -84,14 +103,19 @@ pub struct LimitSources {
 /// An amount per window and in total, in msat.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct WindowAmounts {
+    /// In the current calendar hour (UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hourly: Option<u64>,
+    /// In the current calendar day (UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub daily: Option<u64>,
+    /// In the current week (UTC, from Monday).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weekly: Option<u64>,
+    /// In the current calendar month (UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monthly: Option<u64>,
+    /// Over the agent's whole life (the `total_sats` budget).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,
 }

@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 /// A configuration problem, with the dotted path of the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The dotted path of the key at fault (`wallet.lnd.url`, `agents[0].limits.daily_sats`);
+    /// empty when the problem is the file as a whole (unreadable, not YAML).
     pub field: String,
+    /// What is wrong, in words for the operator, usually with the fix.
     pub problem: String,
 }
 
@@ -37,31 +40,46 @@ fn err(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The whole configuration file. Only `wallet` is required; every other key has a default,
+/// given on its field. Unknown keys are errors. [`Config::load`] resolves relative paths against
+/// the file's directory.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where agents connect (their HTTP_PROXY / HTTPS_PROXY).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// `admin:` — the admin API, dashboard, `/metrics` and probes. Absent: no admin listener.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// `tls:` — the interception CA, which hosts are intercepted, extra upstream roots. Absent:
+    /// the CA in `data/ca.pem` and `data/ca-key.pem`, every host intercepted.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// `guard:` — the destination guard against SSRF. Absent: loopback, private, link-local and
+    /// metadata destinations are refused, with no exception.
     #[serde(default)]
     pub guard: GuardConfig,
+    /// `wallet:` (required) — the backend that pays, its network, and the fee and time one
+    /// payment may take.
     pub wallet: WalletConfig,
+    /// `store:` — where the ledger lives. Absent: SQLite in `data/l402-proxy.db`.
     #[serde(default)]
     pub store: StoreConfig,
+    /// `http:` — replay buffering, timeouts and connection caps. Absent: each key's default.
     #[serde(default)]
     pub http: HttpConfig,
     /// Which 402 dialects are paid, in order of preference.
     #[serde(default)]
     pub pay: PayConfig,
+    /// `agents:` — the agents the file defines (applied again on SIGHUP). Absent: none from the
+    /// file; agents made through the admin API still authenticate.
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
     /// Caps over all agents together (same keys as an agent's limits).
     #[serde(default)]
     pub operator_limits: Limits,
+    /// `log:` — the log format. Absent: `text`.
     #[serde(default)]
     pub log: LogConfig,
     /// How payments above `approve_above_sats` wait for the operator.
@@ -101,6 +119,7 @@ fn default_approval_timeout() -> u64 {
     120
 }
 
+/// `log:` — the shape of the proxy's log lines.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -109,11 +128,14 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// How a log line is written (`log.format`, overridden by `--log-format`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines (the default).
     #[default]
     Text,
+    /// One JSON object per line, for log shippers.
     Json,
 }
 
@@ -121,6 +143,9 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8402))
 }
 
+/// `admin:` — the admin listener: the API under `/v1/*` (bearer token), the dashboard at `/`,
+/// `/metrics` and the probes `/healthz` and `/readyz`. Without `listen` there is none; with it,
+/// `token_env` or `token_file` is required.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
@@ -140,11 +165,18 @@ pub struct AdminConfig {
     pub metrics_token_file: Option<PathBuf>,
 }
 
+/// `tls:` — TLS interception: the CA that signs a certificate for each intercepted host, which
+/// CONNECTs are intercepted, and what upstream TLS (always verified) trusts.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// The CA certificate (PEM) agents must trust for intercepted hosts. Default `data/ca.pem`.
+    /// When neither it nor `ca_key` exists, both are created at start; one without the other is
+    /// an error, never silently replaced.
     #[serde(default = "default_ca_cert")]
     pub ca_cert: PathBuf,
+    /// The CA's private key (PEM; created with mode 0600 alongside `ca_cert`). Default
+    /// `data/ca-key.pem`.
     #[serde(default = "default_ca_key")]
     pub ca_key: PathBuf,
     /// Host globs whose TLS we terminate; every other CONNECT is tunnelled untouched.
@@ -176,6 +208,8 @@ impl Default for TlsConfig {
     }
 }
 
+/// `guard:` — which destinations agents may reach, judged on the addresses DNS returns (see
+/// [`crate::guard`]). Absent: every refused address stays refused, with no exception.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GuardConfig {
@@ -187,17 +221,25 @@ pub struct GuardConfig {
     pub allow: Vec<String>,
 }
 
+/// The Lightning backend that pays (`wallet.backend`); only its own section of
+/// [`WalletConfig`] is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// LND's REST gateway (`wallet.lnd`): a macaroon, usually with LND's pinned `tls.cert`.
     Lnd,
+    /// Core Lightning's clnrest plugin (`wallet.cln`): a rune.
     Cln,
+    /// An LNbits wallet (`wallet.lnbits`): its admin key.
     Lnbits,
+    /// Nostr Wallet Connect, NIP-47 (`wallet.nwc`): a connection URI holding a spending key.
     Nwc,
+    /// The built-in simulated wallet (`wallet.dev`): pays dev invoices only, moves no money.
     Dev,
 }
 
 impl Backend {
+    /// The value of `wallet.backend` that selects it (`lnd`, `cln`, `lnbits`, `nwc`, `dev`).
     pub fn name(self) -> &'static str {
         match self {
             Backend::Lnd => "lnd",
@@ -209,21 +251,36 @@ impl Backend {
     }
 }
 
+/// `wallet:` (required) — which backend pays, on which network, within what fee and time per
+/// payment. Changes need a restart.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WalletConfig {
+    /// `lnd | cln | lnbits | nwc | dev` (required). The section of the same name is then
+    /// required too (`dev`'s has defaults); the others are ignored.
     pub backend: Backend,
     /// The network the node pays on: bitcoin | testnet | signet | regtest. Invoices for any
     /// other network are refused. Default: regtest for `dev`, bitcoin otherwise.
     pub network: Option<String>,
+    /// `wallet.lnbits:` — read only with `backend: lnbits`, which requires it.
     pub lnbits: Option<LnbitsConfig>,
+    /// `wallet.lnd:` — read only with `backend: lnd`, which requires it.
     pub lnd: Option<LndConfig>,
+    /// `wallet.cln:` — read only with `backend: cln`, which requires it.
     pub cln: Option<ClnConfig>,
+    /// `wallet.nwc:` — read only with `backend: nwc`, which requires it.
     pub nwc: Option<NwcConfig>,
+    /// `wallet.dev:` — read only with `backend: dev`. Absent: 1 000 000 sats, no delay, no fee,
+    /// the built-in secret, in memory only.
     #[serde(default)]
     pub dev: DevWalletConfig,
+    /// The most routing fee one payment may cost, in sats (default 10). The wallet is given it
+    /// as its fee limit, and every payment reserves its amount plus this against each budget
+    /// until it settles; the unused part is then given back.
     #[serde(default = "default_max_fee")]
     pub max_fee_sats: u64,
+    /// Seconds a payment may take to settle (default 60, at least 1). Past it the outcome is
+    /// unknown: the payment stays reserved and is only ever looked up, never sent again.
     #[serde(default = "default_payment_timeout")]
     pub payment_timeout_secs: u64,
 }
@@ -235,35 +292,60 @@ fn default_payment_timeout() -> u64 {
     60
 }
 
+/// `wallet.lnbits:` — an LNbits wallet, paid from with its admin key (an invoice key cannot
+/// pay). Exactly one of `admin_key_env` and `admin_key_file` is required.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LnbitsConfig {
+    /// The LNbits base URL, http(s) (`http://127.0.0.1:5000`; a path prefix is kept). Required.
     pub url: String,
+    /// Environment variable holding the admin key (read at start, trimmed, never logged).
     pub admin_key_env: Option<String>,
+    /// File holding the admin key, instead of `admin_key_env`.
     pub admin_key_file: Option<PathBuf>,
 }
 
+/// `wallet.lnd:` — LND over its REST gateway (see [`crate::wallet::lnd`]).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LndConfig {
+    /// LND's REST listener, http(s) (`https://127.0.0.1:8080`). Required.
     pub url: String,
+    /// The macaroon (binary as LND writes it, or hex), sent on every call. Required; least
+    /// privilege is SendPaymentV2, TrackPaymentV2 and ChannelBalance (or
+    /// `offchain:read offchain:write`).
     pub macaroon_file: PathBuf,
+    /// LND's `tls.cert`, pinned as the only certificate trusted for the node. Absent: the
+    /// public web roots (an LND behind a publicly issued certificate).
     pub tls_cert_file: Option<PathBuf>,
 }
 
+/// `wallet.cln:` — Core Lightning over clnrest (see [`crate::wallet::cln`]). Exactly one of
+/// `rune_env` and `rune_file` is required.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClnConfig {
+    /// The clnrest base URL, http(s) (`https://127.0.0.1:3010`). Required.
     pub url: String,
+    /// Environment variable holding the rune (least privilege: `pay`, `listpays`, and
+    /// `listfunds` for the balance). Read at start, trimmed, never logged.
     pub rune_env: Option<String>,
+    /// File holding the rune, instead of `rune_env`.
     pub rune_file: Option<PathBuf>,
+    /// clnrest's CA (or server) certificate, pinned. Absent: the public web roots.
     pub tls_cert_file: Option<PathBuf>,
 }
 
+/// `wallet.nwc:` — Nostr Wallet Connect (NIP-47). The connection URI
+/// (`nostr+walletconnect://<wallet pubkey>?relay=…&secret=…`) holds a key that can spend, so it
+/// comes from the environment or a file: exactly one of `uri_env` and `uri_file` is required.
+/// NIP-47 sends no fee limit: set the connection's budget and fee cap in the wallet.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NwcConfig {
+    /// Environment variable holding the connection URI (read at start, never logged).
     pub uri_env: Option<String>,
+    /// File holding the connection URI, instead of `uri_env`.
     pub uri_file: Option<PathBuf>,
 }
 
@@ -272,6 +354,8 @@ pub struct NwcConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DevWalletConfig {
+    /// The simulated balance at start, in sats (default 1 000 000). Each payment's amount and
+    /// fee are debited from it; with a `state_file`, so are the payments it journaled earlier.
     #[serde(default = "default_dev_balance")]
     pub balance_sats: u64,
     /// Simulated time a payment takes.
@@ -291,6 +375,9 @@ pub struct DevWalletConfig {
 fn default_dev_balance() -> u64 {
     1_000_000
 }
+/// `wallet.dev.secret` when absent, `l402-proxy-dev`: also the demo seller's, so the demo runs
+/// with no configuration. Being public it protects nothing, which is fine: dev invoices move no
+/// money.
 pub fn default_dev_secret() -> String {
     "l402-proxy-dev".to_string()
 }
@@ -523,6 +610,8 @@ impl Default for HttpConfig {
     }
 }
 
+/// One entry of `agents:`: an agent the config file defines. On SIGHUP changes reach open
+/// connections too; a name also made through the admin API is the file's agent.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
@@ -530,8 +619,11 @@ pub struct AgentConfig {
     pub name: String,
     /// sha256 of the key, 64 hex characters (`l402-proxy hash-key` prints it).
     pub key_sha256: String,
+    /// Its spending limits and guardrails. Absent: none of its own (`operator_limits` still
+    /// apply).
     #[serde(default)]
     pub limits: Limits,
+    /// The hosts it may pay. Absent: every host (`allow: ["*"]`, no deny).
     #[serde(default)]
     pub hosts: HostRules,
 }
@@ -704,7 +796,7 @@ impl HostRules {
 impl Config {
     /// Reads, parses and validates a config file; relative paths inside it are resolved
     /// against the file's directory, so a config works wherever the proxy is started from.
-    /// Stops at the first problem; [`load_all_problems`] lists every one.
+    /// Stops at the first problem; [`check`] lists every one.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| err("", format!("cannot read {}: {e}", path.display())))?;

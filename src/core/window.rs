@@ -6,15 +6,23 @@ use time::{Date, Month, OffsetDateTime, Time};
 /// The periodic windows a limit can apply to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Window {
+    /// The calendar hour (UTC), from minute 0.
     Hour,
+    /// The calendar day (UTC), from midnight.
     Day,
+    /// The week (UTC), from Monday midnight.
     Week,
+    /// The calendar month (UTC), from the 1st at midnight.
     Month,
 }
 
 impl Window {
+    /// Every window, shortest first: the order of every per-window array (such as the spend
+    /// [`crate::budget::view::BudgetView::new`] takes).
     pub const ALL: [Window; 4] = [Window::Hour, Window::Day, Window::Week, Window::Month];
 
+    /// `hourly`, `daily`, `weekly` or `monthly`: the prefix of its limit's key
+    /// (`hourly_sats`) and its name in declines and alerts.
     pub fn name(self) -> &'static str {
         match self {
             Window::Hour => "hourly",

@@ -79,11 +79,15 @@ pub struct DevInvoiceMinter {
 /// A freshly minted invoice with what the seller needs to know about it.
 #[derive(Debug, Clone)]
 pub struct MintedInvoice {
+    /// The signed BOLT 11 invoice.
     pub bolt11: String,
+    /// Its payment hash: sha256 of the preimage the dev wallet derives for it.
     pub payment_hash: PaymentHash,
 }
 
 impl DevInvoiceMinter {
+    /// The minter of the dev network of `secret`, for `network`. Its node key is derived from
+    /// `secret`, so every minter of one dev network signs as the same payee.
     pub fn new(secret: &str, network: Network) -> DevInvoiceMinter {
         // A stable node key per secret, so invoices from one dev network share a payee.
         let seed: [u8; 32] =
@@ -99,6 +103,7 @@ impl DevInvoiceMinter {
         }
     }
 
+    /// The network [`DevInvoiceMinter::mint`] writes into its invoices.
     pub fn network(&self) -> Network {
         self.network
     }
@@ -131,6 +136,8 @@ impl DevInvoiceMinter {
         })
     }
 
+    /// Mints an invoice on its own network, dated now (system clock), payable for
+    /// `expiry_secs`.
     pub fn mint(
         &self,
         amount: Msat,

@@ -92,11 +92,14 @@ pub struct SellerConfig {
     pub minter: DevInvoiceMinter,
     /// Where paid routes get their invoices (default: `minter`).
     pub invoices: InvoiceSource,
+    /// What one paid request costs, unless `prices` or a later [`Seller::set_price`] names its
+    /// service.
     pub price: Msat,
     /// Per-service prices overriding `price`.
     pub prices: HashMap<String, Msat>,
     /// When set, tokens carry `<service>_valid_until=now+ttl`.
     pub token_ttl_secs: Option<u64>,
+    /// How long each invoice it issues stays payable, in seconds.
     pub invoice_expiry_secs: u64,
     /// When set, each SSE event after the first waits for a permit (`release_events`), so a
     /// test can prove events arrive one by one without relying on timing.
@@ -107,6 +110,8 @@ pub struct SellerConfig {
 }
 
 impl SellerConfig {
+    /// A seller around `minter`: its invoices, 10 sats a request, no per-service prices,
+    /// tokens that never expire, invoices payable for 600 s, ungated SSE, the system clock.
     pub fn new(minter: DevInvoiceMinter) -> SellerConfig {
         SellerConfig {
             invoices: InvoiceSource::Dev(minter.clone()),
@@ -124,16 +129,24 @@ impl SellerConfig {
 /// Counters a test or the demo can read.
 #[derive(Debug, Default)]
 pub struct SellerStats {
+    /// 402 challenges issued, each with a fresh invoice (`/hostile/` ones included).
     pub challenges: AtomicU64,
+    /// Paid requests let through on a valid credential.
     pub accepted: AtomicU64,
+    /// Requests whose `Authorization` was not accepted (each answered with a fresh challenge).
     pub rejected_tokens: AtomicU64,
+    /// Requests to `/free/…`.
     pub free: AtomicU64,
 }
 
+/// The seller: its config, the root key its macaroons are signed with (until
+/// [`Seller::rotate_root_key`]), and what it has seen paid. Serve it with [`serve_http`],
+/// [`serve_https`] or [`start`].
 pub struct Seller {
     config: SellerConfig,
     root_key: std::sync::RwLock<[u8; 32]>,
     events: Arc<tokio::sync::Semaphore>,
+    /// What it has done so far.
     pub stats: SellerStats,
     /// Payment hashes proven paid by a presented preimage.
     paid: DashSet<PaymentHash>,
@@ -148,6 +161,7 @@ pub struct Seller {
 }
 
 impl Seller {
+    /// A seller with a fresh random root key and nothing paid yet.
     pub fn new(config: SellerConfig) -> Arc<Seller> {
         Arc::new(Seller {
             config,
@@ -172,10 +186,12 @@ impl Seller {
         self.paid.len()
     }
 
+    /// 402 challenges issued so far (`stats.challenges`).
     pub fn challenges(&self) -> u64 {
         self.stats.challenges.load(Ordering::Relaxed)
     }
 
+    /// Paid requests let through so far (`stats.accepted`).
     pub fn accepted(&self) -> u64 {
         self.stats.accepted.load(Ordering::Relaxed)
     }
@@ -597,11 +613,14 @@ fn response(status: StatusCode, content_type: &'static str, bytes: Bytes) -> Res
 /// The seller's own TLS identity: a throwaway CA (PEM, for `tls.upstream_roots` or a client's
 /// trust store) and a leaf for localhost and 127.0.0.1.
 pub struct SellerTls {
+    /// The CA certificate, PEM: what a client must trust to reach the seller over HTTPS.
     pub ca_pem: String,
+    /// The server side: the leaf and the CA as its chain, ALPN `h2` and `http/1.1`.
     pub server: Arc<rustls::ServerConfig>,
 }
 
 impl SellerTls {
+    /// A fresh CA and a leaf for `localhost` and `127.0.0.1`.
     pub fn generate() -> anyhow::Result<SellerTls> {
         SellerTls::generate_for(&["localhost".to_string(), "127.0.0.1".to_string()])
     }
@@ -687,10 +706,15 @@ where
 }
 
 /// A running seller: where it listens and the CA its HTTPS side uses.
+/// Dropping it stops both listeners.
 pub struct RunningSeller {
+    /// The seller being served.
     pub seller: Arc<Seller>,
+    /// Its plain-HTTP address, with the port actually bound.
     pub http: SocketAddr,
+    /// Its HTTPS address, with the port actually bound.
     pub https: SocketAddr,
+    /// The CA its HTTPS side chains to, PEM (see [`SellerTls::ca_pem`]).
     pub ca_pem: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }

@@ -96,6 +96,8 @@ impl From<Network> for Currency {
 /// The fields of a validated BOLT 11 invoice that the proxy needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invoice {
+    /// The network its prefix names (`lnbc` bitcoin, `lntb` testnet, `lntbs` signet, `lnbcrt`
+    /// regtest); one for another network than the wallet's is never paid.
     pub network: Network,
     /// None for amountless invoices.
     pub amount: Option<Msat>,

@@ -10,7 +10,7 @@
 //!                             wallet says settled or failed)
 //! ```
 //!
-//! A payment that has been begun is owned by a [`Sending`] guard. However the paying task ends —
+//! A payment that has been begun is owned by a `Sending` guard. However the paying task ends —
 //! an outcome, a panicking wallet, a cancelled task — the guard is gone and the payment is then
 //! either resolved or left to reconciliation, never lost and never paid twice.
 

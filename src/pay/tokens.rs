@@ -141,6 +141,7 @@ const EXACT: usize = 1 << 20;
 /// How a cached token was chosen for a request.
 #[derive(Debug, Clone)]
 pub struct Attached {
+    /// The token, live (not past its `expires_at`) when it was chosen.
     pub token: Arc<Token>,
     /// True when the token is known to work under this path's scope; false when it is only the
     /// origin's most recent token, tried on a path it has not been seen on.
@@ -150,6 +151,8 @@ pub struct Attached {
 /// One agent's tokens: origin → tokens, newest last.
 type OriginTokens = DashMap<Box<str>, Vec<Arc<Token>>>;
 
+/// Every agent's paid tokens, per origin, newest last: at most `TOKENS_PER_ORIGIN` (16) per
+/// agent and origin. A token is only ever found for the agent that cached it.
 #[derive(Default)]
 pub struct TokenCache {
     /// agent → origin → tokens, newest last. Two levels so a lookup borrows `&str` keys and
@@ -214,7 +217,7 @@ impl TokenCache {
     }
 
     /// Caches a token for `agent` at `origin`, replacing one for the same payment; beyond
-    /// [`TOKENS_PER_ORIGIN`] the expired, then the least recently used, goes.
+    /// `TOKENS_PER_ORIGIN` (16) the expired, then the least recently used, goes.
     pub fn insert(&self, agent: &Arc<str>, origin: &str, token: Arc<Token>, now: u64) {
         let origins = self.by_agent.entry(agent.clone()).or_default();
         let mut tokens = origins.entry(Box::from(origin)).or_default();

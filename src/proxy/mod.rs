@@ -103,15 +103,18 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Binds the agents' listener at `addr` (port 0: any free port).
     pub async fn bind(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Proxy> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Proxy { shared, listener })
     }
 
+    /// Where the listener is bound.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
+    /// What every connection of this listener shares.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -157,14 +160,10 @@ impl Proxy {
             tokio::spawn(async move {
                 let _open = GaugeGuard::new(&shared.metrics.open_connections);
                 let header_read = shared.timeouts.header_read;
-                let service = service_fn(move |mut req: Request<Incoming>| {
+                let service = service_fn(move |req: Request<Incoming>| {
                     let shared = shared.clone();
                     let ticket = ticket.clone();
-                    async move {
-                        // A tunnel made of this connection keeps its place.
-                        req.extensions_mut().insert(ticket.clone());
-                        Ok::<_, Infallible>(dispatch(shared, req, &ticket).await)
-                    }
+                    async move { Ok::<_, Infallible>(dispatch(shared, req, ticket).await) }
                 });
                 // An agent that shuts its sending side after the request still gets the answer.
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -203,8 +202,8 @@ impl Proxy {
 /// Authenticates, then sends the request where it belongs.
 async fn dispatch(
     shared: Arc<Shared>,
-    req: Request<Incoming>,
-    ticket: &admission::Ticket,
+    mut req: Request<Incoming>,
+    ticket: Arc<admission::Ticket>,
 ) -> Response<Body> {
     let agent = match shared
         .agents
@@ -229,7 +228,8 @@ async fn dispatch(
         Err(d) => return responses::rate_limited(&shared, &agent.name, &d),
     };
     if req.method() == Method::CONNECT {
-        // The slot is held for as long as the tunnel is open.
+        // A tunnel made of this connection keeps its place under http.max_connections.
+        req.extensions_mut().insert(ticket);
         return connect::handle(shared, agent, req, slot).await;
     }
     if req.uri().authority().is_some_and(target::has_invalid_port) {

@@ -6,12 +6,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// `inner` with one byte already read from it put back: the first read returns that byte.
 pub struct Rewind<T> {
     prefix: Option<u8>,
     inner: T,
 }
 
 impl<T> Rewind<T> {
+    /// `inner`, reading `prefix` first.
     pub fn new(prefix: u8, inner: T) -> Rewind<T> {
         Rewind {
             prefix: Some(prefix),

@@ -4,7 +4,7 @@
 //! byte moving and no request in flight, and how long an upstream may take to answer.
 //!
 //! Idleness is measured by [`Tracked`], which stamps every read and write on a stream, and
-//! [`Activity::in_flight`], which counts requests being answered: a request waiting on a slow
+//! `Activity::in_flight`, which counts requests being answered: a request waiting on a slow
 //! upstream or on the operator's approval is not idle.
 
 use crate::config::HttpConfig;

@@ -74,11 +74,9 @@ impl crate::pay::Upstream for Upstreams {
         // The pooled client picks h1 or h2 per upstream; the agent's version is not the upstream's.
         *request.version_mut() = Version::HTTP_11;
         let started = std::time::Instant::now();
-        let host = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default();
+        // For messages only; cloning an authority shares its bytes.
+        let authority = request.uri().authority().cloned();
+        let host = authority.as_ref().map_or("", |a| a.as_str());
         let client = if h1_only {
             &self.client_h1
         } else {
@@ -105,7 +103,7 @@ impl crate::pay::Upstream for Upstreams {
             .upstream_seconds
             .observe(started.elapsed().as_secs_f64());
         result.map_err(|e| {
-            let response = upstream_error(&e, &host);
+            let response = upstream_error(&e, host);
             self.metrics
                 .request(if response.status() == StatusCode::FORBIDDEN {
                     Outcome::Refused

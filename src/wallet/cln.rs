@@ -35,12 +35,16 @@ const PAY_INVOICE_EXPIRED: i64 = 207;
 const PAY_STOPPED_RETRYING: i64 = 210;
 const JSONRPC2_INVALID_PARAMS: i64 = -32602;
 
+/// A Core Lightning node reached through clnrest, authenticated by a rune.
 #[derive(Debug)]
 pub struct ClnWallet {
     node: NodeClient,
 }
 
 impl ClnWallet {
+    /// A client for the clnrest at `url`, sending `rune` on every call (as a sensitive header,
+    /// never logged) and trusting the node's TLS as `trust` says. Fails on a rune that cannot
+    /// be a header value or a TLS setup that cannot be built; nothing is sent yet.
     pub fn new(url: &str, rune: &str, trust: Trust) -> anyhow::Result<ClnWallet> {
         let auth = super::http::secret_header("rune", rune, "wallet.cln.rune_env")?;
         Ok(ClnWallet {

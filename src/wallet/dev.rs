@@ -69,6 +69,9 @@ fn now_ms() -> u64 {
 }
 
 impl DevWallet {
+    /// A wallet on the dev network of `secret`, holding `balance`, charging `fee` per payment
+    /// and taking `delay` to settle each one; in memory only until
+    /// [`DevWallet::with_state_file`].
     pub fn new(secret: &str, balance: Msat, fee: Msat, delay: Duration) -> DevWallet {
         DevWallet {
             secret: secret.as_bytes().to_vec(),
@@ -166,6 +169,7 @@ impl DevWallet {
         self.attempts.load(Ordering::Relaxed)
     }
 
+    /// What it can still spend: the starting balance less every payment's amount and fee.
     pub fn balance(&self) -> Msat {
         Msat(self.balance_msat.load(Ordering::Relaxed))
     }

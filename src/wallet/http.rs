@@ -66,7 +66,9 @@ impl Trust {
 /// A status and a body read in full (at most [`MAX_BODY`] bytes).
 #[derive(Debug)]
 pub struct Reply {
+    /// The node's HTTP status, whatever it is (callers judge it).
     pub status: StatusCode,
+    /// The whole body, never more than [`MAX_BODY`] bytes.
     pub body: Bytes,
 }
 
@@ -195,6 +197,7 @@ impl NodeClient {
         })
     }
 
+    /// The node's base URL as configured, without a trailing `/`: every path is appended to it.
     pub fn base(&self) -> &str {
         &self.base
     }
@@ -346,6 +349,7 @@ pub struct Lines {
 }
 
 impl Lines {
+    /// Lines of `body`, read as they arrive.
     pub fn new(body: Incoming) -> Lines {
         Lines {
             body,
@@ -411,6 +415,8 @@ pub struct PinnedVerifier {
 }
 
 impl PinnedVerifier {
+    /// Trusts exactly `pinned` (as end entities, or as the only roots of a chain), checking
+    /// signatures with `provider`. Pinned certificates that cannot be roots still match exactly.
     pub fn new(pinned: Vec<CertificateDer<'static>>, provider: Arc<CryptoProvider>) -> Self {
         let mut roots = RootCertStore::empty();
         for cert in &pinned {

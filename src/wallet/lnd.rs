@@ -27,6 +27,7 @@ use std::time::Duration;
 
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// An LND node reached through its REST gateway, authenticated by a macaroon.
 #[derive(Debug)]
 pub struct LndWallet {
     node: NodeClient,

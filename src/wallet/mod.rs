@@ -19,25 +19,36 @@ use std::time::Duration;
 /// What to pay, with the limits the wallet must honour.
 #[derive(Debug, Clone)]
 pub struct PayRequest {
+    /// The BOLT 11 invoice, as the seller sent it.
     pub bolt11: String,
+    /// The invoice's payment hash: the preimage returned must hash to it, and lookups use it.
     pub payment_hash: PaymentHash,
+    /// The invoice's amount: what was reserved against the budgets for it.
     pub amount: Msat,
+    /// The most routing fee the wallet may pay on top of `amount` (`wallet.max_fee_sats`).
     pub max_fee: Msat,
+    /// How long the payment may take (`wallet.payment_timeout_secs`); unsettled by then it is
+    /// [`PayError::Timeout`], possibly still in flight.
     pub timeout: Duration,
 }
 
 /// A settled payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Paid {
+    /// The proof of payment; a [`Preimage`] is always verified against the hash it pays.
     pub preimage: Preimage,
+    /// The routing fee actually paid, on top of the invoice's amount.
     pub fee: Msat,
 }
 
 /// Where a payment stands, as the node knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentStatus {
+    /// Settled, with its verified preimage and the fee paid.
     Succeeded(Paid),
+    /// Sent and not finished: it may still settle or fail; only ask again.
     InFlight,
+    /// Failed for good, with the node's reason: nothing moved and nothing will.
     Failed(String),
     /// The node has no record of this hash: it never left.
     Unknown,
@@ -46,22 +57,36 @@ pub enum PaymentStatus {
 /// Why a payment did not settle. Every variant says whether money may still move.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayError {
+    /// No route to the payee was found (the node's reason): nothing moved.
     #[error("no route to the payee: {0}")]
     NoRoute(String),
+    /// The operator's wallet cannot cover the amount and fee: nothing moved.
     #[error("insufficient balance in the operator's wallet")]
     InsufficientBalance,
+    /// The invoice expired before it could be paid: nothing moved.
     #[error("the invoice expired")]
     InvoiceExpired,
+    /// The node had already paid this hash: this attempt moved nothing (the earlier payment's
+    /// proof is then looked up).
     #[error("the invoice was already paid")]
     AlreadyPaid,
+    /// Not settled within the given time: it may still be in flight, so its budget stays
+    /// reserved and its hash is only looked up, never paid again.
     #[error("the payment did not settle within {0:?}; it may still be in flight")]
     Timeout(Duration),
+    /// Every route would cost more than [`PayRequest::max_fee`]: nothing moved.
     #[error("the fee would exceed the limit")]
     FeeTooHigh,
+    /// The wallet refused the payment for good (its reason): nothing moved.
     #[error("the wallet refused the payment: {0}")]
     Rejected(String),
+    /// The wallet could not be reached or answered in an unexpected shape. For a payment the
+    /// node may have acted on it, so it counts as possibly in flight; for a lookup nothing
+    /// moved.
     #[error("the wallet is unreachable: {0}")]
     Unavailable(String),
+    /// The node claimed success with a preimage that does not hash to the payment hash: there
+    /// is no proof to present, so the payment is recorded failed (though money may have moved).
     #[error("the wallet returned a preimage that does not match the payment hash")]
     BadPreimage,
 }
@@ -89,6 +114,10 @@ impl PayError {
     }
 }
 
+/// A Lightning backend: pays invoices and answers for payments by hash. Implementations return
+/// only preimages verified against the payment hash, and report an outcome they cannot know as
+/// [`PayError::Timeout`] or [`PayError::Unavailable`], never as a definite failure (a failure
+/// releases the payment's reservation).
 #[async_trait::async_trait]
 pub trait Wallet: Send + Sync + 'static {
     /// The backend's name, for logs and metrics.

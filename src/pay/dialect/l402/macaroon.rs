@@ -13,21 +13,29 @@ use crate::pay::dialect::decode_base64_any;
 /// Which serialization a macaroon was decoded from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// libmacaroons V1: text packets, each a 4-hex-digit size and a `name value` line.
     V1,
+    /// The V2 binary format (first byte 0x02): varint-length fields in sections.
     V2,
 }
 
 /// A decoded macaroon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Macaroon {
+    /// The serialization it was decoded from.
     pub format: Format,
+    /// The location hint, if the token carries one; the signature does not cover it.
     pub location: Option<String>,
+    /// The identifier, raw; for L402 v0, version, payment hash and token id (see
+    /// [`Macaroon::payment_hash_v0`]).
     pub identifier: Vec<u8>,
     /// First-party caveat ids (and third-party cids), UTF-8 lossy, in order.
     pub caveats: Vec<String>,
     /// The extra fields of third-party caveats, so that they are not silently taken
     /// for first-party ones (by the demo seller's verifier or encoder). Empty for L402.
     pub third_party: Vec<ThirdPartyCaveat>,
+    /// The final signature of the HMAC chain; without the server's root key it cannot be
+    /// verified, only carried.
     pub signature: [u8; 32],
 }
 
@@ -45,16 +53,22 @@ pub struct ThirdPartyCaveat {
 /// Why a token could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MacaroonError {
+    /// The token is base64 in neither alphabet, padded or not.
     #[error("macaroon token is not base64")]
     NotBase64,
+    /// The bytes end (or a length points) before the structure is complete.
     #[error("macaroon data ends before the structure is complete")]
     Truncated,
+    /// The first byte is neither 0x02 (V2) nor an ASCII hex digit (V1); it is carried.
     #[error("unsupported macaroon version or format (first byte 0x{0:02x})")]
     BadVersion(u8),
+    /// A V2 varint (a field's type or length) does not fit in 64 bits.
     #[error("macaroon field length is not a valid varint")]
     BadVarint,
+    /// A field is missing, out of order or of an unexpected kind; the text says which.
     #[error("malformed macaroon field: {0}")]
     BadField(&'static str),
+    /// The signature field is not 32 bytes; its actual length is carried.
     #[error("macaroon signature is {0} bytes, expected 32")]
     BadSignatureLength(usize),
 }
@@ -79,7 +93,7 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<Macaroon, MacaroonError> {
 }
 
 impl Macaroon {
-    /// The payment hash from an L402 v0 identifier (66 bytes: u16 BE version 0 | hash[32] | token_id[32]); None otherwise.
+    /// The payment hash from an L402 v0 identifier (66 bytes: `u16` BE version 0 | `hash[32]` | `token_id[32]`); None otherwise.
     pub fn payment_hash_v0(&self) -> Option<[u8; 32]> {
         let rest = self.identifier.strip_prefix(&[0, 0])?;
         if rest.len() != 64 {
