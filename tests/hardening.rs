@@ -37,6 +37,24 @@ fn auth(creds: (&str, &str)) -> String {
     )
 }
 
+/// Sends one authenticated free request on `stream` and reads the head of its answer.
+async fn free_request(stream: &mut TcpStream, h: &Harness) -> String {
+    stream
+        .write_all(
+            format!(
+                "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nProxy-Authorization: {}\r\n\r\n",
+                h.http_url("/free/x"),
+                auth(ALICE)
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = stream.read(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 fn quick(http: &str) -> Options {
     Options {
         http_yaml: http.to_string(),
@@ -81,19 +99,9 @@ async fn dribbled_headers_and_idle_keep_alives_are_closed() {
 
     // A keep-alive connection that goes quiet after one answered request is closed too.
     let mut idle = TcpStream::connect(h.proxy).await.unwrap();
-    idle.write_all(
-        format!(
-            "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nProxy-Authorization: {}\r\n\r\n",
-            h.http_url("/free/x"),
-            auth(ALICE)
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut buf = [0u8; 2048];
-    let n = idle.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(free_request(&mut idle, &h)
+        .await
+        .starts_with("HTTP/1.1 200"));
     let took = closed_within(&mut idle, Duration::from_secs(6)).await;
     assert!(
         took.is_some_and(|t| t >= Duration::from_millis(1500)),
@@ -190,21 +198,9 @@ async fn connection_caps_close_the_excess_at_accept() {
     let took = closed_within(&mut fourth, Duration::from_secs(2)).await;
     assert!(took.is_some_and(|t| t < Duration::from_secs(1)), "{took:?}");
     // An authenticated request frees its connection's unauthenticated place.
-    let first = &mut held[0];
-    first
-        .write_all(
-            format!(
-                "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nProxy-Authorization: {}\r\n\r\n",
-                h.http_url("/free/x"),
-                auth(ALICE)
-            )
-            .as_bytes(),
-        )
+    assert!(free_request(&mut held[0], &h)
         .await
-        .unwrap();
-    let mut buf = [0u8; 2048];
-    let n = first.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        .starts_with("HTTP/1.1 200"));
     let mut again = TcpStream::connect(h.proxy).await.unwrap();
     assert!(
         closed_within(&mut again, Duration::from_millis(500))
@@ -212,35 +208,14 @@ async fn connection_caps_close_the_excess_at_accept() {
             .is_none(),
         "admitted"
     );
-    again
-        .write_all(
-            format!(
-                "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nProxy-Authorization: {}\r\n\r\n",
-                h.http_url("/free/x"),
-                auth(ALICE)
-            )
-            .as_bytes(),
-        )
+    assert!(free_request(&mut again, &h)
         .await
-        .unwrap();
-    let n = again.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        .starts_with("HTTP/1.1 200"));
     held.push(again);
     // The global cap: authenticated connections up to 8 in all, then refused.
     for _ in 0..4 {
         let mut s = TcpStream::connect(h.proxy).await.unwrap();
-        s.write_all(
-            format!(
-                "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nProxy-Authorization: {}\r\n\r\n",
-                h.http_url("/free/x"),
-                auth(ALICE)
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        assert!(free_request(&mut s, &h).await.starts_with("HTTP/1.1 200"));
         held.push(s);
     }
     assert_eq!(h.shared.admission.open(), 8);

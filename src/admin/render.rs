@@ -7,16 +7,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 
-/// Unix seconds as RFC 3339 UTC (`2026-12-01T09:30:00Z`).
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
+pub use crate::core::time::rfc3339;
 
 /// One payment as the API shows it (never its token or preimage).
 pub fn payment(r: &PaymentRecord) -> Value {

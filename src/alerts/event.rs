@@ -195,16 +195,7 @@ impl Event {
     }
 }
 
-/// `2026-12-01T00:00:00Z` for a unix time (empty if out of range).
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
+use crate::core::time::rfc3339;
 
 #[cfg(test)]
 mod tests {

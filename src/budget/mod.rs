@@ -44,6 +44,11 @@ impl Usage {
         self.windows[w as usize].1
     }
 
+    /// Used in the hour, day, week and month (in [`Window::ALL`] order); refresh first.
+    fn windows(&self) -> [Msat; 4] {
+        Window::ALL.map(|w| Msat(self.used(w)))
+    }
+
     /// Adds to each window whose start is `starts` (the windows current when the spend was
     /// reserved; a window that has since rolled over is left alone) and to the total.
     fn add(&mut self, starts: &[i64; 4], msat: u64) {
@@ -249,13 +254,7 @@ impl Budget {
         let over = state.totals.get(agent).copied();
         let usage = state.agents.entry(Arc::from(agent)).or_default();
         usage.refresh(now);
-        let spent = [
-            usage.used(Window::Hour),
-            usage.used(Window::Day),
-            usage.used(Window::Week),
-            usage.used(Window::Month),
-        ];
-        BudgetView::new(agent, limits, over, spent.map(Msat), Msat(usage.total))
+        BudgetView::new(agent, limits, over, usage.windows(), Msat(usage.total))
     }
 
     /// The operator's spend over all agents under the operator's `limits` (named `""`).
@@ -264,13 +263,7 @@ impl Budget {
         let mut state = self.state();
         let usage = &mut state.operator;
         usage.refresh(now);
-        let spent = [
-            usage.used(Window::Hour),
-            usage.used(Window::Day),
-            usage.used(Window::Week),
-            usage.used(Window::Month),
-        ];
-        BudgetView::new("", limits, None, spent.map(Msat), Msat(usage.total))
+        BudgetView::new("", limits, None, usage.windows(), Msat(usage.total))
     }
 }
 

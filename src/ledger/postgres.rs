@@ -1189,14 +1189,7 @@ impl Ledger for PostgresLedger {
 
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, LedgerError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {APPROVAL_COLUMNS} FROM l402_approvals WHERE id = $1"),
-                &[&id],
-            )
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(approval_row).transpose()
+        approval_by_id(&client, id).await
     }
 
     async fn pending_approvals(&self, now: i64) -> Result<Vec<ApprovalRecord>, LedgerError> {
@@ -1227,14 +1220,7 @@ impl Ledger for PostgresLedger {
             )
             .await
             .map_err(unavailable)?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {APPROVAL_COLUMNS} FROM l402_approvals WHERE id = $1"),
-                &[&id],
-            )
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(approval_row).transpose()
+        approval_by_id(&client, id).await
     }
 
     async fn claim_alert(&self, key: &str, at: i64) -> Result<bool, LedgerError> {
@@ -1291,6 +1277,21 @@ impl Ledger for PostgresLedger {
 }
 
 const APPROVAL_COLUMNS: &str = "id, agent, host, service, amount_msat, payment_hash, created_at, expires_at, state, decided_by, decided_at";
+
+/// The approval `id`, as it stands.
+async fn approval_by_id(
+    client: &deadpool_postgres::Client,
+    id: &str,
+) -> Result<Option<ApprovalRecord>, LedgerError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {APPROVAL_COLUMNS} FROM l402_approvals WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(unavailable)?;
+    row.as_ref().map(approval_row).transpose()
+}
 
 fn approval_row(r: &tokio_postgres::Row) -> Result<ApprovalRecord, LedgerError> {
     let hash: String = r.get(5);
