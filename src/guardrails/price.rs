@@ -8,6 +8,9 @@ use crate::ledger::Ledger;
 use dashmap::DashMap;
 use std::sync::Arc;
 
+/// How many last prices are cached at most.
+pub const CACHED: usize = 10_000;
+
 /// The last prices paid, cached in front of the ledger.
 pub struct PriceGuard {
     ledger: Arc<dyn Ledger>,
@@ -55,6 +58,9 @@ impl PriceGuard {
             None => {
                 let found = self.ledger.last_price(agent, origin, flight).await?;
                 if let Some(p) = found {
+                    if self.last.len() >= CACHED {
+                        self.last.clear();
+                    }
                     self.last.insert(k, p);
                 }
                 found
@@ -71,8 +77,12 @@ impl PriceGuard {
         })
     }
 
-    /// Remembers a price just paid.
+    /// Remembers a price just paid. The cache is only in front of the ledger, so when it
+    /// holds [`CACHED`] prices it starts again empty rather than growing with every service.
     pub fn paid(&self, agent: &str, origin: &str, flight: &str, amount: Msat) {
+        if self.last.len() >= CACHED {
+            self.last.clear();
+        }
         self.last.insert(key(agent, origin, flight), amount);
     }
 }

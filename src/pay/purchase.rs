@@ -594,12 +594,15 @@ impl Job {
     fn settled(&self, operator: Arc<Limits>) {
         let p = &self.purchases;
         let g = p.guardrails.clone();
-        g.prices.paid(
-            &self.agent.name,
-            &self.origin,
-            self.flight().service,
-            self.amount,
-        );
+        // Only where a price-jump limit applies: nothing else reads the last price.
+        if guardrails::max_price_increase(&self.agent.limits, &operator).is_some() {
+            g.prices.paid(
+                &self.agent.name,
+                &self.origin,
+                self.flight().service,
+                self.amount,
+            );
+        }
         g.balance_moved();
         let thresholds = g.settings().budget_thresholds.clone();
         if thresholds.is_empty() {
