@@ -29,6 +29,8 @@ pub mod metrics;
 pub mod pay;
 pub mod proxy;
 #[cfg(test)]
+pub(crate) mod scratch;
+#[cfg(test)]
 pub(crate) mod test_vectors;
 pub mod tls;
 pub mod wallet;

@@ -323,7 +323,7 @@ async fn the_api_refuses_what_it_cannot_do_and_says_why() {
 async fn api_agents_and_the_audit_log_survive_a_restart() {
     let dir = common::temp_dir("agents-restart");
     let h = Harness::with(Options {
-        dir: Some(dir.clone()),
+        dir: Some(dir.to_path_buf()),
         ..options()
     })
     .await;
@@ -338,7 +338,7 @@ async fn api_agents_and_the_audit_log_survive_a_restart() {
     h.stop().await;
 
     let h = Harness::with(Options {
-        dir: Some(dir),
+        dir: Some(dir.to_path_buf()),
         reuse_seller: Some(seller),
         ..options()
     })

@@ -156,7 +156,7 @@ fn clock_now(clock: &ManualClock) -> i64 {
 async fn a_restart_keeps_spend_and_tokens() {
     let dir = common::temp_dir("restart");
     let first = Harness::with(Options {
-        dir: Some(dir.clone()),
+        dir: Some(dir.to_path_buf()),
         alice_limits: "{ daily_sats: 100 }".into(),
         ..Options::default()
     })
@@ -175,7 +175,7 @@ async fn a_restart_keeps_spend_and_tokens() {
     first.stop().await;
 
     let second = Harness::with(Options {
-        dir: Some(dir.clone()),
+        dir: Some(dir.to_path_buf()),
         reuse_seller: Some(seller),
         wallet: Some(wallet),
         alice_limits: "{ daily_sats: 100 }".into(),

@@ -16,7 +16,7 @@ fn demo_runs_a_paid_request_end_to_end() {
     let dir = common::temp_dir("demo");
     let out = bin()
         .args(["demo", "--once", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&dir)
+        .arg(&*dir)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

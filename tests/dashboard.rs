@@ -189,7 +189,7 @@ struct Session {
 /// requests; fails the test unless the script ends with DONE and exit 0.
 async fn browse(h: &Harness, scenario: &str, env: &[(&str, String)]) -> Session {
     let dir = here();
-    let out = common::temp_dir("dashboard");
+    let out = common::temp_dir("dashboard").keep(); // kept: screenshots and logs for a post-mortem
     let admin = h.admin.unwrap();
     let stderr_path = out.join("drive.stderr");
     let mut cmd = tokio::process::Command::new("node");

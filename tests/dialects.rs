@@ -229,7 +229,7 @@ async fn services_alternating_on_one_origin_pay_once_each() {
 async fn learned_scopes_survive_a_restart() {
     let dir = common::temp_dir("scopes");
     let first = Harness::with(Options {
-        dir: Some(dir.clone()),
+        dir: Some(dir.to_path_buf()),
         ..Options::default()
     })
     .await;
@@ -247,7 +247,7 @@ async fn learned_scopes_survive_a_restart() {
     let (seller, wallet) = (first.seller.clone(), first.wallet.clone());
     first.stop().await;
     let second = Harness::with(Options {
-        dir: Some(dir.clone()),
+        dir: Some(dir.to_path_buf()),
         reuse_seller: Some(seller),
         wallet: Some(wallet),
         ..Options::default()

@@ -95,7 +95,7 @@ fn nwc() -> Option<&'static Nwc> {
         })
         .join()
         .expect("test wallets");
-        let dir = common::temp_dir("nwc-bridge");
+        let dir = common::temp_dir("nwc-bridge").keep(); // the bridge outlives every test
         let keys = wallets
             .iter()
             .map(|w| w.admin.as_str())

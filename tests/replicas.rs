@@ -23,7 +23,7 @@ const TOKEN: &str = "replicas-admin-token";
 
 /// Everything the replicas share: the database, the seller, the CA, one config.
 struct Cluster {
-    dir: PathBuf,
+    dir: common::TempDir,
     config: PathBuf,
     seller: RunningSeller,
     db: PgServer,

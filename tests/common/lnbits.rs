@@ -69,6 +69,8 @@ impl Instance {
 pub struct Lnbits {
     pub first: Instance,
     second: Option<Instance>,
+    /// The instances' data, removed at exit.
+    root: PathBuf,
 }
 
 impl Lnbits {
@@ -98,6 +100,7 @@ extern "C" fn stop_lnbits() {
         for i in l.second.iter().chain([&l.first]) {
             kill_group(i.pgid());
         }
+        let _ = std::fs::remove_dir_all(&l.root);
     }
 }
 
@@ -111,7 +114,7 @@ pub fn lnbits(with_second: bool) -> Option<&'static Lnbits> {
                 eprintln!("L402_SKIP_LNBITS=1: skipping the LNbits tests");
                 return None;
             }
-            let root = super::temp_dir("lnbits");
+            let root = super::temp_dir("lnbits").keep();
             let started = Instant::now();
             let first = Instance::start(&root.join("one"), None);
             let second = with_second.then(|| Instance::start(&root.join("two"), Some(&first)));
@@ -120,7 +123,11 @@ pub fn lnbits(with_second: bool) -> Option<&'static Lnbits> {
             unsafe {
                 libc::atexit(stop_lnbits);
             }
-            Some(Lnbits { first, second })
+            Some(Lnbits {
+                first,
+                second,
+                root,
+            })
         })
         .as_ref()
 }

@@ -127,10 +127,43 @@ impl Drop for Harness {
     }
 }
 
-pub fn temp_dir(tag: &str) -> PathBuf {
+/// A fresh directory under the temp dir for one test, removed (with everything in it) when the
+/// guard drops; `keep` hands the path over to a caller that outlives the test.
+pub fn temp_dir(tag: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("l402-test-{tag}-{}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(Some(dir))
+}
+
+/// See [`temp_dir`].
+pub struct TempDir(Option<PathBuf>);
+
+impl TempDir {
+    /// The path, no longer removed on drop.
+    pub fn keep(mut self) -> PathBuf {
+        self.0.take().expect("a live temp dir")
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.as_deref().expect("a live temp dir")
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        self
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl Harness {
@@ -140,7 +173,7 @@ impl Harness {
 
     pub async fn with(opts: Options) -> Harness {
         let own_dir = opts.dir.is_none();
-        let dir = opts.dir.clone().unwrap_or_else(|| temp_dir("h"));
+        let dir = opts.dir.clone().unwrap_or_else(|| temp_dir("h").keep());
         let running = match opts.reuse_seller.clone() {
             Some(s) => s,
             None => Arc::new(

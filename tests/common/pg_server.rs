@@ -107,7 +107,7 @@ impl PgServer {
         );
         let port = free_port();
         let mut server = PgServer {
-            dir: Some(dir),
+            dir: Some(dir.to_path_buf()),
             port,
             child: None,
             url: format!("postgres://l402@127.0.0.1:{port}/postgres"),

@@ -32,8 +32,29 @@ fn payment(p: &Preimage, agent: &str, created_at: i64) -> NewPayment {
     }
 }
 
-fn temp_db() -> PathBuf {
-    std::env::temp_dir().join(format!("l402-ledger-{}.db", rand::random::<u64>()))
+/// A directory for one test's database, removed when the test ends.
+fn temp_db() -> TempDb {
+    let dir = crate::scratch::Scratch::new("ledger");
+    let path = dir.file("ledger.db");
+    TempDb { path, _dir: dir }
+}
+
+struct TempDb {
+    path: PathBuf,
+    _dir: crate::scratch::Scratch,
+}
+
+impl AsRef<std::path::Path> for TempDb {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl std::ops::Deref for TempDb {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
 }
 
 fn no_limits() -> Limits {
@@ -122,7 +143,6 @@ async fn a_hash_is_never_begun_twice_and_state_survives_reopening() {
         );
     }
     drop(ledger);
-    let _ = std::fs::remove_file(&path);
 }
 
 #[tokio::test]
@@ -145,7 +165,8 @@ async fn a_second_process_is_refused_with_a_clear_message() {
 
 #[tokio::test]
 async fn reservations_are_atomic_against_every_limit() {
-    let ledger = open(&temp_db(), &Arc::new(ManualClock::new(T))).await;
+    let db = temp_db();
+    let ledger = open(&db, &Arc::new(ManualClock::new(T))).await;
     let agent = Limits {
         total_sats: Some(25),
         ..Limits::default()
@@ -222,7 +243,8 @@ async fn operator_overrides_are_durable_and_can_be_cleared() {
 
 #[tokio::test]
 async fn repeated_declines_fold_into_one_record() {
-    let ledger = open(&temp_db(), &Arc::new(ManualClock::new(T))).await;
+    let db = temp_db();
+    let ledger = open(&db, &Arc::new(ManualClock::new(T))).await;
     let decline = |at: i64, code: &str| DeclineRecord {
         agent: "a".into(),
         host: "h:443".into(),
@@ -306,7 +328,8 @@ async fn tokens_are_found_retired_and_keep_learned_scopes() {
 
 #[tokio::test]
 async fn a_single_use_payment_keeps_no_proof() {
-    let ledger = open(&temp_db(), &Arc::new(ManualClock::new(T))).await;
+    let db = temp_db();
+    let ledger = open(&db, &Arc::new(ManualClock::new(T))).await;
     let none = no_limits();
     let a = proof(3);
     let mut p = payment(&a, "a", T);

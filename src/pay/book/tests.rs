@@ -13,6 +13,7 @@ struct Fixture {
     ledger: Arc<SqliteLedger>,
     wallet: Arc<ScriptedWallet>,
     clock: Arc<ManualClock>,
+    _scratch: crate::scratch::Scratch,
 }
 
 async fn fixture() -> Fixture {
@@ -21,7 +22,8 @@ async fn fixture() -> Fixture {
 
 async fn fixture_with(timeout: Duration) -> Fixture {
     let clock = Arc::new(ManualClock::new(T));
-    let path = std::env::temp_dir().join(format!("l402-book-{}.db", rand::random::<u64>()));
+    let scratch = crate::scratch::Scratch::new("book");
+    let path = scratch.file("ledger.db");
     let ledger = Arc::new(SqliteLedger::open(&path, clock.clone()).await.unwrap().0);
     let wallet = Arc::new(ScriptedWallet::default());
     let book = Arc::new(PaymentBook::new(BookParts {
@@ -37,6 +39,7 @@ async fn fixture_with(timeout: Duration) -> Fixture {
         ledger,
         wallet,
         clock,
+        _scratch: scratch,
     }
 }
 

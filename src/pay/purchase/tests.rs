@@ -21,11 +21,13 @@ struct Fixture {
     agent: Arc<Agent>,
     minter: DevInvoiceMinter,
     clock: Arc<ManualClock>,
+    _scratch: crate::scratch::Scratch,
 }
 
 async fn fixture(wallet: Arc<dyn Wallet>) -> Fixture {
     let clock = Arc::new(ManualClock::new(crate::core::time::SystemClock.now()));
-    let path = std::env::temp_dir().join(format!("l402-purchase-{}.db", rand::random::<u64>()));
+    let scratch = crate::scratch::Scratch::new("purchase");
+    let path = scratch.file("ledger.db");
     let ledger: Arc<dyn Ledger> =
         Arc::new(SqliteLedger::open(&path, clock.clone()).await.unwrap().0);
     let metrics = Arc::new(Metrics::new());
@@ -65,6 +67,7 @@ async fn fixture(wallet: Arc<dyn Wallet>) -> Fixture {
         agent: agents.get("a").unwrap().clone(),
         minter: DevInvoiceMinter::new(SECRET, Network::Regtest),
         clock,
+        _scratch: scratch,
     }
 }
 

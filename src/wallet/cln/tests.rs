@@ -11,8 +11,7 @@ use crate::wallet::fixture::{payment, Canned, Fixture, Identity};
 const RUNE: &str = "tU-RLjMiDpY2U0o3W1oFowar36RFGpWloPbW9-RuZdo9MyZpZD0wMjRiOWExZmE4ZTAwNmYxZTM5MzdmNjVmNjZjNDA4ZTZkYThlMWNhNzI4ZWE0MzIyMmE3MzgxZGYxY2M0NDk2MDUmbWV0aG9kPXBheQ==";
 
 fn wallet_for(fixture: &Fixture) -> ClnWallet {
-    let d = std::env::temp_dir().join(format!("l402-cln-{}", rand::random::<u64>()));
-    std::fs::create_dir_all(&d).unwrap();
+    let d = crate::scratch::Scratch::new("cln");
     let pin = fixture.write_pin(&d);
     let trust = Trust::pinned_file(&pin, "wallet.cln.tls_cert_file").unwrap();
     ClnWallet::new(&fixture.url(), RUNE, trust).unwrap()
@@ -209,8 +208,7 @@ async fn another_nodes_certificate_is_refused_before_any_request() {
         Canned::Json(201, complete(&hash, &preimage))
     })
     .await;
-    let d = std::env::temp_dir().join(format!("l402-cln-{}", rand::random::<u64>()));
-    std::fs::create_dir_all(&d).unwrap();
+    let d = crate::scratch::Scratch::new("cln");
     let pin = d.join("other-ca.pem");
     std::fs::write(&pin, Identity::private_ca().pin_pem).unwrap();
     let trust = Trust::pinned_file(&pin, "wallet.cln.tls_cert_file").unwrap();

@@ -10,10 +10,8 @@ use crate::wallet::fixture::{payment, Canned, Fixture, Identity};
 
 const MACAROON: &[u8] = &[0x02, 0x01, 0x03, 0x6c, 0x6e, 0x64, 0xff, 0x00, 0x42];
 
-fn dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("l402-lnd-{}", rand::random::<u64>()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn dir() -> crate::scratch::Scratch {
+    crate::scratch::Scratch::new("lnd")
 }
 
 /// An LndWallet pinned to the fixture's certificate, with MACAROON in a file.
