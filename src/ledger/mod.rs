@@ -387,7 +387,8 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Records a pending payment as settled at `fee` and commits its spend (amount + fee),
     /// giving the unused fee reserve back. The proof is stored only when the payment bought a
-    /// reusable credential.
+    /// reusable credential. In the same commit, this process's purchase lease on the payment's
+    /// flight (if it holds one) is given back: the token is findable before the lease is gone.
     async fn settle(
         &self,
         hash: PaymentHash,
@@ -409,7 +410,7 @@ pub trait Ledger: Send + Sync + 'static {
     /// and serve).
     async fn lease(&self, flight: &Flight<'_>, ttl: Duration) -> Result<bool, LedgerError>;
 
-    /// Gives a lease back early.
+    /// Gives a lease back early (a settled payment already gave its flight's lease back).
     async fn release_lease(&self, flight: &Flight<'_>) -> Result<(), LedgerError>;
 
     /// Whether other processes share this ledger (tokens may be bought elsewhere).

@@ -747,15 +747,14 @@ impl Ledger for PostgresLedger {
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(unavailable)?;
         let hex = hash.to_hex();
-        let Some(row) = txn
-            .query_opt(
+        let select = txn
+            .prepare_cached(
                 "SELECT status, agent, amount_msat, fee_reserve_msat, w_hour, w_day, w_week, w_month, scheme IS NOT NULL
                  FROM l402_payments WHERE payment_hash = $1 FOR UPDATE",
-                &[&hex],
             )
             .await
-            .map_err(unavailable)?
-        else {
+            .map_err(unavailable)?;
+        let Some(row) = txn.query_opt(&select, &[&hex]).await.map_err(unavailable)? else {
             return Err(LedgerError::Inconsistent(format!(
                 "settling a payment the ledger does not know: {}",
                 hash.short()
@@ -774,15 +773,36 @@ impl Ledger for PostgresLedger {
             _ => amount + i(fee.0),
         };
         self.adjust(&txn, &agent, &starts, delta).await?;
+        // Settled, and this replica's purchase lease on the payment's flight let go in the same
+        // commit: whoever waits on the lease finds the token the moment the lease is gone.
+        let update = txn
+            .prepare_cached(
+                "WITH settled AS (
+                   UPDATE l402_payments SET status = 'settled', fee_msat = $2, preimage = $3, failure = NULL,
+                   owner = NULL, updated_at = $4 WHERE payment_hash = $1 RETURNING agent, origin, flight)
+                 DELETE FROM l402_leases WHERE holder = $5
+                   AND key IN (SELECT agent || E'\\n' || origin || E'\\n' || flight FROM settled)",
+            )
+            .await
+            .map_err(unavailable)?;
         txn.execute(
-            "UPDATE l402_payments SET status = 'settled', fee_msat = $2, preimage = $3, failure = NULL, owner = NULL,
-             updated_at = $4 WHERE payment_hash = $1",
-            &[&hex, &i(fee.0), &keep_proof.then(|| proof.to_hex()), &now],
+            &update,
+            &[
+                &hex,
+                &i(fee.0),
+                &keep_proof.then(|| proof.to_hex()),
+                &now,
+                &self.replica,
+            ],
         )
         .await
         .map_err(unavailable)?;
         if keep_proof {
-            txn.execute("SELECT pg_notify($1, $2)", &[&TOKENS_CHANNEL, &hex])
+            let notify = txn
+                .prepare_cached("SELECT pg_notify($1, $2)")
+                .await
+                .map_err(unavailable)?;
+            txn.execute(&notify, &[&TOKENS_CHANNEL, &hex])
                 .await
                 .map_err(unavailable)?;
         }
@@ -793,13 +813,16 @@ impl Ledger for PostgresLedger {
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(unavailable)?;
         let hex = hash.to_hex();
-        let row = txn
-            .query_opt(
+        let update = txn
+            .prepare_cached(
                 "UPDATE l402_payments SET status = 'failed', failure = $2, owner = NULL, updated_at = $3
                  WHERE payment_hash = $1 AND status = 'pending'
                  RETURNING agent, amount_msat, fee_reserve_msat, w_hour, w_day, w_week, w_month",
-                &[&hex, &reason, &now],
             )
+            .await
+            .map_err(unavailable)?;
+        let row = txn
+            .query_opt(&update, &[&hex, &reason, &now])
             .await
             .map_err(unavailable)?;
         if let Some(row) = row {
@@ -832,29 +855,36 @@ impl Ledger for PostgresLedger {
 
     async fn lease(&self, flight: &Flight<'_>, ttl: Duration) -> Result<bool, LedgerError> {
         let client = self.client().await?;
-        let pending = client
-            .query_opt(
-                "SELECT 1 FROM l402_payments WHERE status = 'pending' AND agent = $1 AND origin = $2 AND flight = $3 LIMIT 1",
-                &[&flight.agent, &flight.origin, &flight.service],
-            )
-            .await
-            .map_err(unavailable)?;
-        if pending.is_some() {
-            // A payment for this flight may yet settle and serve: wait for it.
-            return Ok(false);
-        }
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        let row = client
-            .query_opt(
+        // Not granted while a payment for this flight is pending (it may yet settle and
+        // serve: wait for it), nor while a live replica holds an unexpired lease.
+        let stmt = client
+            .prepare_cached(
                 "INSERT INTO l402_leases (key, holder, expires_at_ms)
-                 VALUES ($1, $2, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint + $3)
+                 SELECT $1, $2, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint + $3
+                 WHERE NOT EXISTS (SELECT 1 FROM l402_payments
+                                   WHERE status = 'pending' AND agent = $5 AND origin = $6 AND flight = $7)
                  ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, expires_at_ms = EXCLUDED.expires_at_ms
                  WHERE l402_leases.holder = EXCLUDED.holder
                     OR l402_leases.expires_at_ms < (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint
                     OR l402_leases.holder NOT IN (SELECT id FROM l402_replicas
                                                   WHERE heartbeat_at >= EXTRACT(EPOCH FROM now())::bigint - $4)
                  RETURNING holder",
-                &[&flight.key(), &self.replica, &ttl_ms, &STALE_AFTER_SECS],
+            )
+            .await
+            .map_err(unavailable)?;
+        let row = client
+            .query_opt(
+                &stmt,
+                &[
+                    &flight.key(),
+                    &self.replica,
+                    &ttl_ms,
+                    &STALE_AFTER_SECS,
+                    &flight.agent,
+                    &flight.origin,
+                    &flight.service,
+                ],
             )
             .await
             .map_err(unavailable)?;
@@ -863,11 +893,12 @@ impl Ledger for PostgresLedger {
 
     async fn release_lease(&self, flight: &Flight<'_>) -> Result<(), LedgerError> {
         let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("DELETE FROM l402_leases WHERE key = $1 AND holder = $2")
+            .await
+            .map_err(unavailable)?;
         client
-            .execute(
-                "DELETE FROM l402_leases WHERE key = $1 AND holder = $2",
-                &[&flight.key(), &self.replica],
-            )
+            .execute(&stmt, &[&flight.key(), &self.replica])
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -888,8 +919,9 @@ impl Ledger for PostgresLedger {
              AND (($3::text IS NOT NULL AND services = $3) OR ($3::text IS NULL AND scope = $4))
              AND (token_expires_at IS NULL OR token_expires_at > $5) ORDER BY created_at DESC LIMIT 1"
         );
+        let stmt = client.prepare_cached(&sql).await.map_err(unavailable)?;
         let row = client
-            .query_opt(&sql, &[&agent, &origin, &service, &scope, &i(now)])
+            .query_opt(&stmt, &[&agent, &origin, &service, &scope, &i(now)])
             .await
             .map_err(unavailable)?;
         Ok(row.as_ref().and_then(token_row))

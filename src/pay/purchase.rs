@@ -701,7 +701,9 @@ impl Job {
                 },
             )
             .await;
-        if reusable && p.shared_ledger {
+        // A payment that settled gave the lease back in its settle commit; otherwise the
+        // lease goes now (if even that fails, it expires after the payment timeout).
+        if reusable && p.shared_ledger && !matches!(bought, Ok(Bought::Paid(_))) {
             if let Err(e) = p.ledger.release_lease(&self.flight()).await {
                 tracing::debug!(error = %e, "could not release a purchase lease; it expires");
             }

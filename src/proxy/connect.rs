@@ -220,7 +220,9 @@ where
         let agent = agent.clone();
         let target = target.clone();
         let in_flight = busy.request();
-        async move {
+        // Boxed: hyper keeps room for one service future per connection for as long as the
+        // connection lives, so an idle connection costs a pointer, not the whole future.
+        Box::pin(async move {
             let _in_flight = in_flight;
             let Some(now) = agent.current_in(&shared.agents.load()) else {
                 shared.metrics.request(crate::metrics::Outcome::AuthFailed);
@@ -234,7 +236,7 @@ where
                 return Ok::<_, Infallible>(r);
             };
             Ok::<_, Infallible>(forward(&shared, &now, req, &target).await)
-        }
+        })
     });
     let idle = shared.timeouts.tunnel_idle;
     let result = if h2 {

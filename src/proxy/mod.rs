@@ -163,7 +163,12 @@ impl Proxy {
                 let service = service_fn(move |req: Request<Incoming>| {
                     let shared = shared.clone();
                     let ticket = ticket.clone();
-                    async move { Ok::<_, Infallible>(dispatch(shared, req, ticket).await) }
+                    // Boxed: hyper keeps room for one service future per connection for the
+                    // connection's whole life; boxed, an idle keep-alive connection holds a
+                    // pointer instead (about 3.5 KiB less each).
+                    Box::pin(
+                        async move { Ok::<_, Infallible>(dispatch(shared, req, ticket).await) },
+                    )
                 });
                 // An agent that shuts its sending side after the request still gets the answer.
                 let conn = hyper::server::conn::http1::Builder::new()

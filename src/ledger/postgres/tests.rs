@@ -255,6 +255,50 @@ async fn one_lease_holder_at_a_time_and_a_dead_holders_payments_are_taken_over()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settling_gives_the_holders_lease_back_in_the_same_commit() {
+    let server = PgServer::start();
+    let clock = Arc::new(ManualClock::new(now()));
+    let a = replica(&server, &clock).await;
+    let b = replica(&server, &clock).await;
+    let flight = Flight {
+        agent: "x",
+        origin: "https://h:443",
+        service: "s",
+    };
+    let other = Flight {
+        service: "t",
+        ..flight
+    };
+    let ttl = Duration::from_secs(60);
+    assert!(a.lease(&flight, ttl).await.unwrap());
+    assert!(a.lease(&other, ttl).await.unwrap());
+    let p = proof(21);
+    a.begin(payment(&p, "x", "s", now()), no_limits())
+        .await
+        .unwrap();
+    assert!(!b.lease(&flight, ttl).await.unwrap(), "held and pending");
+    a.settle(p.hash(), Msat(0), &p, now()).await.unwrap();
+    assert!(
+        b.find_token("x", "https://h:443", Some("s"), "/s/", now() as u64)
+            .await
+            .unwrap()
+            .is_some(),
+        "the token is there"
+    );
+    assert!(
+        b.lease(&flight, ttl).await.unwrap(),
+        "the settle let the flight's lease go"
+    );
+    assert!(
+        !b.lease(&other, ttl).await.unwrap(),
+        "a lease on another flight is untouched"
+    );
+    // Settling again (reconciliation after a lost answer) takes nothing from the new holder.
+    a.settle(p.hash(), Msat(0), &p, now()).await.unwrap();
+    assert!(!a.lease(&flight, ttl).await.unwrap(), "b still holds it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_stored_by_one_replica_reach_the_others() {
     let server = PgServer::start();
     let clock = Arc::new(ManualClock::new(now()));
