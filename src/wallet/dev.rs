@@ -14,6 +14,11 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// How many finished payments the dev wallet remembers for `lookup` (about 3 MiB). An older
+/// one looks unknown, as a payment a node never saw; the ledger's claim on each hash, not the
+/// wallet's memory, is what keeps a hash from being paid twice.
+pub const REMEMBERED: usize = 20_000;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The system clock, for the tests below.
@@ -39,7 +44,14 @@ pub struct DevWallet {
     balance_msat: AtomicU64,
     fee: Msat,
     delay: Duration,
+    /// What it paid, for `lookup`: the [`REMEMBERED`] most recent outcomes (a real node keeps
+    /// them on disk; this one keeps its memory bounded however long it runs).
     payments: DashMap<PaymentHash, PaymentStatus>,
+    /// `payments`' finished entries, oldest first: the first to be forgotten.
+    finished: std::sync::Mutex<std::collections::VecDeque<PaymentHash>>,
+    settled: AtomicU64,
+    /// How many finished outcomes `payments` keeps ([`REMEMBERED`] unless told).
+    remembered: usize,
     attempts: AtomicU64,
     /// With a state file, the wallet behaves like a node in another process: a payment is
     /// journaled when it leaves and settles on schedule even if the proxy dies meanwhile.
@@ -79,6 +91,9 @@ impl DevWallet {
             fee,
             delay,
             payments: DashMap::new(),
+            finished: Default::default(),
+            settled: AtomicU64::new(0),
+            remembered: REMEMBERED,
             attempts: AtomicU64::new(0),
             journal: None,
             sent: DashMap::new(),
@@ -90,6 +105,12 @@ impl DevWallet {
     /// The same wallet judging invoice expiry by `clock`.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> DevWallet {
         self.clock = clock;
+        self
+    }
+
+    /// Remembers the `n` most recent finished payments for `lookup` instead of [`REMEMBERED`].
+    pub fn remembering(mut self, n: usize) -> DevWallet {
+        self.remembered = n;
         self
     }
 
@@ -158,10 +179,27 @@ impl DevWallet {
 
     /// Payments that settled, for tests and the demo.
     pub fn settled_count(&self) -> usize {
-        self.payments
-            .iter()
-            .filter(|p| matches!(p.value(), PaymentStatus::Succeeded(_)))
-            .count()
+        usize::try_from(self.settled.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    }
+
+    /// Records a finished payment's outcome, forgetting the oldest beyond [`REMEMBERED`].
+    fn remember(&self, hash: PaymentHash, status: PaymentStatus) {
+        if matches!(status, PaymentStatus::Succeeded(_)) {
+            self.settled.fetch_add(1, Ordering::Relaxed);
+        }
+        self.payments.insert(hash, status);
+        let forget = {
+            let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+            finished.push_back(hash);
+            if finished.len() > self.remembered {
+                finished.pop_front()
+            } else {
+                None
+            }
+        };
+        if let Some(old) = forget {
+            self.payments.remove(&old);
+        }
     }
 
     /// Every call to `pay`, settled or not.
@@ -250,7 +288,7 @@ impl Wallet for DevWallet {
             Ok(paid) => PaymentStatus::Succeeded(*paid),
             Err(e) => PaymentStatus::Failed(e.to_string()),
         };
-        self.payments.insert(request.payment_hash, status);
+        self.remember(request.payment_hash, status);
         outcome
     }
 
@@ -311,6 +349,29 @@ mod tests {
             wallet.lookup(&inv.payment_hash).await.unwrap(),
             PaymentStatus::Succeeded(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn remembers_only_the_most_recent_payments() {
+        let minter = DevInvoiceMinter::new("s", Network::Regtest);
+        let wallet =
+            DevWallet::new("s", Msat::from_sats(1000), Msat(0), Duration::ZERO).remembering(3);
+        let invoices: Vec<_> = (0..5)
+            .map(|n| minter.mint(Msat(10_000), &format!("svc{n}"), 600).unwrap())
+            .collect();
+        for inv in &invoices {
+            wallet.pay(&request(inv)).await.unwrap();
+        }
+        assert_eq!(wallet.settled_count(), 5, "every payment counted");
+        assert_eq!(wallet.payments.len(), 3, "memory bounded");
+        for (n, inv) in invoices.iter().enumerate() {
+            let status = wallet.lookup(&inv.payment_hash).await.unwrap();
+            if n < 2 {
+                assert_eq!(status, PaymentStatus::Unknown, "payment {n} forgotten");
+            } else {
+                assert!(matches!(status, PaymentStatus::Succeeded(_)), "payment {n}");
+            }
+        }
     }
 
     #[tokio::test]
