@@ -121,25 +121,19 @@ case $(stat -f -c %T "$WORK" 2>/dev/null) in
   tmpfs | ramfs) log "warning: $WORK is on tmpfs: fsync is free there, so the paid path and the ledger figures flatter both ledgers (set TMPDIR to a directory on disk)" ;;
 esac
 PIDS=()
+KEEP=${BENCH_KEEP:-0}
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 PG_DATA=""
 # `program args…` as user postgres when we are root (the server refuses to run as root).
 as_postgres() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() {
   local status=$?
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
+  stop_started
   if [[ -n $PG_DATA && -f $PG_DATA/postmaster.pid ]]; then
     as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 20 stop >/dev/null 2>&1 || true
   fi
-  if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-    log "work directory kept: $WORK"
-  else
-    rm -rf "$WORK"
-  fi
+  remove_work
   exit "$status"
 }
 trap cleanup EXIT
@@ -150,25 +144,10 @@ if (($(ulimit -n) < IDLE_CONNS * 2 + 100)); then
   log "warning: open-file limit $(ulimit -n) is low for $IDLE_CONNS idle connections"
 fi
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() {
-  for _ in $(seq 1 200); do
-    port_open "$1" && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on 127.0.0.1:$1 (see logs in $WORK)" >&2
-  BENCH_KEEP=1
-  return 1
-}
 PORTS=("$PROXY_PORT" "$NGINX_HTTP" "$NGINX_HTTPS")
 [[ -n $PEER_BIN ]] && PORTS+=("$PEER_PORT")
 [[ -z $PG_SKIP ]] && PORTS+=("$PGPROXY_PORT" "$PG_PORT")
-for p in "${PORTS[@]}"; do
-  if port_open "$p"; then
-    echo "127.0.0.1:$p is already in use; set BENCH_PORT_BASE" >&2
-    exit 2
-  fi
-done
+require_free_ports BENCH_PORT_BASE "${PORTS[@]}"
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -290,7 +269,7 @@ if [[ -z $PG_SKIP ]]; then
     >"$WORK/pg-initdb.log" 2>&1; then
     echo "initdb failed (see $WORK/pg-initdb.log):" >&2
     tail -5 "$WORK/pg-initdb.log" >&2
-    BENCH_KEEP=1
+    KEEP=1
     exit 1
   fi
   PG_DATA=$PG_DIR/data
@@ -298,7 +277,7 @@ if [[ -z $PG_SKIP ]]; then
     -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1" start >/dev/null; then
     echo "PostgreSQL did not start (see $PG_DIR/server.log):" >&2
     tail -5 "$PG_DIR/server.log" >&2
-    BENCH_KEEP=1
+    KEEP=1
     exit 1
   fi
   "$PG_BIN/psql" "postgres://l402@127.0.0.1:$PG_PORT/postgres" -v ON_ERROR_STOP=1 -q -c "CREATE DATABASE l402"
@@ -317,7 +296,6 @@ fi
 
 # ---------------------------------------------------------------- measuring helpers
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # cpu_ticks PID
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; } # rss_kb PID
 RSS_START_KB=$(rss_kb "$PROXY_PID")
 
 # ---------------------------------------------------------------- the hudsucker peer (optional)

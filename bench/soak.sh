@@ -49,35 +49,19 @@ SELLER=$CARGO_TARGET_DIR/release/examples/bench_seller
 # ---------------------------------------------------------------- processes and cleanup
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/l402-soak.XXXXXX")
 PIDS=()
+KEEP=${SOAK_KEEP:-0}
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 cleanup() {
   local status=$?
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [[ ${SOAK_KEEP:-0} == 1 ]]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+  stop_started
+  remove_work
   exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() {
-  for _ in $(seq 1 200); do
-    port_open "$1" && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on 127.0.0.1:$1 (see logs in $WORK)" >&2
-  SOAK_KEEP=1
-  return 1
-}
-for p in "$PROXY_PORT" "$ADMIN_PORT"; do
-  if port_open "$p"; then
-    echo "127.0.0.1:$p is already in use; set SOAK_PORT_BASE" >&2
-    exit 2
-  fi
-done
-
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l; }
+require_free_ports SOAK_PORT_BASE "$PROXY_PORT" "$ADMIN_PORT"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 METRICS=$WORK/metrics.txt
 scrape() { curl -s --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" >"$METRICS" || : >"$METRICS"; }

@@ -366,6 +366,23 @@ impl Matcher {
     }
 }
 
+/// Spellings of 127.0.0.1 and `localhost` a rule denying those two must catch (for tests here
+/// and of the payment policy above).
+#[cfg(test)]
+pub(crate) const LOOPBACK_SPELLINGS: &[&str] = &[
+    "127.0.0.1",
+    "127.1",
+    "2130706433",
+    "0x7f.1",
+    "0177.0.0.1",
+    "[::ffff:127.0.0.1]",
+    "::ffff:127.0.0.1",
+    "::ffff:7f00:1",
+    "LOCALHOST.",
+    "localhost.",
+    "LocalHost",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,19 +546,7 @@ mod tests {
     #[test]
     fn deny_sees_through_every_spelling() {
         let rules = m(&["*"], &["127.0.0.1", "localhost"]);
-        for s in [
-            "127.0.0.1",
-            "127.1",
-            "2130706433",
-            "0x7f.1",
-            "0177.0.0.1",
-            "[::ffff:127.0.0.1]",
-            "::ffff:127.0.0.1",
-            "::ffff:7f00:1",
-            "LOCALHOST.",
-            "localhost.",
-            "LocalHost",
-        ] {
+        for &s in LOOPBACK_SPELLINGS {
             assert!(!rules.permits(s, &[]), "{s} must be denied");
             assert!(!rules.needs_addresses(s), "{s}");
         }

@@ -167,18 +167,7 @@ mod tests {
     fn host_rules_see_through_spellings_of_a_denied_address() {
         let a = agent_with(&["*"], &["127.0.0.1", "localhost"]);
         let now = 1_000_000;
-        for host in [
-            "127.0.0.1",
-            "127.1",
-            "2130706433",
-            "0x7f.1",
-            "0177.0.0.1",
-            "[::ffff:127.0.0.1]",
-            "::ffff:127.0.0.1",
-            "::ffff:7f00:1",
-            "LOCALHOST.",
-            "localhost.",
-        ] {
+        for &host in crate::hosts::LOOPBACK_SPELLINGS {
             let got = check_invoice(
                 &invoice(Some(1000), Network::Regtest, now),
                 &a,
