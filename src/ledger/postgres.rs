@@ -55,7 +55,38 @@ pub struct PostgresLedger {
     up: Arc<AtomicBool>,
     feed: Mutex<Option<mpsc::UnboundedReceiver<StoredToken>>>,
     agent_feed: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
+    /// Tokens this process is settling: its listener skips their notifications (it has the
+    /// token already) instead of reading each back from the database.
+    own_settles: Arc<OwnSettles>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Payment hashes (hex) whose token notification this process sent itself. Bounded: beyond
+/// [`OwnSettles::CAP`] (a listener long down) a notification is simply read back as any other.
+#[derive(Default)]
+struct OwnSettles(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl OwnSettles {
+    const CAP: usize = 10_000;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks `hex` as settled here; false when the set is full.
+    fn insert(&self, hex: &str) -> bool {
+        let mut set = self.lock();
+        set.len() < Self::CAP && set.insert(hex.to_string())
+    }
+
+    /// Whether `hex` was settled here (forgetting it).
+    fn take(&self, hex: &str) -> bool {
+        self.lock().remove(hex)
+    }
+
+    fn clear(&self) {
+        self.lock().clear();
+    }
 }
 
 impl Drop for PostgresLedger {
@@ -168,6 +199,7 @@ impl PostgresLedger {
         let up = Arc::new(AtomicBool::new(true));
         let (sink, feed) = mpsc::unbounded_channel();
         let (agent_sink, agent_feed) = mpsc::unbounded_channel();
+        let own_settles = Arc::new(OwnSettles::default());
         let mut ledger = PostgresLedger {
             pool,
             clock,
@@ -175,6 +207,7 @@ impl PostgresLedger {
             up,
             feed: Mutex::new(Some(feed)),
             agent_feed: Mutex::new(Some(agent_feed)),
+            own_settles: own_settles.clone(),
             tasks: Vec::new(),
         };
         ledger.beat().await?;
@@ -190,6 +223,7 @@ impl PostgresLedger {
             Sinks {
                 tokens: sink,
                 agents: agent_sink,
+                own_settles,
             },
         )));
         Ok(ledger)
@@ -588,6 +622,7 @@ async fn heartbeat(pool: Pool, replica: String, up: Arc<AtomicBool>) {
 struct Sinks {
     tokens: mpsc::UnboundedSender<StoredToken>,
     agents: mpsc::UnboundedSender<()>,
+    own_settles: Arc<OwnSettles>,
 }
 
 /// Listens for tokens other replicas store and agent changes they make, and feeds them to this
@@ -637,11 +672,16 @@ async fn listen_once(
         .batch_execute(&format!("LISTEN {TOKENS_CHANNEL}; LISTEN {AGENTS_CHANNEL}"))
         .await
         .map_err(unavailable)?;
+    // Notifications sent while no connection listened are gone: nothing to skip any more.
+    sinks.own_settles.clear();
     while let Some((channel, payload)) = notes.recv().await {
         if channel == AGENTS_CHANNEL {
             if sinks.agents.send(()).is_err() {
                 return Ok(());
             }
+            continue;
+        }
+        if sinks.own_settles.take(&payload) {
             continue;
         }
         let Ok(c) = pool.get().await else {
@@ -651,7 +691,10 @@ async fn listen_once(
             "SELECT {PAYMENT_COLUMNS} FROM l402_payments WHERE payment_hash = $1 AND status = 'settled'
              AND preimage IS NOT NULL AND token_retired = FALSE AND scheme IS NOT NULL"
         );
-        if let Ok(Some(row)) = c.query_opt(&sql, &[&payload]).await {
+        let Ok(stmt) = c.prepare_cached(&sql).await else {
+            continue;
+        };
+        if let Ok(Some(row)) = c.query_opt(&stmt, &[&payload]).await {
             if let Some(token) = token_row(&row) {
                 if sinks.tokens.send(token).is_err() {
                     return Ok(());
@@ -805,6 +848,13 @@ impl Ledger for PostgresLedger {
             txn.execute(&notify, &[&TOKENS_CHANNEL, &hex])
                 .await
                 .map_err(unavailable)?;
+            // Marked before the commit, which is when the notification goes out.
+            let marked = self.own_settles.insert(&hex);
+            let committed = txn.commit().await.map_err(unavailable);
+            if committed.is_err() && marked {
+                self.own_settles.take(&hex);
+            }
+            return committed;
         }
         txn.commit().await.map_err(unavailable)
     }

@@ -305,6 +305,7 @@ async fn tokens_stored_by_one_replica_reach_the_others() {
     let a = replica(&server, &clock).await;
     let b = replica(&server, &clock).await;
     let mut feed = b.token_feed().expect("a shared ledger has a token feed");
+    let mut own_feed = a.token_feed().expect("a shared ledger has a token feed");
     tokio::time::sleep(Duration::from_millis(300)).await; // LISTEN is in place
     let p = proof(4);
     a.begin(payment(&p, "x", "s", now()), no_limits())
@@ -318,6 +319,14 @@ async fn tokens_stored_by_one_replica_reach_the_others() {
     assert_eq!(token.proof, p);
     assert_eq!(token.agent, "x");
     assert_eq!(token.service.as_deref(), Some("s"));
+    // The settling replica has its token already: its own notification is not read back.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), own_feed.recv())
+            .await
+            .is_err(),
+        "no echo of a replica's own token"
+    );
+    assert!(a.own_settles.lock().is_empty(), "the mark is gone with it");
     assert_eq!(b.live_tokens(now() as u64).await.unwrap().len(), 1);
     b.retire_token(p.hash()).await.unwrap();
     assert!(a.live_tokens(now() as u64).await.unwrap().is_empty());
