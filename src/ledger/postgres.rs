@@ -270,29 +270,20 @@ impl PostgresLedger {
             )
             .await
             .map_err(unavailable)?;
-        let rows = txn
-            .query(
-                &stmt,
-                &[
-                    &agent,
-                    &OPERATOR,
-                    &starts[0],
-                    &starts[1],
-                    &starts[2],
-                    &starts[3],
-                    &i(amount.0),
-                ],
-            )
+        let totals = txn
+            .prepare_cached("SELECT total_msat FROM l402_totals WHERE agent = $1")
             .await
             .map_err(unavailable)?;
-        let total_override = txn
-            .query_opt(
-                "SELECT total_msat FROM l402_totals WHERE agent = $1",
-                &[&agent],
-            )
-            .await
-            .map_err(unavailable)?
-            .map(|r| Msat(u(r.get(0))));
+        // Pipelined, one round trip.
+        let msat = i(amount.0);
+        let usage: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            &agent, &OPERATOR, &starts[0], &starts[1], &starts[2], &starts[3], &msat,
+        ];
+        let owner: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&agent];
+        let (rows, total_override) =
+            tokio::try_join!(txn.query(&stmt, &usage), txn.query_opt(&totals, &owner))
+                .map_err(unavailable)?;
+        let total_override = total_override.map(|r| Msat(u(r.get(0))));
         for row in rows {
             let owner: String = row.get(0);
             let period: String = row.get(1);
@@ -356,15 +347,7 @@ impl PostgresLedger {
             )
             .await
             .map_err(unavailable)?;
-        txn.query(
-            &lock,
-            &[
-                &agent, &OPERATOR, &starts[0], &starts[1], &starts[2], &starts[3],
-            ],
-        )
-        .await
-        .map_err(unavailable)?;
-        let stmt = txn
+        let update = txn
             .prepare_cached(
                 "UPDATE l402_usage SET msat = GREATEST(msat + $7, 0)
                  WHERE owner IN ($1, $2) AND ((period = 'hour' AND start = $3) OR (period = 'day' AND start = $4)
@@ -372,14 +355,12 @@ impl PostgresLedger {
             )
             .await
             .map_err(unavailable)?;
-        txn.execute(
-            &stmt,
-            &[
-                &agent, &OPERATOR, &starts[0], &starts[1], &starts[2], &starts[3], &delta,
-            ],
-        )
-        .await
-        .map_err(unavailable)?;
+        // Pipelined, one round trip: the server runs them in the order sent, the lock first.
+        let rows: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            &agent, &OPERATOR, &starts[0], &starts[1], &starts[2], &starts[3], &delta,
+        ];
+        tokio::try_join!(txn.query(&lock, &rows[..6]), txn.execute(&update, &rows))
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -815,7 +796,6 @@ impl Ledger for PostgresLedger {
             // Released as failed, yet the money moved after all: count it again.
             _ => amount + i(fee.0),
         };
-        self.adjust(&txn, &agent, &starts, delta).await?;
         // Settled, and this replica's purchase lease on the payment's flight let go in the same
         // commit: whoever waits on the lease finds the token the moment the lease is gone.
         let update = txn
@@ -828,26 +808,30 @@ impl Ledger for PostgresLedger {
             )
             .await
             .map_err(unavailable)?;
-        txn.execute(
-            &update,
-            &[
-                &hex,
-                &i(fee.0),
-                &keep_proof.then(|| proof.to_hex()),
-                &now,
-                &self.replica,
-            ],
-        )
-        .await
-        .map_err(unavailable)?;
+        let notify = txn
+            .prepare_cached("SELECT pg_notify($1, $2)")
+            .await
+            .map_err(unavailable)?;
+        let preimage = keep_proof.then(|| proof.to_hex());
+        // Pipelined, one round trip: the usage rows (locked in the one lock order), the row,
+        // the lease and the announcement, in the order sent.
+        tokio::try_join!(
+            self.adjust(&txn, &agent, &starts, delta),
+            async {
+                txn.execute(&update, &[&hex, &i(fee.0), &preimage, &now, &self.replica])
+                    .await
+                    .map_err(unavailable)
+            },
+            async {
+                if keep_proof {
+                    txn.execute(&notify, &[&TOKENS_CHANNEL, &hex])
+                        .await
+                        .map_err(unavailable)?;
+                }
+                Ok(0)
+            },
+        )?;
         if keep_proof {
-            let notify = txn
-                .prepare_cached("SELECT pg_notify($1, $2)")
-                .await
-                .map_err(unavailable)?;
-            txn.execute(&notify, &[&TOKENS_CHANNEL, &hex])
-                .await
-                .map_err(unavailable)?;
             // Marked before the commit, which is when the notification goes out.
             let marked = self.own_settles.insert(&hex);
             let committed = txn.commit().await.map_err(unavailable);
