@@ -16,7 +16,7 @@ use crate::core::window::Window;
 use crate::core::{Clock, Decline, Msat};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-pub use view::{BudgetView, LimitSource, LimitsView, WindowAmounts};
+pub use view::{BudgetView, LimitSource, WindowAmounts};
 
 /// Spend recorded against one agent (or the operator), per window and in total.
 #[derive(Debug, Default, Clone)]

@@ -21,8 +21,9 @@ pub enum LimitSource {
 pub struct BudgetView {
     /// The agent's name.
     pub agent: String,
-    /// The limits in force, in sats.
-    pub limits: LimitsView,
+    /// The limits in force, in sats: the config's, with the total an operator's override
+    /// (top-up, recall) when there is one.
+    pub limits: Limits,
     /// Where each limit comes from (only limits that are set are listed).
     pub limit_sources: LimitSources,
     /// Spent (settled plus reserved by pending payments) per window and in total, exact
@@ -34,47 +35,6 @@ pub struct BudgetView {
     /// reserve every payment holds, capped by `per_request_sats`; absent with no limit at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spendable_msat: Option<u64>,
-}
-
-/// An agent's limits, in sats; absent = no limit of that kind.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct LimitsView {
-    /// The most one payment may be, in sats.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub per_request_sats: Option<u64>,
-    /// The cap per calendar hour (UTC), in sats.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hourly_sats: Option<u64>,
-    /// The cap per calendar day (UTC), in sats.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub daily_sats: Option<u64>,
-    /// The cap per week (UTC, from Monday), in sats.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub weekly_sats: Option<u64>,
-    /// The cap per calendar month (UTC), in sats.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub monthly_sats: Option<u64>,
-    /// The lifetime cap, in sats: an operator's override (top-up, recall) when there is one,
-    /// else the config's value.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub total_sats: Option<u64>,
-    /// Guardrails (not budgets; shown beside them): a payment above this many sats waits for
-    /// the operator's approval.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub approve_above_sats: Option<u64>,
-    /// Requests allowed per minute (over it: 429 `rate-limited`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub requests_per_minute: Option<u32>,
-    /// Payments allowed per minute (over it: 429 `rate-limited`, nothing paid).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub payments_per_minute: Option<u32>,
-    /// The most a price may rise above the last one paid for the same service, in per cent
-    /// (above it: `price-jump`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_price_increase_pct: Option<u32>,
-    /// The most connections the agent may hold open at once.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<u32>,
 }
 
 /// Where each set limit comes from.
@@ -170,18 +130,9 @@ impl BudgetView {
         let from_config = |v: Option<u64>| v.map(|_| LimitSource::Config);
         BudgetView {
             agent: agent.to_string(),
-            limits: LimitsView {
-                per_request_sats: limits.per_request_sats,
-                hourly_sats: limits.hourly_sats,
-                daily_sats: limits.daily_sats,
-                weekly_sats: limits.weekly_sats,
-                monthly_sats: limits.monthly_sats,
+            limits: Limits {
                 total_sats: total_override.map(|m| m.0 / 1000).or(limits.total_sats),
-                approve_above_sats: limits.approve_above_sats,
-                requests_per_minute: limits.requests_per_minute,
-                payments_per_minute: limits.payments_per_minute,
-                max_price_increase_pct: limits.max_price_increase_pct,
-                max_connections: limits.max_connections,
+                ..limits.clone()
             },
             limit_sources: LimitSources {
                 per_request_sats: from_config(limits.per_request_sats),
