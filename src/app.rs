@@ -154,6 +154,10 @@ impl App {
             max_fee: crate::core::Msat::from_sats(config.wallet.max_fee_sats),
             timeout: Duration::from_secs(config.wallet.payment_timeout_secs),
         }));
+        let agents = Arc::new(Directory::new(
+            config.agents.clone(),
+            ledger.api_agents().await?,
+        ));
         let purchases = Arc::new(Purchases::new(PurchaseParts {
             book,
             ledger: ledger.clone(),
@@ -164,6 +168,7 @@ impl App {
             operator_limits: config.operator_limits.clone(),
             shared_ledger: ledger.shared(),
             guardrails: guardrails.clone(),
+            agents: agents.clone(),
         }));
         let layer = PaymentLayer::new(LayerParts {
             purchases: purchases.clone(),
@@ -175,7 +180,7 @@ impl App {
             max_body: config.http.max_replay_body_bytes,
         });
         let shared = Arc::new(Shared {
-            agents: Directory::new(config.agents.clone(), ledger.api_agents().await?),
+            agents,
             layer,
             ledger: ledger.clone(),
             ca: Arc::new(ca),

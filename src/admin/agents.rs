@@ -312,6 +312,9 @@ pub async fn update(shared: &Shared, name: &str, body: &[u8]) -> Response<Body> 
         Err(e) => return unavailable(e),
     }
     applied(shared, "agent.update", name, what.join(", ")).await;
+    if change.paused == Some(true) {
+        deny_held(shared, name, "agent-paused").await;
+    }
     let agents = shared.agents.load_full();
     match agents.get(name) {
         Some(agent) => match view(shared, agent).await {
@@ -340,6 +343,18 @@ pub async fn rotate(shared: &Shared, name: &str) -> Response<Body> {
     json(StatusCode::OK, &json!({ "name": name, "key": key }))
 }
 
+/// Denies the payments of `name` held for approval: a paused or deleted agent's request must
+/// not be paid by a later approval (the reservation refuses it too, on every replica).
+async fn deny_held(shared: &Shared, name: &str, by: &str) {
+    match shared.guardrails.approvals.deny_agent(name, by).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(agent = %name, denied = n, %by, "held payments denied"),
+        Err(e) => {
+            tracing::warn!(agent = %name, error = %e, "could not deny the agent's held payments; their reservation will refuse them")
+        }
+    }
+}
+
 /// `DELETE /v1/agents/{name}`.
 pub async fn delete(shared: &Shared, name: &str) -> Response<Body> {
     if let Err(r) = api_agent(shared, name) {
@@ -351,6 +366,7 @@ pub async fn delete(shared: &Shared, name: &str) -> Response<Body> {
         Err(e) => return unavailable(e),
     }
     shared.layer.tokens().forget_agent(name);
+    deny_held(shared, name, "agent-deleted").await;
     applied(
         shared,
         "agent.delete",

@@ -105,6 +105,14 @@ pub enum Decline {
     ReplayRejected,
     /// This payment hash is in flight (sent before, outcome not known yet).
     PaymentInFlight,
+    /// An earlier payment of this agent for the same service (or, for single-use credentials,
+    /// the same path) is sent and not resolved: it may yet settle and serve, so nothing new is
+    /// paid for it until the wallet says how it ended. The agent retries after `retry_after_secs`
+    /// and is then served with what the earlier payment bought.
+    PurchaseUnresolved {
+        /// Seconds the agent should wait before retrying (sent as `Retry-After`).
+        retry_after_secs: u64,
+    },
     /// This payment hash was paid for another agent or service; one agent never rides on
     /// another's payment.
     HashPaidElsewhere,
@@ -155,6 +163,15 @@ pub enum Decline {
         /// The agent.
         agent: String,
     },
+    /// The agent was deleted while its payment waited (for approval, or for another
+    /// purchase): nothing is paid for an agent that no longer exists.
+    AgentDeleted {
+        /// The agent.
+        agent: String,
+    },
+    /// The request that asked for a single-use credential hung up before it could be paid:
+    /// nobody would receive what it buys.
+    RequesterGone,
     /// Over `requests_per_minute` or `payments_per_minute`: answered 429 with `Retry-After`.
     RateLimited {
         /// Which limit (`requests_per_minute`, `payments_per_minute`,
@@ -212,6 +229,9 @@ impl Decline {
             BodyNotReplayable { .. } => "body-not-replayable",
             ReplayRejected => "replay-rejected",
             PaymentInFlight => "payment-in-flight",
+            PurchaseUnresolved { .. } => "payment-in-flight",
+            AgentDeleted { .. } => "agent-deleted",
+            RequesterGone => "requester-gone",
             HashPaidElsewhere => "hash-paid-elsewhere",
             PaymentFailedEarlier { .. } => "payment-failed",
             ConcurrentPaymentFailed(inner) => inner.code(),
@@ -322,6 +342,17 @@ impl fmt::Display for Decline {
             PaymentInFlight => {
                 f.write_str("this invoice's payment is still being resolved; retry later")
             }
+            PurchaseUnresolved { retry_after_secs } => write!(
+                f,
+                "an earlier payment for this service is sent and not resolved yet (it may still settle); nothing new is paid until it is: retry in {retry_after_secs} s to be served with what it bought"
+            ),
+            AgentDeleted { agent } => write!(
+                f,
+                "agent {agent} was deleted by the operator: nothing is paid for it"
+            ),
+            RequesterGone => f.write_str(
+                "the request hung up before its single-use credential was paid: not paying for nobody",
+            ),
             HashPaidElsewhere => f.write_str(
                 "this invoice was already paid for another agent or service; its proof is not shared",
             ),

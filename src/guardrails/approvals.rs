@@ -39,6 +39,10 @@ pub struct Hold<'a> {
     pub payment_hash: PaymentHash,
     /// When the invoice expires, unix seconds.
     pub invoice_expires_at: Option<i64>,
+    /// Set when the request that asked is gone and nobody else could use what the payment
+    /// buys (a single-use credential): the hold is then cancelled, decided by
+    /// `requester-gone`.
+    pub requester_gone: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Why a decision was not taken.
@@ -129,6 +133,13 @@ impl Approvals {
         let deadline = tokio::time::Instant::now() + Duration::from_secs((expires_at - now) as u64);
         loop {
             let woken = notify.notified();
+            if hold
+                .requester_gone
+                .as_ref()
+                .is_some_and(|g| g.load(Ordering::Relaxed))
+            {
+                return self.cancel(id).await;
+            }
             match self.ledger.approval(&id).await {
                 Ok(Some(r)) => match r.state {
                     ApprovalState::Approved => return Ok(()),
@@ -158,6 +169,73 @@ impl Approvals {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
+    }
+
+    /// The request behind a hold for a single-use credential went away: the hold is denied by
+    /// `requester-gone` (announced once), unless the operator decided it just now.
+    async fn cancel(&self, id: String) -> Result<(), Decline> {
+        match self
+            .ledger
+            .decide_approval(
+                &id,
+                ApprovalState::Denied,
+                "requester-gone",
+                self.clock.now(),
+            )
+            .await
+        {
+            Ok(Some(r)) if r.state == ApprovalState::Denied => {
+                if r.decided_by.as_deref() == Some("requester-gone") {
+                    tracing::info!(%id, "the request behind a held single-use payment hung up: cancelled");
+                    self.announce(&r, false, "requester-gone");
+                }
+                Err(Decline::RequesterGone)
+            }
+            Ok(_) => Err(Decline::RequesterGone),
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "could not record a cancelled hold");
+                Err(Decline::RequesterGone)
+            }
+        }
+    }
+
+    /// Denies every held payment of `agent` (it was paused or deleted: `by` is `agent-paused`
+    /// or `agent-deleted`), announcing each decision once and waking its request. Returns how
+    /// many were denied.
+    pub async fn deny_agent(&self, agent: &str, by: &str) -> Result<usize, LedgerError> {
+        let mut denied = 0;
+        for held in self.pending().await? {
+            if held.agent != agent {
+                continue;
+            }
+            let record = self
+                .ledger
+                .decide_approval(&held.id, ApprovalState::Denied, by, self.clock.now())
+                .await?;
+            let Some(record) = record else { continue };
+            if record.state != ApprovalState::Denied || record.decided_by.as_deref() != Some(by) {
+                continue;
+            }
+            if let Some(n) = self.waiting.get(&held.id) {
+                n.notify_one();
+            }
+            tracing::info!(id = %held.id, %agent, %by, "held payment denied");
+            self.announce(&record, false, by);
+            denied += 1;
+        }
+        Ok(denied)
+    }
+
+    /// Emits `approval.decided` for `record`.
+    fn announce(&self, record: &ApprovalRecord, approved: bool, by: &str) {
+        self.alerts.emit(Event::ApprovalDecided {
+            id: record.id.clone(),
+            agent: record.agent.clone(),
+            host: record.host.clone(),
+            amount_msat: record.amount.0,
+            approved,
+            by: by.to_string(),
+        });
     }
 
     /// The wait is over: records the approval as expired unless it was decided just now.

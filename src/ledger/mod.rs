@@ -69,6 +69,10 @@ pub struct NewPayment {
     pub service: Option<String>,
     /// The path scope the purchase was made on.
     pub scope: String,
+    /// The purchase this payment belongs to, within (agent, origin): the service (else the path
+    /// scope) for a reusable credential, `=<path>` for a single-use one. While one payment of a
+    /// purchase is pending, no other payment of it is begun ([`Begun::PurchaseOpen`]).
+    pub purchase: String,
     /// When the credential stops being good (caveats), unix seconds.
     pub token_expires_at: Option<u64>,
     /// Unix seconds.
@@ -94,6 +98,11 @@ pub struct LimitSet<'a> {
     pub agent: &'a Limits,
     /// The operator's limits over all agents.
     pub operator: &'a Limits,
+    /// The agent is managed through the admin API, so its stored record is the truth: the
+    /// ledger reads it inside the reservation (gone → `agent-deleted`, paused →
+    /// `agent-paused`, its stored limits instead of `agent`). Config-file agents are the
+    /// process's own and use `agent` as given.
+    pub api_agent: bool,
 }
 
 /// What [`Ledger::begin`] found.
@@ -115,6 +124,13 @@ pub enum Begun {
     },
     /// Sent before and not resolved: never sent again; it is being reconciled.
     InFlight,
+    /// Another payment of the same purchase (agent, origin, [`NewPayment::purchase`]) is pending
+    /// — sent and not resolved, so it may yet settle and serve. Nothing was claimed or
+    /// reserved for this one.
+    PurchaseOpen {
+        /// The pending payment's hash.
+        hash: PaymentHash,
+    },
 }
 
 /// One purchase at a time per agent, origin and service (or path scope when the offer names
@@ -203,6 +219,9 @@ pub struct PaymentRecord {
     pub scope: String,
     /// Caveat expiry of the credential.
     pub token_expires_at: Option<u64>,
+    /// The purchase it belongs to (see [`NewPayment::purchase`]); `None` for rows written
+    /// before purchases were recorded.
+    pub purchase: Option<String>,
 }
 
 impl PaymentRecord {
@@ -399,6 +418,9 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Records a pending payment as failed and releases its reservation.
     async fn fail(&self, hash: PaymentHash, reason: &str, now: i64) -> Result<(), LedgerError>;
+
+    /// Where one payment stands, `None` when the ledger has no record of the hash.
+    async fn payment_state(&self, hash: PaymentHash) -> Result<Option<PaymentState>, LedgerError>;
 
     /// Pending payments this process should resolve: its own, and those of processes that
     /// stopped renewing their presence (taken over atomically). Oldest first.

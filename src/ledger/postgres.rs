@@ -371,6 +371,23 @@ impl PostgresLedger {
     ) -> Result<Result<Begun, Decline>, LedgerError> {
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(unavailable)?;
+        // An API agent's stored record is the truth for its pause and limits: read (and held
+        // against a concurrent change) in the transaction that reserves.
+        let stored_limits = if limits.api_agent {
+            match self.api_agent_state(&txn, &p.agent).await? {
+                Err(decline) => {
+                    txn.rollback().await.map_err(unavailable)?;
+                    return Ok(Err(decline));
+                }
+                Ok(l) => Some(l),
+            }
+        } else {
+            None
+        };
+        let limits = LimitSet {
+            agent: stored_limits.as_ref().unwrap_or(limits.agent),
+            ..limits
+        };
         let starts = Window::ALL.map(|w| w.start(p.created_at));
         let hash = p.hash.to_hex();
         let (token, scheme) = match &p.credential {
@@ -378,7 +395,7 @@ impl PostgresLedger {
             None => ("", None),
         };
         let flight = p.service.as_deref().unwrap_or(&p.scope);
-        let fields: [&(dyn tokio_postgres::types::ToSql + Sync); 21] = [
+        let fields: [&(dyn tokio_postgres::types::ToSql + Sync); 22] = [
             &hash,
             &&*p.agent,
             &p.host,
@@ -400,22 +417,26 @@ impl PostgresLedger {
             &starts[3],
             &p.created_at,
             &p.created_at,
+            &p.purchase,
         ];
         let insert = txn
             .prepare_cached(
                 "INSERT INTO l402_payments (payment_hash, agent, host, origin, dialect, flight, amount_msat, fee_reserve_msat,
                  status, bolt11, token, scheme, services, scope, token_expires_at, owner, w_hour, w_day, w_week, w_month,
-                 created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+                 created_at, updated_at, purchase)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
                  ON CONFLICT (payment_hash) DO NOTHING RETURNING 1",
             )
             .await
             .map_err(unavailable)?;
-        let claimed = txn
-            .query_opt(&insert, &fields)
-            .await
-            .map_err(unavailable)?
-            .is_some();
+        let claimed = match txn.query_opt(&insert, &fields).await {
+            Ok(row) => row.is_some(),
+            Err(e) if opens_purchase_twice(&e) => {
+                drop(txn);
+                return self.open_purchase(p).await.map(Ok);
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
         if !claimed {
             let known = txn
                 .query_one(
@@ -424,10 +445,10 @@ impl PostgresLedger {
                 )
                 .await
                 .map_err(unavailable)?;
-            let status: String = known.get(0);
+            let status: String = get(&known, 0)?;
             match status.as_str() {
                 "settled" => {
-                    let preimage: Option<String> = known.get(3);
+                    let preimage: Option<String> = get(&known, 3)?;
                     let proof = match preimage {
                         Some(hex) => Some(Preimage::verify_hex(&hex, &p.hash).map_err(|_| {
                             LedgerError::Inconsistent(
@@ -437,10 +458,10 @@ impl PostgresLedger {
                         None => None,
                     };
                     return Ok(Ok(Begun::Settled {
-                        agent: known.get(1),
-                        origin: known.get(2),
+                        agent: get(&known, 1)?,
+                        origin: get(&known, 2)?,
                         proof,
-                        fee: Msat(u(known.get::<_, Option<i64>>(4).unwrap_or(0))),
+                        fee: Msat(u(get::<Option<i64>>(&known, 4)?.unwrap_or(0))),
                     }));
                 }
                 "pending" => return Ok(Ok(Begun::InFlight)),
@@ -452,12 +473,20 @@ impl PostgresLedger {
                              amount_msat = $7, fee_reserve_msat = $8, status = 'pending', bolt11 = $9, token = $10,
                              scheme = $11, services = $12, scope = $13, token_expires_at = $14, owner = $15,
                              w_hour = $16, w_day = $17, w_week = $18, w_month = $19, created_at = $20, updated_at = $21,
-                             fee_msat = NULL, failure = NULL, preimage = NULL, scopes = '', token_retired = FALSE
+                             fee_msat = NULL, failure = NULL, preimage = NULL, scopes = '', token_retired = FALSE,
+                             purchase = $22
                              WHERE payment_hash = $1 AND status = 'failed'",
                         )
                         .await
                         .map_err(unavailable)?;
-                    txn.execute(&retry, &fields).await.map_err(unavailable)?;
+                    match txn.execute(&retry, &fields).await {
+                        Ok(_) => {}
+                        Err(e) if opens_purchase_twice(&e) => {
+                            drop(txn);
+                            return self.open_purchase(p).await.map(Ok);
+                        }
+                        Err(e) => return Err(unavailable(e)),
+                    }
                 }
             }
         }
@@ -472,6 +501,78 @@ impl PostgresLedger {
         txn.commit().await.map_err(unavailable)?;
         Ok(Ok(Begun::Fresh))
     }
+
+    /// An API agent's pause and limits as stored, share-locked until the transaction ends (a
+    /// concurrent change waits for the reservation, or the reservation for the change).
+    async fn api_agent_state(
+        &self,
+        txn: &deadpool_postgres::Transaction<'_>,
+        agent: &str,
+    ) -> Result<Result<Limits, Decline>, LedgerError> {
+        let stmt = txn
+            .prepare_cached("SELECT paused, limits FROM l402_agents WHERE name = $1 FOR SHARE")
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = txn.query_opt(&stmt, &[&agent]).await.map_err(unavailable)? else {
+            return Ok(Err(Decline::AgentDeleted {
+                agent: agent.to_string(),
+            }));
+        };
+        if get::<bool>(&row, 0)? {
+            return Ok(Err(Decline::AgentPaused {
+                agent: agent.to_string(),
+            }));
+        }
+        let limits: String = get(&row, 1)?;
+        serde_json::from_str(&limits)
+            .map(Ok)
+            .map_err(|e| LedgerError::Inconsistent(format!("a stored agent's limits: {e}")))
+    }
+
+    /// The pending payment that holds `p`'s purchase open (after the unique index refused a
+    /// second one). Should it have resolved in between, the purchase is reported open all the
+    /// same: the caller waits for that payment's state, which is then final.
+    async fn open_purchase(&self, p: &NewPayment) -> Result<Begun, LedgerError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT payment_hash FROM l402_payments
+                 WHERE agent = $1 AND origin = $2 AND purchase = $3
+                 ORDER BY (status = 'pending') DESC, updated_at DESC LIMIT 1",
+                &[&&*p.agent, &p.origin, &p.purchase],
+            )
+            .await
+            .map_err(unavailable)?;
+        let hex: String = match row {
+            Some(r) => get(&r, 0)?,
+            None => {
+                return Err(LedgerError::Inconsistent(
+                    "a purchase was refused as open, but no payment of it exists".into(),
+                ))
+            }
+        };
+        let hash = PaymentHash::from_hex(&hex)
+            .ok_or_else(|| LedgerError::Inconsistent(format!("payment hash {hex:?}")))?;
+        Ok(Begun::PurchaseOpen { hash })
+    }
+}
+
+/// True when the statement was refused because the purchase already has a pending payment.
+fn opens_purchase_twice(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            && db.constraint() == Some(schema::OPEN_PURCHASE_INDEX)
+    })
+}
+
+/// A column of a row, or [`LedgerError::Inconsistent`] naming it when its type is not the one
+/// expected (a schema this build does not know): never a panic.
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    index: usize,
+) -> Result<T, LedgerError> {
+    row.try_get(index)
+        .map_err(|e| LedgerError::Inconsistent(format!("column {index} of a stored row: {e}")))
 }
 
 impl Window {
@@ -488,43 +589,44 @@ impl Window {
 
 const PAYMENT_COLUMNS: &str =
     "payment_hash, agent, host, origin, dialect, amount_msat, fee_msat, fee_reserve_msat, status, \
-     created_at, updated_at, failure, token, scheme, services, scope, token_expires_at, scopes, preimage";
+     created_at, updated_at, failure, token, scheme, services, scope, token_expires_at, scopes, preimage, purchase";
 
 fn payment_row(r: &Row) -> Result<PaymentRecord, LedgerError> {
-    let hash: String = r.get(0);
-    let status: String = r.get(8);
-    let token: String = r.get(12);
-    let scheme: Option<String> = r.get(13);
+    let hash: String = get(r, 0)?;
+    let status: String = get(r, 8)?;
+    let token: String = get(r, 12)?;
+    let scheme: Option<String> = get(r, 13)?;
     Ok(PaymentRecord {
         hash: PaymentHash::from_hex(&hash)
             .ok_or_else(|| LedgerError::Inconsistent(format!("payment hash {hash:?}")))?,
-        agent: r.get(1),
-        host: r.get(2),
-        origin: r.get(3),
-        dialect: r.get(4),
-        amount: Msat(u(r.get(5))),
-        fee: r.get::<_, Option<i64>>(6).map(|v| Msat(u(v))),
-        fee_reserve: Msat(u(r.get(7))),
+        agent: get(r, 1)?,
+        host: get(r, 2)?,
+        origin: get(r, 3)?,
+        dialect: get(r, 4)?,
+        amount: Msat(u(get(r, 5)?)),
+        fee: get::<Option<i64>>(r, 6)?.map(|v| Msat(u(v))),
+        fee_reserve: Msat(u(get(r, 7)?)),
         state: PaymentState::parse(&status)
             .ok_or_else(|| LedgerError::Inconsistent(format!("payment status {status:?}")))?,
-        created_at: r.get(9),
-        updated_at: r.get(10),
-        failure: r.get(11),
+        created_at: get(r, 9)?,
+        updated_at: get(r, 10)?,
+        failure: get(r, 11)?,
         credential: match scheme {
             Some(scheme) if !token.is_empty() => Some(StoredCredential { scheme, token }),
             _ => None,
         },
-        service: r.get(14),
-        scope: r.get(15),
-        token_expires_at: r.get::<_, Option<i64>>(16).map(u),
+        service: get(r, 14)?,
+        scope: get(r, 15)?,
+        token_expires_at: get::<Option<i64>>(r, 16)?.map(u),
+        purchase: get(r, 19)?,
     })
 }
 
 /// A settled row as a stored token, its proof verified on the way out.
 fn token_row(r: &Row) -> Option<StoredToken> {
     let record = payment_row(r).ok()?;
-    let preimage: Option<String> = r.get(18);
-    let scopes: String = r.get(17);
+    let preimage: Option<String> = get(r, 18).ok()?;
+    let scopes: String = get(r, 17).ok()?;
     let proof = match Preimage::verify_hex(preimage.as_deref()?, &record.hash) {
         Ok(p) => p,
         Err(_) => {
@@ -866,6 +968,25 @@ impl Ledger for PostgresLedger {
             self.adjust(&txn, &agent, &starts, -held).await?;
         }
         txn.commit().await.map_err(unavailable)
+    }
+
+    async fn payment_state(&self, hash: PaymentHash) -> Result<Option<PaymentState>, LedgerError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT status FROM l402_payments WHERE payment_hash = $1")
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = client
+            .query_opt(&stmt, &[&hash.to_hex()])
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let status: String = get(&row, 0)?;
+        PaymentState::parse(&status)
+            .map(Some)
+            .ok_or_else(|| LedgerError::Inconsistent(format!("payment status {status:?}")))
     }
 
     async fn unresolved(&self) -> Result<Vec<PaymentRecord>, LedgerError> {

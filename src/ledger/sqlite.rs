@@ -7,7 +7,7 @@ pub mod journal;
 
 use super::{
     ApprovalRecord, ApprovalState, AuditEntry, Begun, DeclineFilter, DeclineRecord, Flight, Ledger,
-    LedgerError, LimitSet, NewPayment, PaymentFilter, PaymentRecord, StoredToken,
+    LedgerError, LimitSet, NewPayment, PaymentFilter, PaymentRecord, PaymentState, StoredToken,
 };
 use crate::agents::StoredAgent;
 use crate::budget::{Budget, BudgetView, Reservation};
@@ -36,6 +36,12 @@ pub struct SqliteLedger {
     /// What each pending payment holds: its reservation, its amount, and whether its proof is
     /// to be kept (it buys a reusable credential).
     reservations: Mutex<HashMap<PaymentHash, Held>>,
+    /// Open purchases: `agent \n origin \n purchase` → the pending payment of it. One entry
+    /// per purchase: a second payment of an open purchase is never begun.
+    open: DashMap<String, PaymentHash>,
+    /// The API agents' stored state (paused, limits), read inside the reservation's critical
+    /// section; replaced whenever the agents table is written.
+    api: Mutex<HashMap<String, ApiAgent>>,
     /// Held open for the process's lifetime: the exclusive lock on `<db>.lock`.
     _lock: std::fs::File,
 }
@@ -45,6 +51,19 @@ struct Held {
     reservation: Reservation,
     amount: Msat,
     keep_proof: bool,
+    /// Its key in `open`, when it recorded its purchase.
+    purchase: Option<String>,
+}
+
+/// What a reservation needs of an API agent.
+struct ApiAgent {
+    paused: bool,
+    limits: Limits,
+}
+
+/// The key of a purchase in [`SqliteLedger::open`].
+fn purchase_key(agent: &str, origin: &str, purchase: &str) -> String {
+    format!("{agent}\n{origin}\n{purchase}")
 }
 
 /// What opening the ledger found.
@@ -71,6 +90,8 @@ impl SqliteLedger {
             clock,
             claimed: DashMap::new(),
             reservations: Mutex::new(HashMap::new()),
+            open: DashMap::new(),
+            api: Mutex::new(HashMap::new()),
             _lock: lock,
         };
         let restored = ledger.restore().await?;
@@ -104,17 +125,87 @@ impl SqliteLedger {
                 .budget
                 .restore(&row.agent, row.created_at, row.charged());
             self.claimed.insert(row.hash, ());
+            let purchase = row
+                .purchase
+                .as_deref()
+                .map(|p| purchase_key(&row.agent, &row.origin, p));
+            if let Some(key) = &purchase {
+                self.open.insert(key.clone(), row.hash);
+            }
             self.hold(
                 row.hash,
                 Held {
                     reservation,
                     amount: row.amount,
                     keep_proof: row.credential.is_some(),
+                    purchase,
                 },
             );
             report.pending += 1;
         }
+        self.reload_api_agents().await?;
         Ok(report)
+    }
+
+    /// Re-reads the API agents' stored state after the agents table changed.
+    async fn reload_api_agents(&self) -> Result<(), LedgerError> {
+        let agents = self.journal.api_agents().await?;
+        let fresh = agents
+            .into_iter()
+            .map(|a| {
+                (
+                    a.name,
+                    ApiAgent {
+                        paused: a.paused,
+                        limits: a.limits,
+                    },
+                )
+            })
+            .collect();
+        *self.api.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// Records an API agent's new state for the reservations that follow.
+    fn remember_api_agent(&self, agent: &StoredAgent) {
+        self.api.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            agent.name.clone(),
+            ApiAgent {
+                paused: agent.paused,
+                limits: agent.limits.clone(),
+            },
+        );
+    }
+
+    /// Closes the purchase a resolved payment held open.
+    fn close_purchase(&self, held: &Held) {
+        if let Some(key) = &held.purchase {
+            self.open.remove(key);
+        }
+    }
+
+    /// Reserves amount + fee reserve against the limits in force now: for an API agent, its
+    /// stored state, read under the same lock its changes are written under, so a pause, a
+    /// deletion or lower limits recorded before this point are what the reservation sees.
+    fn reserve(&self, payment: &NewPayment, limits: LimitSet<'_>) -> Result<Reservation, Decline> {
+        let amount = payment.amount.saturating_add(payment.fee_reserve);
+        if !limits.api_agent {
+            return self
+                .budget
+                .reserve(&payment.agent, limits.agent, limits.operator, amount);
+        }
+        let api = self.api.lock().unwrap_or_else(|p| p.into_inner());
+        match api.get(&*payment.agent) {
+            None => Err(Decline::AgentDeleted {
+                agent: payment.agent.to_string(),
+            }),
+            Some(a) if a.paused => Err(Decline::AgentPaused {
+                agent: payment.agent.to_string(),
+            }),
+            Some(a) => self
+                .budget
+                .reserve(&payment.agent, &a.limits, limits.operator, amount),
+        }
     }
 
     fn hold(&self, hash: PaymentHash, held: Held) {
@@ -203,15 +294,26 @@ impl Ledger for SqliteLedger {
         if self.claimed.insert(hash, ()).is_some() {
             return Ok(Begun::InFlight);
         }
-        let reservation = match self.budget.reserve(
-            &payment.agent,
-            limits.agent,
-            limits.operator,
-            payment.amount.saturating_add(payment.fee_reserve),
-        ) {
+        let key = purchase_key(&payment.agent, &payment.origin, &payment.purchase);
+        // Then the purchase: while one of its payments is pending, no other is begun.
+        match self.open.entry(key.clone()) {
+            dashmap::Entry::Occupied(open) => {
+                let open = *open.get();
+                self.claimed.remove(&hash);
+                return Ok(Begun::PurchaseOpen { hash: open });
+            }
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(hash);
+            }
+        }
+        let unclaim = || {
+            self.open.remove(&key);
+            self.claimed.remove(&hash);
+        };
+        let reservation = match self.reserve(&payment, limits) {
             Ok(r) => r,
             Err(decline) => {
-                self.claimed.remove(&hash);
+                unclaim();
                 return Err(decline);
             }
         };
@@ -224,6 +326,7 @@ impl Ledger for SqliteLedger {
                         reservation,
                         amount,
                         keep_proof,
+                        purchase: Some(key),
                     },
                 );
                 Ok(Begun::Fresh)
@@ -235,7 +338,7 @@ impl Ledger for SqliteLedger {
                 fee,
             }) => {
                 self.budget.release(reservation);
-                self.claimed.remove(&hash);
+                unclaim();
                 let proof = match preimage {
                     Some(hex) => Some(
                         Preimage::verify_hex(&hex, &hash)
@@ -254,12 +357,12 @@ impl Ledger for SqliteLedger {
                 // Pending in the file but not claimed here: left by an earlier run and being
                 // reconciled, or mid-resolution. Never sent again.
                 self.budget.release(reservation);
-                self.claimed.remove(&hash);
+                unclaim();
                 Ok(Begun::InFlight)
             }
             Err(e) => {
                 self.budget.release(reservation);
-                self.claimed.remove(&hash);
+                unclaim();
                 tracing::error!(error = %e, "cannot record a pending payment; not paying");
                 Err(e.into())
             }
@@ -276,6 +379,7 @@ impl Ledger for SqliteLedger {
         // The money moved: count it whatever the journal says.
         let keep = match self.take(&hash) {
             Some(held) => {
+                self.close_purchase(&held);
                 self.budget
                     .commit(held.reservation, held.amount.saturating_add(fee));
                 held.keep_proof
@@ -293,10 +397,23 @@ impl Ledger for SqliteLedger {
     async fn fail(&self, hash: PaymentHash, reason: &str, now: i64) -> Result<(), LedgerError> {
         let result = self.journal.fail(hash, reason.to_string(), now).await;
         if let Some(held) = self.take(&hash) {
+            self.close_purchase(&held);
             self.budget.release(held.reservation);
         }
         self.claimed.remove(&hash);
         result
+    }
+
+    async fn payment_state(&self, hash: PaymentHash) -> Result<Option<PaymentState>, LedgerError> {
+        if self
+            .reservations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&hash)
+        {
+            return Ok(Some(PaymentState::Pending));
+        }
+        self.journal.payment_state(hash).await
     }
 
     async fn unresolved(&self) -> Result<Vec<PaymentRecord>, LedgerError> {
@@ -406,15 +523,28 @@ impl Ledger for SqliteLedger {
     }
 
     async fn create_agent(&self, agent: &StoredAgent) -> Result<bool, LedgerError> {
-        self.journal.put_agent(agent.clone(), true).await
+        let created = self.journal.put_agent(agent.clone(), true).await?;
+        if created {
+            self.remember_api_agent(agent);
+        }
+        Ok(created)
     }
 
     async fn update_agent(&self, agent: &StoredAgent) -> Result<bool, LedgerError> {
-        self.journal.put_agent(agent.clone(), false).await
+        let updated = self.journal.put_agent(agent.clone(), false).await?;
+        if updated {
+            self.remember_api_agent(agent);
+        }
+        Ok(updated)
     }
 
     async fn delete_agent(&self, name: &str) -> Result<bool, LedgerError> {
-        self.journal.delete_agent(name.to_string()).await
+        let deleted = self.journal.delete_agent(name.to_string()).await?;
+        self.api
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        Ok(deleted)
     }
 
     async fn audit(&self, entry: AuditEntry) -> Result<(), LedgerError> {

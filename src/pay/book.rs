@@ -13,6 +13,11 @@
 //! A payment that has been begun is owned by a `Sending` guard. However the paying task ends —
 //! an outcome, a panicking wallet, a cancelled task — the guard is gone and the payment is then
 //! either resolved or left to reconciliation, never lost and never paid twice.
+//!
+//! The wallet call runs in its own task. When it outlasts the payment timeout, the buyer is
+//! told the payment is unresolved at once, while the call goes on (up to [`LATE_WAIT`]) and
+//! settles or fails the payment the moment the wallet answers; the buyer may listen for that
+//! late answer. Only after that does reconciliation take over, so one resolver at a time.
 
 use crate::core::{Clock, Decline, Msat, PaymentHash, Preimage};
 use crate::ledger::{Begun, Ledger, LedgerError, LimitSet, NewPayment, PaymentRecord};
@@ -21,6 +26,11 @@ use crate::wallet::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
 use dashmap::DashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How long a wallet call that outlasted the payment timeout is still awaited before the
+/// payment is left to reconciliation (lookups by hash).
+pub const LATE_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// What buying an invoice produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +39,55 @@ pub enum Bought {
     Paid(Paid),
     /// Paid before by the same agent at the same origin (its proof was kept): nothing moved.
     Earlier(Preimage),
+}
+
+/// Why buying produced no proof now.
+#[derive(Debug)]
+pub enum Unbought {
+    /// Refused before paying, or failed: the decline to give.
+    Declined(Decline),
+    /// Another payment of the same purchase is sent and unresolved; nothing was begun for this
+    /// one. The hash is that payment's.
+    PurchaseOpen(PaymentHash),
+    /// Sent and not resolved: it may still settle, so its budget stays reserved and its
+    /// purchase open. `late` answers with the proof if the wallet's call settles it later; it
+    /// closes without one when the payment failed or was left to reconciliation.
+    Unresolved {
+        /// What to tell the agent now (`payment-timeout`, `wallet-unavailable`).
+        decline: Decline,
+        /// The wallet call's late answer, when it is still running.
+        late: Option<oneshot::Receiver<Paid>>,
+    },
+}
+
+impl From<Decline> for Unbought {
+    fn from(decline: Decline) -> Unbought {
+        Unbought::Declined(decline)
+    }
+}
+
+impl PartialEq<Decline> for Unbought {
+    fn eq(&self, other: &Decline) -> bool {
+        self.decline() == *other
+    }
+}
+
+impl Unbought {
+    /// The code of what the agent is told.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Unbought::Declined(d) | Unbought::Unresolved { decline: d, .. } => d.code(),
+            Unbought::PurchaseOpen(_) => Decline::PaymentInFlight.code(),
+        }
+    }
+
+    /// What the agent is told.
+    pub fn decline(&self) -> Decline {
+        match self {
+            Unbought::Declined(d) | Unbought::Unresolved { decline: d, .. } => d.clone(),
+            Unbought::PurchaseOpen(_) => Decline::PaymentInFlight,
+        }
+    }
 }
 
 /// A pending payment reconciliation resolved.
@@ -65,20 +124,34 @@ pub struct PaymentBook {
     max_fee: Msat,
     timeout: Duration,
     /// Hashes a live task of this process is paying now: reconciliation leaves them alone.
-    sending: DashMap<PaymentHash, ()>,
+    sending: Arc<DashMap<PaymentHash, ()>>,
+    /// Hashes whose wallet call outlasted the timeout and is still awaited. Reconciliation may
+    /// resolve them too (on a definite answer from a lookup only); whichever of the two removes
+    /// the hash from here first records the outcome.
+    late: Arc<DashMap<PaymentHash, ()>>,
 }
 
 /// A begun payment being paid by a live task. While it exists, reconciliation does not touch the
 /// payment; once dropped (resolved, or its task gone) the payment is either resolved or left to
 /// reconciliation.
-struct Sending<'a> {
-    book: &'a PaymentBook,
+struct Sending {
+    map: Arc<DashMap<PaymentHash, ()>>,
     hash: PaymentHash,
 }
 
-impl Drop for Sending<'_> {
+impl Sending {
+    fn new(map: &Arc<DashMap<PaymentHash, ()>>, hash: PaymentHash) -> Sending {
+        map.insert(hash, ());
+        Sending {
+            map: map.clone(),
+            hash,
+        }
+    }
+}
+
+impl Drop for Sending {
     fn drop(&mut self) {
-        self.book.sending.remove(&self.hash);
+        self.map.remove(&self.hash);
     }
 }
 
@@ -92,7 +165,8 @@ impl PaymentBook {
             metrics: parts.metrics,
             max_fee: parts.max_fee,
             timeout: parts.timeout,
-            sending: DashMap::new(),
+            sending: Arc::new(DashMap::new()),
+            late: Arc::new(DashMap::new()),
         }
     }
 
@@ -111,19 +185,20 @@ impl PaymentBook {
         &self.wallet
     }
 
-    /// Payments a live task of this process is paying now (shutdown waits for them).
+    /// Payments a live task of this process is paying now, or still listening to after their
+    /// timeout (shutdown waits for them).
     pub fn in_progress(&self) -> usize {
-        self.sending.len()
+        self.sending.len() + self.late.len()
     }
 
     /// Buys `payment.bolt11` for its agent: begin (claim, reserve, pending) in the ledger, pay,
-    /// verify, then settle or fail — or leave it unknown for reconciliation. `fee_reserve` and
-    /// `created_at` are filled in here.
+    /// verify, then settle or fail — or leave it unresolved, still listening to the wallet (see
+    /// the module docs). `fee_reserve` and `created_at` are filled in here.
     pub async fn buy(
-        &self,
+        self: &Arc<Self>,
         mut payment: NewPayment,
         limits: LimitSet<'_>,
-    ) -> Result<Bought, Decline> {
+    ) -> Result<Bought, Unbought> {
         payment.fee_reserve = self.max_fee;
         payment.created_at = self.clock.now();
         let (hash, agent, origin, amount) = (
@@ -135,7 +210,8 @@ impl PaymentBook {
         let bolt11 = payment.bolt11.clone();
         match self.ledger.begin(payment, limits).await? {
             Begun::Fresh => {}
-            Begun::InFlight => return Err(Decline::PaymentInFlight),
+            Begun::InFlight => return Err(Decline::PaymentInFlight.into()),
+            Begun::PurchaseOpen { hash: open } => return Err(Unbought::PurchaseOpen(open)),
             Begun::Settled {
                 agent: paid_by,
                 origin: paid_at,
@@ -147,12 +223,11 @@ impl PaymentBook {
                     Some(proof) if *paid_by == *agent && paid_at == origin => {
                         Ok(Bought::Earlier(proof))
                     }
-                    _ => Err(Decline::HashPaidElsewhere),
+                    _ => Err(Decline::HashPaidElsewhere.into()),
                 };
             }
         }
-        let sending = Sending { book: self, hash };
-        self.sending.insert(hash, ());
+        let sending = Sending::new(&self.sending, hash);
         let request = PayRequest {
             bolt11,
             payment_hash: hash,
@@ -161,7 +236,27 @@ impl PaymentBook {
             timeout: self.timeout,
         };
         tracing::info!(%agent, %origin, hash = %hash.short(), %amount, "paying");
-        let outcome = self.pay(&request).await;
+        let started = std::time::Instant::now();
+        let wallet = self.wallet.clone();
+        let sent = request.clone();
+        let mut call = tokio::spawn(async move { wallet.pay(&sent).await });
+        let outcome = match tokio::time::timeout(self.timeout, &mut call).await {
+            Ok(joined) => self.conclude(&request, joined_outcome(joined)).await,
+            Err(_) => {
+                let e = PayError::Timeout(self.timeout);
+                tracing::warn!(%agent, hash = %hash.short(), error = %e, "payment outcome unknown; still listening to the wallet");
+                self.metrics.payment("in_flight", self.wallet.backend());
+                let late = self.listen_late(call, request, agent, sending);
+                return Err(Unbought::Unresolved {
+                    decline: Decline::wallet(&e),
+                    late: Some(late),
+                });
+            }
+        };
+        self.metrics
+            .payment_seconds
+            .with_label_values(&[self.wallet.backend()])
+            .observe(started.elapsed().as_secs_f64());
         let result = match outcome {
             Ok(paid) => {
                 tracing::info!(%agent, hash = %hash.short(), fee = %paid.fee, "paid");
@@ -171,26 +266,77 @@ impl PaymentBook {
             Err(e) if e.may_be_in_flight() => {
                 tracing::warn!(%agent, hash = %hash.short(), error = %e, "payment outcome unknown; reconciling");
                 self.metrics.payment("in_flight", self.wallet.backend());
-                Err(Decline::wallet(&e))
+                Err(Unbought::Unresolved {
+                    decline: Decline::wallet(&e),
+                    late: None,
+                })
             }
             Err(e) => {
                 tracing::warn!(%agent, hash = %hash.short(), error = %e, "payment failed");
                 self.failed(hash, &e.to_string()).await;
-                Err(Decline::wallet(&e))
+                Err(Decline::wallet(&e).into())
             }
         };
         drop(sending);
         result
     }
 
-    /// Asks the wallet to pay, within the timeout; recovers the proof of an invoice the wallet
-    /// says it already paid; checks the proof against this payment's hash.
-    async fn pay(&self, request: &PayRequest) -> Result<Paid, PayError> {
-        let started = std::time::Instant::now();
-        let outcome = match tokio::time::timeout(self.timeout, self.wallet.pay(request)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(PayError::Timeout(self.timeout)),
-        };
+    /// Keeps awaiting a wallet call that outlasted the payment timeout (up to [`LATE_WAIT`]),
+    /// and records its outcome the moment it comes: settled (the proof sent on the returned
+    /// channel), failed, or — still unknown — left to reconciliation. The payment stays owned
+    /// (`sending`) until then.
+    fn listen_late(
+        self: &Arc<Self>,
+        mut call: tokio::task::JoinHandle<Result<Paid, PayError>>,
+        request: PayRequest,
+        agent: Arc<str>,
+        sending: Sending,
+    ) -> oneshot::Receiver<Paid> {
+        let (tx, rx) = oneshot::channel();
+        let book = self.clone();
+        let hash = request.payment_hash;
+        self.late.insert(hash, ());
+        drop(sending);
+        tokio::spawn(async move {
+            let outcome = match tokio::time::timeout(LATE_WAIT, &mut call).await {
+                Ok(joined) => book.conclude(&request, joined_outcome(joined)).await,
+                Err(_) => {
+                    call.abort();
+                    Err(PayError::Timeout(LATE_WAIT))
+                }
+            };
+            match outcome {
+                Ok(paid) => {
+                    // Reconciliation may have recorded it settled first: the proof is still
+                    // delivered, the payment counted once.
+                    if book.late.remove(&hash).is_some() {
+                        tracing::info!(%agent, hash = %hash.short(), fee = %paid.fee, "an unresolved payment settled");
+                        book.settled(hash, &agent, request.amount, paid).await;
+                    }
+                    let _ = tx.send(paid);
+                }
+                Err(e) if e.may_be_in_flight() => {
+                    book.late.remove(&hash);
+                    tracing::warn!(%agent, hash = %hash.short(), error = %e, "still unresolved; reconciliation takes over");
+                }
+                Err(e) => {
+                    if book.late.remove(&hash).is_some() {
+                        tracing::warn!(%agent, hash = %hash.short(), error = %e, "an unresolved payment failed; budget released");
+                        book.failed(hash, &e.to_string()).await;
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    /// The wallet's answer made final: recovers the proof of an invoice the wallet says it
+    /// already paid, and checks the proof against this payment's hash.
+    async fn conclude(
+        &self,
+        request: &PayRequest,
+        outcome: Result<Paid, PayError>,
+    ) -> Result<Paid, PayError> {
         let outcome = match outcome {
             Err(PayError::AlreadyPaid) => match self.wallet.lookup(&request.payment_hash).await {
                 Ok(PaymentStatus::Succeeded(paid)) => Ok(paid),
@@ -198,10 +344,6 @@ impl PaymentBook {
             },
             other => other,
         };
-        self.metrics
-            .payment_seconds
-            .with_label_values(&[self.wallet.backend()])
-            .observe(started.elapsed().as_secs_f64());
         outcome.and_then(|paid| proven(paid, &request.payment_hash))
     }
 
@@ -246,6 +388,21 @@ impl PaymentBook {
                     continue;
                 }
             };
+            // A payment whose wallet call is still awaited is resolved here only on a
+            // definite answer, and only if the call has not answered first.
+            let late = self.late.contains_key(&row.hash);
+            if late
+                && !matches!(
+                    status,
+                    PaymentStatus::Succeeded(_) | PaymentStatus::Failed(_)
+                )
+            {
+                open += 1;
+                continue;
+            }
+            if late && self.late.remove(&row.hash).is_none() {
+                continue;
+            }
             match status {
                 PaymentStatus::InFlight => open += 1,
                 PaymentStatus::Succeeded(paid) => match proven(paid, &row.hash) {
@@ -282,6 +439,17 @@ impl PaymentBook {
         }
         Ok((resolved, open))
     }
+}
+
+/// A wallet call's result; a call that panicked may have acted, so its outcome is unknown.
+fn joined_outcome(
+    joined: Result<Result<Paid, PayError>, tokio::task::JoinError>,
+) -> Result<Paid, PayError> {
+    joined.unwrap_or_else(|e| {
+        Err(PayError::Unavailable(format!(
+            "the wallet call ended without an answer: {e}"
+        )))
+    })
 }
 
 /// Defence in depth: the `Preimage` type already proves itself, but only against the hash it

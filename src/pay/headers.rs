@@ -26,6 +26,10 @@ pub const REMAINING_HEADER: &str = "x-l402-proxy-remaining-msat";
 /// The largest invoice the agent can still pay: remaining less the fee reserve, capped by
 /// `per_request_sats`.
 pub const SPENDABLE_HEADER: &str = "x-l402-proxy-spendable-msat";
+/// `retry`: the paid replay of a single-use credential got no response; the credential is kept
+/// for the agent's retry of the same request (same method, URL and body), which is then not
+/// paid again.
+pub const KEPT_HEADER: &str = "x-l402-proxy-credential-kept";
 /// The prefix every header of ours carries.
 pub const PREFIX: &str = "x-l402-proxy-";
 

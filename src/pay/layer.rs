@@ -6,6 +6,7 @@
 
 use super::dialect::{Dialects, ResponseHead};
 use super::headers;
+use super::kept::RequestKey;
 use super::purchase::{Destination, Obtained, Purchases, Refused};
 use super::tokens::{Attached, TokenCache};
 use crate::agents::Agent;
@@ -338,9 +339,10 @@ impl PaymentLayer {
         let sent = attached.as_ref().map(|a| a.token.payment_hash);
         let body = replay.body.clone().unwrap_or_default();
         let dialect = offer.dialect;
+        let request = RequestKey::of(&replay.method, &replay.uri, &body);
         match self
             .purchases
-            .obtain(agent, to, &path, sent.as_ref(), &body, offer)
+            .obtain(agent, to, &path, sent.as_ref(), &body, request, offer)
             .await
         {
             Err(refused) => {
@@ -352,20 +354,23 @@ impl PaymentLayer {
             }
             Ok(obtained) => {
                 drop(response);
-                self.replay_once(upstream, agent, to, &replay, obtained)
+                self.replay_once(upstream, agent, to, &replay, request, obtained)
                     .await
             }
         }
     }
 
     /// Sends the request again with the credential. A second challenge goes back to the agent:
-    /// one request never causes two payments.
+    /// one request never causes two payments. A single-use credential whose replay got no
+    /// response at all (reset, refused) is sent once more, and if that fails too it is kept for
+    /// the agent's retry of the same request ([`super::kept`]), never thrown away.
     async fn replay_once<U: Upstream>(
         &self,
         upstream: &U,
         agent: &Arc<Agent>,
         to: Destination<'_>,
         replay: &Replay,
+        request_key: RequestKey,
         obtained: Obtained,
     ) -> Answer {
         let mut extra = HeaderMap::new();
@@ -380,13 +385,32 @@ impl PaymentLayer {
                 headers: extra,
             };
         };
-        let response = match upstream.send(request, replay.upgrade).await {
+        let single_use = obtained.token.is_none();
+        let mut sent = upstream.send(request, replay.upgrade).await;
+        if single_use && sent.is_err() {
+            tracing::info!(agent = %agent.name, origin = to.origin, "the paid replay got no response: sending it once more");
+            if let Some(again) = replay.request(&obtained.credential) {
+                sent = upstream.send(again, replay.upgrade).await;
+            }
+        }
+        let response = match sent {
             Ok(r) => r,
             Err(local) => {
+                if single_use {
+                    self.purchases.kept().keep(
+                        &agent.name,
+                        request_key,
+                        obtained.credential.clone(),
+                        obtained.dialect,
+                        obtained.flight.clone(),
+                        self.clock.now_unix(),
+                    );
+                    extra.insert(headers::KEPT_HEADER, HeaderValue::from_static("retry"));
+                }
                 return Answer {
                     response: Err(local),
                     headers: extra,
-                }
+                };
             }
         };
         let rejected = !self
@@ -431,8 +455,13 @@ impl PaymentLayer {
             }
         }
         if obtained.paid.is_some() {
-            // What the agent has left under its tightest limit, when it has one.
-            if let Ok(view) = self.ledger.budget(&agent.name, &agent.limits).await {
+            // What the agent has left under its tightest limit (as the limits are now).
+            let limits = self
+                .purchases
+                .current_agent(&agent.name)
+                .map(|a| a.limits.clone())
+                .unwrap_or_else(|_| agent.limits.clone());
+            if let Ok(view) = self.ledger.budget(&agent.name, &limits).await {
                 let view = view.with_fee_reserve(self.purchases.book().max_fee());
                 if let Some(left) = view.remaining_msat.tightest() {
                     extra.insert(headers::REMAINING_HEADER, HeaderValue::from(left));
@@ -521,6 +550,13 @@ impl PaymentLayer {
         });
         let mut extra = HeaderMap::new();
         headers::declined(&mut extra, decline);
+        if let Decline::PurchaseUnresolved { retry_after_secs } = decline {
+            // The seller's 402 as it came, with when to come back for what was bought.
+            extra.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(*retry_after_secs),
+            );
+        }
         if let Some(secs) = decline.retry_after() {
             // Over a rate limit: a 429 the agent's client knows to wait on, not the 402.
             drop(response);

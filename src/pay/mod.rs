@@ -7,6 +7,7 @@ pub mod book;
 pub mod dialect;
 pub mod flight;
 pub mod headers;
+pub mod kept;
 pub mod layer;
 pub mod policy;
 pub mod purchase;

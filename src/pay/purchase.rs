@@ -4,20 +4,24 @@
 //! and the payment runs in its own task, so an agent hanging up mid-payment cannot lose a
 //! settled preimage.
 
-use super::book::{Bought, PaymentBook, Resolved};
+use super::book::{Bought, PaymentBook, Resolved, Unbought};
 use super::dialect::{Credential, Dialects, Offer};
 use super::flight::{Flights, Join, Landing};
+use super::kept::{Kept, RequestKey};
 use super::policy;
 use super::tokens::{path_scope, Token, TokenCache};
-use crate::agents::Agent;
+use crate::agents::directory::Directory;
+use crate::agents::{Agent, ManagedBy};
 use crate::alerts::Event;
 use crate::config::Limits;
 use crate::core::decline::{Period, Whose};
 use crate::core::{Clock, Decline, Msat, PaymentHash};
 use crate::guardrails::{self, thresholds, Guardrails, Hold, PriceCheck};
 use crate::invoice::{self, Network};
-use crate::ledger::{Flight, Ledger, LimitSet, NewPayment, StoredToken};
+use crate::ledger::{Flight, Ledger, LimitSet, NewPayment, PaymentState, StoredToken};
+use crate::wallet::Paid;
 use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +112,10 @@ pub struct Purchases {
     cooling: dashmap::DashMap<String, u64>,
     /// Approvals, payment rate limits, the price-jump guard, alerts.
     guardrails: Arc<Guardrails>,
+    /// The agents as they are now: a purchase pays for the agent as it is when money leaves.
+    agents: Arc<Directory>,
+    /// Paid single-use credentials that never reached their request, kept for its retry.
+    kept: Kept,
 }
 
 /// How long a service whose server refused a paid credential is not paid again.
@@ -133,7 +141,15 @@ pub struct PurchaseParts {
     pub shared_ledger: bool,
     /// The guardrails every payment passes.
     pub guardrails: Arc<Guardrails>,
+    /// The live agent directory.
+    pub agents: Arc<Directory>,
 }
+
+/// How often a request waiting for an unresolved payment of its purchase looks at it.
+const RESOLUTION_POLL: Duration = Duration::from_millis(100);
+
+/// The `Retry-After` given with [`Decline::PurchaseUnresolved`].
+pub const RETRY_UNRESOLVED_SECS: u64 = 5;
 
 /// How often a waiting replica looks for the token another replica is buying.
 const LEASE_POLL: Duration = Duration::from_millis(50);
@@ -154,6 +170,47 @@ impl Purchases {
             single_use: dashmap::DashSet::new(),
             cooling: dashmap::DashMap::new(),
             guardrails: parts.guardrails,
+            agents: parts.agents,
+            kept: Kept::new(),
+        }
+    }
+
+    /// The agent named `name` as it is now: gone → `agent-deleted`, paused → `agent-paused`.
+    pub fn current_agent(&self, name: &str) -> Result<Arc<Agent>, Decline> {
+        let agents = self.agents.load();
+        match agents.get(name) {
+            None => Err(Decline::AgentDeleted {
+                agent: name.to_string(),
+            }),
+            Some(a) if a.paused => Err(Decline::AgentPaused {
+                agent: name.to_string(),
+            }),
+            Some(a) => Ok(a.clone()),
+        }
+    }
+
+    /// Paid single-use credentials kept for their request's retry.
+    pub fn kept(&self) -> &Kept {
+        &self.kept
+    }
+
+    /// Waits until the unresolved payment `hash` is resolved, at most the wallet's payment
+    /// timeout: its final state, or [`Decline::PurchaseUnresolved`] when it is still open.
+    async fn await_resolution(&self, hash: PaymentHash) -> Result<PaymentState, Decline> {
+        let deadline = tokio::time::Instant::now() + self.book.timeout();
+        loop {
+            match self.ledger.payment_state(hash).await? {
+                Some(PaymentState::Pending) => {}
+                Some(state) => return Ok(state),
+                // Gone from the ledger (retention): nothing holds the purchase open.
+                None => return Ok(PaymentState::Failed),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Decline::PurchaseUnresolved {
+                    retry_after_secs: RETRY_UNRESOLVED_SECS,
+                });
+            }
+            tokio::time::sleep(RESOLUTION_POLL).await;
         }
     }
 
@@ -189,6 +246,7 @@ impl Purchases {
     /// Gets a credential answering `offer`: one a concurrent request of the same agent just
     /// bought for the same service, or a new payment, subject to the agent's policy. `sent` is
     /// the token the request carried (a 402 answered it, so it is not the answer).
+    #[allow(clippy::too_many_arguments)]
     pub async fn obtain(
         self: &Arc<Self>,
         agent: &Arc<Agent>,
@@ -196,6 +254,7 @@ impl Purchases {
         path: &str,
         sent: Option<&PaymentHash>,
         body: &[u8],
+        request: RequestKey,
         offer: Offer,
     ) -> Result<Obtained, Refused> {
         if agent.paused {
@@ -221,6 +280,15 @@ impl Purchases {
             {
                 return Ok(token);
             }
+        } else if let Some(kept) = self.kept.take(&agent.name, request, now) {
+            // This very request was paid for before and never served: no second payment.
+            return Ok(Obtained {
+                credential: kept.credential,
+                dialect: kept.dialect,
+                flight: kept.flight,
+                token: None,
+                paid: None,
+            });
         }
         let invoice = invoice::decode(&offer.invoice).map_err(|e| Decline::InvoiceInvalid {
             reason: e.to_string(),
@@ -250,6 +318,15 @@ impl Purchases {
             to.origin,
             service.as_deref().unwrap_or(&scope)
         );
+        // A single-use credential serves one request: its purchase is the exact path.
+        let purchase = if reusable {
+            service.clone().unwrap_or_else(|| scope.clone())
+        } else {
+            format!("={path}")
+        };
+        // Set when this request goes away (the agent hung up) while its purchase runs on.
+        let gone = Arc::new(AtomicBool::new(false));
+        let _hung_up = SetOnDrop(gone.clone());
         let job = Job {
             purchases: self.clone(),
             agent: agent.clone(),
@@ -264,6 +341,9 @@ impl Purchases {
             invoice_expires_at: i64::try_from(invoice.expires_at()).ok(),
             offer,
             key,
+            purchase,
+            request,
+            gone,
         };
         let result = if reusable {
             self.single_flight(job, agent, to, service.as_deref(), path, sent)
@@ -432,7 +512,9 @@ impl Purchases {
                 return Ok(None);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Decline::PaymentInFlight);
+                return Err(Decline::PurchaseUnresolved {
+                    retry_after_secs: RETRY_UNRESOLVED_SECS,
+                });
             }
             tokio::time::sleep(LEASE_POLL).await;
         }
@@ -487,6 +569,15 @@ fn tightest_limit(view: &crate::budget::BudgetView) -> Option<(Period, u64, u64,
     .min_by_key(|(_, left, _, _)| *left)
 }
 
+/// Sets its flag when dropped: the request that started a purchase is gone.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Runs a purchase in its own task: the agent hanging up must not cancel a payment in progress.
 async fn detached(job: Job) -> FlightResult {
     tokio::spawn(job.run())
@@ -511,6 +602,12 @@ struct Job {
     invoice_expires_at: Option<i64>,
     offer: Offer,
     key: String,
+    /// The purchase within (agent, origin): service or scope, `=path` for single-use.
+    purchase: String,
+    /// The request it pays for (a single-use credential is kept for it if undelivered).
+    request: RequestKey,
+    /// Set once the request that asked for this purchase is gone.
+    gone: Arc<AtomicBool>,
 }
 
 impl Job {
@@ -528,7 +625,8 @@ impl Job {
     async fn guard(&self, operator: &Limits) -> Result<(), Decline> {
         let p = &self.purchases;
         let g = &p.guardrails;
-        let agent = &self.agent;
+        // The agent as it is now (its limits may have changed since the request arrived).
+        let agent = &p.current_agent(&self.agent.name)?;
         let flight = self.flight();
         if let Some(pct) = guardrails::max_price_increase(&agent.limits, operator) {
             if let PriceCheck::Jumped { last } = g
@@ -582,6 +680,9 @@ impl Job {
                         amount: self.amount,
                         payment_hash: self.hash,
                         invoice_expires_at: self.invoice_expires_at,
+                        // A single-use credential is for its request alone: nobody else could
+                        // use what an approval would buy once that request is gone.
+                        requester_gone: (!self.reusable).then(|| self.gone.clone()),
                     })
                     .await?;
             }
@@ -672,43 +773,49 @@ impl Job {
                 });
             }
         }
-        let payment = NewPayment {
-            hash: self.hash,
-            agent: self.agent.name.clone(),
-            host: self.host.clone(),
-            origin: self.origin.clone(),
-            dialect: self.offer.dialect,
-            amount: self.amount,
-            fee_reserve: Msat::ZERO,
-            bolt11: self.offer.invoice.clone(),
-            credential: if reusable {
-                self.offer.terms.stored()
-            } else {
-                None
-            },
-            service: self.service.clone(),
-            scope: self.scope.clone(),
-            token_expires_at: self.offer.terms.expires_at(),
-            created_at: 0,
+        let mut waited = false;
+        let bought = loop {
+            match self.buy_now().await {
+                Err(Unbought::PurchaseOpen(open)) if !waited => {
+                    // An earlier payment of this purchase is unresolved (a timeout, a slow
+                    // node): wait for it, and be served by it if it settles.
+                    waited = true;
+                    if p.await_resolution(open).await? == PaymentState::Settled {
+                        if let Some(served) = self.served_by_earlier().await? {
+                            self.release_lease().await;
+                            return Ok(served);
+                        }
+                    }
+                }
+                Err(Unbought::PurchaseOpen(_)) => {
+                    break Err(Unbought::Declined(Decline::PurchaseUnresolved {
+                        retry_after_secs: RETRY_UNRESOLVED_SECS,
+                    }))
+                }
+                other => break other,
+            }
         };
-        let bought = p
-            .book
-            .buy(
-                payment,
-                LimitSet {
-                    agent: &self.agent.limits,
-                    operator: &operator,
-                },
-            )
-            .await;
         // A payment that settled gave the lease back in its settle commit; otherwise the
         // lease goes now (if even that fails, it expires after the payment timeout).
-        if reusable && p.shared_ledger && !matches!(bought, Ok(Bought::Paid(_))) {
-            if let Err(e) = p.ledger.release_lease(&self.flight()).await {
-                tracing::debug!(error = %e, "could not release a purchase lease; it expires");
-            }
+        if !matches!(bought, Ok(Bought::Paid(_))) {
+            self.release_lease().await;
         }
-        let bought = bought.inspect_err(|d| self.failed(d))?;
+        let bought = match bought {
+            Ok(bought) => bought,
+            Err(Unbought::Unresolved {
+                decline,
+                late: Some(late),
+            }) => {
+                self.failed(&decline);
+                tokio::spawn(self.deliver_late(late));
+                return Err(decline);
+            }
+            Err(unbought) => {
+                let decline = unbought.decline();
+                self.failed(&decline);
+                return Err(decline);
+            }
+        };
         let (proof, paid) = match bought {
             Bought::Paid(paid) => {
                 self.settled(operator.clone());
@@ -724,22 +831,7 @@ impl Job {
             Bought::Earlier(proof) => (proof, None),
         };
         let credential = self.offer.terms.credential(&proof)?;
-        let token = reusable.then(|| {
-            let token = Arc::new(Token::new(
-                credential.clone(),
-                self.hash,
-                self.service.clone(),
-                self.offer.terms.expires_at(),
-                vec![self.scope.clone(), format!("={}", self.path)],
-            ));
-            p.tokens.insert(
-                &self.agent.name,
-                &self.origin,
-                token.clone(),
-                p.clock.now_unix(),
-            );
-            token
-        });
+        let token = reusable.then(|| self.cache_token(credential.clone()));
         Ok(Obtained {
             credential,
             dialect: self.offer.dialect,
@@ -747,6 +839,151 @@ impl Job {
             token,
             paid,
         })
+    }
+
+    /// Begins and pays now, for the agent and the limits as they are at this moment (an
+    /// approval or another purchase may have kept this one waiting).
+    async fn buy_now(&self) -> Result<Bought, Unbought> {
+        let p = &self.purchases;
+        if !self.reusable && self.gone.load(Ordering::Relaxed) {
+            return Err(Decline::RequesterGone.into());
+        }
+        let agent = p.current_agent(&self.agent.name)?;
+        let operator = p.operator_limits();
+        let payment = NewPayment {
+            hash: self.hash,
+            agent: self.agent.name.clone(),
+            host: self.host.clone(),
+            origin: self.origin.clone(),
+            dialect: self.offer.dialect,
+            amount: self.amount,
+            fee_reserve: Msat::ZERO,
+            bolt11: self.offer.invoice.clone(),
+            credential: if self.reusable {
+                self.offer.terms.stored()
+            } else {
+                None
+            },
+            service: self.service.clone(),
+            scope: self.scope.clone(),
+            purchase: self.purchase.clone(),
+            token_expires_at: self.offer.terms.expires_at(),
+            created_at: 0,
+        };
+        p.book
+            .buy(
+                payment,
+                LimitSet {
+                    agent: &agent.limits,
+                    operator: &operator,
+                    api_agent: agent.managed_by == ManagedBy::Api,
+                },
+            )
+            .await
+    }
+
+    /// Gives the purchase lease back (shared ledgers, reusable credentials).
+    async fn release_lease(&self) {
+        let p = &self.purchases;
+        if self.reusable && p.shared_ledger {
+            if let Err(e) = p.ledger.release_lease(&self.flight()).await {
+                tracing::debug!(error = %e, "could not release a purchase lease; it expires");
+            }
+        }
+    }
+
+    /// What an earlier payment of this purchase, now settled, bought for this request: its
+    /// token (reusable credentials), or the single-use credential kept for this very request.
+    async fn served_by_earlier(&self) -> Result<Option<Obtained>, Decline> {
+        let p = &self.purchases;
+        let flight = self.flight().service.to_string();
+        if self.reusable {
+            let token = match p.tokens.find_fresh(
+                &self.agent.name,
+                &self.origin,
+                self.service.as_deref(),
+                &self.path,
+                p.clock.now_unix(),
+                None,
+            ) {
+                Some(token) => Some(token),
+                None if p.shared_ledger => p.stored_token(self).await?,
+                None => None,
+            };
+            return Ok(token.map(|token| Obtained {
+                credential: token.credential.clone(),
+                dialect: self.offer.dialect,
+                flight,
+                token: Some(token),
+                paid: None,
+            }));
+        }
+        // The late answer is recorded settled a moment before its credential is kept.
+        for _ in 0..10 {
+            if let Some(kept) = p
+                .kept
+                .take(&self.agent.name, self.request, p.clock.now_unix())
+            {
+                return Ok(Some(Obtained {
+                    credential: kept.credential,
+                    dialect: kept.dialect,
+                    flight: kept.flight,
+                    token: None,
+                    paid: None,
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(None)
+    }
+
+    /// The wallet settled this payment after the agent was told it timed out: what it bought is
+    /// kept for the agent's retry (the token cached, a single-use credential kept for its
+    /// request), and the price and thresholds are recorded as for any payment.
+    async fn deliver_late(self, late: tokio::sync::oneshot::Receiver<Paid>) {
+        let Ok(paid) = late.await else {
+            return;
+        };
+        let p = &self.purchases;
+        self.settled(p.operator_limits());
+        let credential = match self.offer.terms.credential(&paid.preimage) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(hash = %self.hash.short(), error = %e, "a late-settled payment's credential cannot be built");
+                return;
+            }
+        };
+        if self.reusable {
+            self.cache_token(credential);
+        } else {
+            p.kept.keep(
+                &self.agent.name,
+                self.request,
+                credential,
+                self.offer.dialect,
+                self.flight().service.to_string(),
+                p.clock.now_unix(),
+            );
+        }
+    }
+
+    /// Caches the reusable credential this purchase bought.
+    fn cache_token(&self, credential: Credential) -> Arc<Token> {
+        let p = &self.purchases;
+        let token = Arc::new(Token::new(
+            credential,
+            self.hash,
+            self.service.clone(),
+            self.offer.terms.expires_at(),
+            vec![self.scope.clone(), format!("={}", self.path)],
+        ));
+        p.tokens.insert(
+            &self.agent.name,
+            &self.origin,
+            token.clone(),
+            p.clock.now_unix(),
+        );
+        token
     }
 }
 

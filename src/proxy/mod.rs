@@ -38,7 +38,7 @@ use upstream::Upstreams;
 pub struct Shared {
     /// The agent directory: replaced whole on every change; tunnels look their agent up in it
     /// on every request.
-    pub agents: Directory,
+    pub agents: Arc<Directory>,
     /// The payment layer every upstream request goes through.
     pub layer: PaymentLayer,
     /// The money authority (the agent's own budget view reads it).

@@ -124,8 +124,21 @@ CREATE TABLE l402_alerts_sent (
 CREATE INDEX l402_payments_price ON l402_payments (agent, origin, flight, created_at) WHERE status = 'settled';
 ";
 
+/// Version 4: the purchase each payment belongs to. At most one payment of a purchase is pending
+/// at a time, across every replica: a purchase left unresolved by a timeout or a crash stays
+/// open, and nothing else is paid for it, until the wallet says how it ended. (Rows written
+/// before this version have no purchase and are not constrained.)
+const V4: &str = "
+ALTER TABLE l402_payments ADD COLUMN purchase TEXT;
+CREATE UNIQUE INDEX l402_payments_open_purchase ON l402_payments (agent, origin, purchase)
+    WHERE status = 'pending' AND purchase IS NOT NULL;
+";
+
+/// The unique index that keeps one payment per purchase pending.
+pub const OPEN_PURCHASE_INDEX: &str = "l402_payments_open_purchase";
+
 /// The steps, in order; `l402_schema.version` records how many were applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Brings the schema to the newest version this build knows.
 pub async fn migrate(client: &mut Client) -> Result<u32, tokio_postgres::Error> {

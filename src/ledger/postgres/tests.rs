@@ -53,6 +53,7 @@ fn payment(p: &Preimage, agent: &str, service: &str, at: i64) -> NewPayment {
         }),
         service: Some(service.into()),
         scope: "/s/".into(),
+        purchase: format!("={}", p.hash().to_hex()),
         token_expires_at: None,
         created_at: at,
     }
@@ -64,6 +65,7 @@ fn no_limits() -> LimitSet<'static> {
     LimitSet {
         agent: &NONE,
         operator: &NONE,
+        api_agent: false,
     }
 }
 
@@ -96,6 +98,7 @@ async fn two_replicas_share_one_budget_exactly_and_never_begin_a_hash_twice() {
                         LimitSet {
                             agent: &tight,
                             operator: &operator,
+                            api_agent: false,
                         },
                     )
                     .await;
@@ -150,6 +153,7 @@ async fn a_failed_payment_releases_and_may_be_retried_and_overrides_are_shared()
     let l = LimitSet {
         agent: &limits,
         operator: &NONE,
+        api_agent: false,
     };
     let p = proof(1);
     assert_eq!(
@@ -439,6 +443,7 @@ async fn concurrent_begins_and_settles_never_deadlock() {
                             LimitSet {
                                 agent: &Limits::NONE,
                                 operator: &operator,
+                                api_agent: false,
                             },
                         )
                         .await;

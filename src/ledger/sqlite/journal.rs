@@ -148,8 +148,14 @@ CREATE TABLE IF NOT EXISTS alerts_sent (
 CREATE INDEX IF NOT EXISTS payments_price ON payments (agent, origin, status, created_at);
 ";
 
+/// Version 5: the purchase each payment belongs to, so a purchase left pending by a timeout
+/// or a crash stays open (nothing else is paid for it) until it is resolved.
+const SCHEMA_V5: &str = "
+ALTER TABLE payments ADD COLUMN purchase TEXT;
+";
+
 /// The schema versions, applied in order; `PRAGMA user_version` records the last applied.
-const MIGRATIONS: [&str; 4] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: [&str; 5] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 const APPROVAL_COLUMNS: &str = "id, agent, host, service, amount_msat, payment_hash, created_at, expires_at, state, decided_by, decided_at";
 
@@ -180,7 +186,7 @@ fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRecord> {
 
 const PAYMENT_COLUMNS: &str =
     "payment_hash, agent, host, origin, dialect, amount_msat, fee_msat, fee_reserve_msat, status, \
-     created_at, updated_at, failure, token, scheme, services, scope, token_expires_at, scopes";
+     created_at, updated_at, failure, token, scheme, services, scope, token_expires_at, scopes, purchase";
 
 fn sql_err(e: rusqlite::Error) -> LedgerError {
     LedgerError::Unavailable(format!("ledger write failed: {e}"))
@@ -218,13 +224,14 @@ fn payment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PaymentRecord> {
         service: r.get(14)?,
         scope: r.get(15)?,
         token_expires_at: r.get::<_, Option<i64>>(16)?.map(|v| v as u64),
+        purchase: r.get(18)?,
     })
 }
 
 /// A settled row's learned scopes (newline-separated) and its stored preimage.
 fn token_extras(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<String>, Option<String>)> {
     let scopes: String = r.get(17)?;
-    let preimage: Option<String> = r.get(18)?;
+    let preimage: Option<String> = r.get(19)?;
     Ok((
         scopes
             .split('\n')
@@ -349,12 +356,12 @@ impl Journal {
             };
             t.prepare_cached(
                 "INSERT INTO payments (payment_hash, agent, host, origin, dialect, amount_msat, fee_reserve_msat, status, bolt11, \
-                 token, scheme, services, scope, token_expires_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
+                 token, scheme, services, scope, token_expires_at, created_at, updated_at, purchase)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15)
                  ON CONFLICT (payment_hash) DO UPDATE SET agent = ?2, host = ?3, origin = ?4, dialect = ?5, amount_msat = ?6,
                  fee_reserve_msat = ?7, status = 'pending', bolt11 = ?8, token = ?9, scheme = ?10, services = ?11, scope = ?12,
                  token_expires_at = ?13, fee_msat = NULL, failure = NULL, preimage = NULL, scopes = '', token_retired = 0,
-                 created_at = ?14, updated_at = ?14",
+                 created_at = ?14, updated_at = ?14, purchase = ?15",
             )?
             .execute(params![
                 p.hash.to_hex(),
@@ -370,7 +377,8 @@ impl Journal {
                 p.service,
                 p.scope,
                 p.token_expires_at.map(|v| v as i64),
-                p.created_at
+                p.created_at,
+                p.purchase
             ])?;
             Ok(JournalBegin::Fresh)
         })
@@ -411,6 +419,21 @@ impl Journal {
             .map(|_| ())
         })
         .await
+    }
+
+    /// Where one payment stands, `None` for a hash never begun.
+    pub async fn payment_state(
+        &self,
+        hash: PaymentHash,
+    ) -> Result<Option<PaymentState>, LedgerError> {
+        let status: Option<String> = self
+            .run(move |t| {
+                t.prepare_cached("SELECT status FROM payments WHERE payment_hash = ?1")?
+                    .query_row([hash.to_hex()], |r| r.get(0))
+                    .optional()
+            })
+            .await?;
+        Ok(status.as_deref().and_then(PaymentState::parse))
     }
 
     /// Whether this payment bought a reusable credential (so its proof is to be kept).

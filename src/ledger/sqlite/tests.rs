@@ -27,6 +27,7 @@ fn payment(p: &Preimage, agent: &str, created_at: i64) -> NewPayment {
         }),
         service: Some("s:0".into()),
         scope: "/s/".into(),
+        purchase: format!("={}", p.hash().to_hex()),
         token_expires_at: None,
         created_at,
     }
@@ -62,7 +63,11 @@ fn no_limits() -> Limits {
 }
 
 fn limits<'a>(agent: &'a Limits, operator: &'a Limits) -> LimitSet<'a> {
-    LimitSet { agent, operator }
+    LimitSet {
+        agent,
+        operator,
+        api_agent: false,
+    }
 }
 
 async fn open(path: &Path, clock: &Arc<ManualClock>) -> SqliteLedger {

@@ -24,6 +24,15 @@ struct Fixture {
     _scratch: crate::scratch::Scratch,
 }
 
+/// The request key of the tests' requests.
+fn key() -> crate::pay::kept::RequestKey {
+    crate::pay::kept::RequestKey::of(
+        &http::Method::GET,
+        &http::Uri::from_static("https://seller.test/x"),
+        b"",
+    )
+}
+
 async fn fixture(wallet: Arc<dyn Wallet>) -> Fixture {
     let clock = Arc::new(ManualClock::new(crate::core::time::SystemClock.now()));
     let scratch = crate::scratch::Scratch::new("purchase");
@@ -39,6 +48,17 @@ async fn fixture(wallet: Arc<dyn Wallet>) -> Fixture {
         max_fee: Msat(0),
         timeout: Duration::from_secs(5),
     }));
+    let configs = vec![AgentConfig {
+        name: "a".into(),
+        key_sha256: hash_key("k"),
+        limits: Limits::default(),
+        hosts: HostRules::default(),
+    }];
+    let agents = Agents::from_config(&configs);
+    let directory = Arc::new(crate::agents::directory::Directory::new(
+        configs,
+        Vec::new(),
+    ));
     let purchases = Arc::new(Purchases::new(PurchaseParts {
         book,
         ledger: ledger.clone(),
@@ -55,13 +75,8 @@ async fn fixture(wallet: Arc<dyn Wallet>) -> Fixture {
             120,
             Default::default(),
         )),
+        agents: directory,
     }));
-    let agents = Agents::from_config(&[AgentConfig {
-        name: "a".into(),
-        key_sha256: hash_key("k"),
-        limits: Limits::default(),
-        hosts: HostRules::default(),
-    }]);
     Fixture {
         purchases,
         agent: agents.get("a").unwrap().clone(),
@@ -115,7 +130,15 @@ impl Fixture {
     async fn obtain(&self, service: &str) -> Result<Obtained, Refused> {
         let (offer, _) = self.offer(service);
         self.purchases
-            .obtain(&self.agent, TO, &format!("/{service}/x"), None, b"", offer)
+            .obtain(
+                &self.agent,
+                TO,
+                &format!("/{service}/x"),
+                None,
+                b"",
+                key(),
+                offer,
+            )
             .await
     }
 }
@@ -182,7 +205,7 @@ async fn a_panicking_payment_answers_its_followers_and_frees_the_slot() {
         let f = f.clone();
         tokio::spawn(async move {
             f.purchases
-                .obtain(&f.agent, TO, "/weather/x", None, b"", offer)
+                .obtain(&f.agent, TO, "/weather/x", None, b"", key(), offer)
                 .await
         })
     };
@@ -192,7 +215,7 @@ async fn a_panicking_payment_answers_its_followers_and_frees_the_slot() {
             let (offer, _) = f.offer("weather");
             tokio::spawn(async move {
                 f.purchases
-                    .obtain(&f.agent, TO, "/weather/x", None, b"", offer)
+                    .obtain(&f.agent, TO, "/weather/x", None, b"", key(), offer)
                     .await
             })
         })
@@ -201,7 +224,8 @@ async fn a_panicking_payment_answers_its_followers_and_frees_the_slot() {
         .await
         .expect("no hang")
         .unwrap();
-    assert_eq!(led.unwrap_err().decline, Decline::PaymentAborted);
+    // The wallet's panic is caught with its call: the payment is unresolved, not lost.
+    assert_eq!(led.unwrap_err().decline.code(), "wallet-unavailable");
     for t in followers {
         let r = tokio::time::timeout(Duration::from_secs(5), t)
             .await
