@@ -85,6 +85,8 @@ fn payment(n: u64) -> (NewPayment, Preimage) {
         }),
         service: Some("svc:0".into()),
         scope: "/svc/".into(),
+        // Each payment its own purchase: the bench measures begin + settle, not waiting.
+        purchase: format!("svc:{n}"),
         token_expires_at: None,
         created_at: 1_795_269_910,
     };
@@ -328,6 +330,7 @@ async fn run(
                     let limits = LimitSet {
                         agent: &limits,
                         operator: &limits,
+                        api_agent: false,
                     };
                     if let Err(d) = ledger.begin(p, limits).await {
                         run.failed(format!("begin: {d}"));

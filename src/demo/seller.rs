@@ -44,7 +44,6 @@ use hyper_util::server::conn::auto;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -158,6 +157,9 @@ pub struct Seller {
     repriced: dashmap::DashMap<String, Msat>,
     /// `/fragile/` credentials already taken once.
     fragile_seen: DashSet<Vec<u8>>,
+    /// How many of the next requests carrying a credential get their connection dropped with
+    /// no response (a seller resetting paid replays, for tests).
+    resets: AtomicU64,
 }
 
 impl Seller {
@@ -173,6 +175,7 @@ impl Seller {
             mpp_ids: dashmap::DashMap::new(),
             repriced: dashmap::DashMap::new(),
             fragile_seen: DashSet::new(),
+            resets: AtomicU64::new(0),
         })
     }
 
@@ -219,6 +222,24 @@ impl Seller {
             .get(service)
             .copied()
             .unwrap_or(self.config.price)
+    }
+
+    /// Drops the connection of the next `n` requests that carry a credential, before any
+    /// response byte, as a seller whose connection resets on the paid replay does.
+    pub fn reset_next_paid(&self, n: u64) {
+        self.resets.store(n, Ordering::Relaxed);
+    }
+
+    /// Whether this request's connection is to be dropped (see [`Seller::reset_next_paid`]).
+    fn resets_now(&self, req: &Request<Incoming>) -> bool {
+        let carries = ["authorization", "payment-signature", "x-payment"]
+            .iter()
+            .any(|h| req.headers().contains_key(*h));
+        carries
+            && self
+                .resets
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -698,12 +719,29 @@ where
 {
     let service = service_fn(move |req| {
         let seller = seller.clone();
-        async move { Ok::<_, Infallible>(seller.handle(req).await) }
+        async move {
+            if seller.resets_now(&req) {
+                return Err(ConnectionReset);
+            }
+            Ok(seller.handle(req).await)
+        }
     });
     let _ = auto::Builder::new(TokioExecutor::new())
         .serve_connection_with_upgrades(io, service)
         .await;
 }
+
+/// Why a connection was dropped without a response (tests' resets).
+#[derive(Debug)]
+struct ConnectionReset;
+
+impl std::fmt::Display for ConnectionReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset by the seller")
+    }
+}
+
+impl std::error::Error for ConnectionReset {}
 
 /// A running seller: where it listens and the CA its HTTPS side uses.
 /// Dropping it stops both listeners.

@@ -31,6 +31,16 @@ pub trait Upstream: Sync {
     ) -> impl Future<Output = Result<Response<Incoming>, Response<Body>>> + Send;
 }
 
+/// The agent that sent a request, as far as the proxy's connection can tell.
+pub trait Requester: Send + Sync {
+    /// True once the agent has closed (or reset) its connection.
+    fn gone(&self) -> bool;
+}
+
+/// A request's [`Requester`], carried in the request's extensions from the listener.
+#[derive(Clone)]
+pub struct RequesterHandle(pub Arc<dyn Requester>);
+
 /// One request of an agent, ready to go upstream (hop-by-hop headers already removed).
 pub struct Outgoing {
     /// The method.
@@ -43,6 +53,9 @@ pub struct Outgoing {
     pub body: RequestBody,
     /// The agent asked to switch protocols: send over HTTP/1.1.
     pub upgrade: bool,
+    /// Tells whether the agent is still there, where the connection cannot (half-closed
+    /// plain connections); `None` where hyper drops the request when the agent leaves.
+    pub requester: Option<Arc<dyn Requester>>,
 }
 
 /// What the agent gets: the upstream's response (or the proxy's own), and the headers the
@@ -91,6 +104,7 @@ struct Replay {
     headers: HeaderMap,
     body: Option<Bytes>,
     upgrade: bool,
+    requester: Option<Arc<dyn Requester>>,
 }
 
 impl Replay {
@@ -177,6 +191,7 @@ impl PaymentLayer {
             },
             body: replayable,
             upgrade: out.upgrade,
+            requester: out.requester.take(),
         };
         let mut request = Request::new(match out.body {
             RequestBody::Buffered(bytes) => body::from_bytes(bytes),
@@ -342,7 +357,16 @@ impl PaymentLayer {
         let request = RequestKey::of(&replay.method, &replay.uri, &body);
         match self
             .purchases
-            .obtain(agent, to, &path, sent.as_ref(), &body, request, offer)
+            .obtain(
+                agent,
+                to,
+                &path,
+                sent.as_ref(),
+                &body,
+                request,
+                replay.requester.as_deref(),
+                offer,
+            )
             .await
         {
             Err(refused) => {
@@ -361,9 +385,10 @@ impl PaymentLayer {
     }
 
     /// Sends the request again with the credential. A second challenge goes back to the agent:
-    /// one request never causes two payments. A single-use credential whose replay got no
-    /// response at all (reset, refused) is sent once more, and if that fails too it is kept for
-    /// the agent's retry of the same request ([`super::kept`]), never thrown away.
+    /// one request never causes two payments. A paid replay that got no response at all
+    /// (reset, refused) is sent once more; a single-use credential whose second send fails too
+    /// is kept for the agent's retry of the same request ([`super::kept`]), never thrown away
+    /// (a reusable one is in the token cache already).
     async fn replay_once<U: Upstream>(
         &self,
         upstream: &U,
@@ -387,7 +412,7 @@ impl PaymentLayer {
         };
         let single_use = obtained.token.is_none();
         let mut sent = upstream.send(request, replay.upgrade).await;
-        if single_use && sent.is_err() {
+        if sent.is_err() {
             tracing::info!(agent = %agent.name, origin = to.origin, "the paid replay got no response: sending it once more");
             if let Some(again) = replay.request(&obtained.credential) {
                 sent = upstream.send(again, replay.upgrade).await;

@@ -14,5 +14,5 @@ pub mod purchase;
 pub mod reconcile;
 pub mod tokens;
 
-pub use layer::{Answer, Outgoing, PaymentLayer, Upstream};
+pub use layer::{Answer, Outgoing, PaymentLayer, Requester, RequesterHandle, Upstream};
 pub use purchase::{Destination, Obtained, PaidInfo, Purchases};

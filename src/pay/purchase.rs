@@ -255,6 +255,7 @@ impl Purchases {
         sent: Option<&PaymentHash>,
         body: &[u8],
         request: RequestKey,
+        requester: Option<&dyn super::layer::Requester>,
         offer: Offer,
     ) -> Result<Obtained, Refused> {
         if agent.paused {
@@ -326,7 +327,7 @@ impl Purchases {
         };
         // Set when this request goes away (the agent hung up) while its purchase runs on.
         let gone = Arc::new(AtomicBool::new(false));
-        let _hung_up = SetOnDrop(gone.clone());
+        let hung_up = SetOnDrop(gone.clone());
         let job = Job {
             purchases: self.clone(),
             agent: agent.clone(),
@@ -349,8 +350,13 @@ impl Purchases {
             self.single_flight(job, agent, to, service.as_deref(), path, sent)
                 .await
         } else {
-            // A single-use credential serves one request: every request pays its own.
-            detached(job).await
+            // A single-use credential serves one request: every request pays its own, and
+            // nobody else could use it once that request is gone.
+            let run = detached(job);
+            match requester {
+                Some(requester) => watch_requester(run, requester, &hung_up.0).await,
+                None => run.await,
+            }
         };
         result.map_err(|decline| Refused {
             decline,
@@ -497,7 +503,9 @@ impl Purchases {
             return Ok(None);
         }
         let ttl = self.book.timeout() + Duration::from_secs(10);
-        let deadline = tokio::time::Instant::now() + ttl;
+        // A request waits for another buyer (or an unresolved payment of its purchase) as long
+        // as it would wait for its own payment: the same on every store.
+        let deadline = tokio::time::Instant::now() + self.book.timeout();
         loop {
             if let Some(token) = self.stored_token(job).await? {
                 return Ok(Some(token));
@@ -575,6 +583,28 @@ struct SetOnDrop(Arc<AtomicBool>);
 impl Drop for SetOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How often a single-use purchase looks whether its agent is still there.
+const REQUESTER_POLL: Duration = Duration::from_millis(250);
+
+/// Awaits `run`, marking `gone` as soon as `requester` says the agent left.
+async fn watch_requester(
+    run: impl std::future::Future<Output = FlightResult>,
+    requester: &dyn super::layer::Requester,
+    gone: &AtomicBool,
+) -> FlightResult {
+    tokio::pin!(run);
+    loop {
+        tokio::select! {
+            result = &mut run => return result,
+            _ = tokio::time::sleep(REQUESTER_POLL) => {
+                if requester.gone() {
+                    gone.store(true, Ordering::Relaxed);
+                }
+            }
+        }
     }
 }
 

@@ -76,6 +76,10 @@ pub async fn forward(
         headers: parts.headers,
         body,
         upgrade: agent_upgrade.is_some(),
+        requester: parts
+            .extensions
+            .remove::<crate::pay::RequesterHandle>()
+            .map(|h| h.0),
     };
     let answer = shared
         .layer

@@ -7,6 +7,7 @@ pub mod connect;
 pub mod forward;
 pub mod headers;
 pub mod memory;
+pub mod peer;
 pub mod responses;
 pub mod rewind;
 pub mod self_view;
@@ -154,15 +155,18 @@ impl Proxy {
                 }
             };
             let _ = stream.set_nodelay(true);
+            let requester: Arc<dyn crate::pay::Requester> = Arc::new(peer::PeerSocket::of(&stream));
             let shared = self.shared.clone();
             let mut stopping = stopping.clone();
             let alive = alive.clone();
             tokio::spawn(async move {
                 let _open = GaugeGuard::new(&shared.metrics.open_connections);
                 let header_read = shared.timeouts.header_read;
-                let service = service_fn(move |req: Request<Incoming>| {
+                let service = service_fn(move |mut req: Request<Incoming>| {
                     let shared = shared.clone();
                     let ticket = ticket.clone();
+                    req.extensions_mut()
+                        .insert(crate::pay::RequesterHandle(requester.clone()));
                     // Boxed: hyper keeps room for one service future per connection for the
                     // connection's whole life; boxed, an idle keep-alive connection holds a
                     // pointer instead (about 3.5 KiB less each).

@@ -67,6 +67,10 @@ pub struct Options {
     pub http_yaml: String,
     /// How often the background watch looks (balance, store, stuck payments).
     pub watch_every: Option<l402_proxy::guardrails::watch::Intervals>,
+    /// The config's `store:` value (YAML flow mapping); default the SQLite file `ledger.db`.
+    pub store_yaml: Option<String>,
+    /// `wallet.payment_timeout_secs` for the default dev wallet.
+    pub payment_timeout_secs: Option<u64>,
 }
 
 impl Default for Options {
@@ -97,6 +101,8 @@ impl Default for Options {
             extra_yaml: String::new(),
             http_yaml: String::new(),
             watch_every: None,
+            store_yaml: None,
+            payment_timeout_secs: None,
         }
     }
 }
@@ -228,7 +234,7 @@ guard: {{ allow_private: false, allow: {allow} }}
 wallet: {wallet_yaml}
 http: {{ max_replay_body_bytes: {max_body}{http_yaml} }}
 pay: {{ schemes: {schemes} }}
-store: {{ path: ledger.db }}
+store: {store}
 operator_limits: {operator}
 {extra_yaml}
 agents:
@@ -241,6 +247,10 @@ agents:
     limits: {bob_limits}
 {extra}"#,
             max_body = opts.max_body,
+            store = opts
+                .store_yaml
+                .clone()
+                .unwrap_or_else(|| "{ path: ledger.db }".into()),
             schemes = opts.pay_schemes,
             operator = opts.operator_limits,
             extra_yaml = opts.extra_yaml,
@@ -250,8 +260,9 @@ agents:
                 format!(", {}", opts.http_yaml)
             },
             wallet_yaml = opts.wallet_yaml.clone().unwrap_or_else(|| format!(
-                "{{ backend: dev, network: regtest, max_fee_sats: {}, dev: {{ secret: {SECRET} }} }}",
-                opts.max_fee_sats
+                "{{ backend: dev, network: regtest, max_fee_sats: {}, payment_timeout_secs: {}, dev: {{ secret: {SECRET} }} }}",
+                opts.max_fee_sats,
+                opts.payment_timeout_secs.unwrap_or(60)
             )),
             alice = hash_key("alice-key"),
             bob = hash_key("bob-key"),

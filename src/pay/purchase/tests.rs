@@ -205,7 +205,7 @@ async fn a_panicking_payment_answers_its_followers_and_frees_the_slot() {
         let f = f.clone();
         tokio::spawn(async move {
             f.purchases
-                .obtain(&f.agent, TO, "/weather/x", None, b"", key(), offer)
+                .obtain(&f.agent, TO, "/weather/x", None, b"", key(), None, offer)
                 .await
         })
     };
@@ -215,7 +215,7 @@ async fn a_panicking_payment_answers_its_followers_and_frees_the_slot() {
             let (offer, _) = f.offer("weather");
             tokio::spawn(async move {
                 f.purchases
-                    .obtain(&f.agent, TO, "/weather/x", None, b"", key(), offer)
+                    .obtain(&f.agent, TO, "/weather/x", None, b"", key(), None, offer)
                     .await
             })
         })
