@@ -8,10 +8,10 @@
 //! Every window's spend is kept exactly, limited or not, so a limit added later (by a reload)
 //! sees the spend earlier in its window, and views show true figures.
 
+pub mod rules;
 pub mod view;
 
 use crate::config::Limits;
-use crate::core::decline::{Period, Whose};
 use crate::core::window::Window;
 use crate::core::{Clock, Decline, Msat};
 use std::collections::HashMap;
@@ -47,6 +47,14 @@ impl Usage {
     /// Used in the hour, day, week and month (in [`Window::ALL`] order); refresh first.
     fn windows(&self) -> [Msat; 4] {
         Window::ALL.map(|w| Msat(self.used(w)))
+    }
+
+    /// What the money rule reads: used per window and in total; refresh first.
+    fn used_now(&self) -> rules::Used {
+        rules::Used {
+            windows: self.windows(),
+            total: Msat(self.total),
+        }
     }
 
     /// Adds to each window whose start is `starts` (the windows current when the spend was
@@ -129,15 +137,6 @@ impl Budget {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The agent's total limit: the operator's override if set, else the config's.
-    fn total_limit(state: &State, agent: &str, limits: &Limits) -> Option<Msat> {
-        state
-            .totals
-            .get(agent)
-            .copied()
-            .or(limits.total_sats.map(Msat::from_sats))
-    }
-
     /// Reserves `amount` (invoice amount plus the fee reserve) against every limit of the agent
     /// and of the operator, atomically; refuses with the first limit it would pass.
     pub fn reserve(
@@ -149,34 +148,16 @@ impl Budget {
     ) -> Result<Reservation, Decline> {
         let now = self.clock.now();
         let mut guard = self.state();
-        let total_limit = Self::total_limit(&guard, agent, limits);
+        let total_override = guard.totals.get(&**agent).copied();
         let state = &mut *guard;
         let usage = state.agents.entry(agent.clone()).or_default();
         usage.refresh(now);
         state.operator.refresh(now);
-        for (whose, usage, limits, total) in [
-            (Whose::Agent, &*usage, limits, total_limit),
-            (
-                Whose::Operator,
-                &state.operator,
-                operator,
-                operator.total_sats.map(Msat::from_sats),
-            ),
-        ] {
-            for w in Window::ALL {
-                if let Some(limit) = limit_for(limits, w) {
-                    let used = usage.used(w);
-                    if used.saturating_add(amount.0) > limit.0 {
-                        return Err(over(whose, Period::Window(w), used, amount, limit));
-                    }
-                }
-            }
-            if let Some(limit) = total {
-                if usage.total.saturating_add(amount.0) > limit.0 {
-                    return Err(over(whose, Period::Total, usage.total, amount, limit));
-                }
-            }
-        }
+        rules::decide(
+            &rules::Owner::agent(limits, total_override, usage.used_now()),
+            &rules::Owner::operator(operator, state.operator.used_now()),
+            amount,
+        )?;
         let starts = Window::ALL.map(|w| w.start(now));
         usage.add(&starts, amount.0);
         state.operator.add(&starts, amount.0);
@@ -264,16 +245,6 @@ impl Budget {
         let usage = &mut state.operator;
         usage.refresh(now);
         BudgetView::new("", limits, None, usage.windows(), Msat(usage.total))
-    }
-}
-
-fn over(whose: Whose, period: Period, used: u64, amount: Msat, limit: Msat) -> Decline {
-    Decline::OverLimit {
-        whose,
-        period,
-        used: Msat(used),
-        amount,
-        limit,
     }
 }
 

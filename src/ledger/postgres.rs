@@ -17,9 +17,9 @@ use super::{
     LedgerError, LimitSet, NewPayment, PaymentFilter, PaymentRecord, PaymentState, StoredToken,
 };
 use crate::agents::StoredAgent;
-use crate::budget::{limit_for, BudgetView};
+use crate::budget::rules::{self, Used};
+use crate::budget::BudgetView;
 use crate::config::{Limits, PostgresConfig};
-use crate::core::decline::{Period, Whose};
 use crate::core::window::Window;
 use crate::core::{Clock, Decline, Msat, PaymentHash, Preimage};
 use crate::pay::dialect::StoredCredential;
@@ -133,6 +133,13 @@ fn i(v: u64) -> i64 {
 
 fn u(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// A stored amount, which is never negative: a negative one is an inconsistent ledger, not a
+/// number to wrap or clamp into a limit decision.
+fn non_negative(v: i64) -> Result<u64, LedgerError> {
+    u64::try_from(v)
+        .map_err(|_| LedgerError::Inconsistent(format!("a negative stored amount: {v}")))
 }
 
 impl PostgresLedger {
@@ -283,44 +290,36 @@ impl PostgresLedger {
         let (rows, total_override) =
             tokio::try_join!(txn.query(&stmt, &usage), txn.query_opt(&totals, &owner))
                 .map_err(unavailable)?;
-        let total_override = total_override.map(|r| Msat(u(r.get(0))));
+        let total_override = match total_override {
+            Some(r) => Some(Msat(non_negative(get(&r, 0)?)?)),
+            None => None,
+        };
+        // The rows hold the usage after this reservation; the rule reads what was used before.
+        let (mut agent_used, mut operator_used) = (Used::default(), Used::default());
         for row in rows {
-            let owner: String = row.get(0);
-            let period: String = row.get(1);
-            let after = Msat(u(row.get(2)));
-            let (whose, limits) = if owner == OPERATOR {
-                (Whose::Operator, limits.operator)
+            let owner: String = get(&row, 0)?;
+            let period: String = get(&row, 1)?;
+            let before = Msat(non_negative(get(&row, 2)?)?).saturating_sub(amount);
+            let used = if owner == OPERATOR {
+                &mut operator_used
             } else {
-                (Whose::Agent, limits.agent)
+                &mut agent_used
             };
-            let (period, limit) = match period.as_str() {
-                "total" => (
-                    Period::Total,
-                    match whose {
-                        Whose::Agent => total_override.or(limits.total_sats.map(Msat::from_sats)),
-                        Whose::Operator => limits.total_sats.map(Msat::from_sats),
-                    },
-                ),
+            match period.as_str() {
+                "total" => used.total = before,
                 name => {
-                    let Some(w) = Window::ALL.into_iter().find(|w| w.name_short() == name) else {
-                        continue;
-                    };
-                    (Period::Window(w), limit_for(limits, w))
-                }
-            };
-            if let Some(limit) = limit {
-                if after > limit {
-                    return Ok(Some(Decline::OverLimit {
-                        whose,
-                        period,
-                        used: after.saturating_sub(amount),
-                        amount,
-                        limit,
-                    }));
+                    if let Some(w) = Window::ALL.into_iter().find(|w| w.name_short() == name) {
+                        used.windows[w as usize] = before;
+                    }
                 }
             }
         }
-        Ok(None)
+        Ok(rules::decide(
+            &rules::Owner::agent(limits.agent, total_override, agent_used),
+            &rules::Owner::operator(limits.operator, operator_used),
+            amount,
+        )
+        .err())
     }
 
     /// Adds `delta` msat (negative to give back) to the usage rows of a payment's windows.

@@ -174,7 +174,7 @@ fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRecord> {
         agent: r.get(1)?,
         host: r.get(2)?,
         service: r.get(3)?,
-        amount: Msat(r.get::<_, i64>(4)? as u64),
+        amount: msat_at(r, 4)?,
         payment_hash: PaymentHash::from_hex(&hash).ok_or_else(|| bad(5, "a payment hash"))?,
         created_at: r.get(6)?,
         expires_at: r.get(7)?,
@@ -187,6 +187,23 @@ fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRecord> {
 const PAYMENT_COLUMNS: &str =
     "payment_hash, agent, host, origin, dialect, amount_msat, fee_msat, fee_reserve_msat, status, \
      created_at, updated_at, failure, token, scheme, services, scope, token_expires_at, scopes, purchase";
+
+/// A stored amount as msat. Amounts are never stored negative: a negative one is refused as
+/// an inconsistent row rather than wrapped into a huge number.
+fn msat_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Msat> {
+    non_negative(i, r.get(i)?).map(Msat)
+}
+
+/// See [`msat_at`].
+fn non_negative(i: usize, v: i64) -> rusqlite::Result<u64> {
+    u64::try_from(v).map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Integer,
+            format!("a negative stored amount: {v}").into(),
+        )
+    })
+}
 
 fn sql_err(e: rusqlite::Error) -> LedgerError {
     LedgerError::Unavailable(format!("ledger write failed: {e}"))
@@ -210,9 +227,12 @@ fn payment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PaymentRecord> {
         host: r.get(2)?,
         origin: r.get(3)?,
         dialect: r.get(4)?,
-        amount: Msat(r.get::<_, i64>(5)? as u64),
-        fee: r.get::<_, Option<i64>>(6)?.map(|v| Msat(v as u64)),
-        fee_reserve: Msat(r.get::<_, i64>(7)? as u64),
+        amount: msat_at(r, 5)?,
+        fee: r
+            .get::<_, Option<i64>>(6)?
+            .map(|v| non_negative(6, v).map(Msat))
+            .transpose()?,
+        fee_reserve: msat_at(r, 7)?,
         state: PaymentState::parse(&status).ok_or_else(|| bad("status"))?,
         created_at: r.get(9)?,
         updated_at: r.get(10)?,
@@ -344,7 +364,7 @@ impl Journal {
                         agent,
                         origin,
                         preimage,
-                        fee: Msat(fee.unwrap_or(0) as u64),
+                        fee: Msat(non_negative(4, fee.unwrap_or(0))?),
                     })
                 }
                 Some((status, ..)) if status == "pending" => return Ok(JournalBegin::Pending),
@@ -509,7 +529,10 @@ impl Journal {
                     path: r.get(2)?,
                     code: r.get(3)?,
                     detail: r.get(4)?,
-                    amount: r.get::<_, Option<i64>>(5)?.map(|v| Msat(v as u64)),
+                    amount: r
+                        .get::<_, Option<i64>>(5)?
+                        .map(|v| non_negative(5, v).map(Msat))
+                        .transpose()?,
                     created_at: r.get(6)?,
                     count: r.get::<_, i64>(7)?.max(1) as u64,
                 })
@@ -648,7 +671,7 @@ impl Journal {
                  WHERE status = 'settled' AND created_at < ?1 GROUP BY agent",
             )?;
             let older = st
-                .query_map([since], |r| Ok((r.get::<_, String>(0)?, Msat(r.get::<_, i64>(1)? as u64))))?
+                .query_map([since], |r| Ok((r.get::<_, String>(0)?, msat_at(r, 1)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok((recent, older))
         })
@@ -682,9 +705,7 @@ impl Journal {
     pub async fn totals(&self) -> Result<Vec<(String, Msat)>, LedgerError> {
         self.run(|t| {
             let mut st = t.prepare_cached("SELECT agent, total_msat FROM budget_totals")?;
-            let rows = st.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, Msat(r.get::<_, i64>(1)? as u64)))
-            })?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, msat_at(r, 1)?)))?;
             rows.collect()
         })
         .await
@@ -863,9 +884,8 @@ impl Journal {
                  WHERE agent = ?1 AND origin = ?2 AND status = 'settled' AND COALESCE(services, scope) = ?3
                  ORDER BY created_at DESC, rowid DESC LIMIT 1",
             )?
-            .query_row(params![agent, origin, flight], |r| r.get::<_, i64>(0))
+            .query_row(params![agent, origin, flight], |r| msat_at(r, 0))
             .optional()
-            .map(|v| v.map(|m| Msat(m as u64)))
         })
         .await
     }

@@ -137,6 +137,7 @@ impl Fixture {
                 None,
                 b"",
                 key(),
+                None,
                 offer,
             )
             .await

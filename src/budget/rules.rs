@@ -1,0 +1,203 @@
+//! The money rule, written once: may a reservation of `amount` (invoice amount plus the fee
+//! reserve) be taken, given the limits in force and what is already used? Both ledgers ask this
+//! one pure function — the embedded one from its critical section, the shared one from the
+//! usage rows its transaction holds locked — so the same sequence of payments gets the same
+//! answers, in the same order, on SQLite and on PostgreSQL.
+//!
+//! The order is fixed: the agent's limits first (hour, day, week, month, then total), then the
+//! operator's in the same order; the first limit the reservation would pass is the decline.
+//! A limit is passed when `used + amount > limit` (reaching it exactly is allowed).
+
+use super::limit_for;
+use crate::config::Limits;
+use crate::core::decline::{Period, Whose};
+use crate::core::window::Window;
+use crate::core::{Decline, Msat};
+
+/// What one owner (an agent, or the operator over all agents) has used, before this
+/// reservation: per window in [`Window::ALL`] order, and in total.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Used {
+    /// Used in the current hour, day, week and month.
+    pub windows: [Msat; 4],
+    /// Used in total.
+    pub total: Msat,
+}
+
+/// One owner's side of a decision: whose, its limits, the total in force (an operator's
+/// override of an agent's total replaces the configured one), and what it has used.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    /// The agent's or the operator's.
+    pub whose: Whose,
+    /// Its window limits.
+    pub limits: &'a Limits,
+    /// Its total limit in force.
+    pub total: Option<Msat>,
+    /// What it has used.
+    pub used: Used,
+}
+
+impl<'a> Owner<'a> {
+    /// The agent's side: its limits, with `total_override` (an operator's top-up or recall)
+    /// in force over the configured total.
+    pub fn agent(limits: &'a Limits, total_override: Option<Msat>, used: Used) -> Owner<'a> {
+        Owner {
+            whose: Whose::Agent,
+            limits,
+            total: total_override.or(limits.total_sats.map(Msat::from_sats)),
+            used,
+        }
+    }
+
+    /// The operator's side.
+    pub fn operator(limits: &'a Limits, used: Used) -> Owner<'a> {
+        Owner {
+            whose: Whose::Operator,
+            limits,
+            total: limits.total_sats.map(Msat::from_sats),
+            used,
+        }
+    }
+
+    /// The first of this owner's limits that `amount` would pass.
+    fn passed(&self, amount: Msat) -> Option<Decline> {
+        let periods = Window::ALL
+            .into_iter()
+            .map(|w| {
+                (
+                    Period::Window(w),
+                    limit_for(self.limits, w),
+                    self.used.windows[w as usize],
+                )
+            })
+            .chain(std::iter::once((
+                Period::Total,
+                self.total,
+                self.used.total,
+            )));
+        for (period, limit, used) in periods {
+            let Some(limit) = limit else { continue };
+            if used.saturating_add(amount) > limit {
+                return Some(Decline::OverLimit {
+                    whose: self.whose,
+                    period,
+                    used,
+                    amount,
+                    limit,
+                });
+            }
+        }
+        None
+    }
+}
+
+/// Decides a reservation of `amount`: `Ok` when it passes none of the agent's and the
+/// operator's limits, else the first limit it would pass (see the module docs for the order).
+pub fn decide(agent: &Owner<'_>, operator: &Owner<'_>, amount: Msat) -> Result<(), Decline> {
+    match agent.passed(amount).or_else(|| operator.passed(amount)) {
+        Some(decline) => Err(decline),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn used(hour: u64, total: u64) -> Used {
+        Used {
+            windows: [Msat(hour), Msat(hour), Msat(hour), Msat(hour)],
+            total: Msat(total),
+        }
+    }
+
+    fn code(r: Result<(), Decline>) -> &'static str {
+        match r {
+            Ok(()) => "ok",
+            Err(d) => d.code(),
+        }
+    }
+
+    #[test]
+    fn reaching_a_limit_exactly_is_allowed_passing_it_is_not() {
+        let limits = Limits {
+            daily_sats: Some(10),
+            ..Limits::NONE
+        };
+        let none = Limits::NONE;
+        let agent = Owner::agent(&limits, None, used(4_000, 4_000));
+        let operator = Owner::operator(&none, Used::default());
+        assert_eq!(code(decide(&agent, &operator, Msat(6_000))), "ok");
+        assert_eq!(
+            code(decide(&agent, &operator, Msat(6_001))),
+            "over-daily-limit"
+        );
+    }
+
+    #[test]
+    fn the_agent_is_checked_before_the_operator_and_windows_before_the_total() {
+        let agent_limits = Limits {
+            weekly_sats: Some(5),
+            total_sats: Some(1),
+            ..Limits::NONE
+        };
+        let operator_limits = Limits {
+            hourly_sats: Some(1),
+            ..Limits::NONE
+        };
+        let agent = Owner::agent(&agent_limits, None, Used::default());
+        let operator = Owner::operator(&operator_limits, Used::default());
+        assert_eq!(
+            code(decide(&agent, &operator, Msat(10_000))),
+            "over-weekly-limit"
+        );
+        let loose = Limits::NONE;
+        let agent = Owner::agent(&loose, None, Used::default());
+        assert_eq!(
+            code(decide(&agent, &operator, Msat(10_000))),
+            "operator-over-hourly-limit"
+        );
+    }
+
+    #[test]
+    fn an_operators_override_replaces_the_configured_total() {
+        let limits = Limits {
+            total_sats: Some(1),
+            ..Limits::NONE
+        };
+        let none = Limits::NONE;
+        let operator = Owner::operator(&none, Used::default());
+        let topped_up = Owner::agent(&limits, Some(Msat(50_000)), used(0, 30_000));
+        assert_eq!(code(decide(&topped_up, &operator, Msat(20_000))), "ok");
+        assert_eq!(
+            code(decide(&topped_up, &operator, Msat(20_001))),
+            "over-total-limit"
+        );
+    }
+
+    #[test]
+    fn the_decline_reports_what_was_used_before() {
+        let limits = Limits {
+            hourly_sats: Some(10),
+            ..Limits::NONE
+        };
+        let none = Limits::NONE;
+        let agent = Owner::agent(&limits, None, used(9_500, 9_500));
+        let operator = Owner::operator(&none, Used::default());
+        match decide(&agent, &operator, Msat(1_000)) {
+            Err(Decline::OverLimit {
+                used,
+                amount,
+                limit,
+                ..
+            }) => {
+                assert_eq!(
+                    (used, amount, limit),
+                    (Msat(9_500), Msat(1_000), Msat(10_000))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
