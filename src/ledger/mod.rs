@@ -12,6 +12,8 @@
 //!
 //! The cached-token hot path never calls the ledger: tokens live in the payment layer's memory.
 
+#[cfg(test)]
+pub(crate) mod contract;
 pub mod postgres;
 pub mod sqlite;
 

@@ -469,3 +469,12 @@ async fn concurrent_begins_and_settles_never_deadlock() {
         "every payment counted once, at its fee"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_the_ledger_contract() {
+    let server = PgServer::start();
+    let at = now();
+    let clock = Arc::new(ManualClock::new(at));
+    let ledger = replica(&server, &clock).await;
+    crate::ledger::contract::run_all(&ledger, at).await;
+}

@@ -381,3 +381,11 @@ async fn a_first_release_ledger_is_migrated_in_place() {
         Some(10_000)
     );
 }
+
+#[tokio::test]
+async fn keeps_the_ledger_contract() {
+    let path = temp_db();
+    let clock = Arc::new(ManualClock::new(T));
+    let ledger = open(&path, &clock).await;
+    crate::ledger::contract::run_all(&ledger, T).await;
+}
