@@ -298,7 +298,11 @@ pub async fn fetch(caller: &Caller<'_>, args: &Map<String, Value>) -> Outcome {
                 }),
             );
             match (kind, amount) {
-                ("paid", Some(a)) => format!("paid {} msat (+{} msat fee)", a, fee.unwrap_or(0)),
+                ("paid", Some(a)) => format!(
+                    "paid {} sats ({a} msat) plus a {} msat routing fee",
+                    Msat(a).sats_ceil(),
+                    fee.unwrap_or(0)
+                ),
                 ("cached", _) => "paid nothing: a token bought earlier served it".to_string(),
                 _ => "paid nothing: rode on a token another request just bought".to_string(),
             }

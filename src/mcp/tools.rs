@@ -262,8 +262,8 @@ pub fn catalogue() -> Vec<Value> {
                     "fee_reserve_msat": { "type": "integer", "description": "Held on top of each invoice until its routing fee is known" },
                     "operator": {
                         "type": "object",
-                        "description": "The operator's caps over all agents together, and what remains under them",
-                        "properties": { "limits": { "type": "object" }, "spent_msat": windows, "remaining_msat": windows }
+                        "description": "The operator's caps over all agents together (in sats), and what remains under them (msat): they bind this agent too",
+                        "properties": { "limits": { "type": "object" }, "remaining_msat": windows }
                     },
                     "error": error
                 }
@@ -408,9 +408,9 @@ async fn balance(caller: &Caller<'_>) -> Outcome {
     structured.insert("fee_reserve_msat".into(), json!(fee.0));
     structured.insert(
         "operator".into(),
+        // What binds this agent; not what other agents spent.
         json!({
             "limits": operator.limits,
-            "spent_msat": operator.spent_msat,
             "remaining_msat": operator.remaining_msat,
         }),
     );
