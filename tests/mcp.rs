@@ -669,3 +669,66 @@ async fn both_ledgers_list_one_agents_approvals_newest_first() {
             .is_empty());
     }
 }
+
+/// `l402-proxy run` with `mcp.listen` serves the MCP server there (the address it bound is
+/// logged), to the bearer of an agent's name and key only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_mcp_listen() {
+    let dir = common::temp_dir("mcp-run");
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: "127.0.0.1:0", token_env: L402_PROXY_ADMIN_TOKEN }}
+mcp: {{ listen: "127.0.0.1:0" }}
+tls: {{ ca_cert: ca.pem, ca_key: ca-key.pem }}
+wallet: {{ backend: dev, dev: {{ secret: {secret} }} }}
+store: {{ path: ledger.db }}
+shutdown_grace_secs: 1
+agents:
+  - {{ name: alice, key_sha256: "{alice}", limits: {{ daily_sats: 700 }} }}
+"#,
+        secret = common::SECRET,
+        alice = l402_proxy::agents::hash_key("alice-key"),
+    );
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let log = dir.join("proxy.log");
+    let _proxy = common::process::Proxy::start(&config, &log, TOKEN);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("MCP listener ready"))
+        .unwrap_or_else(|| panic!("no MCP listener in the log:\n{text}"));
+    let at = line.find("127.0.0.1:").unwrap() + "127.0.0.1:".len();
+    let port: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let call = |bearer: &str| {
+        let args: Vec<String> = vec![
+            "-H".into(),
+            format!("Authorization: Bearer {bearer}"),
+            "-H".into(),
+            "content-type: application/json".into(),
+            "--data-binary".into(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"balance","arguments":{}}}"#.into(),
+            url.clone(),
+        ];
+        async move { common::curl(&args).await }
+    };
+    let ok = call("alice:alice-key").await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let v: Value = serde_json::from_str(&ok.body).unwrap();
+    assert_eq!(v["result"]["isError"], false, "{v}");
+    assert_eq!(v["result"]["structuredContent"]["agent"], "alice");
+    assert_eq!(
+        v["result"]["structuredContent"]["remaining_msat"]["daily"],
+        700_000
+    );
+    let refused = call("alice:nope").await;
+    assert_eq!(refused.status, 401);
+    assert!(refused
+        .header("www-authenticate")
+        .unwrap()
+        .starts_with("Bearer"));
+}
