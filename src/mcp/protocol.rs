@@ -138,3 +138,25 @@ async fn call(caller: &Caller<'_>, params: &Map<String, Value>) -> Result<Value,
 pub fn supported_version(v: &str) -> bool {
     PROTOCOL_VERSIONS.contains(&v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_asked_for_is_agreed_when_spoken_else_the_newest() {
+        let asked = |v: &str| {
+            let mut p = Map::new();
+            p.insert("protocolVersion".into(), json!(v));
+            initialize(&p)["protocolVersion"].clone()
+        };
+        assert_eq!(asked("2025-06-18"), "2025-06-18");
+        assert_eq!(asked("2025-11-25"), "2025-11-25");
+        assert_eq!(asked("1999-01-01"), PROTOCOL_VERSIONS[0]);
+        assert_eq!(
+            initialize(&Map::new())["capabilities"],
+            json!({ "tools": { "listChanged": false } })
+        );
+        assert!(supported_version("2025-03-26") && !supported_version("2024-11-05"));
+    }
+}

@@ -588,3 +588,56 @@ fn over(view: &crate::budget::BudgetView, needed: Msat, whose: Whose) -> Option<
     })
     .next()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Limits;
+
+    #[test]
+    fn bodies_are_text_when_utf8_else_base64() {
+        assert_eq!(body_text(b"hello", false), ("hello".to_string(), "text"));
+        // A character cut by truncation is dropped, the text stays text.
+        let cut = &"héllo".as_bytes()[..2];
+        assert_eq!(body_text(cut, true), ("h".to_string(), "text"));
+        // Not truncated, the same bytes are not text.
+        assert_eq!(body_text(cut, false).1, "base64");
+        assert_eq!(
+            body_text(&[0xff, 0x00, 0x01], false),
+            ("/wAB".to_string(), "base64")
+        );
+    }
+
+    #[test]
+    fn repeated_headers_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append("set-cookie", HeaderValue::from_static("a=1"));
+        h.append("set-cookie", HeaderValue::from_static("b=2"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        let o = header_object(&h);
+        assert_eq!(o["set-cookie"], "a=1, b=2");
+        assert_eq!(o["content-type"], "text/plain");
+    }
+
+    #[test]
+    fn the_first_limit_a_reservation_would_pass_is_named() {
+        let limits = Limits {
+            daily_sats: Some(100),
+            total_sats: Some(50),
+            ..Limits::default()
+        };
+        let view = crate::budget::BudgetView::new(
+            "a",
+            &limits,
+            None,
+            [Msat(0), Msat(40_000), Msat(40_000), Msat(40_000)],
+            Msat(40_000),
+        );
+        // 10 sats fit under both (60 left of the day, 10 of the total).
+        assert_eq!(over(&view, Msat(10_000), Whose::Agent), None);
+        let d = over(&view, Msat(20_000), Whose::Agent).unwrap();
+        assert_eq!(d.code(), "over-total-limit");
+        let d = over(&view, Msat(70_000), Whose::Operator).unwrap();
+        assert_eq!(d.code(), "operator-over-daily-limit");
+    }
+}
