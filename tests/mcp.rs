@@ -421,7 +421,11 @@ async fn an_sdk_client_lists_and_calls_every_tool_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mcp_listener_takes_the_agent_as_a_bearer_token() {
-    let h = Harness::with(harness_options()).await;
+    let h = Harness::with(Options {
+        http_yaml: "upstream_response_timeout_secs: 2".into(),
+        ..harness_options()
+    })
+    .await;
     let listener = l402_proxy::mcp::listener::McpListener::bind(
         "127.0.0.1:0".parse().unwrap(),
         h.shared.clone(),
@@ -456,6 +460,27 @@ async fn the_mcp_listener_takes_the_agent_as_a_bearer_token() {
         1
     );
     assert_eq!(h.payments(), 1);
+    // A body that does not end (an event stream) is cut after the upstream response timeout,
+    // with what arrived until then.
+    let started = std::time::Instant::now();
+    let s = session(
+        &h,
+        Via::Bearer(addr, "alice:alice-key"),
+        json!([call(
+            "fetch",
+            json!({ "url": h.http_url("/sse/x?n=1000&ms=10000") })
+        )]),
+    )
+    .await;
+    let stream = &results(&s)[0];
+    assert_eq!(stream["isError"], false, "{stream}");
+    let c = &stream["structuredContent"];
+    assert_eq!(c["timed_out"], true, "{c}");
+    assert_eq!(c["truncated"], false);
+    assert!(c["body"].as_str().unwrap().contains("data: event 0"), "{c}");
+    assert!(!c["body"].as_str().unwrap().contains("event 1"), "{c}");
+    assert!(started.elapsed() < Duration::from_secs(9));
+    assert_eq!(h.payments(), 2);
     // Bob on the same listener sees none of it.
     let s = session(
         &h,

@@ -23,6 +23,7 @@ use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The most body bytes `fetch` returns; the rest is cut and `truncated` set.
 pub const BODY_LIMIT: usize = 256 * 1024;
@@ -157,8 +158,8 @@ async fn local_failure(response: Response<crate::body::Body>, url: &str) -> Outc
         .unwrap_or("proxy-error")
         .to_string();
     let status = response.status().as_u16();
-    let (text, _) = read_limited(response.into_body(), 4096).await;
-    let reason = String::from_utf8_lossy(&text);
+    let read = read_limited(response.into_body(), 4096, Duration::from_secs(5)).await;
+    let reason = String::from_utf8_lossy(&read.bytes);
     let reason = reason.trim().trim_start_matches("l402-proxy: ");
     let mut extra = Map::new();
     extra.insert("url".into(), json!(url));
@@ -166,26 +167,55 @@ async fn local_failure(response: Response<crate::body::Body>, url: &str) -> Outc
     Outcome::refused(&code, reason, extra)
 }
 
-/// Up to `limit` bytes of `body`, and whether there was more.
-async fn read_limited<B>(body: B, limit: usize) -> (Bytes, bool)
+/// What was read of a body.
+struct Read {
+    bytes: Bytes,
+    /// Cut at the size limit.
+    truncated: bool,
+    /// Cut because it did not end in time (a stream that never ends, a stalled server).
+    timed_out: bool,
+}
+
+/// Up to `limit` bytes of `body`, read for at most `within`.
+async fn read_limited<B>(body: B, limit: usize, within: Duration) -> Read
 where
     B: HttpBody<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
+    let deadline = tokio::time::Instant::now() + within;
     let mut buf = BytesMut::new();
     let mut body = std::pin::pin!(body);
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => {
+                return Read {
+                    bytes: buf.freeze(),
+                    truncated: false,
+                    timed_out: true,
+                }
+            }
+        };
         let Ok(frame) = frame else { break };
         if let Ok(data) = frame.into_data() {
             let room = limit - buf.len();
             if data.len() > room {
                 buf.extend_from_slice(&data[..room]);
-                return (buf.freeze(), true);
+                return Read {
+                    bytes: buf.freeze(),
+                    truncated: true,
+                    timed_out: false,
+                };
             }
             buf.extend_from_slice(&data);
         }
     }
-    (buf.freeze(), false)
+    Read {
+        bytes: buf.freeze(),
+        truncated: false,
+        timed_out: false,
+    }
 }
 
 /// `fetch`: the request through the payment layer as the agent, the answer read back.
@@ -235,7 +265,8 @@ pub async fn fetch(caller: &Caller<'_>, args: &Map<String, Value>) -> Outcome {
     strip_hop_by_hop(&mut parts.headers);
     ours::strip_forged(&mut parts.headers);
     parts.headers.extend(answer.headers.clone());
-    let (bytes, truncated) = read_limited(incoming, BODY_LIMIT).await;
+    let read = read_limited(incoming, BODY_LIMIT, shared.timeouts.upstream_response).await;
+    let (bytes, truncated) = (read.bytes, read.truncated);
     let mut out = Map::new();
     out.insert("url".into(), json!(p.url));
     out.insert("status".into(), json!(parts.status.as_u16()));
@@ -248,6 +279,9 @@ pub async fn fetch(caller: &Caller<'_>, args: &Map<String, Value>) -> Outcome {
     out.insert("body_encoding".into(), json!(encoding));
     out.insert("body_bytes".into(), json!(bytes.len()));
     out.insert("truncated".into(), json!(truncated));
+    if read.timed_out {
+        out.insert("timed_out".into(), json!(true));
+    }
     out.insert("body_limit_bytes".into(), json!(BODY_LIMIT));
     if let Some(cap) = max_sats {
         out.insert("max_sats".into(), json!(cap));
@@ -317,6 +351,11 @@ pub async fn fetch(caller: &Caller<'_>, args: &Map<String, Value>) -> Outcome {
         bytes.len(),
         if truncated {
             format!(", truncated at {BODY_LIMIT}")
+        } else if read.timed_out {
+            format!(
+                ", cut after {} s without an end",
+                shared.timeouts.upstream_response.as_secs()
+            )
         } else {
             String::new()
         },

@@ -307,6 +307,7 @@ pub fn catalogue() -> Vec<Value> {
                     "body_bytes": { "type": "integer", "description": "Bytes of body returned" },
                     "truncated": { "type": "boolean", "description": "The body was longer than body_limit_bytes and was cut" },
                     "body_limit_bytes": { "type": "integer" },
+                    "timed_out": { "type": "boolean", "description": "The body did not end within http.upstream_response_timeout_secs (a stream): what arrived until then is returned" },
                     "paid": paid,
                     "remaining_msat": { "type": "integer", "description": "Left under the tightest limit after this payment" },
                     "spendable_msat": { "type": "integer" },
