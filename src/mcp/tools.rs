@@ -590,8 +590,14 @@ async fn approvals(caller: &Caller<'_>, args: &Map<String, Value>) -> Outcome {
         .iter()
         .filter(|a| a.state == crate::ledger::ApprovalState::Pending && a.expires_at > now)
         .count();
-    let decided = |s: crate::ledger::ApprovalState| rows.iter().filter(|a| a.state == s).count();
     use crate::ledger::ApprovalState as S;
+    let decided = |s: S| {
+        rows.iter()
+            .filter(|a| {
+                a.state == s || (s == S::Expired && a.state == S::Pending && a.expires_at <= now)
+            })
+            .count()
+    };
     let text = format!(
         "{waiting} payment(s) waiting for the operator; of the {} listed, {} approved, {} denied, {} expired.",
         rows.len(),
@@ -599,6 +605,16 @@ async fn approvals(caller: &Caller<'_>, args: &Map<String, Value>) -> Outcome {
         decided(S::Denied),
         decided(S::Expired)
     );
-    let rows: Vec<Value> = rows.iter().map(crate::admin::approvals::approval).collect();
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|a| {
+            let mut v = crate::admin::approvals::approval(a);
+            // Past its time and not yet marked: it can no longer be approved.
+            if a.state == S::Pending && a.expires_at <= now {
+                v["state"] = json!("expired");
+            }
+            v
+        })
+        .collect();
     Outcome::ok(json!({ "waiting": waiting, "approvals": rows }), text)
 }
