@@ -460,6 +460,57 @@ async fn the_mcp_listener_takes_the_agent_as_a_bearer_token() {
         1
     );
     assert_eq!(h.payments(), 1);
+    // The method, headers and body asked for go upstream (a stated length is the body's own;
+    // proxy credentials never travel); arguments that are wrong are refused, naming them.
+    let s = session(
+        &h,
+        Via::Bearer(addr, "alice:alice-key"),
+        json!([
+            call(
+                "fetch",
+                json!({
+                    "url": h.http_url("/echo/x"),
+                    "method": "post",
+                    "headers": { "content-length": "999" },
+                    "body": "hello",
+                })
+            ),
+            call(
+                "fetch",
+                json!({
+                    "url": h.http_url("/inspect/x"),
+                    "headers": { "x-custom": "1", "proxy-authorization": "Basic c2VjcmV0" },
+                })
+            ),
+            call(
+                "fetch",
+                json!({ "url": h.http_url("/inspect/x"), "method": "no such method" })
+            ),
+            call(
+                "fetch",
+                json!({ "url": h.http_url("/inspect/x"), "headers": { "x": 1 } })
+            ),
+        ]),
+    )
+    .await;
+    let r = results(&s);
+    let echo = &r[0]["structuredContent"];
+    assert_eq!(echo["status"], 200, "{echo}");
+    assert_eq!(echo["paid"]["token"], "paid");
+    assert_eq!(echo["body"], "POST hello");
+    let seen = r[1]["structuredContent"]["body"].as_str().unwrap();
+    assert!(seen.contains("x-custom: 1"), "{seen}");
+    assert!(
+        !seen.to_ascii_lowercase().contains("proxy-authorization"),
+        "{seen}"
+    );
+    for bad in &r[2..] {
+        assert_eq!(
+            bad["structuredContent"]["error"]["code"], "bad-argument",
+            "{bad}"
+        );
+    }
+    assert_eq!(h.payments(), 2);
     // A body that does not end (an event stream) is cut after the upstream response timeout,
     // with what arrived until then.
     let started = std::time::Instant::now();
@@ -480,7 +531,7 @@ async fn the_mcp_listener_takes_the_agent_as_a_bearer_token() {
     assert!(c["body"].as_str().unwrap().contains("data: event 0"), "{c}");
     assert!(!c["body"].as_str().unwrap().contains("event 1"), "{c}");
     assert!(started.elapsed() < Duration::from_secs(9));
-    assert_eq!(h.payments(), 2);
+    assert_eq!(h.payments(), 3);
     // Bob on the same listener sees none of it.
     let s = session(
         &h,

@@ -104,6 +104,8 @@ fn prepare(caller: &Caller<'_>, args: &Map<String, Value>) -> Result<Prepared, O
     // The proxy's own credentials never travel upstream; Host is the URL's authority.
     headers.remove(header::PROXY_AUTHORIZATION);
     headers.remove(header::HOST);
+    // The body's length is the body's: a stated one that differs would corrupt the request.
+    headers.remove(header::CONTENT_LENGTH);
     if let Ok(v) = HeaderValue::from_str(target.authority.as_str()) {
         headers.insert(header::HOST, v);
     }
