@@ -293,6 +293,9 @@ impl App {
         if old.admin.listen != new.admin.listen {
             needs_restart.push("admin.listen");
         }
+        if old.mcp.listen != new.mcp.listen {
+            needs_restart.push("mcp.listen");
+        }
         if old.tls.intercept != new.tls.intercept
             || old.tls.upstream_roots != new.tls.upstream_roots
         {
@@ -382,6 +385,13 @@ pub async fn run(
     };
     // Pending payments from an earlier run are resolved before any new payment can start.
     app.prepare().await?;
+    if let Some(addr) = config.mcp.listen {
+        let listener = crate::mcp::listener::McpListener::bind(addr, app.shared.clone())
+            .await
+            .with_context(|| format!("cannot listen on {addr} (mcp.listen)"))?;
+        tracing::info!(listen = %listener.local_addr()?, "MCP listener ready");
+        tokio::spawn(listener.run());
+    }
     let proxy = Proxy::bind(config.listen, app.shared.clone())
         .await
         .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;

@@ -25,6 +25,7 @@ pub mod guardrails;
 pub mod hosts;
 pub mod invoice;
 pub mod ledger;
+pub mod mcp;
 pub mod metrics;
 pub mod pay;
 pub mod proxy;

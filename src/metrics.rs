@@ -97,6 +97,8 @@ pub struct Metrics {
     /// Webhook delivery outcomes: delivered, retried (one failed attempt that will be retried),
     /// failed (gave up), dropped (never queued, or its webhook was removed).
     webhook_deliveries: IntCounterVec,
+    /// MCP tool calls, by tool and result (ok, error).
+    mcp_calls: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -183,7 +185,14 @@ impl Metrics {
         for result in crate::alerts::DELIVERY_RESULTS {
             webhook_deliveries.with_label_values(&[result]);
         }
+        let mcp_calls = counter_vec(
+            &registry,
+            "l402_proxy_mcp_tool_calls_total",
+            "MCP tool calls by agents, by tool and result (ok, error: isError, a refusal).",
+            &["tool", "result"],
+        );
         Metrics {
+            mcp_calls,
             requests: Outcome::ALL.map(|o| requests.with_label_values(&[o.label()])),
             challenges: counter(
                 &registry,
@@ -275,6 +284,12 @@ impl Metrics {
     /// `result` is one of [`crate::alerts::DELIVERY_RESULTS`].
     pub fn webhook_delivery(&self, result: &str) {
         self.webhook_deliveries.with_label_values(&[result]).inc();
+    }
+
+    /// Counts one MCP tool call (`l402_proxy_mcp_tool_calls_total{tool,result}`); `tool` is a
+    /// name from the catalogue (unknown names are never counted), `result` `ok` or `error`.
+    pub fn mcp_call(&self, tool: &str, result: &str) {
+        self.mcp_calls.with_label_values(&[tool, result]).inc();
     }
 
     /// The text exposition format.

@@ -43,6 +43,26 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// The same agent, for one request, with `per_request_sats` no higher than `cap_sats`
+    /// (an MCP `fetch` call's `max_sats`): a payment above it is declined
+    /// `over-per-request-limit` like any other over the agent's own cap.
+    pub fn with_request_cap(&self, cap_sats: u64) -> Agent {
+        let mut limits = self.limits.clone();
+        limits.per_request_sats = Some(
+            limits
+                .per_request_sats
+                .map_or(cap_sats, |l| l.min(cap_sats)),
+        );
+        Agent {
+            name: self.name.clone(),
+            key_sha256: self.key_sha256,
+            limits,
+            hosts: self.hosts.clone(),
+            paused: self.paused,
+            managed_by: self.managed_by,
+        }
+    }
+
     /// The same agent, with the same key, in `directory`: what a request authenticated
     /// earlier (on CONNECT) acts as now. `None` once the agent is gone or its key rotated.
     pub fn current_in(&self, directory: &Agents) -> Option<Arc<Agent>> {

@@ -52,6 +52,10 @@ pub struct Config {
     /// `admin:` — the admin API, dashboard, `/metrics` and probes. Absent: no admin listener.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// `mcp:` — the agents' MCP server. It is always reachable through the proxy at
+    /// `http://l402-proxy.local/mcp`; `mcp.listen` adds a listener of its own. Absent: none.
+    #[serde(default)]
+    pub mcp: McpConfig,
     /// `tls:` — the interception CA, which hosts are intercepted, extra upstream roots. Absent:
     /// the CA in `data/ca.pem` and `data/ca-key.pem`, every host intercepted.
     #[serde(default)]
@@ -163,6 +167,17 @@ pub struct AdminConfig {
     /// The metrics token from a file instead.
     #[serde(default)]
     pub metrics_token_file: Option<PathBuf>,
+}
+
+/// `mcp:` — the MCP server agents (language models) call for their balance, quotes, paid
+/// fetches and history. Through the proxy it needs no setting; `listen` serves it on its own
+/// address too, for MCP hosts that cannot use a proxy (`Authorization: Bearer <agent>:<key>`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct McpConfig {
+    /// Where the MCP listener binds (path `/mcp`). Absent (the default): no listener of its
+    /// own; the server stays reachable through the proxy.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `tls:` — TLS interception: the CA that signs a certificate for each intercepted host, which

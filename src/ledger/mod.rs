@@ -528,6 +528,14 @@ pub trait Ledger: Send + Sync + 'static {
     /// The held payments still waiting at `now`, oldest first.
     async fn pending_approvals(&self, now: i64) -> Result<Vec<ApprovalRecord>, LedgerError>;
 
+    /// One agent's held payments in every state (waiting and decided), newest first, at most
+    /// `limit` (its own view through MCP `approvals`).
+    async fn agent_approvals(
+        &self,
+        agent: &str,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, LedgerError>;
+
     /// Decides a held payment: moves it from pending to `state` — approved or denied only
     /// before it expires, expired at any time. Returns the record as it stands afterwards
     /// (unchanged when it was already decided: the caller compares), `None` for an unknown id.

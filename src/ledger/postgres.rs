@@ -1390,6 +1390,23 @@ impl Ledger for PostgresLedger {
         rows.iter().map(approval_row).collect()
     }
 
+    async fn agent_approvals(
+        &self,
+        agent: &str,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {APPROVAL_COLUMNS} FROM l402_approvals WHERE agent = $1 ORDER BY created_at DESC, id DESC LIMIT $2"),
+                &[&agent, &limit],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(approval_row).collect()
+    }
+
     async fn decide_approval(
         &self,
         id: &str,

@@ -567,6 +567,14 @@ impl Ledger for SqliteLedger {
         self.journal.pending_approvals(now).await
     }
 
+    async fn agent_approvals(
+        &self,
+        agent: &str,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, LedgerError> {
+        self.journal.agent_approvals(agent.to_string(), limit).await
+    }
+
     async fn decide_approval(
         &self,
         id: &str,

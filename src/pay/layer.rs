@@ -151,6 +151,11 @@ impl PaymentLayer {
         &self.tokens
     }
 
+    /// The dialects paid (to read a server's offers without paying them: MCP `quote`).
+    pub fn dialects(&self) -> &Arc<Dialects> {
+        &self.dialects
+    }
+
     /// Sends one request of `agent` to `to` through `upstream`, paying if asked to.
     pub async fn exchange<U: Upstream>(
         &self,

@@ -228,6 +228,11 @@ impl Purchases {
             .insert(format!("{agent}\n{origin}\n{flight}"), until);
     }
 
+    /// The network invoices must be for (the wallet's).
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
     /// The payment book.
     pub fn book(&self) -> &Arc<PaymentBook> {
         &self.book

@@ -30,6 +30,9 @@ pub async fn forward(
     }
     if target.host() == super::self_view::SELF_HOST {
         shared.metrics.request(Outcome::SelfView);
+        if req.uri().path() == crate::mcp::PATH {
+            return crate::mcp::transport::serve(shared, agent, req).await;
+        }
         return super::self_view::respond(shared, agent, req.uri().path()).await;
     }
     let (mut parts, incoming) = req.into_parts();

@@ -1,5 +1,6 @@
 //! An agent may ask the proxy, through the proxy, what it may still spend:
-//! `GET http://l402-proxy.local/balance` (or https). It only ever sees its own budget.
+//! `GET http://l402-proxy.local/balance` (or https). It only ever sees its own budget. (The
+//! MCP server at `/mcp` on the same name is [`crate::mcp`].)
 
 use super::Shared;
 use crate::agents::Agent;
@@ -27,7 +28,7 @@ pub async fn respond(shared: &Shared, agent: &Agent, path: &str) -> Response<Bod
         },
         _ => (
             StatusCode::NOT_FOUND,
-            br#"{"error":"try /balance"}"#.to_vec(),
+            br#"{"error":"try /balance, or /mcp for the MCP server (docs/mcp.md)"}"#.to_vec(),
         ),
     };
     let mut r = Response::new(full(body));

@@ -836,6 +836,23 @@ impl Journal {
         .await
     }
 
+    /// One agent's held payments, newest first.
+    pub async fn agent_approvals(
+        &self,
+        agent: String,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |t| {
+            let mut st = t.prepare_cached(&format!(
+                "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE agent = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![agent, limit], approval_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// Decides a pending approval (approved/denied only while unexpired).
     pub async fn decide_approval(
         &self,
