@@ -252,6 +252,8 @@ pub async fn fetch(caller: &Caller<'_>, args: &Map<String, Value>) -> Outcome {
         headers: p.headers,
         body: RequestBody::Buffered(p.body),
         upgrade: false,
+        // A tool call's answer is its own: hyper drops the call when the MCP client leaves.
+        requester: None,
     };
     let answer = shared
         .layer
