@@ -323,6 +323,18 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(w.backend(), "cln");
+        let w = build(&format!(
+            "wallet: {{backend: cln, cln: {{url: 'https://127.0.0.1:3010', rune_file: {}, nodeid: 024b9a1fa8e006f1e3937f65f66c408e6da8e1ca728ea43222a7381df1cc449605}}}}\n",
+            key.display()
+        ))
+        .unwrap();
+        assert_eq!(w.backend(), "cln");
+        let e = Config::parse(&format!(
+            "wallet: {{backend: cln, cln: {{url: 'https://127.0.0.1:3010', rune_file: {}, nodeid: 'my node'}}}}\n",
+            key.display()
+        ))
+        .expect_err("not a node id");
+        assert!(e.to_string().contains("wallet.cln.nodeid"), "{e}");
         let e = build(&format!(
             "wallet: {{backend: cln, cln: {{url: 'https://127.0.0.1:3010', rune_file: {k}, tls_cert_file: {k}}}}}\n",
             k = key.display()
