@@ -160,11 +160,14 @@ impl ClnWallet {
             return Err(lookup_error(&reply));
         }
         let json: Value = reply.json("clnrest listpays")?;
-        let pays = json
-            .get("pays")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        // A reply without the array is not "no record": that would fail a payment that may
+        // have left.
+        let pays = json.get("pays").and_then(Value::as_array).ok_or_else(|| {
+            PayError::Unavailable(format!(
+                "clnrest listpays: the reply has no `pays` array: {}",
+                snippet(&reply.body)
+            ))
+        })?;
         let with = |s: &str| pays.iter().find(|p| str_field(p, "status") == Some(s));
         if let Some(p) = with("complete") {
             let preimage = str_field(p, "preimage").unwrap_or("");
@@ -175,10 +178,15 @@ impl ClnWallet {
                 fee: fee(p),
             }));
         }
-        if with("pending").is_some() {
+        // `pending`, or a status this code does not know: CLN has the payment and has not
+        // called every attempt failed.
+        if pays
+            .iter()
+            .any(|p| str_field(p, "status") != Some("failed"))
+        {
             return Ok(PaymentStatus::InFlight);
         }
-        if with("failed").is_some() {
+        if !pays.is_empty() {
             return Ok(PaymentStatus::Failed(
                 "CLN reports the payment failed".into(),
             ));

@@ -374,6 +374,7 @@ async fn lookup_reads_listpays() {
     let (_, failed) = payment();
     let (_, unknown) = payment();
     let (_, refused) = payment();
+    let (_, malformed) = payment();
     let fixture = Fixture::start(Identity::private_ca(), move |seen| {
         let asked = seen.body["payment_hash"].as_str().unwrap_or("").to_string();
         if asked == hash.to_hex() {
@@ -388,6 +389,8 @@ async fn lookup_reads_listpays() {
             node::listpays(json!([node::listpays_entry(&failed, "failed", None)]))
         } else if asked == refused.to_hex() {
             node::rune_not_permitted()
+        } else if asked == malformed.to_hex() {
+            Canned::Json(201, json!({"payments": []}))
         } else {
             node::listpays(json!([]))
         }
@@ -416,6 +419,11 @@ async fn lookup_reads_listpays() {
     // A rune without listpays is an error (asked again later), never "no record".
     match wallet.lookup(&refused).await {
         Err(e) => assert!(e.to_string().contains("listpays"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // Nor is a reply of another shape.
+    match wallet.lookup(&malformed).await {
+        Err(e) => assert!(e.to_string().contains("`pays`"), "{e}"),
         other => panic!("{other:?}"),
     }
 }
