@@ -132,8 +132,9 @@ impl LndWallet {
         let mut lines = Lines::eliding(res.into_body(), "htlcs");
         let mut in_flight = false;
         while let Some(line) = lines.next_line().await.map_err(|e| match e {
-            // A broken stream after LND took the payment: it may still settle.
-            CallError::Transport(why) => PayError::Unavailable(format!("LND: {why}")),
+            // A broken stream after LND took the request: it may have registered the payment,
+            // which may still settle; it is tracked.
+            CallError::Transport(why) => PayError::Unresolved(format!("LND: {why}")),
             CallError::Timeout => PayError::Timeout(request.timeout),
         })? {
             let update: Value = serde_json::from_slice(&line).map_err(|e| {

@@ -351,6 +351,30 @@ async fn a_stream_error_after_the_payment_left_is_tracked() {
         .await
         .unwrap();
     assert_eq!(paid.preimage.as_bytes(), &preimage);
+    // The stream simply ends after IN_FLIGHT (the gateway or a proxy in between closed it):
+    // tracked the same way.
+    let (preimage, hash) = payment();
+    let pre_hex = hex::encode(preimage);
+    let (fixture, _) = node_with(
+        move || Canned::lines(200, &[update("IN_FLIGHT", &hash, json!({}))]),
+        move |_| {
+            Canned::lines(
+                200,
+                &[update(
+                    "SUCCEEDED",
+                    &hash,
+                    json!({"payment_preimage": pre_hex}),
+                )],
+            )
+        },
+    )
+    .await;
+    let paid = wallet_for(&fixture)
+        .pay(&request(hash, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(paid.preimage.as_bytes(), &preimage);
+    assert_eq!(fixture.count("/v2/router/send"), 1, "never sent twice");
 }
 
 #[tokio::test]
