@@ -347,8 +347,13 @@ pub struct ClnConfig {
     pub rune_env: Option<String>,
     /// File holding the rune, instead of `rune_env`.
     pub rune_file: Option<PathBuf>,
-    /// clnrest's CA (or server) certificate, pinned. Absent: the public web roots.
+    /// clnrest's CA certificate (`ca.pem` in clnrest's certificate directory), pinned. Absent:
+    /// the public web roots.
     pub tls_cert_file: Option<PathBuf>,
+    /// The node's id (66 hex characters, `lightning-cli getinfo`), sent as the `Nodeid` header:
+    /// required by the Python clnrest of CLN v23.08 (it answers "Not authorized: Missing
+    /// nodeid" without it), ignored by later releases. Optional.
+    pub nodeid: Option<String>,
 }
 
 /// `wallet.nwc:` — Nostr Wallet Connect (NIP-47). The connection URI
@@ -945,6 +950,18 @@ impl Config {
                 note(need(w.cln.is_some(), "wallet.cln"));
                 if let Some(c) = &w.cln {
                     note(check_url(&c.url, "wallet.cln.url"));
+                    if let Some(id) = &c.nodeid {
+                        let hex_id = id.len() == 66 && id.bytes().all(|b| b.is_ascii_hexdigit());
+                        if !hex_id {
+                            note(Err(err(
+                                "wallet.cln.nodeid",
+                                format!(
+                                    "{id:?} is not a node id (66 hex characters, the `id` \
+                                     `lightning-cli getinfo` prints)"
+                                ),
+                            )));
+                        }
+                    }
                     note(one_secret_source(
                         c.rune_env.is_some(),
                         c.rune_file.is_some(),

@@ -1,7 +1,9 @@
 //! Test-only HTTPS server standing in for a node's REST API (no LND or CLN binary can be
-//! installed where the tests run). It serves canned replies written from the nodes' documented
-//! REST responses, including streamed newline-delimited updates and replies that never finish,
-//! and records what the backend sent (paths, headers, bodies).
+//! installed where the tests run). It serves canned replies — streamed newline-delimited
+//! updates and replies that never finish included — and records what the backend sent (paths,
+//! headers, bodies). The replies themselves are in [`lnd`] and [`cln`], each built from the
+//! node's own source and annotated with the upstream file (and function) it comes from, so a
+//! test passes only where a real node would answer the same.
 
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
@@ -16,6 +18,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
+
+pub mod cln;
+pub mod lnd;
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -87,8 +92,9 @@ impl Identity {
         }
     }
 
-    /// clnrest style: a private CA (pinned) signing a server certificate for "cln" and
-    /// "localhost" only — not for 127.0.0.1, the address the client dials.
+    /// The Rust clnrest (CLN v25.02+, `plugins/rest-plugin/src/certs.rs`): a private CA
+    /// (`ca.pem`, pinned) signing `server.pem` for "cln" and "localhost" only — not for
+    /// 127.0.0.1, the address the client dials.
     pub fn private_ca() -> Identity {
         let ca_key = KeyPair::generate().expect("key");
         let mut ca = CertificateParams::default();
@@ -106,6 +112,33 @@ impl Identity {
             .expect("params");
         leaf.distinguished_name.push(DnType::CommonName, "cln rest");
         leaf.is_ca = IsCa::ExplicitNoCa;
+        let leaf_cert = leaf.signed_by(&key, &issuer).expect("leaf");
+        Identity {
+            pin_pem: ca_cert.pem(),
+            chain: vec![leaf_cert.der().clone()],
+            key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+        }
+    }
+
+    /// The Python clnrest (CLN v23.08 to v24.11): `generate_certs.py` makes a CA ("cln Root
+    /// REST CA") and leaves signed by it for "cln", "localhost" (and the bind address when it
+    /// is an IPv4 one), and gunicorn serves `client.pem` — the "cln rest client" leaf, no
+    /// extended key usage — not `server.pem`. The pin is the CA (`ca.pem`).
+    pub fn python_clnrest() -> Identity {
+        let ca_key = KeyPair::generate().expect("key");
+        let mut ca = CertificateParams::new(vec!["cln".to_string(), "localhost".to_string()])
+            .expect("params");
+        ca.distinguished_name
+            .push(DnType::CommonName, "cln Root REST CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).expect("ca");
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().expect("key");
+        let mut leaf = CertificateParams::new(vec!["cln".to_string(), "localhost".to_string()])
+            .expect("params");
+        leaf.distinguished_name
+            .push(DnType::CommonName, "cln rest client");
+        leaf.is_ca = IsCa::NoCa;
         let leaf_cert = leaf.signed_by(&key, &issuer).expect("leaf");
         Identity {
             pin_pem: ca_cert.pem(),

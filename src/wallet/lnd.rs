@@ -15,6 +15,16 @@
 //! Least privilege: a macaroon baked with `offchain:read offchain:write` covers all three calls
 //! (ChannelBalance needs `offchain:read`; a URI-scoped macaroon needs
 //! `uri:/lnrpc.Lightning/ChannelBalance` next to the two router RPCs).
+//!
+//! Errors (`lnrpc/routerrpc/router_server.go` `SendPaymentV2`): once `PreparePayment` has
+//! registered the payment, LND owns it, so only an error known to come before that is a
+//! definite failure — the macaroon and start-up checks of the RPC interceptor, the invoice
+//! checks of `extractIntentFromSendRequest` (see [`BEFORE_REGISTRATION`]), and "invoice is
+//! already paid". "payment is in transition" and "payment already exists" (gRPC AlreadyExists,
+//! HTTP 409) mean an earlier attempt of this hash is still out; they and every other error are
+//! [`PayError::Unresolved`]: the payment is tracked until the deadline, then reconciled.
+//! Updates are read with their `htlcs` emptied as they stream (see `http::Lines::eliding`), so
+//! a long payment history never exceeds the per-line limit.
 
 use super::http::{snippet, str_field, u64_field, CallError, Lines, NodeClient, Trust};
 use super::{Paid, PayError, PayRequest, PaymentStatus, Wallet};
@@ -26,6 +36,39 @@ use std::path::Path;
 use std::time::Duration;
 
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// Messages of errors `SendPaymentV2` returns before the payment is registered (nothing sent):
+/// `lnrpc/routerrpc/router_backend.go` `extractIntentFromSendRequest` (and its
+/// `ValidatePayReqExpiry`, `routing.ValidateCLTVLimit`). Matched lower-cased, as substrings.
+const BEFORE_REGISTRATION: &[&str] = &[
+    "time preference out of range",
+    "requested max_parts",
+    "keysend payments cannot",
+    "dest and payment_request cannot",
+    "payment_hash and payment_request cannot",
+    "final_cltv_delta and payment_request cannot",
+    "payment request must contain",
+    "amount must be specified",
+    "amount must not be specified",
+    "the amp flag",
+    "destination doesn't",
+    "exceeds maximum possible amount",
+    "self-payments not allowed",
+    "cltv limit",
+];
+
+/// What TrackPaymentV2's first update says about a payment.
+enum Tracked {
+    /// Settled, proof verified.
+    Settled(Paid),
+    /// FAILED: every HTLC is resolved; the reason as an error.
+    Failed(PayError),
+    /// Registered and not final yet.
+    InFlight,
+    /// LND has no record of the hash ("payment isn't initiated").
+    Unknown,
+}
 
 /// An LND node reached through its REST gateway, authenticated by a macaroon.
 #[derive(Debug)]
@@ -86,11 +129,12 @@ impl LndWallet {
             .await
             .map_err(|e| e.into_pay(request.timeout))?;
         let status = res.status();
-        let mut lines = Lines::new(res.into_body());
+        let mut lines = Lines::eliding(res.into_body(), "htlcs");
         let mut in_flight = false;
         while let Some(line) = lines.next_line().await.map_err(|e| match e {
-            // A broken stream after LND took the payment: it may still settle.
-            CallError::Transport(why) => PayError::Unavailable(format!("LND: {why}")),
+            // A broken stream after LND took the request: it may have registered the payment,
+            // which may still settle; it is tracked.
+            CallError::Transport(why) => PayError::Unresolved(format!("LND: {why}")),
             CallError::Timeout => PayError::Timeout(request.timeout),
         })? {
             let update: Value = serde_json::from_slice(&line).map_err(|e| {
@@ -104,14 +148,13 @@ impl LndWallet {
             // starts can also come bare, as `{"code", "message"}`.
             let bare = update.get("code").is_some() && update.get("message").is_some();
             if let Some(err) = update.get("error").or(bare.then_some(&update)) {
-                let e = send_error(err, status.as_u16());
-                return Err(if in_flight && !e.may_be_in_flight() {
-                    PayError::Unavailable(format!(
-                        "LND reported an error after the payment left ({e}); it may still settle"
-                    ))
-                } else {
-                    e
-                });
+                if in_flight {
+                    return Err(PayError::Unresolved(format!(
+                        "LND reported an error after the payment left: {}",
+                        str_field(err, "message").unwrap_or("(no message)")
+                    )));
+                }
+                return Err(send_error(err, status.as_u16()));
             }
             let Some(payment) = update.get("result") else {
                 continue;
@@ -134,13 +177,43 @@ impl LndWallet {
                 status.as_u16()
             )));
         }
-        Err(PayError::Unavailable(
-            "LND closed the update stream before the payment settled; it may still be in flight"
-                .into(),
+        Err(PayError::Unresolved(
+            "LND closed the update stream before the payment settled".into(),
         ))
     }
 
-    async fn track(&self, hash: &PaymentHash) -> Result<PaymentStatus, PayError> {
+    /// Tracks the payment after an unresolved reply (`why`) until it settles or fails, or
+    /// `deadline` passes; then it stays [`PayError::Unresolved`], for reconciliation. "Not
+    /// initiated" proves nothing here: it is asked again.
+    async fn follow(
+        &self,
+        request: &PayRequest,
+        deadline: std::time::Instant,
+        why: String,
+    ) -> Result<Paid, PayError> {
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(PayError::Unresolved(format!(
+                    "{why}; TrackPaymentV2 showed no outcome within {:?}",
+                    request.timeout
+                )));
+            }
+            let tracked =
+                tokio::time::timeout(left.min(LOOKUP_TIMEOUT), self.track(&request.payment_hash))
+                    .await;
+            match tracked {
+                Ok(Ok(Tracked::Settled(paid))) => return Ok(paid),
+                Ok(Ok(Tracked::Failed(e))) => return Err(e),
+                _ => {}
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            tokio::time::sleep(POLL_EVERY.min(left)).await;
+        }
+    }
+
+    /// TrackPaymentV2's first update for `hash`.
+    async fn track(&self, hash: &PaymentHash) -> Result<Tracked, PayError> {
         let encoded = base64::engine::general_purpose::URL_SAFE.encode(hash.0);
         let res = self
             .node
@@ -152,7 +225,7 @@ impl LndWallet {
             .await
             .map_err(|e| e.into_lookup(LOOKUP_TIMEOUT))?;
         let status = res.status();
-        let mut lines = Lines::new(res.into_body());
+        let mut lines = Lines::eliding(res.into_body(), "htlcs");
         // The stream stays open while the payment is in flight: the first update is the answer.
         while let Some(line) = lines
             .next_line()
@@ -162,31 +235,27 @@ impl LndWallet {
             let update: Value = serde_json::from_slice(&line).map_err(|e| {
                 PayError::Unavailable(format!("LND track sent an update that is not JSON: {e}"))
             })?;
-            if let Some(err) = update.get("error") {
-                let code = err.get("code").and_then(Value::as_i64);
-                let message = str_field(err, "message").unwrap_or("").to_ascii_lowercase();
-                if code == Some(5)
-                    || message.contains("isn't initiated")
-                    || message.contains("not found")
-                {
-                    return Ok(PaymentStatus::Unknown);
+            let bare = update.get("code").is_some() && update.get("message").is_some();
+            if let Some(err) = update.get("error").or(bare.then_some(&update)) {
+                // router_server.go `subscribePayment`: paymentsdb.ErrPaymentNotInitiated as
+                // gRPC NotFound. Only that message: the gateway's own 404 for a wrong path is
+                // NotFound too, and must not read as "never sent".
+                let message = str_field(err, "message").unwrap_or("");
+                if message.contains("isn't initiated") {
+                    return Ok(Tracked::Unknown);
                 }
-                return Err(send_error(err, status.as_u16()));
+                return Err(lookup_error(err, status.as_u16()));
             }
             let Some(payment) = update.get("result") else {
                 continue;
             };
             return Ok(match str_field(payment, "status").unwrap_or("") {
-                "SUCCEEDED" => PaymentStatus::Succeeded(succeeded(payment, hash)?),
-                "FAILED" => {
-                    PaymentStatus::Failed(failure(str_field(payment, "failure_reason")).to_string())
-                }
-                "IN_FLIGHT" | "INITIATED" => PaymentStatus::InFlight,
-                _ => PaymentStatus::Unknown,
+                "SUCCEEDED" => Tracked::Settled(succeeded(payment, hash)?),
+                "FAILED" => Tracked::Failed(failure(str_field(payment, "failure_reason"))),
+                // IN_FLIGHT, INITIATED, or a status this code does not know: LND has the
+                // payment and has not called it final.
+                _ => Tracked::InFlight,
             });
-        }
-        if status.as_u16() == 404 {
-            return Ok(PaymentStatus::Unknown);
         }
         Err(PayError::Unavailable(format!(
             "LND track answered HTTP {} with no update",
@@ -229,34 +298,69 @@ fn channel_balance(body: &Value) -> Result<Msat, PayError> {
     )))
 }
 
+/// A macaroon LND refused: missing, not matching, expired (a timeout caveat:
+/// macaroon-bakery's `checkers` "macaroon has expired"), or lacking a permission — checked by
+/// the RPC interceptor (`rpcperms/interceptor.go`, `macaroons/service.go`) before any handler.
+fn macaroon_refused(m: &str, code: Option<i64>, http_status: u16) -> bool {
+    m.contains("macaroon")
+        || m.contains("verification failed")
+        || m.contains("permission denied")
+        || matches!(code, Some(7 | 16))
+        || matches!(http_status, 401 | 403)
+}
+
+/// LND not ready to serve: `rpcperms/interceptor.go` ErrWaitingToStart, ErrNoWallet,
+/// ErrWalletLocked, ErrRPCStarting (gRPC Unknown, HTTP 500), or gRPC Unavailable.
+fn not_ready(m: &str, code: Option<i64>) -> bool {
+    m.contains("waiting to start")
+        || m.contains("wallet not created")
+        || m.contains("wallet locked")
+        || m.contains("in the process of starting up")
+        || m.contains("not yet ready")
+        || code == Some(14)
+}
+
+/// `{code, message}` and the lower-cased message of a gateway error.
+fn error_parts(err: &Value) -> (String, Option<i64>, String) {
+    let message = str_field(err, "message").unwrap_or("").to_string();
+    let lower = message.to_ascii_lowercase();
+    (message, err.get("code").and_then(Value::as_i64), lower)
+}
+
 /// A ChannelBalance that did not answer 200: the macaroon lacking `offchain:read`, LND not
 /// ready, or anything else — all `Unavailable`, since no money is involved.
 fn balance_error(status: u16, body: &[u8]) -> PayError {
     let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let err = json.get("error").filter(|e| e.is_object()).unwrap_or(&json);
-    let message = str_field(err, "message")
-        .map(str::to_string)
-        .unwrap_or_else(|| snippet(body));
-    let code = err.get("code").and_then(Value::as_i64);
-    let m = message.to_ascii_lowercase();
-    if matches!(status, 401 | 403)
-        || matches!(code, Some(7 | 16))
-        || m.contains("permission denied")
-        || m.contains("macaroon")
-        || m.contains("verification failed")
-    {
+    let (message, code, m) = error_parts(err);
+    let message = if message.is_empty() {
+        snippet(body)
+    } else {
+        message
+    };
+    if macaroon_refused(&m, code, status) {
         PayError::Unavailable(format!(
             "LND refused the macaroon for the balance (HTTP {status}: {message}); \
              ChannelBalance needs a macaroon with offchain:read"
         ))
-    } else if m.contains("wallet locked")
-        || m.contains("starting up")
-        || m.contains("not yet ready")
-        || matches!(code, Some(4 | 14))
-    {
+    } else if not_ready(&m, code) {
         PayError::Unavailable(format!("LND is not ready: {message}"))
     } else {
         PayError::Unavailable(format!("LND balance: HTTP {status}: {message}"))
+    }
+}
+
+/// A TrackPaymentV2 error other than "not initiated" (a lookup: nothing moves either way).
+fn lookup_error(err: &Value, http_status: u16) -> PayError {
+    let (message, code, m) = error_parts(err);
+    if macaroon_refused(&m, code, http_status) {
+        PayError::Unavailable(format!(
+            "LND refused the macaroon ({message}); TrackPaymentV2 needs offchain:read"
+        ))
+    } else if not_ready(&m, code) {
+        PayError::Unavailable(format!("LND is not ready: {message}"))
+    } else {
+        PayError::Unavailable(format!("LND track: HTTP {http_status}: {message}"))
     }
 }
 
@@ -306,35 +410,37 @@ fn failure(reason: Option<&str>) -> PayError {
     }
 }
 
-/// An `{"error": {code, message}}` from the gateway: SendPaymentV2 refused the payment before
-/// sending anything, except for the codes that say LND itself is not ready.
+/// An error `{code, message}` from SendPaymentV2 before its first update (bare, or as the
+/// stream's `{"error": …}`), at `http_status` (the gateway maps the gRPC code: AlreadyExists
+/// 409, Unknown 500, Unavailable 503, PermissionDenied 403, Unauthenticated 401). Checked in
+/// this order: the interceptor's refusals (nothing reached the router), "already paid", the
+/// checks made before the payment is registered; anything else may have been registered, and
+/// is unresolved.
 fn send_error(err: &Value, http_status: u16) -> PayError {
-    let message = str_field(err, "message").unwrap_or("").to_string();
-    let code = err.get("code").and_then(Value::as_i64);
-    let m = message.to_ascii_lowercase();
-    if m.contains("already paid") || m.contains("payment is in transition") {
-        PayError::AlreadyPaid
-    } else if m.contains("expired") {
-        PayError::InvoiceExpired
-    } else if m.contains("macaroon")
-        || m.contains("verification failed")
-        || m.contains("permission denied")
-        || matches!(code, Some(7 | 16))
-        || matches!(http_status, 401 | 403)
-    {
+    let (message, code, m) = error_parts(err);
+    if macaroon_refused(&m, code, http_status) {
         PayError::Rejected(format!(
-            "LND refused the macaroon ({message}); it needs offchain:read and offchain:write"
+            "LND refused the macaroon ({message}); it needs offchain:read and offchain:write, \
+             and must not have expired"
         ))
-    } else if m.contains("wallet locked")
-        || m.contains("starting up")
-        || m.contains("not yet ready")
-        || matches!(code, Some(4 | 14))
-    {
+    } else if not_ready(&m, code) {
         PayError::Unavailable(format!("LND is not ready: {message}"))
-    } else if m.contains("insufficient") {
-        PayError::InsufficientBalance
-    } else {
+    } else if m.contains("invoice is already paid") {
+        // paymentsdb.ErrAlreadyPaid: a SUCCEEDED payment of this hash; its proof is looked up.
+        PayError::AlreadyPaid
+    } else if m.contains("invoice expired") {
+        // router_backend.go ValidatePayReqExpiry, before registration.
+        PayError::InvoiceExpired
+    } else if BEFORE_REGISTRATION.iter().any(|p| m.contains(p)) || code == Some(3) {
+        // The request's own checks, or the gateway's InvalidArgument: nothing registered.
         PayError::Rejected(format!("LND: {message}"))
+    } else {
+        // paymentsdb.ErrPaymentInFlight ("payment is in transition"), ErrPaymentExists
+        // ("payment already exists"), and anything not known to come before registration.
+        PayError::Unresolved(format!(
+            "LND answered HTTP {http_status} (gRPC code {}): {message}",
+            code.map_or_else(|| "none".to_string(), |c| c.to_string())
+        ))
     }
 }
 
@@ -345,15 +451,27 @@ impl Wallet for LndWallet {
     }
 
     async fn pay(&self, request: &PayRequest) -> Result<Paid, PayError> {
-        match tokio::time::timeout(request.timeout, self.send(request)).await {
+        let deadline = std::time::Instant::now() + request.timeout;
+        let outcome = match tokio::time::timeout(request.timeout, self.send(request)).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(PayError::Timeout(request.timeout)),
+            Err(_) => return Err(PayError::Timeout(request.timeout)),
+        };
+        match outcome {
+            Err(PayError::Unresolved(why)) => {
+                tracing::warn!(hash = %request.payment_hash.short(), reason = %why, "LND answered without an outcome; tracking the payment");
+                self.follow(request, deadline, why).await
+            }
+            other => other,
         }
     }
 
     async fn lookup(&self, hash: &PaymentHash) -> Result<PaymentStatus, PayError> {
         match tokio::time::timeout(LOOKUP_TIMEOUT, self.track(hash)).await {
-            Ok(outcome) => outcome,
+            Ok(Ok(Tracked::Settled(paid))) => Ok(PaymentStatus::Succeeded(paid)),
+            Ok(Ok(Tracked::Failed(e))) => Ok(PaymentStatus::Failed(e.to_string())),
+            Ok(Ok(Tracked::InFlight)) => Ok(PaymentStatus::InFlight),
+            Ok(Ok(Tracked::Unknown)) => Ok(PaymentStatus::Unknown),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(CallError::Timeout.into_lookup(LOOKUP_TIMEOUT)),
         }
     }

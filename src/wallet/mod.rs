@@ -89,6 +89,13 @@ pub enum PayError {
     /// is no proof to present, so the payment is recorded failed (though money may have moved).
     #[error("the wallet returned a preimage that does not match the payment hash")]
     BadPreimage,
+    /// The node answered, but not with an outcome: its reply (kept here) does not prove that
+    /// nothing is in flight — an error code not known to be final, a payment LND still holds
+    /// ("payment is in transition"), a pay plugin that died with HTLCs out, a failure reported
+    /// while parts may still be pending. Like [`PayError::Timeout`], the budget stays reserved
+    /// and the hash is only looked up until the node says settled or failed.
+    #[error("the payment's outcome is not known yet ({0}); it may still settle")]
+    Unresolved(String),
 }
 
 impl PayError {
@@ -104,20 +111,25 @@ impl PayError {
             PayError::Rejected(_) => "payment-rejected",
             PayError::Unavailable(_) => "wallet-unavailable",
             PayError::BadPreimage => "bad-preimage",
+            PayError::Unresolved(_) => "payment-unresolved",
         }
     }
 
     /// True when the payment might still complete, so its budget must stay reserved and the
     /// hash must be looked up, never paid again.
     pub fn may_be_in_flight(&self) -> bool {
-        matches!(self, PayError::Timeout(_) | PayError::Unavailable(_))
+        matches!(
+            self,
+            PayError::Timeout(_) | PayError::Unavailable(_) | PayError::Unresolved(_)
+        )
     }
 }
 
 /// A Lightning backend: pays invoices and answers for payments by hash. Implementations return
 /// only preimages verified against the payment hash, and report an outcome they cannot know as
-/// [`PayError::Timeout`] or [`PayError::Unavailable`], never as a definite failure (a failure
-/// releases the payment's reservation).
+/// [`PayError::Timeout`], [`PayError::Unavailable`] or [`PayError::Unresolved`], never as a
+/// definite failure (a failure releases the payment's reservation): only a reply the node's own
+/// code documents as "nothing is in flight" may become one.
 #[async_trait::async_trait]
 pub trait Wallet: Send + Sync + 'static {
     /// The backend's name, for logs and metrics.
@@ -139,17 +151,20 @@ pub trait Wallet: Send + Sync + 'static {
 /// Follows a payment a node accepted but has not settled, asking `status` (given the time left
 /// for one lookup) every `every` until it settles or fails, or until `deadline` — then it is a
 /// `Timeout`: it may still settle, so the engine only ever looks it up again. A lookup that
-/// errors or does not know the hash yet is asked again: the node already took the payment.
-pub(crate) async fn follow<F, Fut>(
+/// errors or does not know the hash yet is asked again: the node already took the payment (a
+/// node may have no record of it before its first HTLC leaves). `failed` turns the node's
+/// reason for a definite failure into the error returned.
+pub(crate) async fn follow<F, Fut, G>(
     request: &PayRequest,
     deadline: std::time::Instant,
     every: Duration,
     mut status: F,
-    failed: fn(String) -> PayError,
+    failed: G,
 ) -> Result<Paid, PayError>
 where
     F: FnMut(Duration) -> Fut,
     Fut: std::future::Future<Output = Result<PaymentStatus, PayError>>,
+    G: FnOnce(String) -> PayError,
 {
     const ONE_LOOKUP: Duration = Duration::from_secs(15);
     loop {
@@ -227,7 +242,12 @@ pub fn from_config(config: &crate::config::Config) -> anyhow::Result<std::sync::
                 Some(path) => http::Trust::pinned_file(path, "wallet.cln.tls_cert_file")?,
                 None => http::Trust::PublicRoots,
             };
-            Ok(Arc::new(cln::ClnWallet::new(&c.url, &rune, trust)?))
+            Ok(Arc::new(cln::ClnWallet::new(
+                &c.url,
+                &rune,
+                c.nodeid.as_deref(),
+                trust,
+            )?))
         }
         Backend::Nwc => {
             let c = w.nwc.as_ref().ok_or_else(|| missing("wallet.nwc"))?;
@@ -303,6 +323,18 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(w.backend(), "cln");
+        let w = build(&format!(
+            "wallet: {{backend: cln, cln: {{url: 'https://127.0.0.1:3010', rune_file: {}, nodeid: 024b9a1fa8e006f1e3937f65f66c408e6da8e1ca728ea43222a7381df1cc449605}}}}\n",
+            key.display()
+        ))
+        .unwrap();
+        assert_eq!(w.backend(), "cln");
+        let e = Config::parse(&format!(
+            "wallet: {{backend: cln, cln: {{url: 'https://127.0.0.1:3010', rune_file: {}, nodeid: 'my node'}}}}\n",
+            key.display()
+        ))
+        .expect_err("not a node id");
+        assert!(e.to_string().contains("wallet.cln.nodeid"), "{e}");
         let e = build(&format!(
             "wallet: {{backend: cln, cln: {{url: 'https://127.0.0.1:3010', rune_file: {k}, tls_cert_file: {k}}}}}\n",
             k = key.display()

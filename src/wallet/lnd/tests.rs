@@ -1,12 +1,15 @@
 //! LND REST backend against an in-process HTTPS fixture (no LND binary can be installed where
-//! these tests run). The fixture reproduces LND's documented REST behaviour: SendPaymentV2 and
-//! TrackPaymentV2 stream newline-delimited `{"result": Payment}` updates (64-bit integers as
-//! strings, preimages in hex), errors come as `{"error": {"code", "message"}}` with the gRPC
-//! code mapped to an HTTP status, and the server presents a self-signed CA:TRUE certificate
-//! like LND's `tls.cert`.
+//! these tests run). Every reply comes from `crate::wallet::fixture::lnd`, built from LND's
+//! own sources (each annotated there with its upstream file): SendPaymentV2 and
+//! TrackPaymentV2 stream newline-delimited `{"result": Payment}` updates, errors are gRPC
+//! statuses through grpc-gateway (bare before a stream, `{"error": …}` inside one), and the
+//! server presents a self-signed CA:TRUE certificate like LND's `tls.cert`.
 
 use super::*;
-use crate::wallet::fixture::{payment, Canned, Fixture, Identity};
+use crate::wallet::fixture::lnd as node;
+use crate::wallet::fixture::{payment, Canned, Fixture, Identity, Seen};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 const MACAROON: &[u8] = &[0x02, 0x01, 0x03, 0x6c, 0x6e, 0x64, 0xff, 0x00, 0x42];
 
@@ -33,20 +36,41 @@ fn request(hash: PaymentHash, timeout: Duration) -> PayRequest {
     }
 }
 
+/// A named canned reply.
+type Case = (&'static str, fn() -> Canned);
+
 fn update(status: &str, hash: &PaymentHash, extra: Value) -> Value {
-    let mut result = json!({
-        "payment_hash": hash.to_hex(),
-        "value_msat": "10000",
-        "status": status,
-        "fee_msat": "0",
-        "payment_preimage": "0000000000000000000000000000000000000000000000000000000000000000",
-        "failure_reason": "FAILURE_REASON_NONE",
-        "htlcs": [],
-    });
-    if let (Some(r), Some(e)) = (result.as_object_mut(), extra.as_object()) {
-        r.extend(e.clone());
+    node::update(status, hash, extra)
+}
+
+/// A node answering SendPaymentV2 with `send`, and TrackPaymentV2 with `track(n)` for its
+/// n-th call.
+async fn node_with(
+    send: impl Fn() -> Canned + Send + Sync + 'static,
+    track: impl Fn(u32) -> Canned + Send + Sync + 'static,
+) -> (Fixture, Arc<AtomicU32>) {
+    let tracks = Arc::new(AtomicU32::new(0));
+    let t = tracks.clone();
+    let fixture = Fixture::start(Identity::self_signed_ca(), move |seen: &Seen| {
+        if seen.path == "/v2/router/send" {
+            send()
+        } else if seen.path.starts_with("/v2/router/track/") {
+            track(t.fetch_add(1, Ordering::SeqCst))
+        } else {
+            node::no_such_path()
+        }
+    })
+    .await;
+    (fixture, tracks)
+}
+
+/// TrackPaymentV2 of an in-flight payment: the current state, then the stream stays open.
+fn tracking(update: Value) -> Canned {
+    Canned::Stream {
+        status: 200,
+        lines: vec![(Duration::from_millis(5), update.to_string())],
+        hang: true,
     }
-    json!({ "result": result })
 }
 
 #[tokio::test]
@@ -141,57 +165,250 @@ async fn every_failure_reason_maps_to_a_reason() {
 }
 
 #[tokio::test]
-async fn gateway_errors_map_to_reasons() {
-    let cases: [(u16, i64, &str, &str); 5] = [
-        (500, 2, "invoice is already paid", "already-paid"),
-        (500, 2, "payment is in transition", "already-paid"),
+async fn errors_from_before_the_payment_is_registered_are_final() {
+    let cases: Vec<(Case, &str, &str)> = vec![
         (
-            500,
-            2,
-            "invoice expired. Valid until 2024-01-01",
+            ("already paid (409)", node::already_paid),
+            "already-paid",
+            "",
+        ),
+        (
+            ("invoice expired", node::invoice_expired),
             "invoice-expired",
+            "",
         ),
         (
-            500,
-            2,
-            "verification failed: signature mismatch after caveat verification",
+            ("self-payment", node::self_payment),
             "payment-rejected",
+            "self-payments",
         ),
         (
-            503,
-            14,
-            "waiting to start, RPC services not available",
-            "wallet-unavailable",
+            ("macaroon mismatch", node::macaroon_mismatch),
+            "payment-rejected",
+            "macaroon",
+        ),
+        // "expired" in a macaroon error is the macaroon's, not the invoice's.
+        (
+            ("macaroon expired", node::macaroon_expired),
+            "payment-rejected",
+            "macaroon",
+        ),
+        (
+            ("permission denied (403)", node::permission_denied),
+            "payment-rejected",
+            "macaroon",
         ),
     ];
-    for (status, code, message, expected) in cases {
+    for ((name, reply), expected, says) in cases {
         let (_, hash) = payment();
-        let message_owned = message.to_string();
-        // Wrapped, as a stream sends it, and bare, as the gateway answers before streaming.
-        let wrapped = Fixture::start(Identity::self_signed_ca(), {
-            let message = message.to_string();
-            move |_| {
+        let (fixture, tracks) = node_with(reply, |_| node::not_initiated()).await;
+        let err = wallet_for(&fixture)
+            .pay(&request(hash, Duration::from_secs(10)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), expected, "{name}: {err}");
+        assert!(err.to_string().contains(says), "{name}: {err}");
+        assert!(!err.may_be_in_flight(), "{name}: {err}");
+        assert_eq!(tracks.load(Ordering::SeqCst), 0, "{name}: nothing to track");
+    }
+}
+
+#[tokio::test]
+async fn lnd_not_ready_is_wallet_unavailable() {
+    let cases: [Case; 4] = [
+        ("waiting to start", node::waiting_to_start),
+        ("wallet not created", node::wallet_not_created),
+        ("wallet locked", node::wallet_locked),
+        ("RPC server starting", node::rpc_starting),
+    ];
+    for (name, reply) in cases {
+        let (_, hash) = payment();
+        let (fixture, _) = node_with(reply, |_| node::not_initiated()).await;
+        let err = wallet_for(&fixture)
+            .pay(&request(hash, Duration::from_secs(10)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "wallet-unavailable", "{name}: {err}");
+        assert!(err.to_string().contains("not ready"), "{name}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn in_transition_and_already_exists_are_tracked_not_failed() {
+    // 409 "payment is in transition": LND still holds HTLCs of an earlier attempt, which then
+    // settles — the payment is paid, once.
+    let (preimage, hash) = payment();
+    let pre_hex = hex::encode(preimage);
+    let (fixture, tracks) = node_with(node::in_transition, move |n| {
+        if n == 0 {
+            tracking(update("IN_FLIGHT", &hash, json!({})))
+        } else {
+            Canned::lines(
+                200,
+                &[update(
+                    "SUCCEEDED",
+                    &hash,
+                    json!({"payment_preimage": pre_hex, "fee_msat": "3"}),
+                )],
+            )
+        }
+    })
+    .await;
+    let paid = wallet_for(&fixture)
+        .pay(&request(hash, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(paid.preimage.as_bytes(), &preimage);
+    assert!(tracks.load(Ordering::SeqCst) >= 2);
+    assert_eq!(fixture.count("/v2/router/send"), 1, "never sent twice");
+    // 409 "payment already exists" (INITIATED, no HTLC yet) that does not resolve in time:
+    // unresolved, never a failure.
+    let (_, hash) = payment();
+    let (fixture, _) = node_with(node::already_exists, move |_| {
+        tracking(update("INITIATED", &hash, json!({})))
+    })
+    .await;
+    let err = wallet_for(&fixture)
+        .pay(&request(hash, Duration::from_secs(2)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PayError::Unresolved(_)), "{err:?}");
+    assert_eq!(err.code(), "payment-unresolved");
+    assert!(err.may_be_in_flight());
+    assert!(err.to_string().contains("payment already exists"), "{err}");
+}
+
+#[tokio::test]
+async fn a_stream_error_before_the_first_update_is_unresolved() {
+    // LND registered the payment before the stream failed: "not initiated" right after proves
+    // nothing, and a later FAILED is the real outcome.
+    let (_, hash) = payment();
+    let (fixture, tracks) = node_with(
+        || node::error_before_first_update(2, "unable to subscribe to payment"),
+        |_| node::not_initiated(),
+    )
+    .await;
+    let err = wallet_for(&fixture)
+        .pay(&request(hash, Duration::from_secs(2)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PayError::Unresolved(_)), "{err:?}");
+    assert!(tracks.load(Ordering::SeqCst) >= 1);
+    let (_, hash) = payment();
+    let (fixture, _) = node_with(
+        || node::error(2, "unable to subscribe to payment"),
+        move |n| {
+            if n == 0 {
+                node::not_initiated()
+            } else {
                 Canned::lines(
-                    status,
-                    &[json!({"error": {"code": code, "message": message, "details": []}})],
+                    200,
+                    &[update(
+                        "FAILED",
+                        &hash,
+                        json!({"failure_reason": "FAILURE_REASON_INSUFFICIENT_BALANCE"}),
+                    )],
                 )
             }
-        })
-        .await;
-        let bare = Fixture::start(Identity::self_signed_ca(), move |_| {
-            Canned::Json(
-                status,
-                json!({"code": code, "message": message_owned, "details": []}),
+        },
+    )
+    .await;
+    let err = wallet_for(&fixture)
+        .pay(&request(hash, Duration::from_secs(10)))
+        .await
+        .unwrap_err();
+    assert_eq!(err, PayError::InsufficientBalance);
+}
+
+#[tokio::test]
+async fn a_stream_error_after_the_payment_left_is_tracked() {
+    let (preimage, hash) = payment();
+    let pre_hex = hex::encode(preimage);
+    let (fixture, _) = node_with(
+        move || {
+            Canned::lines(
+                200,
+                &[
+                    update("IN_FLIGHT", &hash, json!({})),
+                    node::stream_error(2, "payment lifecycle exited"),
+                ],
             )
-        })
-        .await;
-        for fixture in [wrapped, bare] {
-            let err = wallet_for(&fixture)
-                .pay(&request(hash, Duration::from_secs(10)))
-                .await
-                .unwrap_err();
-            assert_eq!(err.code(), expected, "{message}: {err}");
-        }
+        },
+        move |_| {
+            Canned::lines(
+                200,
+                &[update(
+                    "SUCCEEDED",
+                    &hash,
+                    json!({"payment_preimage": pre_hex}),
+                )],
+            )
+        },
+    )
+    .await;
+    let paid = wallet_for(&fixture)
+        .pay(&request(hash, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(paid.preimage.as_bytes(), &preimage);
+    // The stream simply ends after IN_FLIGHT (the gateway or a proxy in between closed it):
+    // tracked the same way.
+    let (preimage, hash) = payment();
+    let pre_hex = hex::encode(preimage);
+    let (fixture, _) = node_with(
+        move || Canned::lines(200, &[update("IN_FLIGHT", &hash, json!({}))]),
+        move |_| {
+            Canned::lines(
+                200,
+                &[update(
+                    "SUCCEEDED",
+                    &hash,
+                    json!({"payment_preimage": pre_hex}),
+                )],
+            )
+        },
+    )
+    .await;
+    let paid = wallet_for(&fixture)
+        .pay(&request(hash, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(paid.preimage.as_bytes(), &preimage);
+    assert_eq!(fixture.count("/v2/router/send"), 1, "never sent twice");
+}
+
+#[tokio::test]
+async fn updates_longer_than_the_line_limit_are_read() {
+    // 800 failed attempts (about 2.2 KiB each, as LND writes them; 1.8 MB): every update is over the
+    // 1 MiB per-line limit, and grows with each attempt.
+    let (preimage, hash) = payment();
+    let htlcs: Vec<Value> = (0..800).map(node::failed_attempt).collect();
+    let in_flight = update("IN_FLIGHT", &hash, json!({ "htlcs": htlcs }));
+    let settled = update(
+        "SUCCEEDED",
+        &hash,
+        json!({"payment_preimage": hex::encode(preimage), "fee_msat": "9", "htlcs": htlcs}),
+    );
+    let len = settled.to_string().len();
+    assert!(len > crate::wallet::http::MAX_BODY, "{len}");
+    let (fixture, _) = node_with(
+        {
+            let (in_flight, settled) = (in_flight.clone(), settled.clone());
+            move || Canned::lines(200, &[in_flight.clone(), settled.clone()])
+        },
+        move |_| Canned::lines(200, std::slice::from_ref(&settled)),
+    )
+    .await;
+    let wallet = wallet_for(&fixture);
+    let paid = wallet
+        .pay(&request(hash, Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(paid.preimage.as_bytes(), &preimage);
+    assert_eq!(paid.fee, Msat(9));
+    match wallet.lookup(&hash).await.unwrap() {
+        PaymentStatus::Succeeded(paid) => assert_eq!(paid.preimage.as_bytes(), &preimage),
+        other => panic!("{other:?}"),
     }
 }
 
@@ -311,12 +528,9 @@ async fn lookup_tracks_by_url_safe_base64_hash() {
                 hang: true,
             }
         } else if tail == unknown_path {
-            Canned::lines(
-                404,
-                &[json!({"error": {"code": 5, "message": "payment isn't initiated", "details": []}})],
-            )
+            node::not_initiated()
         } else {
-            Canned::Json(400, json!({"code": 3, "message": "bad path"}))
+            node::no_such_path()
         }
     })
     .await;
@@ -341,6 +555,9 @@ async fn lookup_tracks_by_url_safe_base64_hash() {
         started.elapsed() < Duration::from_secs(5),
         "the first update answers"
     );
+    // The gateway's own 404 for a path is not LND saying "never sent".
+    let (_, elsewhere) = payment();
+    assert!(wallet.lookup(&elsewhere).await.is_err());
     assert!(fixture
         .seen()
         .iter()
@@ -459,10 +676,11 @@ async fn balance_refused_by_a_pay_only_macaroon_names_offchain_read() {
         Err(PayError::Unavailable(why)) => assert!(why.contains("offchain:read"), "{why}"),
         other => panic!("{other:?}"),
     }
-    // A locked wallet is not a permission problem.
+    // A locked wallet is not a permission problem (`rpcperms/interceptor.go`: a plain error,
+    // gRPC Unknown, HTTP 500).
     let fixture = balance_node(
-        503,
-        json!({"code": 14, "message": "wallet locked, unlock it to enable full RPC access"}),
+        500,
+        json!({"code": 2, "message": "wallet locked, unlock it to enable full RPC access", "details": []}),
     )
     .await;
     match wallet_for(&fixture).balance().await {
