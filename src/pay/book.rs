@@ -422,10 +422,13 @@ impl PaymentBook {
                     resolved.push(Resolved::Failed(row, reason));
                 }
                 // "No record" proves the payment never left only once it has had its whole
-                // timeout to show up: a backend may not list a payment it is still starting,
-                // and concluding too early would free the hash to be paid a second time.
+                // timeout twice over to show up: a backend may not list a payment it is still
+                // starting (CLN's `listpays` shows nothing before the first HTLC, and xpay makes
+                // one more attempt even after `retry_for`), and concluding too early would free
+                // the hash to be paid a second time.
                 PaymentStatus::Unknown
-                    if self.clock.now() - row.created_at < self.timeout.as_secs() as i64 =>
+                    if self.clock.now() - row.created_at
+                        < 2 * self.timeout.as_secs() as i64 =>
                 {
                     open += 1
                 }

@@ -204,7 +204,7 @@ async fn reconciliation_fails_what_the_wallet_says_failed() {
 }
 
 #[tokio::test]
-async fn a_wallet_with_no_record_frees_the_payment_only_after_its_timeout() {
+async fn a_wallet_with_no_record_frees_the_payment_only_after_twice_its_timeout() {
     let f = fixture().await;
     let p = proof(5);
     f.wallet.script(
@@ -217,6 +217,9 @@ async fn a_wallet_with_no_record_frees_the_payment_only_after_its_timeout() {
     assert_eq!(open, 1, "unknown for 10 s of a 60 s timeout: still held");
     assert_eq!(f.spent("a").await, 11_000);
     f.clock.advance(51);
+    let (_, open) = f.book.reconcile().await.unwrap();
+    assert_eq!(open, 1, "no record 61 s in: still held (twice the timeout is waited)");
+    f.clock.advance(60);
     let (resolved, open) = f.book.reconcile().await.unwrap();
     assert_eq!((resolved.len(), open), (1, 0));
     assert_eq!(f.spent("a").await, 0, "released");
