@@ -102,12 +102,21 @@ pub struct Purchases {
     operator_limits: ArcSwap<Limits>,
     /// Whether other processes share the ledger (so tokens may have been bought elsewhere).
     shared_ledger: bool,
-    /// Origins whose tokens serve one request only: nothing is cached or shared there.
+    /// Origins, or services at an origin (`origin\nservice`), whose tokens serve one request
+    /// only: nothing is cached or shared there.
     single_use: dashmap::DashSet<String>,
     /// (agent, origin, service) whose paid credential the server refused, until when (unix s).
     cooling: dashmap::DashMap<String, u64>,
     /// Approvals, payment rate limits, the price-jump guard, alerts.
     guardrails: Arc<Guardrails>,
+}
+
+/// The key of [`Purchases::mark_single_use`]: the origin, with the service when there is one.
+fn single_use_key(origin: &str, service: Option<&str>) -> String {
+    match service {
+        Some(s) => format!("{origin}\n{s}"),
+        None => origin.to_string(),
+    }
 }
 
 /// How long a service whose server refused a paid credential is not paid again.
@@ -157,10 +166,18 @@ impl Purchases {
         }
     }
 
-    /// Remembers that `origin` spends each token once (a used one gets 401/403 with no
-    /// challenge): later purchases there are not cached or shared.
-    pub fn mark_single_use(&self, origin: &str) {
-        self.single_use.insert(origin.to_string());
+    /// Remembers that `service` at `origin` spends each token once (a used one gets 401/403
+    /// with no challenge): later purchases of it are not cached or shared. A token naming no
+    /// service stands for the whole origin, and so does the mark.
+    pub fn mark_single_use(&self, origin: &str, service: Option<&str>) {
+        self.single_use.insert(single_use_key(origin, service));
+    }
+
+    /// Whether purchases of `service` at `origin` are single-use (the service's own mark, or
+    /// the whole origin's).
+    fn is_single_use(&self, origin: &str, service: Option<&str>) -> bool {
+        self.single_use.contains(origin)
+            || (service.is_some() && self.single_use.contains(&single_use_key(origin, service)))
     }
 
     /// Stops paying `flight` of `agent` at `origin` for [`COOL_OFF_SECS`].
@@ -204,7 +221,8 @@ impl Purchases {
             }
             .into());
         }
-        let reusable = offer.terms.reusable() && !self.single_use.contains(to.origin);
+        let reusable =
+            offer.terms.reusable() && !self.is_single_use(to.origin, offer.terms.service());
         let service = offer.terms.service().map(str::to_string);
         let scope = path_scope(path).to_string();
         let now = self.clock.now_unix();

@@ -67,6 +67,8 @@ pub struct Options {
     pub http_yaml: String,
     /// How often the background watch looks (balance, store, stuck payments).
     pub watch_every: Option<l402_proxy::guardrails::watch::Intervals>,
+    /// The config's `store:` value (YAML flow mapping); default: SQLite `ledger.db` in `dir`.
+    pub store_yaml: Option<String>,
 }
 
 impl Default for Options {
@@ -97,6 +99,7 @@ impl Default for Options {
             extra_yaml: String::new(),
             http_yaml: String::new(),
             watch_every: None,
+            store_yaml: None,
         }
     }
 }
@@ -228,7 +231,7 @@ guard: {{ allow_private: false, allow: {allow} }}
 wallet: {wallet_yaml}
 http: {{ max_replay_body_bytes: {max_body}{http_yaml} }}
 pay: {{ schemes: {schemes} }}
-store: {{ path: ledger.db }}
+store: {store}
 operator_limits: {operator}
 {extra_yaml}
 agents:
@@ -243,6 +246,10 @@ agents:
             max_body = opts.max_body,
             schemes = opts.pay_schemes,
             operator = opts.operator_limits,
+            store = opts
+                .store_yaml
+                .clone()
+                .unwrap_or_else(|| "{ path: ledger.db }".to_string()),
             extra_yaml = opts.extra_yaml,
             http_yaml = if opts.http_yaml.is_empty() {
                 String::new()
