@@ -542,14 +542,16 @@ impl Job {
     }
 
     /// The guardrails before money is touched: the price-jump guard, the payment rate limits,
-    /// then — when the amount is over `approve_above_sats` — the operator's approval.
+    /// then — when the amount is over `approve_above_sats`, or the price jumped where approvals
+    /// apply — the operator's approval.
     async fn guard(&self, operator: &Limits) -> Result<(), Decline> {
         let p = &self.purchases;
         let g = &p.guardrails;
         let agent = &self.agent;
         let flight = self.flight();
+        let mut jumped = false;
         if let Some(pct) = guardrails::max_price_increase(&agent.limits, operator) {
-            if let PriceCheck::Jumped { last } = g
+            if let PriceCheck::Jumped { last, new_service } = g
                 .prices
                 .check(&agent.name, &self.origin, flight.service, self.amount, pct)
                 .await?
@@ -566,16 +568,21 @@ impl Job {
                     increase_pct: increase,
                     limit_pct: pct,
                 });
-                return Err(Decline::PriceJump {
-                    last,
-                    now: self.amount,
-                    limit_pct: pct,
-                });
+                // Where the operator decides payments, a jump is theirs to decide too.
+                if guardrails::approve_above(&agent.limits, operator).is_none() {
+                    return Err(Decline::PriceJump {
+                        last,
+                        now: self.amount,
+                        limit_pct: pct,
+                        new_service,
+                    });
+                }
+                jumped = true;
             }
         }
         g.rates.payment(&agent.name, &agent.limits, operator)?;
         if let Some(above) = guardrails::approve_above(&agent.limits, operator) {
-            if self.amount > Msat::from_sats(above) {
+            if jumped || self.amount > Msat::from_sats(above) {
                 // Not worth a person's time when the budget cannot take it anyway (the
                 // reservation after approval still decides, atomically).
                 if let Ok(view) = p.ledger.budget(&agent.name, &agent.limits).await {
