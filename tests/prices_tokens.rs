@@ -360,3 +360,49 @@ async fn alternating_services_pay_once_each_on_sqlite() {
 async fn alternating_services_pay_once_each_on_postgres() {
     alternating_services_pay_once_each(Store::Postgres).await;
 }
+
+/// A challenge of a dialect that names no service (an MPP charge) on a path in a token's
+/// directory does not evict the token: it stays for its own service's paths.
+async fn another_dialect_in_the_directory_keeps_the_token(store: Store) {
+    let db = backing(store);
+    let h = Harness::with(Options {
+        store_yaml: db.yaml.clone(),
+        ..Options::default()
+    })
+    .await;
+    for (n, (path, paid)) in [
+        ("/svc/a", true),
+        ("/svc/mpp", true),
+        ("/svc/a", false),
+        ("/svc/mpp", true),
+        ("/svc/a", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = get(&h, BOB, path).await;
+        assert_eq!(r.status, 200, "request {n} ({path}): {r:?}");
+        assert_eq!(r.paid(), paid, "request {n} ({path}): {r:?}");
+    }
+    assert_eq!(h.payments(), 3, "a once, each MPP charge once");
+    assert_eq!(
+        settled(&h, "bob").await,
+        vec![
+            (String::new(), 10_000),
+            (String::new(), 10_000),
+            ("svc-a:0".to_string(), 10_000)
+        ]
+    );
+    assert_eq!(spent(&h, "bob").await, 30_000);
+    assert_eq!(wallet_spent(&h), 30_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_dialect_in_the_directory_keeps_the_token_on_sqlite() {
+    another_dialect_in_the_directory_keeps_the_token(Store::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_dialect_in_the_directory_keeps_the_token_on_postgres() {
+    another_dialect_in_the_directory_keeps_the_token(Store::Postgres).await;
+}

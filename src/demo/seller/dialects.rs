@@ -10,7 +10,9 @@
 //!   invoice) in one 402; either answer is accepted;
 //! - `/strict/…` — an LSAT-only server that refuses any other prefix (lsat-js, boltwall);
 //! - `/single/…` — single-use tokens: a used token gets `401 {"error":"Token already used"}`
-//!   with no challenge (l402kit).
+//!   with no challenge (l402kit);
+//! - `/svc/mpp` — an MPP charge among the L402 services of `/svc/`: one directory, two dialects
+//!   (a token of a `/svc/` service sent there is answered with the MPP challenge).
 
 use super::{challenge_response, response, text, Seller};
 use crate::body::Body;
@@ -55,6 +57,9 @@ impl Seller {
         service: &str,
         path: &str,
     ) -> Option<Response<Body>> {
+        if service == "svc-mpp" {
+            return Some(self.mpp(req, path, false).await);
+        }
         Some(match kind {
             "mpp" => self.mpp(req, path, false).await,
             "mpplie" => self.mpp(req, path, true).await,
