@@ -314,8 +314,8 @@ async fn alternating_services_pay_once_each(store: Store) {
     assert_eq!(spent(&h, "bob").await, 20_000);
 
     // An agent that already bought other services at that origin, in every dialect: L402,
-    // LSAT-only, single-use (used up, so the origin's tokens are known to serve once there),
-    // MPP, x402.
+    // LSAT-only, single-use (whose server answers the LSAT token tried there with a bare 401,
+    // then the used-up token too: that service's tokens serve once), MPP, x402.
     for path in [
         "/weather/x",
         "/strict/a/x",
@@ -329,6 +329,9 @@ async fn alternating_services_pay_once_each(store: Store) {
         assert!(r.paid(), "{path}: {r:?}");
     }
     assert_eq!(h.payments(), 8);
+    // No token was evicted by another service's refusal: bob's a and b, alice's weather and
+    // LSAT tokens (the spent single-use one is gone, the MPP and x402 charges are never kept).
+    assert_eq!(h.shared.layer.tokens().len(), 4);
     alternate(&h, ALICE).await;
     assert_eq!(h.payments(), 10, "a b a b a cost 2 payments");
     let rows = settled(&h, "alice").await;
