@@ -183,12 +183,15 @@ pub enum Decline {
     /// The price is more than `max_price_increase_pct` above the last price paid for the same
     /// service.
     PriceJump {
-        /// The last price paid.
+        /// The last price paid for the service (for a service new to the agent at this origin,
+        /// the highest price paid there).
         last: Msat,
         /// The price asked now.
         now: Msat,
         /// The allowed increase, per cent.
         limit_pct: u32,
+        /// True when `last` is the origin's highest price: the service was never paid for.
+        new_service: bool,
     },
     /// The operator refused the payment held for approval.
     ApprovalDenied {
@@ -391,9 +394,19 @@ impl fmt::Display for Decline {
                 last,
                 now,
                 limit_pct,
+                new_service: false,
             } => write!(
                 f,
                 "the price rose from {last} to {now}, more than max_price_increase_pct {limit_pct} % above the last price paid for this service"
+            ),
+            PriceJump {
+                last,
+                now,
+                limit_pct,
+                new_service: true,
+            } => write!(
+                f,
+                "a service never paid for at this origin asks {now}, more than max_price_increase_pct {limit_pct} % above the highest price paid there ({last})"
             ),
             ApprovalDenied { id } => {
                 write!(f, "the operator denied the payment (approval {id})")

@@ -564,4 +564,9 @@ pub trait Ledger: Send + Sync + 'static {
     fn agent_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<()>> {
         None
     }
+
+    /// The highest amount of any settled payment of `agent` at `origin`, over all its services:
+    /// what the price-jump guard compares a service new to the agent there with, so a seller
+    /// cannot dodge it by renaming a service.
+    async fn highest_price(&self, agent: &str, origin: &str) -> Result<Option<Msat>, LedgerError>;
 }

@@ -1477,6 +1477,28 @@ impl Ledger for PostgresLedger {
             })
             .collect())
     }
+
+    async fn highest_price(&self, agent: &str, origin: &str) -> Result<Option<Msat>, LedgerError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT MAX(amount_msat) FROM l402_payments
+                 WHERE agent = $1 AND origin = $2 AND status = 'settled'",
+                &[&agent, &origin],
+            )
+            .await
+            .map_err(unavailable)?;
+        let highest: Option<i64> = row
+            .try_get(0)
+            .map_err(|e| LedgerError::Inconsistent(format!("highest price: {e}")))?;
+        highest
+            .map(|v| {
+                u64::try_from(v).map(Msat).map_err(|_| {
+                    LedgerError::Inconsistent(format!("a settled payment of {v} msat"))
+                })
+            })
+            .transpose()
+    }
 }
 
 const APPROVAL_COLUMNS: &str = "id, agent, host, service, amount_msat, payment_hash, created_at, expires_at, state, decided_by, decided_at";

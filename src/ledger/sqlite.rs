@@ -601,6 +601,12 @@ impl Ledger for SqliteLedger {
             .last_price(agent.to_string(), origin.to_string(), flight.to_string())
             .await
     }
+
+    async fn highest_price(&self, agent: &str, origin: &str) -> Result<Option<Msat>, LedgerError> {
+        self.journal
+            .highest_price(agent.to_string(), origin.to_string())
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -427,8 +427,7 @@ impl PaymentBook {
                 // one more attempt even after `retry_for`), and concluding too early would free
                 // the hash to be paid a second time.
                 PaymentStatus::Unknown
-                    if self.clock.now() - row.created_at
-                        < 2 * self.timeout.as_secs() as i64 =>
+                    if self.clock.now() - row.created_at < 2 * self.timeout.as_secs() as i64 =>
                 {
                     open += 1
                 }

@@ -8,7 +8,7 @@ use super::dialect::{Dialects, ResponseHead};
 use super::headers;
 use super::kept::RequestKey;
 use super::purchase::{Destination, Obtained, Purchases, Refused};
-use super::tokens::{Attached, TokenCache};
+use super::tokens::{Attached, TokenCache, Verdict};
 use crate::agents::Agent;
 use crate::body::{self, Body, RequestBody};
 use crate::core::{Clock, Decline};
@@ -219,12 +219,11 @@ impl PaymentLayer {
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
             );
             if let (true, Some(a), true) = (refused_token, &attached, replay.body.is_some()) {
-                // A cached token refused without a challenge (a single-use token spent):
-                // the slow path drops it and asks once more without it.
-                let token = a.token.clone();
+                // A cached token refused without a challenge (a single-use token spent, or one
+                // tried where it does not belong): the slow path asks once more without it.
+                let a = a.clone();
                 drop(response);
-                return Box::pin(self.without_spent_token(upstream, agent, to, replay, token))
-                    .await;
+                return Box::pin(self.without_refused_token(upstream, agent, to, replay, a)).await;
             }
             if let Some(a) = &attached {
                 // A server that cannot take the token (its headers too large, or a request it
@@ -256,25 +255,33 @@ impl PaymentLayer {
         Box::pin(self.on_offers(upstream, agent, to, replay, attached, response, offers)).await
     }
 
-    /// A cached token answered with 401/403 and no challenge: the server treats its tokens as
-    /// single-use. The token is dropped, the origin remembered as single-use, and the request
-    /// sent once more without it; a 402 that comes back is paid under the normal rules.
-    async fn without_spent_token<U: Upstream>(
+    /// A cached token answered with 401/403 and no challenge. Where the token is known to work,
+    /// the server treats its tokens as single-use: the token is dropped and its service (the
+    /// whole origin for a token that names none) remembered as single-use. A token only tried
+    /// here is kept for its own paths and not sent here again. Either way the request goes
+    /// once more without it; a 402 that comes back is paid under the normal rules.
+    async fn without_refused_token<U: Upstream>(
         &self,
         upstream: &U,
         agent: &Arc<Agent>,
         to: Destination<'_>,
         mut replay: Replay,
-        token: Arc<super::tokens::Token>,
+        attached: Attached,
     ) -> Answer {
-        tracing::info!(agent = %agent.name, origin = to.origin, "a cached token was refused without a challenge: the origin's tokens are single-use");
-        if self
-            .tokens
-            .evict(&agent.name, to.origin, &token.payment_hash)
-        {
-            self.retire(token.payment_hash);
+        let token = attached.token;
+        if attached.known {
+            tracing::info!(agent = %agent.name, origin = to.origin, service = token.services.as_deref().unwrap_or("(any)"), "a cached token was refused without a challenge: this service's tokens are single-use");
+            if self
+                .tokens
+                .evict(&agent.name, to.origin, &token.payment_hash)
+            {
+                self.retire(token.payment_hash);
+            }
+            self.purchases
+                .mark_single_use(to.origin, token.services.as_deref());
+        } else if let Some(entry) = token.refuse(replay.uri.path()) {
+            self.persist_scope(token.payment_hash, entry);
         }
-        self.purchases.mark_single_use(to.origin);
         replay.headers.remove(&token.credential.header);
         let Some(request) = replay.plain_request() else {
             return answer(Err(crate::proxy::responses::text(
@@ -316,24 +323,23 @@ impl PaymentLayer {
         let first = offers.payable.first();
         if let Some(a) = &attached {
             let offered = first.and_then(|o| o.terms.service());
-            let other_service = match (a.token.services.as_deref(), offered) {
-                (Some(ours), Some(theirs)) => ours != theirs,
-                _ => false,
-            };
-            if other_service {
-                // Not stale: this path belongs to another service. The token stays for its
-                // own paths and is never sent here again.
-                if let Some(entry) = a.token.refuse(&path) {
-                    self.persist_scope(a.token.payment_hash, entry);
+            match a.token.judge(offered, &path, a.known) {
+                // Not stale: this path belongs to another service. The token stays for its own
+                // paths and is never sent here again.
+                Verdict::NotHere => {
+                    if let Some(entry) = a.token.refuse(&path) {
+                        self.persist_scope(a.token.payment_hash, entry);
+                    }
                 }
-            } else if a.known
-                && self
-                    .tokens
-                    .evict(&agent.name, to.origin, &a.token.payment_hash)
-            {
-                // The server refused a token known to work here: stale (expired, revoked). A
-                // token only tried speculatively stays for the paths where it works.
-                self.retire(a.token.payment_hash);
+                // Its own service refused a token known to work here: stale (expired, revoked).
+                Verdict::Stale => {
+                    if self
+                        .tokens
+                        .evict(&agent.name, to.origin, &a.token.payment_hash)
+                    {
+                        self.retire(a.token.payment_hash);
+                    }
+                }
             }
         }
         if replay.body.is_none() {

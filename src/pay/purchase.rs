@@ -106,7 +106,8 @@ pub struct Purchases {
     operator_limits: ArcSwap<Limits>,
     /// Whether other processes share the ledger (so tokens may have been bought elsewhere).
     shared_ledger: bool,
-    /// Origins whose tokens serve one request only: nothing is cached or shared there.
+    /// Origins, or services at an origin (`origin\nservice`), whose tokens serve one request
+    /// only: nothing is cached or shared there.
     single_use: dashmap::DashSet<String>,
     /// (agent, origin, service) whose paid credential the server refused, until when (unix s).
     cooling: dashmap::DashMap<String, u64>,
@@ -116,6 +117,14 @@ pub struct Purchases {
     agents: Arc<Directory>,
     /// Paid single-use credentials that never reached their request, kept for its retry.
     kept: Kept,
+}
+
+/// The key of [`Purchases::mark_single_use`]: the origin, with the service when there is one.
+fn single_use_key(origin: &str, service: Option<&str>) -> String {
+    match service {
+        Some(s) => format!("{origin}\n{s}"),
+        None => origin.to_string(),
+    }
 }
 
 /// How long a service whose server refused a paid credential is not paid again.
@@ -214,10 +223,18 @@ impl Purchases {
         }
     }
 
-    /// Remembers that `origin` spends each token once (a used one gets 401/403 with no
-    /// challenge): later purchases there are not cached or shared.
-    pub fn mark_single_use(&self, origin: &str) {
-        self.single_use.insert(origin.to_string());
+    /// Remembers that `service` at `origin` spends each token once (a used one gets 401/403
+    /// with no challenge): later purchases of it are not cached or shared. A token naming no
+    /// service stands for the whole origin, and so does the mark.
+    pub fn mark_single_use(&self, origin: &str, service: Option<&str>) {
+        self.single_use.insert(single_use_key(origin, service));
+    }
+
+    /// Whether purchases of `service` at `origin` are single-use (the service's own mark, or
+    /// the whole origin's).
+    fn is_single_use(&self, origin: &str, service: Option<&str>) -> bool {
+        self.single_use.contains(origin)
+            || (service.is_some() && self.single_use.contains(&single_use_key(origin, service)))
     }
 
     /// Stops paying `flight` of `agent` at `origin` for [`COOL_OFF_SECS`].
@@ -269,7 +286,8 @@ impl Purchases {
             }
             .into());
         }
-        let reusable = offer.terms.reusable() && !self.single_use.contains(to.origin);
+        let reusable =
+            offer.terms.reusable() && !self.is_single_use(to.origin, offer.terms.service());
         let service = offer.terms.service().map(str::to_string);
         let scope = path_scope(path).to_string();
         let now = self.clock.now_unix();
@@ -656,15 +674,17 @@ impl Job {
     }
 
     /// The guardrails before money is touched: the price-jump guard, the payment rate limits,
-    /// then — when the amount is over `approve_above_sats` — the operator's approval.
+    /// then — when the amount is over `approve_above_sats`, or the price jumped where approvals
+    /// apply — the operator's approval.
     async fn guard(&self, operator: &Limits) -> Result<(), Decline> {
         let p = &self.purchases;
         let g = &p.guardrails;
         // The agent as it is now (its limits may have changed since the request arrived).
         let agent = &p.current_agent(&self.agent.name)?;
         let flight = self.flight();
+        let mut jumped = false;
         if let Some(pct) = guardrails::max_price_increase(&agent.limits, operator) {
-            if let PriceCheck::Jumped { last } = g
+            if let PriceCheck::Jumped { last, new_service } = g
                 .prices
                 .check(&agent.name, &self.origin, flight.service, self.amount, pct)
                 .await?
@@ -681,16 +701,21 @@ impl Job {
                     increase_pct: increase,
                     limit_pct: pct,
                 });
-                return Err(Decline::PriceJump {
-                    last,
-                    now: self.amount,
-                    limit_pct: pct,
-                });
+                // Where the operator decides payments, a jump is theirs to decide too.
+                if guardrails::approve_above(&agent.limits, operator).is_none() {
+                    return Err(Decline::PriceJump {
+                        last,
+                        now: self.amount,
+                        limit_pct: pct,
+                        new_service,
+                    });
+                }
+                jumped = true;
             }
         }
         g.rates.payment(&agent.name, &agent.limits, operator)?;
         if let Some(above) = guardrails::approve_above(&agent.limits, operator) {
-            if self.amount > Msat::from_sats(above) {
+            if jumped || self.amount > Msat::from_sats(above) {
                 // Not worth a person's time when the budget cannot take it anyway (the
                 // reservation after approval still decides, atomically).
                 if let Ok(view) = p.ledger.budget(&agent.name, &agent.limits).await {

@@ -93,6 +93,32 @@ impl Token {
         best
     }
 
+    /// Whether the token is known to have worked at exactly `path` (not only in its directory).
+    fn worked_at(&self, path: &str) -> bool {
+        let scopes = self.scopes.read().unwrap_or_else(|p| p.into_inner());
+        scopes
+            .iter()
+            .any(|s| s.strip_prefix('=').is_some_and(|p| p == path))
+    }
+
+    /// What a challenge at `path` answering this token says about it, given the service the
+    /// challenge names (`offered`) and whether the token was attached as known to fit `path`.
+    /// Only a refusal by the token's own service makes it stale: a challenge naming another
+    /// service — or of a dialect that names none, where this token names one and never worked
+    /// at this exact path — says the path belongs to someone else.
+    pub fn judge(&self, offered: Option<&str>, path: &str, known: bool) -> Verdict {
+        let stale = match (self.services.as_deref(), offered) {
+            (Some(ours), Some(theirs)) => ours == theirs && known,
+            (Some(_), None) => self.worked_at(path),
+            (None, _) => known,
+        };
+        if stale {
+            Verdict::Stale
+        } else {
+            Verdict::NotHere
+        }
+    }
+
     /// Whether the server answered this token with another service's challenge at `path`.
     fn refused_at(&self, path: &str) -> bool {
         let scopes = self.scopes.read().unwrap_or_else(|p| p.into_inner());
@@ -133,6 +159,16 @@ impl Token {
         let entry = format!("!{path}");
         self.remember(entry.clone()).then_some(entry)
     }
+}
+
+/// What a refusal of a cached token means (see [`Token::judge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Refused by its own service where it is known to work: no longer accepted, dropped.
+    Stale,
+    /// The path belongs to another service: the token stays for its own paths and is not sent
+    /// to this one again.
+    NotHere,
 }
 
 /// The score of an exact path match: above any directory scope's length.
@@ -432,6 +468,62 @@ mod tests {
         }
         assert!(cache.find("a", "o", "/hot/x", 0).unwrap().known);
         assert_eq!(cache.len(), TOKENS_PER_ORIGIN);
+    }
+
+    #[test]
+    fn only_its_own_service_makes_a_token_stale() {
+        let t = token(1, Some("a:0"), "/svc/", None);
+        t.learn("/svc/a");
+        // Another service's challenge, even where the directory scope fits: not stale.
+        assert_eq!(t.judge(Some("b:0"), "/svc/b", true), Verdict::NotHere);
+        // A dialect naming no service (MPP, x402) at a path it never worked on: not stale.
+        assert_eq!(t.judge(None, "/svc/z", true), Verdict::NotHere);
+        // ... but at the exact path it worked on, the refusal is about this token.
+        assert_eq!(t.judge(None, "/svc/a", true), Verdict::Stale);
+        // Its own service refusing it where it is known: stale; only tried there: kept.
+        assert_eq!(t.judge(Some("a:0"), "/svc/a", true), Verdict::Stale);
+        assert_eq!(t.judge(Some("a:0"), "/other/", false), Verdict::NotHere);
+        // A token naming no service is the origin's: refused where known, it is stale.
+        let any = token(2, None, "/", None);
+        assert_eq!(any.judge(Some("a:0"), "/x", true), Verdict::Stale);
+        assert_eq!(any.judge(None, "/x", false), Verdict::NotHere);
+    }
+
+    #[test]
+    fn a_refused_path_sends_the_request_to_the_right_token() {
+        let cache = TokenCache::new();
+        let agent: Arc<str> = Arc::from("a");
+        let a = token(1, Some("a:0"), "/svc/", None);
+        a.learn("/svc/a");
+        cache.insert(&agent, "o", a.clone(), 0);
+        // b's path, in a's directory: a is tried, refused with b's challenge, and kept.
+        assert_eq!(
+            cache
+                .find("a", "o", "/svc/b", 0)
+                .unwrap()
+                .token
+                .payment_hash,
+            PaymentHash([1; 32])
+        );
+        assert_eq!(a.judge(Some("b:0"), "/svc/b", true), Verdict::NotHere);
+        assert!(a.refuse("/svc/b").is_some());
+        assert!(cache.find("a", "o", "/svc/b", 0).is_none());
+        let b = token(2, Some("b:0"), "/svc/", None);
+        b.learn("/svc/b");
+        cache.insert(&agent, "o", b, 0);
+        for (path, want) in [("/svc/a", 1), ("/svc/b", 2), ("/svc/a", 1)] {
+            let found = cache.find("a", "o", path, 0).unwrap();
+            assert!(found.known, "{path}");
+            assert_eq!(found.token.payment_hash, PaymentHash([want; 32]), "{path}");
+        }
+        // A challenge naming b finds b's token, whatever the path.
+        assert_eq!(
+            cache
+                .find_fresh("a", "o", Some("b:0"), "/elsewhere", 0, None)
+                .unwrap()
+                .payment_hash,
+            PaymentHash([2; 32])
+        );
     }
 
     #[test]

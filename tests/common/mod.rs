@@ -67,7 +67,7 @@ pub struct Options {
     pub http_yaml: String,
     /// How often the background watch looks (balance, store, stuck payments).
     pub watch_every: Option<l402_proxy::guardrails::watch::Intervals>,
-    /// The config's `store:` value (YAML flow mapping); default the SQLite file `ledger.db`.
+    /// The config's `store:` value (YAML flow mapping); default: SQLite `ledger.db` in `dir`.
     pub store_yaml: Option<String>,
     /// `wallet.payment_timeout_secs` for the default dev wallet.
     pub payment_timeout_secs: Option<u64>,

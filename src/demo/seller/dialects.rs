@@ -10,7 +10,10 @@
 //!   invoice) in one 402; either answer is accepted;
 //! - `/strict/…` — an LSAT-only server that refuses any other prefix (lsat-js, boltwall);
 //! - `/single/…` — single-use tokens: a used token gets `401 {"error":"Token already used"}`
-//!   with no challenge (l402kit).
+//!   with no challenge (l402kit), and so does a token of another service (`Invalid token`), as
+//!   a server that answers any token it cannot use with a bare 401;
+//! - `/svc/mpp` — an MPP charge among the L402 services of `/svc/`: one directory, two dialects
+//!   (a token of a `/svc/` service sent there is answered with the MPP challenge).
 
 use super::{challenge_response, response, text, Seller};
 use crate::body::Body;
@@ -55,6 +58,9 @@ impl Seller {
         service: &str,
         path: &str,
     ) -> Option<Response<Body>> {
+        if service == "svc-mpp" {
+            return Some(self.mpp(req, path, false).await);
+        }
         Some(match kind {
             "mpp" => self.mpp(req, path, false).await,
             "mpplie" => self.mpp(req, path, true).await,
@@ -295,6 +301,13 @@ impl Seller {
                     Bytes::from_static(br#"{"error":"Token already used"}"#),
                 );
             }
+            if self.signed_here(req) {
+                return response(
+                    StatusCode::UNAUTHORIZED,
+                    "application/json",
+                    Bytes::from_static(br#"{"error":"Invalid token"}"#),
+                );
+            }
         }
         let invoice = match self.issue(service).await {
             Ok(i) => i,
@@ -302,6 +315,25 @@ impl Seller {
         };
         let token = self.mint_token(service, &invoice.payment_hash);
         challenge_response("bare", &token, &invoice.bolt11)
+    }
+}
+
+impl Seller {
+    /// Whether the request carries an L402/LSAT token this seller signed (for any service).
+    fn signed_here(&self, req: &Request<Incoming>) -> bool {
+        let Some(value) = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let Some((_, rest)) = value.split_once(' ') else {
+            return false;
+        };
+        let token = rest.rsplit_once(':').map_or(rest, |(t, _)| t);
+        crate::pay::dialect::l402::macaroon::decode_token(token)
+            .is_ok_and(|mac| crate::demo::macaroon::verify_signature(&self.root_key(), &mac))
     }
 }
 

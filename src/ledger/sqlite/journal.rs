@@ -970,3 +970,30 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Work>) {
         }
     }
 }
+
+impl Journal {
+    /// The highest settled price of any service of `agent` at `origin` (the price-jump guard's
+    /// reference for a service new there). A negative stored amount cannot be right.
+    pub async fn highest_price(
+        &self,
+        agent: String,
+        origin: String,
+    ) -> Result<Option<Msat>, LedgerError> {
+        let highest = self
+            .run(move |t| {
+                t.prepare_cached(
+                    "SELECT MAX(amount_msat) FROM payments
+                     WHERE agent = ?1 AND origin = ?2 AND status = 'settled'",
+                )?
+                .query_row(params![agent, origin], |r| r.get::<_, Option<i64>>(0))
+            })
+            .await?;
+        highest
+            .map(|v| {
+                u64::try_from(v).map(Msat).map_err(|_| {
+                    LedgerError::Inconsistent(format!("a settled payment of {v} msat"))
+                })
+            })
+            .transpose()
+    }
+}

@@ -218,7 +218,10 @@ async fn a_wallet_with_no_record_frees_the_payment_only_after_twice_its_timeout(
     assert_eq!(f.spent("a").await, 11_000);
     f.clock.advance(51);
     let (_, open) = f.book.reconcile().await.unwrap();
-    assert_eq!(open, 1, "no record 61 s in: still held (twice the timeout is waited)");
+    assert_eq!(
+        open, 1,
+        "no record 61 s in: still held (twice the timeout is waited)"
+    );
     f.clock.advance(60);
     let (resolved, open) = f.book.reconcile().await.unwrap();
     assert_eq!((resolved.len(), open), (1, 0));
@@ -244,8 +247,8 @@ async fn a_panicking_wallet_leaves_the_payment_to_reconciliation() {
         "money may have left: held, not released"
     );
     assert_eq!(f.spent("a").await, 11_000);
-    // The node never saw it: after the timeout, reconciliation frees it.
-    f.clock.advance(61);
+    // The node never saw it: after twice the timeout, reconciliation frees it.
+    f.clock.advance(121);
     let (resolved, open) = f.book.reconcile().await.unwrap();
     assert_eq!((resolved.len(), open), (1, 0));
     assert_eq!(f.spent("a").await, 0);
