@@ -1,7 +1,7 @@
 //! One destination, many spellings: `127.0.0.1` is also `127.1`, `2130706433`, `0x7f.1`,
-//! `0177.0.0.1` and `[::ffff:127.0.0.1]`, and `localhost` is also `LOCALHOST.`. The destination
-//! guard's allowances and the agents' host rules match the canonical form this module gives
-//! every spelling, never the text the agent wrote, so no spelling slips past a rule.
+//! `0177.0.0.1` and `[::ffff:127.0.0.1]`, and `localhost` is also `LOCALHOST.`. Destination
+//! allowances and the agents' host rules match the canonical form this module gives every
+//! spelling, never the text the agent wrote, so no spelling slips past a rule.
 //!
 //! Canonical form of a host (what [`Host::parse`] does):
 //! - one pair of IPv6 brackets is removed, then one trailing dot;

@@ -17,8 +17,8 @@ pub enum Window {
 }
 
 impl Window {
-    /// Every window, shortest first: the order of every per-window array (such as the spend
-    /// [`crate::budget::view::BudgetView::new`] takes).
+    /// Every window, shortest first: the order of every per-window array (a budget's spend per
+    /// window, the usage a reservation is decided on).
     pub const ALL: [Window; 4] = [Window::Hour, Window::Day, Window::Week, Window::Month];
 
     /// `hourly`, `daily`, `weekly` or `monthly`: the prefix of its limit's key
