@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::pg_server::PgServer;
+use common::store::{backing, Backing, Store};
 use common::{Harness, Options, Reply};
 use l402_proxy::config::Limits;
 use l402_proxy::ledger::{PaymentFilter, PaymentState};
@@ -16,17 +16,10 @@ use std::time::{Duration, Instant};
 const ALICE: (&str, &str) = ("alice", "alice-key");
 const TOKEN: &str = "field-admin-token";
 
-#[derive(Clone, Copy, Debug)]
-enum Store {
-    Sqlite,
-    Postgres,
-}
-
-/// A harness on one store; the PostgreSQL cluster (when any) lives as long as it.
+/// A harness on one store, which lives as long as it.
 struct Rig {
     h: Harness,
-    _pg: Option<PgServer>,
-    _url_dir: Option<common::TempDir>,
+    _store: Backing,
 }
 
 impl std::ops::Deref for Rig {
@@ -37,24 +30,11 @@ impl std::ops::Deref for Rig {
 }
 
 async fn rig(store: Store, mut opts: Options) -> Rig {
-    let (pg, url_dir) = match store {
-        Store::Sqlite => (None, None),
-        Store::Postgres => {
-            let pg = PgServer::start();
-            let dir = common::temp_dir("pg-url");
-            let file = dir.join("store-url");
-            std::fs::write(&file, pg.url()).unwrap();
-            opts.store_yaml = Some(format!(
-                "{{ backend: postgres, postgres: {{ url_file: \"{}\", tls: disable }} }}",
-                file.display()
-            ));
-            (Some(pg), Some(dir))
-        }
-    };
+    let backing = backing(store);
+    opts.store_yaml = backing.yaml.clone();
     Rig {
         h: Harness::with(opts).await,
-        _pg: pg,
-        _url_dir: url_dir,
+        _store: backing,
     }
 }
 

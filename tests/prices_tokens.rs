@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::pg_server::PgServer;
+use common::store::{backing, Store};
 use common::{Harness, Options, Reply};
 use l402_proxy::config::Limits;
 use l402_proxy::core::money::Msat;
@@ -16,41 +16,6 @@ use std::time::Duration;
 const ALICE: (&str, &str) = ("alice", "alice-key");
 const BOB: (&str, &str) = ("bob", "bob-key");
 const TOKEN: &str = "prices-tokens-admin-token";
-
-/// Which ledger the proxy keeps.
-#[derive(Debug, Clone, Copy)]
-enum Store {
-    Sqlite,
-    Postgres,
-}
-
-/// The store a test runs on: nothing for SQLite (the harness's `ledger.db`), a fresh PostgreSQL
-/// cluster (kept alive as long as this is) for PostgreSQL.
-struct Backing {
-    _db: Option<PgServer>,
-    yaml: Option<String>,
-}
-
-fn backing(store: Store) -> Backing {
-    match store {
-        Store::Sqlite => Backing {
-            _db: None,
-            yaml: None,
-        },
-        Store::Postgres => {
-            let db = PgServer::start();
-            let var = format!("L402_TEST_STORE_URL_{}", rand::random::<u32>());
-            // A unique variable, set before the proxy reads it.
-            std::env::set_var(&var, db.url());
-            Backing {
-                yaml: Some(format!(
-                    "{{ backend: postgres, postgres: {{ url_env: {var}, tls: disable }} }}"
-                )),
-                _db: Some(db),
-            }
-        }
-    }
-}
 
 /// The settled payments of `agent` in the ledger, by service: (service, amount msat).
 async fn settled(h: &Harness, agent: &str) -> Vec<(String, u64)> {

@@ -5,6 +5,7 @@
 pub mod lnbits;
 pub mod pg_server;
 pub mod process;
+pub mod store;
 pub mod webhooks;
 
 use bytes::Bytes;
@@ -119,6 +120,8 @@ pub struct Harness {
     pub app: App,
     task: tokio::task::JoinHandle<()>,
     admin_task: Option<tokio::task::JoinHandle<()>>,
+    /// The PostgreSQL store the harness started for itself (`L402_TEST_STORE=postgres`).
+    _store: Option<store::Backing>,
 }
 
 impl Drop for Harness {
@@ -179,6 +182,12 @@ impl Harness {
 
     pub async fn with(opts: Options) -> Harness {
         let own_dir = opts.dir.is_none();
+        // Under `L402_TEST_STORE=postgres`, a harness that names no store gets its own
+        // PostgreSQL cluster; one that reuses a directory (a restart) keeps its SQLite file.
+        let own_store = (opts.store_yaml.is_none()
+            && own_dir
+            && store::Store::from_env() == store::Store::Postgres)
+            .then(|| store::backing(store::Store::Postgres));
         let dir = opts.dir.clone().unwrap_or_else(|| temp_dir("h").keep());
         let running = match opts.reuse_seller.clone() {
             Some(s) => s,
@@ -250,6 +259,7 @@ agents:
             store = opts
                 .store_yaml
                 .clone()
+                .or_else(|| own_store.as_ref().and_then(|b| b.yaml.clone()))
                 .unwrap_or_else(|| "{ path: ledger.db }".into()),
             schemes = opts.pay_schemes,
             operator = opts.operator_limits,
@@ -336,6 +346,7 @@ agents:
             app,
             task,
             admin_task,
+            _store: own_store,
         }
     }
 
