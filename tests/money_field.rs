@@ -104,19 +104,23 @@ impl Rig {
     }
 }
 
-fn with_admin(mut o: Options) -> Options {
-    o.admin_token = Some(TOKEN.into());
-    o.extra_yaml = "approval: { timeout_secs: 30 }".into();
-    o
+fn with_admin(o: Options) -> Options {
+    Options {
+        admin_token: Some(TOKEN.into()),
+        extra_yaml: "approval: { timeout_secs: 30 }".into(),
+        ..o
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // A wallet slower than the payment timeout while the agent retries.
 
 async fn slow_wallet_and_retries_pay_once(store: Store) {
-    let mut o = Options::default();
-    o.pay_delay = Duration::from_millis(3000);
-    o.payment_timeout_secs = Some(1);
+    let o = Options {
+        pay_delay: Duration::from_millis(3000),
+        payment_timeout_secs: Some(1),
+        ..Default::default()
+    };
     let r = rig(store, o).await;
     let url = r.http_url("/weather/today");
     let started = Instant::now();
@@ -169,9 +173,11 @@ async fn slow_wallet_and_retries_pay_once_postgres() {
 
 /// Concurrent retries while a payment is unresolved: still one payment.
 async fn concurrent_retries_during_an_unresolved_payment(store: Store) {
-    let mut o = Options::default();
-    o.pay_delay = Duration::from_millis(2500);
-    o.payment_timeout_secs = Some(1);
+    let o = Options {
+        pay_delay: Duration::from_millis(2500),
+        payment_timeout_secs: Some(1),
+        ..Default::default()
+    };
     let r = rig(store, o).await;
     let url = r.http_url("/stocks/today");
     let first = r.get(ALICE, &url).await;
@@ -338,8 +344,10 @@ async fn reset_paid_replay(
     resets: u64,
     kept_header: bool,
 ) {
-    let mut o = Options::default();
-    o.pay_schemes = schemes.into();
+    let o = Options {
+        pay_schemes: schemes.into(),
+        ..Default::default()
+    };
     let r = rig(store, o).await;
     let url = r.http_url(path);
     r.seller.seller.reset_next_paid(resets);
@@ -411,8 +419,10 @@ async fn single_use_l402_replay_reset_twice_costs_one_payment_sqlite() {
 // An agent that hangs up while its single-use payment waits for approval.
 
 async fn hang_up_during_approval(store: Store) {
-    let mut o = with_admin(Options::default());
-    o.alice_limits = "{ approve_above_sats: 5 }".into();
+    let o = with_admin(Options {
+        alice_limits: "{ approve_above_sats: 5 }".into(),
+        ..Default::default()
+    });
     let r = rig(store, o).await;
     let url = r.http_url("/mpp/gen");
     let args = vec![

@@ -813,17 +813,17 @@ async fn forward_notifications<S, T>(
 }
 
 fn agent_row(r: &Row) -> Result<StoredAgent, LedgerError> {
-    let limits: String = r.get(2);
-    let hosts: String = r.get(3);
+    let limits: String = get(r, 2)?;
+    let hosts: String = get(r, 3)?;
     let bad = |e: serde_json::Error| LedgerError::Inconsistent(format!("a stored agent: {e}"));
     Ok(StoredAgent {
-        name: r.get(0),
-        key_sha256: r.get(1),
+        name: get(r, 0)?,
+        key_sha256: get(r, 1)?,
         limits: serde_json::from_str(&limits).map_err(bad)?,
         hosts: serde_json::from_str(&hosts).map_err(bad)?,
-        paused: r.get(4),
-        created_at: r.get(5),
-        updated_at: r.get(6),
+        paused: get(r, 4)?,
+        created_at: get(r, 5)?,
+        updated_at: get(r, 6)?,
     })
 }
 
@@ -885,11 +885,11 @@ impl Ledger for PostgresLedger {
                 hash.short()
             )));
         };
-        let status: String = row.get(0);
-        let agent: String = row.get(1);
-        let (amount, reserve): (i64, i64) = (row.get(2), row.get(3));
-        let starts = [row.get(4), row.get(5), row.get(6), row.get(7)];
-        let keep_proof: bool = row.get(8);
+        let status: String = get(&row, 0)?;
+        let agent: String = get(&row, 1)?;
+        let (amount, reserve): (i64, i64) = (get(&row, 2)?, get(&row, 3)?);
+        let starts = [get(&row, 4)?, get(&row, 5)?, get(&row, 6)?, get(&row, 7)?];
+        let keep_proof: bool = get(&row, 8)?;
         let delta = match status.as_str() {
             "settled" => return Ok(()),
             // The reservation still holds amount + reserve: give the unused reserve back.
@@ -961,9 +961,9 @@ impl Ledger for PostgresLedger {
             .await
             .map_err(unavailable)?;
         if let Some(row) = row {
-            let agent: String = row.get(0);
-            let held: i64 = row.get::<_, i64>(1) + row.get::<_, i64>(2);
-            let starts = [row.get(3), row.get(4), row.get(5), row.get(6)];
+            let agent: String = get(&row, 0)?;
+            let held: i64 = get::<i64>(&row, 1)? + get::<i64>(&row, 2)?;
+            let starts = [get(&row, 3)?, get(&row, 4)?, get(&row, 5)?, get(&row, 6)?];
             self.adjust(&txn, &agent, &starts, -held).await?;
         }
         txn.commit().await.map_err(unavailable)
@@ -1174,19 +1174,20 @@ impl Ledger for PostgresLedger {
             )
             .await
             .map_err(unavailable)?;
-        Ok(rows
-            .iter()
-            .map(|r| DeclineRecord {
-                agent: r.get(0),
-                host: r.get(1),
-                path: r.get(2),
-                code: r.get(3),
-                detail: r.get(4),
-                amount: r.get::<_, Option<i64>>(5).map(|v| Msat(u(v))),
-                created_at: r.get(6),
-                count: u(r.get::<_, i64>(7)).max(1),
+        rows.iter()
+            .map(|r| {
+                Ok(DeclineRecord {
+                    agent: get(r, 0)?,
+                    host: get(r, 1)?,
+                    path: get(r, 2)?,
+                    code: get(r, 3)?,
+                    detail: get(r, 4)?,
+                    amount: get::<Option<i64>>(r, 5)?.map(|v| Msat(u(v))),
+                    created_at: get(r, 6)?,
+                    count: u(get::<i64>(r, 7)?).max(1),
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn payments(&self, filter: PaymentFilter) -> Result<Vec<PaymentRecord>, LedgerError> {
@@ -1240,14 +1241,15 @@ impl Ledger for PostgresLedger {
 
     async fn total_override(&self, agent: &str) -> Result<Option<Msat>, LedgerError> {
         let client = self.client().await?;
-        Ok(client
+        client
             .query_opt(
                 "SELECT total_msat FROM l402_totals WHERE agent = $1",
                 &[&agent],
             )
             .await
             .map_err(unavailable)?
-            .map(|r| Msat(u(r.get(0)))))
+            .map(|r| get(&r, 0).and_then(non_negative).map(Msat))
+            .transpose()
     }
 
     async fn operator_budget(&self, limits: &Limits) -> Result<BudgetView, LedgerError> {
@@ -1270,8 +1272,8 @@ impl Ledger for PostgresLedger {
         let mut spent = [Msat::ZERO; 4];
         let mut total = Msat::ZERO;
         for row in rows {
-            let period: String = row.get(0);
-            let msat = Msat(u(row.get(1)));
+            let period: String = get(&row, 0)?;
+            let msat = Msat(u(get(&row, 1)?));
             match period.as_str() {
                 "total" => total = msat,
                 name => {
@@ -1288,7 +1290,8 @@ impl Ledger for PostgresLedger {
             )
             .await
             .map_err(unavailable)?
-            .map(|r| Msat(u(r.get(0))));
+            .map(|r| get(&r, 0).and_then(non_negative).map(Msat))
+            .transpose()?;
         Ok(BudgetView::new(agent, limits, over, spent, total))
     }
 
@@ -1454,7 +1457,8 @@ impl Ledger for PostgresLedger {
             )
             .await
             .map_err(unavailable)?;
-        Ok(row.map(|r| Msat(r.get::<_, i64>(0).max(0) as u64)))
+        row.map(|r| get(&r, 0).and_then(non_negative).map(Msat))
+            .transpose()
     }
 
     async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, LedgerError> {
@@ -1466,16 +1470,17 @@ impl Ledger for PostgresLedger {
             )
             .await
             .map_err(unavailable)?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditEntry {
-                at: r.get(0),
-                who: r.get(1),
-                action: r.get(2),
-                agent: r.get(3),
-                detail: r.get(4),
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: get(r, 0)?,
+                    who: get(r, 1)?,
+                    action: get(r, 2)?,
+                    agent: get(r, 3)?,
+                    detail: get(r, 4)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn highest_price(&self, agent: &str, origin: &str) -> Result<Option<Msat>, LedgerError> {
@@ -1519,30 +1524,24 @@ async fn approval_by_id(
 }
 
 fn approval_row(r: &tokio_postgres::Row) -> Result<ApprovalRecord, LedgerError> {
-    let hash: String = r.get(5);
-    let state: String = r.get(8);
+    let id: String = get(r, 0)?;
+    let hash: String = get(r, 5)?;
+    let state: String = get(r, 8)?;
     Ok(ApprovalRecord {
-        id: r.get(0),
-        agent: r.get(1),
-        host: r.get(2),
-        service: r.get(3),
-        amount: Msat(r.get::<_, i64>(4).max(0) as u64),
-        payment_hash: PaymentHash::from_hex(&hash).ok_or_else(|| {
-            LedgerError::Inconsistent(format!(
-                "approval {}: bad payment hash",
-                r.get::<_, String>(0)
-            ))
-        })?,
-        created_at: r.get(6),
-        expires_at: r.get(7),
+        agent: get(r, 1)?,
+        host: get(r, 2)?,
+        service: get(r, 3)?,
+        amount: Msat(non_negative(get(r, 4)?)?),
+        payment_hash: PaymentHash::from_hex(&hash)
+            .ok_or_else(|| LedgerError::Inconsistent(format!("approval {id}: bad payment hash")))?,
+        created_at: get(r, 6)?,
+        expires_at: get(r, 7)?,
         state: ApprovalState::parse(&state).ok_or_else(|| {
-            LedgerError::Inconsistent(format!(
-                "approval {}: bad state {state:?}",
-                r.get::<_, String>(0)
-            ))
+            LedgerError::Inconsistent(format!("approval {id}: bad state {state:?}"))
         })?,
-        decided_by: r.get(9),
-        decided_at: r.get(10),
+        decided_by: get(r, 9)?,
+        decided_at: get(r, 10)?,
+        id,
     })
 }
 

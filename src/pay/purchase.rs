@@ -368,6 +368,7 @@ impl Purchases {
             purchase,
             request,
             gone,
+            sent: sent.copied(),
         };
         let result = if reusable {
             self.single_flight(job, agent, to, service.as_deref(), path, sent)
@@ -563,7 +564,11 @@ impl Purchases {
                 self.clock.now_unix(),
             )
             .await?;
-        Ok(stored.and_then(|s| self.install(&s)))
+        // Never the token this request carried: the server just answered it with a challenge
+        // (its retirement in the ledger may not have landed yet).
+        Ok(stored
+            .filter(|s| Some(s.proof.hash()) != job.sent)
+            .and_then(|s| self.install(&s)))
     }
 }
 
@@ -661,6 +666,8 @@ struct Job {
     request: RequestKey,
     /// Set once the request that asked for this purchase is gone.
     gone: Arc<AtomicBool>,
+    /// The token the request carried, which the server answered with this challenge.
+    sent: Option<PaymentHash>,
 }
 
 impl Job {
@@ -964,7 +971,7 @@ impl Job {
                 self.service.as_deref(),
                 &self.path,
                 p.clock.now_unix(),
-                None,
+                self.sent.as_ref(),
             ) {
                 Some(token) => Some(token),
                 None if p.shared_ledger => p.stored_token(self).await?,
