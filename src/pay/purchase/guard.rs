@@ -1,0 +1,122 @@
+//! The guardrails a purchase passes before money is touched, in this order: the price-jump
+//! guard, the payment rate limits, then — over `approve_above_sats` or on a price jump where
+//! approvals apply — the operator's approval.
+
+use super::job::Job;
+use crate::alerts::Event;
+use crate::config::Limits;
+use crate::core::decline::{Period, Whose};
+use crate::core::{Decline, Msat};
+use crate::guardrails::{self, Hold, PriceCheck};
+
+impl Job {
+    /// The guardrails before money is touched: the price-jump guard, the payment rate limits,
+    /// then — when the amount is over `approve_above_sats`, or the price jumped where approvals
+    /// apply — the operator's approval.
+    pub(super) async fn guard(&self, operator: &Limits) -> Result<(), Decline> {
+        let p = &self.purchases;
+        let g = &p.guardrails;
+        // The agent as it is now (its limits may have changed since the request arrived).
+        let agent = &p.current_agent(&self.agent.name)?;
+        let flight = self.flight();
+        let mut jumped = false;
+        if let Some(pct) = guardrails::max_price_increase(&agent.limits, operator) {
+            if let PriceCheck::Jumped { last, new_service } = g
+                .prices
+                .check(&agent.name, &self.origin, flight.service, self.amount, pct)
+                .await?
+            {
+                let increase =
+                    (self.amount.0.saturating_sub(last.0)).saturating_mul(100) / last.0.max(1);
+                let increase = u32::try_from(increase).unwrap_or(u32::MAX);
+                g.alerts.emit(Event::PriceJump {
+                    agent: agent.name.to_string(),
+                    host: self.host.clone(),
+                    service: flight.service.to_string(),
+                    last_msat: last.0,
+                    new_msat: self.amount.0,
+                    increase_pct: increase,
+                    limit_pct: pct,
+                });
+                // Where the operator decides payments, a jump is theirs to decide too.
+                if guardrails::approve_above(&agent.limits, operator).is_none() {
+                    return Err(Decline::PriceJump {
+                        last,
+                        now: self.amount,
+                        limit_pct: pct,
+                        new_service,
+                    });
+                }
+                jumped = true;
+            }
+        }
+        g.rates.payment(&agent.name, &agent.limits, operator)?;
+        if let Some(above) = guardrails::approve_above(&agent.limits, operator) {
+            if jumped || self.amount > Msat::from_sats(above) {
+                // Not worth a person's time when the budget cannot take it anyway (the
+                // reservation after approval still decides, atomically).
+                if let Ok(view) = p.ledger.budget(&agent.name, &agent.limits).await {
+                    let needed = Msat(self.amount.0 + p.book.max_fee().0);
+                    if let Some((period, left, limit, spent)) = tightest_limit(&view) {
+                        if needed.0 > left {
+                            return Err(Decline::OverLimit {
+                                whose: Whose::Agent,
+                                period,
+                                used: Msat(spent),
+                                amount: needed,
+                                limit: Msat(limit),
+                            });
+                        }
+                    }
+                }
+                g.approvals
+                    .ask(Hold {
+                        agent: &agent.name,
+                        host: &self.host,
+                        service: flight.service,
+                        amount: self.amount,
+                        payment_hash: self.hash,
+                        invoice_expires_at: self.invoice_expires_at,
+                        // A single-use credential is for its request alone: nobody else could
+                        // use what an approval would buy once that request is gone.
+                        requester_gone: (!self.reusable).then(|| self.gone.clone()),
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The limit with the least left in `view`: which, what is left, the limit and the spend.
+fn tightest_limit(view: &crate::budget::BudgetView) -> Option<(Period, u64, u64, u64)> {
+    use crate::core::window::Window;
+    let (r, s, l) = (&view.remaining_msat, &view.spent_msat, &view.limits);
+    [
+        (
+            r.hourly,
+            s.hourly,
+            l.hourly_sats,
+            Period::Window(Window::Hour),
+        ),
+        (r.daily, s.daily, l.daily_sats, Period::Window(Window::Day)),
+        (
+            r.weekly,
+            s.weekly,
+            l.weekly_sats,
+            Period::Window(Window::Week),
+        ),
+        (
+            r.monthly,
+            s.monthly,
+            l.monthly_sats,
+            Period::Window(Window::Month),
+        ),
+        (r.total, s.total, l.total_sats, Period::Total),
+    ]
+    .into_iter()
+    .filter_map(|(left, spent, limit, p)| {
+        Some((p, left?, limit?.saturating_mul(1000), spent.unwrap_or(0)))
+    })
+    .min_by_key(|(_, left, _, _)| *left)
+}
