@@ -17,7 +17,7 @@
 //! - TLS: clnrest's own CA (`ca.pem`) signs the certificate it serves (`server.pem` in the Rust
 //!   plugin, `client.pem` in the Python one); pin `ca.pem` as `tls_cert_file`.
 //!
-//! Errors: only a code the CLN sources document as "nothing is in flight" (see [`FINAL`]) — or
+//! Errors: only a code the CLN sources document as "nothing is in flight" (see `FINAL`) — or
 //! legacy pay's own `data.status: "failed"` — is a definite failure. Anything else, including
 //! an unknown code, `-1`/`-3`/`-4`, xpay's 209/203 and legacy pay's `data.status` `pending` or
 //! `complete`, is [`PayError::Unresolved`]: the payment is followed with `listpays` until the
@@ -330,7 +330,7 @@ enum PayFailure {
     Unresolved(Unresolved),
 }
 
-/// Classifies a non-2xx `pay` reply by what the CLN sources say it means (see [`FINAL`]).
+/// Classifies a non-2xx `pay` reply by what the CLN sources say it means (see `FINAL`).
 fn pay_failure(reply: &Reply) -> PayFailure {
     let status = reply.status.as_u16();
     let err = RpcError::read(reply);

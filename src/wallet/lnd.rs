@@ -19,7 +19,7 @@
 //! Errors (`lnrpc/routerrpc/router_server.go` `SendPaymentV2`): once `PreparePayment` has
 //! registered the payment, LND owns it, so only an error known to come before that is a
 //! definite failure — the macaroon and start-up checks of the RPC interceptor, the invoice
-//! checks of `extractIntentFromSendRequest` (see [`BEFORE_REGISTRATION`]), and "invoice is
+//! checks of `extractIntentFromSendRequest` (see `BEFORE_REGISTRATION`), and "invoice is
 //! already paid". "payment is in transition" and "payment already exists" (gRPC AlreadyExists,
 //! HTTP 409) mean an earlier attempt of this hash is still out; they and every other error are
 //! [`PayError::Unresolved`]: the payment is tracked until the deadline, then reconciled.
