@@ -5,6 +5,7 @@
 mod pg_server;
 
 use super::*;
+use crate::pay::dialect::StoredCredential;
 use crate::config::PostgresTls;
 use crate::core::time::ManualClock;
 use pg_server::PgServer;
