@@ -10,16 +10,14 @@
 //! operation fails closed within the pool's timeouts.
 
 mod begin;
+mod records;
 mod replica;
 mod rows;
 pub mod schema;
 pub mod tls;
 
 use replica::{beat_once, heartbeat, hostname, listen, Sinks};
-use rows::{
-    agent_row, approval_by_id, approval_row, get, i, non_negative, payment_row, token_row, u,
-    APPROVAL_COLUMNS, PAYMENT_COLUMNS,
-};
+use rows::{get, i, payment_row, token_row, PAYMENT_COLUMNS};
 
 use super::{
     ApprovalRecord, ApprovalState, AuditEntry, Begun, DeclineFilter, DeclineRecord, Flight, Ledger,
@@ -544,97 +542,15 @@ impl Ledger for PostgresLedger {
     }
 
     async fn record_decline(&self, d: DeclineRecord) -> Result<(), LedgerError> {
-        let client = self.client().await?;
-        let folded = client
-            .execute(
-                "UPDATE l402_declines SET count = count + $4, created_at = $5, detail = $6, path = $7, amount_msat = $8
-                 WHERE id = (SELECT id FROM l402_declines WHERE agent = $1 AND host = $2 AND code = $3
-                             AND created_at >= $5::bigint - $9::bigint ORDER BY id DESC LIMIT 1)",
-                &[
-                    &d.agent,
-                    &d.host,
-                    &d.code,
-                    &i(d.count),
-                    &d.created_at,
-                    &d.detail,
-                    &d.path,
-                    &d.amount.map(|a| i(a.0)),
-                    &DECLINE_FOLD_SECS,
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        if folded == 0 {
-            client
-                .execute(
-                    "INSERT INTO l402_declines (agent, host, code, detail, path, amount_msat, count, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    &[
-                        &d.agent,
-                        &d.host,
-                        &d.code,
-                        &d.detail,
-                        &d.path,
-                        &d.amount.map(|a| i(a.0)),
-                        &i(d.count),
-                        &d.created_at,
-                    ],
-                )
-                .await
-                .map_err(unavailable)?;
-        }
-        Ok(())
+        records::record_decline(self, d).await
     }
 
     async fn declines(&self, filter: DeclineFilter) -> Result<Vec<DeclineRecord>, LedgerError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT agent, host, path, code, detail, amount_msat, created_at, count FROM l402_declines
-                 WHERE ($1::text IS NULL OR agent = $1) ORDER BY created_at DESC, id DESC LIMIT $2",
-                &[&filter.agent, &i(filter.limit.max(1) as u64)],
-            )
-            .await
-            .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeclineRecord {
-                    agent: get(r, 0)?,
-                    host: get(r, 1)?,
-                    path: get(r, 2)?,
-                    code: get(r, 3)?,
-                    detail: get(r, 4)?,
-                    amount: get::<Option<i64>>(r, 5)?.map(|v| Msat(u(v))),
-                    created_at: get(r, 6)?,
-                    count: u(get::<i64>(r, 7)?).max(1),
-                })
-            })
-            .collect()
+        records::declines(self, filter).await
     }
 
     async fn payments(&self, filter: PaymentFilter) -> Result<Vec<PaymentRecord>, LedgerError> {
-        let client = self.client().await?;
-        let sql = format!(
-            "SELECT {PAYMENT_COLUMNS} FROM l402_payments WHERE ($1::text IS NULL OR agent = $1)
-             AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR host = $3 OR host LIKE $3 || ':%')
-             AND ($4::bigint IS NULL OR created_at >= $4) AND ($5::bigint IS NULL OR created_at < $5)
-             ORDER BY created_at DESC, payment_hash DESC LIMIT $6"
-        );
-        let rows = client
-            .query(
-                &sql,
-                &[
-                    &filter.agent,
-                    &filter.state.map(PaymentState::as_str),
-                    &filter.host,
-                    &filter.since,
-                    &filter.until,
-                    &i(filter.limit.max(1) as u64),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(payment_row).collect()
+        records::payments(self, filter).await
     }
 
     async fn set_total(
@@ -643,35 +559,11 @@ impl Ledger for PostgresLedger {
         total: Option<Msat>,
         now: i64,
     ) -> Result<(), LedgerError> {
-        let client = self.client().await?;
-        match total {
-            Some(total) => client
-                .execute(
-                    "INSERT INTO l402_totals (agent, total_msat, updated_at) VALUES ($1, $2, $3)
-                     ON CONFLICT (agent) DO UPDATE SET total_msat = $2, updated_at = $3",
-                    &[&agent, &i(total.0), &now],
-                )
-                .await
-                .map_err(unavailable)?,
-            None => client
-                .execute("DELETE FROM l402_totals WHERE agent = $1", &[&agent])
-                .await
-                .map_err(unavailable)?,
-        };
-        Ok(())
+        records::set_total(self, agent, total, now).await
     }
 
     async fn total_override(&self, agent: &str) -> Result<Option<Msat>, LedgerError> {
-        let client = self.client().await?;
-        client
-            .query_opt(
-                "SELECT total_msat FROM l402_totals WHERE agent = $1",
-                &[&agent],
-            )
-            .await
-            .map_err(unavailable)?
-            .map(|r| get(&r, 0).and_then(non_negative).map(Msat))
-            .transpose()
+        records::total_override(self, agent).await
     }
 
     async fn operator_budget(&self, limits: &Limits) -> Result<BudgetView, LedgerError> {
@@ -679,42 +571,7 @@ impl Ledger for PostgresLedger {
     }
 
     async fn budget(&self, agent: &str, limits: &Limits) -> Result<BudgetView, LedgerError> {
-        let client = self.client().await?;
-        let now = self.clock.now();
-        let starts = Window::ALL.map(|w| w.start(now));
-        let rows = client
-            .query(
-                "SELECT period, msat FROM l402_usage WHERE owner = $1 AND ((period = 'hour' AND start = $2)
-                 OR (period = 'day' AND start = $3) OR (period = 'week' AND start = $4)
-                 OR (period = 'month' AND start = $5) OR period = 'total')",
-                &[&agent, &starts[0], &starts[1], &starts[2], &starts[3]],
-            )
-            .await
-            .map_err(unavailable)?;
-        let mut spent = [Msat::ZERO; 4];
-        let mut total = Msat::ZERO;
-        for row in rows {
-            let period: String = get(&row, 0)?;
-            let msat = Msat(u(get(&row, 1)?));
-            match period.as_str() {
-                "total" => total = msat,
-                name => {
-                    if let Some(idx) = Window::ALL.iter().position(|w| w.name_short() == name) {
-                        spent[idx] = msat;
-                    }
-                }
-            }
-        }
-        let over = client
-            .query_opt(
-                "SELECT total_msat FROM l402_totals WHERE agent = $1",
-                &[&agent],
-            )
-            .await
-            .map_err(unavailable)?
-            .map(|r| get(&r, 0).and_then(non_negative).map(Msat))
-            .transpose()?;
-        Ok(BudgetView::new(agent, limits, over, spent, total))
+        records::budget(self, agent, limits).await
     }
 
     async fn flush(&self) -> Result<(), LedgerError> {
@@ -723,15 +580,7 @@ impl Ledger for PostgresLedger {
     }
 
     async fn api_agents(&self) -> Result<Vec<StoredAgent>, LedgerError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT name, key_sha256, limits, hosts, paused, created_at, updated_at FROM l402_agents ORDER BY name",
-                &[],
-            )
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(agent_row).collect()
+        records::api_agents(self).await
     }
 
     async fn create_agent(&self, a: &StoredAgent) -> Result<bool, LedgerError> {
@@ -743,76 +592,23 @@ impl Ledger for PostgresLedger {
     }
 
     async fn delete_agent(&self, name: &str) -> Result<bool, LedgerError> {
-        let mut client = self.client().await?;
-        let txn = client.transaction().await.map_err(unavailable)?;
-        let n = txn
-            .execute("DELETE FROM l402_agents WHERE name = $1", &[&name])
-            .await
-            .map_err(unavailable)?;
-        txn.execute(
-            "UPDATE l402_payments SET token_retired = TRUE WHERE agent = $1",
-            &[&name],
-        )
-        .await
-        .map_err(unavailable)?;
-        txn.execute("SELECT pg_notify($1, $2)", &[&AGENTS_CHANNEL, &name])
-            .await
-            .map_err(unavailable)?;
-        txn.commit().await.map_err(unavailable)?;
-        Ok(n == 1)
+        records::delete_agent(self, name).await
     }
 
     async fn audit(&self, e: AuditEntry) -> Result<(), LedgerError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO l402_audit (at, who, action, agent, detail) VALUES ($1, $2, $3, $4, $5)",
-                &[&e.at, &e.who, &e.action, &e.agent, &e.detail],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        records::audit(self, e).await
     }
 
     async fn create_approval(&self, a: &ApprovalRecord) -> Result<(), LedgerError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!("INSERT INTO l402_approvals ({APPROVAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
-                &[
-                    &a.id,
-                    &a.agent,
-                    &a.host,
-                    &a.service,
-                    &i(a.amount.0),
-                    &a.payment_hash.to_hex(),
-                    &a.created_at,
-                    &a.expires_at,
-                    &a.state.as_str(),
-                    &a.decided_by,
-                    &a.decided_at,
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        records::create_approval(self, a).await
     }
 
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, LedgerError> {
-        let client = self.client().await?;
-        approval_by_id(&client, id).await
+        records::approval(self, id).await
     }
 
     async fn pending_approvals(&self, now: i64) -> Result<Vec<ApprovalRecord>, LedgerError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!("SELECT {APPROVAL_COLUMNS} FROM l402_approvals WHERE state = 'pending' AND expires_at > $1 ORDER BY created_at, id"),
-                &[&now],
-            )
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(approval_row).collect()
+        records::pending_approvals(self, now).await
     }
 
     async fn agent_approvals(
@@ -820,16 +616,7 @@ impl Ledger for PostgresLedger {
         agent: &str,
         limit: usize,
     ) -> Result<Vec<ApprovalRecord>, LedgerError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!("SELECT {APPROVAL_COLUMNS} FROM l402_approvals WHERE agent = $1 ORDER BY created_at DESC, id DESC LIMIT $2"),
-                &[&agent, &limit],
-            )
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(approval_row).collect()
+        records::agent_approvals(self, agent, limit).await
     }
 
     async fn decide_approval(
@@ -839,28 +626,11 @@ impl Ledger for PostgresLedger {
         by: &str,
         at: i64,
     ) -> Result<Option<ApprovalRecord>, LedgerError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE l402_approvals SET state = $2, decided_by = $3, decided_at = $4
-                 WHERE id = $1 AND state = 'pending' AND ($2 = 'expired' OR expires_at > $4)",
-                &[&id, &state.as_str(), &by, &at],
-            )
-            .await
-            .map_err(unavailable)?;
-        approval_by_id(&client, id).await
+        records::decide_approval(self, id, state, by, at).await
     }
 
     async fn claim_alert(&self, key: &str, at: i64) -> Result<bool, LedgerError> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "INSERT INTO l402_alerts_sent (key, at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                &[&key, &at],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(n == 1)
+        records::claim_alert(self, key, at).await
     }
 
     async fn last_price(
@@ -869,62 +639,15 @@ impl Ledger for PostgresLedger {
         origin: &str,
         flight: &str,
     ) -> Result<Option<Msat>, LedgerError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT amount_msat FROM l402_payments
-                 WHERE agent = $1 AND origin = $2 AND flight = $3 AND status = 'settled'
-                 ORDER BY created_at DESC LIMIT 1",
-                &[&agent, &origin, &flight],
-            )
-            .await
-            .map_err(unavailable)?;
-        row.map(|r| get(&r, 0).and_then(non_negative).map(Msat))
-            .transpose()
+        records::last_price(self, agent, origin, flight).await
     }
 
     async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, LedgerError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT at, who, action, agent, detail FROM l402_audit ORDER BY id DESC LIMIT $1",
-                &[&i(limit.max(1) as u64)],
-            )
-            .await
-            .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    at: get(r, 0)?,
-                    who: get(r, 1)?,
-                    action: get(r, 2)?,
-                    agent: get(r, 3)?,
-                    detail: get(r, 4)?,
-                })
-            })
-            .collect()
+        records::audit_log(self, limit).await
     }
 
     async fn highest_price(&self, agent: &str, origin: &str) -> Result<Option<Msat>, LedgerError> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "SELECT MAX(amount_msat) FROM l402_payments
-                 WHERE agent = $1 AND origin = $2 AND status = 'settled'",
-                &[&agent, &origin],
-            )
-            .await
-            .map_err(unavailable)?;
-        let highest: Option<i64> = row
-            .try_get(0)
-            .map_err(|e| LedgerError::Inconsistent(format!("highest price: {e}")))?;
-        highest
-            .map(|v| {
-                u64::try_from(v).map(Msat).map_err(|_| {
-                    LedgerError::Inconsistent(format!("a settled payment of {v} msat"))
-                })
-            })
-            .transpose()
+        records::highest_price(self, agent, origin).await
     }
 }
 

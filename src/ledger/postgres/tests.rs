@@ -5,9 +5,9 @@
 mod pg_server;
 
 use super::*;
-use crate::pay::dialect::StoredCredential;
 use crate::config::PostgresTls;
 use crate::core::time::ManualClock;
+use crate::pay::dialect::StoredCredential;
 use pg_server::PgServer;
 use sha2::{Digest, Sha256};
 
