@@ -23,6 +23,7 @@
 //! scheme), urlsafe (unpadded URL-safe token), status401 (spec form on a 401).
 
 mod dialects;
+mod lnbtc;
 
 use super::lnbits::LnbitsInvoices;
 use super::macaroon::{self as mint_macaroon, identifier_v0};
@@ -43,6 +44,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::Digest as _;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -79,6 +81,28 @@ impl InvoiceSource {
                 .map_err(|e| e.to_string()),
             InvoiceSource::Lnbits(lnbits) => lnbits
                 .create(amount, memo, expiry_secs)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// An invoice committing to SHA-256(`description`) (an x402 `lnbtc` request binding).
+    async fn invoice_hashed(
+        &self,
+        amount: Msat,
+        description: &[u8],
+        expiry_secs: u64,
+        now: u64,
+    ) -> Result<MintedInvoice, String> {
+        match self {
+            InvoiceSource::Dev(minter) => {
+                let hash = sha2::Sha256::digest(description).into();
+                minter
+                    .mint_hashed_at(amount, hash, now, expiry_secs)
+                    .map_err(|e| e.to_string())
+            }
+            InvoiceSource::Lnbits(lnbits) => lnbits
+                .create_hashed(amount, description, expiry_secs)
                 .await
                 .map_err(|e| e.to_string()),
         }
@@ -236,6 +260,9 @@ impl Seller {
                 .unwrap_or_else(|| kind.clone()),
             _ => kind.clone(),
         };
+        if kind == "x402" || kind == "x402lie" {
+            return self.lnbtc(req, kind == "x402lie").await;
+        }
         if let Some(r) = self.other_kinds(&kind, &req, &service, &path).await {
             return r;
         }
@@ -666,7 +693,7 @@ pub async fn serve_http(seller: Arc<Seller>, listener: TcpListener) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_io(seller.clone(), TokioIo::new(stream)));
+        tokio::spawn(serve_io(seller.clone(), TokioIo::new(stream), "http"));
     }
 }
 
@@ -686,18 +713,24 @@ pub async fn serve_https(
         let seller = seller.clone();
         tokio::spawn(async move {
             if let Ok(tls) = acceptor.accept(stream).await {
-                serve_io(seller, TokioIo::new(tls)).await;
+                serve_io(seller, TokioIo::new(tls), "https").await;
             }
         });
     }
 }
 
-async fn serve_io<I>(seller: Arc<Seller>, io: I)
+/// The scheme a request reached the seller over (`http`, `https`): the x402 `lnbtc` route
+/// binds the URL the client called.
+#[derive(Debug, Clone, Copy)]
+struct ServedOver(&'static str);
+
+async fn serve_io<I>(seller: Arc<Seller>, io: I, scheme: &'static str)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: Request<Incoming>| {
         let seller = seller.clone();
+        req.extensions_mut().insert(ServedOver(scheme));
         async move { Ok::<_, Infallible>(seller.handle(req).await) }
     });
     let _ = auto::Builder::new(TokioExecutor::new())

@@ -4,7 +4,7 @@
 //! concurrent purchase) and replays the request exactly once. A request never causes two
 //! payments; a refusal returns the upstream's own 402 with the reason.
 
-use super::dialect::{Dialects, ResponseHead};
+use super::dialect::{Dialects, RequestHead, ResponseHead};
 use super::headers;
 use super::purchase::{Destination, Obtained, Purchases, Refused};
 use super::tokens::{Attached, TokenCache};
@@ -93,6 +93,16 @@ struct Replay {
 }
 
 impl Replay {
+    /// The request as dialects read it (offers bound to their request).
+    fn head(&self) -> RequestHead<'_> {
+        RequestHead {
+            method: &self.method,
+            uri: &self.uri,
+            headers: &self.headers,
+            body: self.body.as_deref(),
+        }
+    }
+
     /// The request again, without any credential.
     fn plain_request(&self) -> Option<Request<Body>> {
         let body = self.body.clone()?;
@@ -191,6 +201,7 @@ impl PaymentLayer {
         let offers = self.dialects.offers(&ResponseHead {
             status: response.status(),
             headers: response.headers(),
+            request: Some(replay.head()),
         });
         if offers.is_empty() {
             let refused_token = matches!(
@@ -269,6 +280,7 @@ impl PaymentLayer {
         let offers = self.dialects.offers(&ResponseHead {
             status: response.status(),
             headers: response.headers(),
+            request: Some(replay.head()),
         });
         if offers.is_empty() {
             self.metrics.request(Outcome::Passed);
@@ -394,6 +406,7 @@ impl PaymentLayer {
             .offers(&ResponseHead {
                 status: response.status(),
                 headers: response.headers(),
+                request: Some(replay.head()),
             })
             .is_empty();
         if rejected {
@@ -419,6 +432,9 @@ impl PaymentLayer {
             );
             answer.headers.extend(extra);
             return answer;
+        }
+        if let (Some(paid), "x402") = (&obtained.paid, obtained.dialect) {
+            settled(agent, to.origin, response.headers(), &paid.payment_hash);
         }
         self.metrics.request(if obtained.paid.is_some() {
             Outcome::Paid
@@ -539,6 +555,23 @@ impl PaymentLayer {
         Answer {
             response: Ok(response),
             headers: extra,
+        }
+    }
+}
+
+/// Records what an x402 server says of the payment it was given (`PAYMENT-RESPONSE`): the log
+/// line names the agent, origin, payment hash and the server's verdict; a report that does not
+/// confirm this payment is a warning (the agent still gets the server's answer).
+fn settled(agent: &Agent, origin: &str, headers: &HeaderMap, hash: &crate::core::PaymentHash) {
+    match super::dialect::x402::settlement(headers) {
+        Some(s) if s.confirms(hash) => {
+            tracing::info!(agent = %agent.name, origin, payment_hash = %hash.to_hex(), network = %s.network, "x402 settlement confirmed by the server");
+        }
+        Some(s) => {
+            tracing::warn!(agent = %agent.name, origin, payment_hash = %hash.to_hex(), success = s.success, transaction = %s.transaction, reason = s.error_reason.as_deref().unwrap_or(""), "x402 PAYMENT-RESPONSE does not confirm this payment");
+        }
+        None => {
+            tracing::info!(agent = %agent.name, origin, payment_hash = %hash.to_hex(), "x402 server sent no readable PAYMENT-RESPONSE");
         }
     }
 }
