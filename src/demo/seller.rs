@@ -24,6 +24,7 @@
 
 mod dialects;
 mod lnbtc;
+mod mcp;
 
 use super::lnbits::LnbitsInvoices;
 use super::macaroon::{self as mint_macaroon, identifier_v0};
@@ -260,6 +261,9 @@ impl Seller {
                 .unwrap_or_else(|| kind.clone()),
             _ => kind.clone(),
         };
+        if kind == "mcp" || kind == "mcpsse" {
+            return self.mcp(req, kind == "mcpsse").await;
+        }
         if kind == "x402" || kind == "x402lie" {
             return self.lnbtc(req, kind == "x402lie").await;
         }

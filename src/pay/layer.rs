@@ -6,6 +6,7 @@
 
 use super::dialect::{Dialects, RequestHead, ResponseHead};
 use super::headers;
+use super::mcp::{self, Framing, ToolCall};
 use super::purchase::{Destination, Obtained, Purchases, Refused};
 use super::tokens::{Attached, TokenCache};
 use crate::agents::Agent;
@@ -204,6 +205,40 @@ impl PaymentLayer {
             request: Some(replay.head()),
         });
         if offers.is_empty() {
+            // A tool call's answer may carry a payment requirement in its JSON-RPC message.
+            let mcp = match (
+                &replay.body,
+                Framing::of(response.headers().get(http::header::CONTENT_TYPE)),
+            ) {
+                (Some(_), Some(framing)) if response.status().is_success() => {
+                    ToolCall::of(&replay.head()).map(|call| (call, framing))
+                }
+                _ => None,
+            };
+            if let Some((call, framing)) = mcp {
+                let ok = response.status().is_success();
+                match Box::pin(
+                    self.mcp_exchange(upstream, agent, to, &replay, response, call, framing),
+                )
+                .await
+                {
+                    Ok(answer) => return answer,
+                    Err(unpaid) => {
+                        if let Some(a) = attached.as_ref().filter(|a| !a.known && ok) {
+                            self.learn(&a.token, replay.uri.path());
+                        }
+                        self.metrics.request(Outcome::Passed);
+                        let mut extra = HeaderMap::new();
+                        if attached.is_some() && ok {
+                            extra.insert(headers::TOKEN_HEADER, HeaderValue::from_static("cached"));
+                        }
+                        return Answer {
+                            response: Err(unpaid),
+                            headers: extra,
+                        };
+                    }
+                }
+            }
             let refused_token = matches!(
                 response.status(),
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
@@ -464,6 +499,184 @@ impl PaymentLayer {
         }
     }
 
+    /// The answer to a tool call, read as far as its JSON-RPC message: a payment requirement
+    /// in it is paid like a 402's offer and the call replayed once, same `id`, the credential
+    /// in `_meta`. `Err` carries the answer unread-on when it asks for no payment.
+    #[allow(clippy::too_many_arguments)]
+    async fn mcp_exchange<U: Upstream>(
+        &self,
+        upstream: &U,
+        agent: &Arc<Agent>,
+        to: Destination<'_>,
+        replay: &Replay,
+        response: Response<Incoming>,
+        call: ToolCall,
+        framing: Framing,
+    ) -> Result<Answer, Response<Body>> {
+        let (parts, body) = response.into_parts();
+        let read = mcp::read(body, framing, &call.id).await;
+        let found = read
+            .message
+            .as_ref()
+            .and_then(|m| mcp::requirement(m, &replay.head(), &call));
+        let theirs = rebuild(parts, read);
+        let Some((transport, offers)) = found else {
+            return Err(theirs);
+        };
+        self.metrics.challenges.inc();
+        let path = replay.uri.path().to_string();
+        let dialect = transport.dialect();
+        let scheme = |mut answer: Answer| {
+            answer
+                .headers
+                .insert(headers::SCHEME_HEADER, HeaderValue::from_static(dialect));
+            answer
+        };
+        let offer = match offers.payable.into_iter().next() {
+            Some(offer) if self.dialects.pays(dialect) => offer,
+            other => {
+                let reason = if other.is_some() {
+                    format!("{dialect} is not in pay.schemes")
+                } else {
+                    offers
+                        .unsupported
+                        .into_iter()
+                        .next()
+                        .map(|(_, r)| r)
+                        .unwrap_or_default()
+                };
+                let decline = Decline::SchemeUnsupported { dialect, reason };
+                return Ok(scheme(self.declined_answer(
+                    Err(theirs),
+                    agent,
+                    to,
+                    &path,
+                    decline.into(),
+                )));
+            }
+        };
+        let body = replay.body.clone().unwrap_or_default();
+        match self
+            .purchases
+            .obtain(agent, to, &path, None, &body, offer)
+            .await
+        {
+            Err(refused) => Ok(scheme(self.declined_answer(
+                Err(theirs),
+                agent,
+                to,
+                &path,
+                refused,
+            ))),
+            Ok(obtained) => {
+                drop(theirs);
+                Ok(scheme(
+                    self.mcp_replay(upstream, agent, to, replay, &call, obtained)
+                        .await,
+                ))
+            }
+        }
+    }
+
+    /// Sends the tool call again, its `_meta` carrying the credential. A second requirement
+    /// goes back to the agent: one call never causes two payments.
+    async fn mcp_replay<U: Upstream>(
+        &self,
+        upstream: &U,
+        agent: &Arc<Agent>,
+        to: Destination<'_>,
+        replay: &Replay,
+        call: &ToolCall,
+        obtained: Obtained,
+    ) -> Answer {
+        let mut extra = HeaderMap::new();
+        headers::obtained(&mut extra, &obtained);
+        let rewritten = replay
+            .body
+            .as_deref()
+            .and_then(|b| mcp::rewrite(b, &obtained.credential));
+        let (Some(body), Some(mut request)) = (rewritten, replay.plain_request()) else {
+            return Answer {
+                response: Err(crate::proxy::responses::text(
+                    http::StatusCode::BAD_GATEWAY,
+                    "replay-failed",
+                    "the tool call could not carry the credential",
+                )),
+                headers: extra,
+            };
+        };
+        request
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        *request.body_mut() = body::from_bytes(body);
+        let response = match upstream.send(request, false).await {
+            Ok(r) => r,
+            Err(local) => {
+                return Answer {
+                    response: Err(local),
+                    headers: extra,
+                }
+            }
+        };
+        let framing = Framing::of(response.headers().get(http::header::CONTENT_TYPE));
+        let (parts, incoming) = response.into_parts();
+        let (theirs, rejected) = match framing {
+            Some(framing) if parts.status.is_success() => {
+                let read = mcp::read(incoming, framing, &call.id).await;
+                let rejected = read
+                    .message
+                    .as_ref()
+                    .and_then(|m| mcp::requirement(m, &replay.head(), call))
+                    .is_some();
+                (rebuild(parts, read), rejected)
+            }
+            _ => (
+                rebuild(
+                    parts,
+                    mcp::Read {
+                        prefix: Bytes::new(),
+                        rest: Some(incoming),
+                        message: None,
+                    },
+                ),
+                false,
+            ),
+        };
+        if rejected {
+            self.purchases
+                .cool_off(&agent.name, to.origin, &obtained.flight);
+            let mut answer = self.declined_answer(
+                Err(theirs),
+                agent,
+                to,
+                replay.uri.path(),
+                Decline::ReplayRejected.into(),
+            );
+            answer.headers.extend(extra);
+            return answer;
+        }
+        self.metrics.request(if obtained.paid.is_some() {
+            Outcome::Paid
+        } else {
+            Outcome::Shared
+        });
+        if obtained.paid.is_some() {
+            if let Ok(view) = self.ledger.budget(&agent.name, &agent.limits).await {
+                let view = view.with_fee_reserve(self.purchases.book().max_fee());
+                if let Some(left) = view.remaining_msat.tightest() {
+                    extra.insert(headers::REMAINING_HEADER, HeaderValue::from(left));
+                }
+                if let Some(spendable) = view.spendable_msat {
+                    extra.insert(headers::SPENDABLE_HEADER, HeaderValue::from(spendable));
+                }
+            }
+        }
+        Answer {
+            response: Err(theirs),
+            headers: extra,
+        }
+    }
+
     /// A speculative token that got through has proven itself on this path.
     fn learn_if_worked(
         &self,
@@ -515,6 +728,18 @@ impl PaymentLayer {
         path: &str,
         refused: Refused,
     ) -> Answer {
+        self.declined_answer(Ok(response), agent, to, path, refused)
+    }
+
+    /// [`PaymentLayer::declined`], for an upstream answer already read (`Err`: rebuilt).
+    fn declined_answer(
+        &self,
+        response: Result<Response<Incoming>, Response<Body>>,
+        agent: &Agent,
+        to: Destination<'_>,
+        path: &str,
+        refused: Refused,
+    ) -> Answer {
         let decline = &refused.decline;
         self.metrics.request(Outcome::Declined);
         self.metrics.decline(decline.code());
@@ -553,10 +778,23 @@ impl PaymentLayer {
             };
         }
         Answer {
-            response: Ok(response),
+            response,
             headers: extra,
         }
     }
+}
+
+/// An upstream answer partly read by the MCP path, as the agent gets it: hop-by-hop and forged
+/// `x-l402-proxy-*` headers removed, the bytes read, then the rest streamed.
+fn rebuild(mut parts: http::response::Parts, read: mcp::Read) -> Response<Body> {
+    crate::proxy::headers::strip_hop_by_hop(&mut parts.headers);
+    headers::strip_forged(&mut parts.headers);
+    parts.version = http::Version::HTTP_11;
+    let body = match read.rest {
+        Some(rest) => http_body_util::BodyExt::boxed(body::Prefixed::new(read.prefix, rest)),
+        None => body::from_bytes(read.prefix),
+    };
+    Response::from_parts(parts, body)
 }
 
 /// Records what an x402 server says of the payment it was given (`PAYMENT-RESPONSE`): the log

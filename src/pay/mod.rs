@@ -8,6 +8,7 @@ pub mod dialect;
 pub mod flight;
 pub mod headers;
 pub mod layer;
+pub mod mcp;
 pub mod policy;
 pub mod purchase;
 pub mod reconcile;

@@ -31,7 +31,7 @@ const BOUND_HEADERS: [&str; 1] = ["accept"];
 const MAX_BODY: usize = 64 * 1024;
 
 /// The `lnbtc` network id of a Lightning network (the BIP-122 reference of its genesis block).
-fn network_id(n: crate::invoice::Network) -> &'static str {
+pub(super) fn network_id(n: crate::invoice::Network) -> &'static str {
     use crate::invoice::Network::*;
     match n {
         Bitcoin => "lnbtc:000000000019d6689c085ae165831e93",

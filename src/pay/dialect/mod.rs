@@ -252,6 +252,11 @@ impl Dialects {
         out
     }
 
+    /// Whether the dialect `name` is in `pay.schemes`.
+    pub fn pays(&self, name: &str) -> bool {
+        self.ordered.iter().any(|d| d.name() == name)
+    }
+
     /// The credential of a stored token, from whichever dialect stored it.
     pub fn restore(&self, stored: &StoredCredential, proof: &Preimage) -> Option<Credential> {
         self.ordered.iter().find_map(|d| d.restore(stored, proof))

@@ -128,76 +128,82 @@ impl Dialect for X402 {
                 .push(("x402", "PAYMENT-REQUIRED is not base64".to_string()));
             return;
         };
-        let Ok(required) = serde_json::from_slice::<Required<'_>>(&decoded) else {
-            out.unsupported
-                .push(("x402", "PAYMENT-REQUIRED is not x402 JSON".to_string()));
-            return;
-        };
-        let resource_url = required
-            .resource
-            .as_ref()
-            .and_then(|r| r["url"].as_str())
-            .map(str::to_string);
-        let mut networks = Vec::new();
-        for raw in required.accepts {
-            let Ok(req) = serde_json::from_str::<Requirement>(raw.get()) else {
-                continue;
-            };
-            let Some((network, spelling)) = lightning_network(&req.network) else {
-                networks.push(req.network.clone());
-                continue;
-            };
-            if req.scheme != "exact" {
-                networks.push(format!("{} ({})", req.network, req.scheme));
-                continue;
-            }
-            let extra = req.extra.as_ref().and_then(Value::as_object);
-            let method = extra.and_then(|e| e.get("assetTransferMethod"));
-            if method.is_some_and(|m| m != "bolt11") {
-                networks.push(format!(
-                    "{} (assetTransferMethod {}: only bolt11 is paid)",
-                    req.network,
-                    method.map(Value::to_string).unwrap_or_default()
-                ));
-                continue;
-            }
-            let invoice = extra
-                .and_then(|e| e.get("invoice"))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()))
-                .map(str::to_string);
-            let Some(invoice) = invoice else {
-                networks.push(format!("{} (no invoice)", req.network));
-                continue;
-            };
-            let terms = X402Terms {
-                version: required.version,
-                accepted: raw.get().to_string(),
-                network,
-                spelling,
-                offer: parse_offer(&req),
-                binding: bind(&req, resource_url.as_deref(), response.request.as_ref()),
-            };
-            out.payable.push(Offer {
-                dialect: self.name(),
-                invoice,
-                terms: Box::new(terms),
-            });
-            return;
-        }
-        if !networks.is_empty() {
-            out.unsupported.push((
-                "x402",
-                format!(
-                    "x402 offers on {} are not payable from a Lightning wallet",
-                    networks.join(", ")
-                ),
-            ));
-        }
+        required_offers(&decoded, response.request.as_ref(), out);
     }
 
     fn restore(&self, _stored: &StoredCredential, _proof: &Preimage) -> Option<Credential> {
         None
+    }
+}
+
+/// The payable offer of a `PaymentRequired` JSON document (from `PAYMENT-REQUIRED`, or from an
+/// MCP tool result), bound against `request`; or why none is payable.
+pub fn required_offers(json: &[u8], request: Option<&RequestHead<'_>>, out: &mut Offers) {
+    let Ok(required) = serde_json::from_slice::<Required<'_>>(json) else {
+        out.unsupported
+            .push(("x402", "PaymentRequired is not x402 JSON".to_string()));
+        return;
+    };
+    let resource_url = required
+        .resource
+        .as_ref()
+        .and_then(|r| r["url"].as_str())
+        .map(str::to_string);
+    let mut networks = Vec::new();
+    for raw in required.accepts {
+        let Ok(req) = serde_json::from_str::<Requirement>(raw.get()) else {
+            continue;
+        };
+        let Some((network, spelling)) = lightning_network(&req.network) else {
+            networks.push(req.network.clone());
+            continue;
+        };
+        if req.scheme != "exact" {
+            networks.push(format!("{} ({})", req.network, req.scheme));
+            continue;
+        }
+        let extra = req.extra.as_ref().and_then(Value::as_object);
+        let method = extra.and_then(|e| e.get("assetTransferMethod"));
+        if method.is_some_and(|m| m != "bolt11") {
+            networks.push(format!(
+                "{} (assetTransferMethod {}: only bolt11 is paid)",
+                req.network,
+                method.map(Value::to_string).unwrap_or_default()
+            ));
+            continue;
+        }
+        let invoice = extra
+            .and_then(|e| e.get("invoice"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_string);
+        let Some(invoice) = invoice else {
+            networks.push(format!("{} (no invoice)", req.network));
+            continue;
+        };
+        let terms = X402Terms {
+            version: required.version,
+            accepted: raw.get().to_string(),
+            network,
+            spelling,
+            offer: parse_offer(&req),
+            binding: bind(&req, resource_url.as_deref(), request),
+        };
+        out.payable.push(Offer {
+            dialect: "x402",
+            invoice,
+            terms: Box::new(terms),
+        });
+        return;
+    }
+    if !networks.is_empty() {
+        out.unsupported.push((
+            "x402",
+            format!(
+                "x402 offers on {} are not payable from a Lightning wallet",
+                networks.join(", ")
+            ),
+        ));
     }
 }
 

@@ -1,0 +1,149 @@
+//! Paid MCP tool calls through the proxy: the seller's MCP server (streamable HTTP on
+//! 127.0.0.1, `src/demo/seller/mcp.rs`) answers paid `tools/call`s inside the JSON-RPC answer —
+//! MPP's `-32042` error and x402's `isError` tool result — as `application/json` or inside an
+//! SSE stream. The proxy pays under the agent's limits and replays the same call (same `id`)
+//! with the credential in `_meta`; batches and notifications pass untouched. The official MCP
+//! SDK client drives the same server in `tests/paid_tools/sdk_client.mjs`.
+
+mod common;
+
+use common::{Harness, Options, Reply};
+use serde_json::{json, Value};
+
+const ALICE: (&str, &str) = ("alice", "alice-key");
+
+const TOKEN: &str = "paid-tools-admin";
+
+async fn harness(alice_limits: &str) -> Harness {
+    Harness::with(Options {
+        pay_schemes: "[l402, payment, x402]".into(),
+        alice_limits: alice_limits.into(),
+        admin_token: Some(TOKEN.into()),
+        ..Options::default()
+    })
+    .await
+}
+
+fn call(id: Value, tool: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": tool, "arguments": {"city": "Oslo"}, "_meta": {"progressToken": 1}}})
+    .to_string()
+}
+
+async fn post(h: &Harness, url: &str, body: &str) -> Reply {
+    h.curl(
+        Some(ALICE),
+        url,
+        &[
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "accept: application/json, text/event-stream",
+            "--data-binary",
+            body,
+        ],
+    )
+    .await
+}
+
+/// The JSON-RPC messages of an answer (one JSON body, or every SSE event's data).
+fn messages(r: &Reply) -> Vec<Value> {
+    if r.header("content-type") == Some("text/event-stream") {
+        r.body
+            .split("\n\n")
+            .filter_map(|e| {
+                let data: Vec<&str> = e.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+                (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).unwrap())
+            })
+            .collect()
+    } else {
+        vec![serde_json::from_str(&r.body).unwrap()]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_tool_call_is_paid_once_in_either_transport_and_either_framing() {
+    let h = harness("{ per_request_sats: 1000 }").await;
+    let mut paid = 0;
+    for (path, tool, dialect, meta) in [
+        ("/mcp", "weather_mpp", "payment", "org.paymentauth/receipt"),
+        (
+            "/mcpsse",
+            "weather_mpp",
+            "payment",
+            "org.paymentauth/receipt",
+        ),
+        ("/mcp", "weather_x402", "x402", "x402/payment-response"),
+        ("/mcpsse", "weather_x402", "x402", "x402/payment-response"),
+    ] {
+        let r = post(&h, &h.http_url(path), &call(json!("call-7"), tool)).await;
+        assert_eq!(r.status, 200, "{path} {tool}: {r:?}");
+        assert!(r.paid(), "{path} {tool}: {r:?}");
+        assert_eq!(r.header("x-l402-proxy-scheme"), Some(dialect));
+        let answer = messages(&r).pop().unwrap();
+        assert_eq!(answer["id"], "call-7", "the agent's own id: {answer}");
+        assert_eq!(
+            answer["result"]["content"][0]["text"], "paid: weather in Oslo: sunny",
+            "{path} {tool}: {answer}"
+        );
+        assert!(answer["result"]["_meta"][meta].is_object(), "{answer}");
+        paid += 1;
+        assert_eq!(h.payments(), paid, "one payment per call");
+    }
+    // Each call is accounted as its tool, the service it bought.
+    let listed = h
+        .admin(Some(TOKEN), "GET", "/v1/payments?agent=alice", &[])
+        .await;
+    let v: Value = serde_json::from_str(&listed.body).unwrap();
+    let mut services: Vec<&str> = v["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["service"].as_str().unwrap_or(""))
+        .collect();
+    services.sort();
+    assert_eq!(
+        services,
+        ["weather_mpp", "weather_mpp", "weather_x402", "weather_x402"],
+        "{v}"
+    );
+    // The SSE stream reaches the agent whole: the progress notification, then the answer.
+    let r = post(&h, &h.http_url("/mcpsse"), &call(json!(1), "echo")).await;
+    let all = messages(&r);
+    assert_eq!(all.len(), 2, "{r:?}");
+    assert_eq!(all[0]["method"], "notifications/message");
+    assert!(!r.paid());
+    assert_eq!(h.payments(), paid, "a free tool costs nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_and_notifications_pass_untouched_and_limits_hold_for_tool_calls() {
+    let h = harness("{ per_request_sats: 5 }").await;
+    // A batch holding a paid call: not a single tool call, so never paid; the server's answer
+    // reaches the agent as it was sent.
+    let batch = format!("[{}]", call(json!(1), "weather_mpp"));
+    let r = post(&h, &h.http_url("/mcp"), &batch).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let answer: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(answer[0]["error"]["code"], -32042);
+    assert_eq!(r.decline(), None);
+    // A notification: 202, untouched.
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
+    let r = post(&h, &h.http_url("/mcp"), &note).await;
+    assert_eq!(r.status, 202, "{r:?}");
+    // Over alice's per-request limit: the agent gets the server's own requirement, with the
+    // decline beside it, in both transports.
+    for (tool, dialect) in [("weather_mpp", "payment"), ("weather_x402", "x402")] {
+        let r = post(&h, &h.http_url("/mcp"), &call(json!(9), tool)).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.decline(), Some("over-per-request-limit"), "{tool}: {r:?}");
+        assert_eq!(r.header("x-l402-proxy-scheme"), Some(dialect));
+        let answer: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(answer["id"], 9);
+        assert!(
+            answer["error"]["code"] == -32042 || answer["result"]["isError"] == true,
+            "{answer}"
+        );
+    }
+    assert_eq!(h.wallet.attempts(), 0, "nothing paid");
+}
