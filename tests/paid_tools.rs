@@ -147,3 +147,76 @@ async fn batches_and_notifications_pass_untouched_and_limits_hold_for_tool_calls
     }
     assert_eq!(h.wallet.attempts(), 0, "nothing paid");
 }
+
+/// Runs `tests/paid_tools/sdk_client.mjs` (the official MCP SDK client) against `mcp_url`
+/// through the proxy; its JSON output.
+async fn sdk_client(h: &Harness, mcp_url: &str) -> Value {
+    let sdk = std::env::var("PAID_TOOLS_SDK_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/l402-proxy/mcp-sdk-paid-tools")
+        });
+    let modules = sdk.join("node_modules");
+    assert!(
+        modules
+            .join("@modelcontextprotocol/sdk/package.json")
+            .exists(),
+        "the MCP SDK is not installed: run bash tests/paid_tools/install.sh"
+    );
+    // ESM resolves packages next to the script: the script beside a link to the SDK's modules.
+    let dir = common::temp_dir("mcp-sdk");
+    std::os::unix::fs::symlink(&modules, dir.join("node_modules")).unwrap();
+    let script = dir.join("sdk_client.mjs");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/paid_tools/sdk_client.mjs"
+        ),
+        &script,
+    )
+    .unwrap();
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("MCP_URL", mcp_url)
+        .env("PROXY", h.proxy_url(Some(ALICE)))
+        .env("PROXY_CA", h.ca())
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "sdk client printed {stdout:?}, stderr {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_mcp_sdk_client_gets_paid_tool_results_with_one_payment_each() {
+    let h = harness("{ per_request_sats: 1000 }").await;
+    for path in ["/mcp", "/mcpsse"] {
+        let before = h.payments();
+        let out = sdk_client(&h, &h.https_url(path)).await;
+        assert!(out.get("error").is_none(), "{path}: {out}");
+        assert_eq!(
+            out["tools"],
+            json!(["weather_mpp", "weather_x402", "echo"]),
+            "{out}"
+        );
+        for tool in ["weather_mpp", "weather_x402"] {
+            assert_eq!(
+                out[tool]["content"][0]["text"], "paid: weather in Oslo: sunny",
+                "{path} {tool}: {out}"
+            );
+            assert_ne!(out[tool]["isError"], true, "{out}");
+        }
+        assert_eq!(out["echo"]["content"][0]["text"], "weather in Oslo: sunny");
+        assert_eq!(
+            h.payments(),
+            before + 2,
+            "{path}: one payment per paid call"
+        );
+    }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the official MCP TypeScript SDK client (npm @modelcontextprotocol/sdk, pinned) and
+# undici (for its ProxyAgent) for tests/paid_tools.rs, under ~/.cache; skipped when present.
+# A directory of its own, so other tests pinning the SDK cannot clash with it.
+#
+# Env: PAID_TOOLS_SDK_DIR (default ~/.cache/l402-proxy/mcp-sdk-paid-tools).
+set -euo pipefail
+
+DIR="${PAID_TOOLS_SDK_DIR:-$HOME/.cache/l402-proxy/mcp-sdk-paid-tools}"
+SDK_VERSION="1.32.2"
+UNDICI_VERSION="7.30.2"
+ZOD_VERSION="3.25.76"
+
+installed() {
+  [ -f "$DIR/node_modules/$1/package.json" ] \
+    && node -e "process.exit(require('$DIR/node_modules/$1/package.json').version === '$2' ? 0 : 1)"
+}
+
+if installed @modelcontextprotocol/sdk "$SDK_VERSION" && installed undici "$UNDICI_VERSION" \
+  && installed zod "$ZOD_VERSION"; then
+  exit 0
+fi
+mkdir -p "$DIR"
+cat > "$DIR/package.json" <<JSON
+{
+  "name": "l402-proxy-paid-tools-test",
+  "private": true,
+  "description": "The official MCP SDK client, unmodified, for tests/paid_tools.rs",
+  "type": "module",
+  "dependencies": {
+    "@modelcontextprotocol/sdk": "$SDK_VERSION",
+    "undici": "$UNDICI_VERSION",
+    "zod": "$ZOD_VERSION"
+  }
+}
+JSON
+echo "paid_tools: installing @modelcontextprotocol/sdk@$SDK_VERSION into $DIR" >&2
+(cd "$DIR" && npm install --no-audit --no-fund --silent)
