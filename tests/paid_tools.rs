@@ -220,3 +220,39 @@ async fn the_official_mcp_sdk_client_gets_paid_tool_results_with_one_payment_eac
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_payment_is_announced_only_when_configured_and_never_over_the_agents_own() {
+    let on = Harness::with(Options {
+        pay_schemes: "[l402, payment], accept_payment: true".into(),
+        ..Options::default()
+    })
+    .await;
+    let seen = on.curl(Some(ALICE), &on.https_url("/inspect"), &[]).await;
+    assert!(
+        seen.body.contains("accept-payment: lightning/charge"),
+        "{seen:?}"
+    );
+    let own = on
+        .curl(
+            Some(ALICE),
+            &on.http_url("/inspect"),
+            &["-H", "accept-payment: lightning/*;q=0.5"],
+        )
+        .await;
+    assert!(
+        own.body.contains("accept-payment: lightning/*;q=0.5"),
+        "{own:?}"
+    );
+    assert!(!own.body.contains("lightning/charge"), "{own:?}");
+    // Off by default, and never announced when MPP is not paid.
+    for schemes in ["[l402, payment]", "[l402, x402], accept_payment: true"] {
+        let h = Harness::with(Options {
+            pay_schemes: schemes.into(),
+            ..Options::default()
+        })
+        .await;
+        let seen = h.curl(Some(ALICE), &h.http_url("/inspect"), &[]).await;
+        assert!(!seen.body.contains("accept-payment"), "{schemes}: {seen:?}");
+    }
+}

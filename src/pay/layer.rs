@@ -64,6 +64,7 @@ pub struct PaymentLayer {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     max_body: usize,
+    accept_payment: Option<HeaderValue>,
 }
 
 /// How the layer is assembled.
@@ -82,7 +83,15 @@ pub struct LayerParts {
     pub metrics: Arc<Metrics>,
     /// `http.max_replay_body_bytes`, for the reason given when a body cannot be replayed.
     pub max_body: usize,
+    /// The `Accept-Payment` value announced on requests (`pay.accept_payment`), if any.
+    pub accept_payment: Option<HeaderValue>,
 }
+
+/// The `Accept-Payment` request header (MPP, draft-httpauth-payment): the method/intent pairs
+/// a client can pay.
+pub const ACCEPT_PAYMENT: http::HeaderName = http::HeaderName::from_static("accept-payment");
+/// What the proxy pays of MPP: Lightning charges.
+pub const ACCEPT_PAYMENT_VALUE: &str = "lightning/charge";
 
 /// What is needed to send the request again after paying.
 struct Replay {
@@ -134,6 +143,7 @@ impl PaymentLayer {
             clock: parts.clock,
             metrics: parts.metrics,
             max_body: parts.max_body,
+            accept_payment: parts.accept_payment,
         }
     }
 
@@ -175,6 +185,12 @@ impl PaymentLayer {
                 );
             }
             None => self.metrics.token_misses.inc(),
+        }
+        if let Some(accept) = &self.accept_payment {
+            // The agent's own preference, if it states one, stands.
+            if !out.headers.contains_key(ACCEPT_PAYMENT) && !agent.paused {
+                out.headers.insert(ACCEPT_PAYMENT, accept.clone());
+            }
         }
         let replayable = out.body.replayable().cloned();
         let replay = Replay {
