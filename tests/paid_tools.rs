@@ -148,6 +148,21 @@ async fn batches_and_notifications_pass_untouched_and_limits_hold_for_tool_calls
     assert_eq!(h.wallet.attempts(), 0, "nothing paid");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_x402_tool_whose_invoice_is_bound_to_another_call_is_refused_unpaid() {
+    let h = harness("{ per_request_sats: 1000 }").await;
+    let r = post(&h, &h.http_url("/mcp"), &call(json!(3), "weather_x402lie")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.decline(), Some("offer-binding-mismatch"), "{r:?}");
+    assert_eq!(r.header("x-l402-proxy-scheme"), Some("x402"));
+    let answer: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        answer["result"]["isError"], true,
+        "the server's own answer: {answer}"
+    );
+    assert_eq!(h.wallet.attempts(), 0, "nothing paid");
+}
+
 /// Runs `tests/paid_tools/sdk_client.mjs` (the official MCP SDK client) against `mcp_url`
 /// through the proxy; its JSON output.
 async fn sdk_client(h: &Harness, mcp_url: &str) -> Value {
@@ -255,4 +270,75 @@ async fn accept_payment_is_announced_only_when_configured_and_never_over_the_age
         let seen = h.curl(Some(ALICE), &h.http_url("/inspect"), &[]).await;
         assert!(!seen.body.contains("accept-payment"), "{schemes}: {seen:?}");
     }
+}
+
+/// The pending approvals, once `n` are waiting.
+async fn pending(h: &Harness, n: usize) -> Vec<Value> {
+    for _ in 0..400 {
+        let r = h.admin(Some(TOKEN), "GET", "/v1/approvals", &[]).await;
+        let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        let rows = v["approvals"].as_array().cloned().unwrap_or_default();
+        if rows.len() >= n {
+            return rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{n} approvals never became pending");
+}
+
+async fn decide(h: &Harness, id: &str, approve: bool) {
+    let body = json!({ "approve": approve }).to_string();
+    let r = h
+        .admin(
+            Some(TOKEN),
+            "POST",
+            &format!("/v1/approvals/{id}"),
+            &[
+                "-H",
+                "content-type: application/json",
+                "--data-binary",
+                &body,
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_above_the_approval_threshold_waits_for_the_operator() {
+    let h = Harness::with(Options {
+        pay_schemes: "[l402, payment, x402]".into(),
+        alice_limits: "{ per_request_sats: 1000, approve_above_sats: 5 }".into(),
+        admin_token: Some(TOKEN.into()),
+        extra_yaml: "approval: { timeout_secs: 20 }".into(),
+        ..Options::default()
+    })
+    .await;
+    for (tool, approve) in [("weather_mpp", true), ("weather_x402", false)] {
+        let (proxy, url) = (h.proxy, h.http_url("/mcp"));
+        let body = bytes::Bytes::from(call(json!(5), tool));
+        let waiting = tokio::spawn(async move {
+            common::proxied(proxy, ALICE, http::Method::POST, &url, body).await
+        });
+        let held = pending(&h, 1).await;
+        assert_eq!(held[0]["service"], tool, "held as the tool: {held:?}");
+        decide(&h, held[0]["id"].as_str().unwrap(), approve).await;
+        let r = waiting.await.unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        let answer: Value = serde_json::from_str(&r.body).unwrap();
+        if approve {
+            assert!(r.paid(), "{r:?}");
+            assert_eq!(
+                answer["result"]["content"][0]["text"],
+                "paid: weather in Oslo: sunny"
+            );
+        } else {
+            assert_eq!(r.decline(), Some("approval-denied"), "{r:?}");
+            assert_eq!(
+                answer["result"]["isError"], true,
+                "the server's own answer: {answer}"
+            );
+        }
+    }
+    assert_eq!(h.payments(), 1, "only the approved call was paid");
 }
