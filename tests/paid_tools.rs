@@ -342,3 +342,22 @@ async fn a_tool_call_above_the_approval_threshold_waits_for_the_operator() {
     }
     assert_eq!(h.payments(), 1, "only the approved call was paid");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_refusing_its_paid_credential_is_paid_once_then_cooled_off() {
+    let h = harness("{ per_request_sats: 1000 }").await;
+    let r = post(&h, &h.http_url("/mcp"), &call(json!(1), "weather_mppnever")).await;
+    assert_eq!(r.decline(), Some("replay-rejected"), "{r:?}");
+    assert!(r.paid(), "it did pay, once: {r:?}");
+    let answer: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        answer["error"]["code"], -32043,
+        "the server's own answer: {answer}"
+    );
+    let again = post(&h, &h.http_url("/mcp"), &call(json!(2), "weather_mppnever")).await;
+    assert_eq!(again.decline(), Some("service-cooling-off"), "{again:?}");
+    // Another tool of the same server is its own service: still paid.
+    let other = post(&h, &h.http_url("/mcp"), &call(json!(3), "weather_mpp")).await;
+    assert!(other.paid(), "{other:?}");
+    assert_eq!(h.payments(), 2);
+}

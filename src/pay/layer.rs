@@ -639,11 +639,12 @@ impl PaymentLayer {
         let (theirs, rejected) = match framing {
             Some(framing) if parts.status.is_success() => {
                 let read = mcp::read(incoming, framing, &call.id).await;
-                let rejected = read
-                    .message
-                    .as_ref()
-                    .and_then(|m| mcp::requirement(m, &replay.head(), call))
-                    .is_some();
+                let rejected = read.message.as_ref().is_some_and(|m| {
+                    mcp::refuses_payment(m) || mcp::requirement(m, &replay.head(), call).is_some()
+                });
+                if let (Some(m), Some(paid), false) = (&read.message, &obtained.paid, rejected) {
+                    mcp::log_receipt(&agent.name, to.origin, &call.tool, m, &paid.payment_hash);
+                }
                 (rebuild(parts, read), rejected)
             }
             _ => (

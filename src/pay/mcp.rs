@@ -15,7 +15,7 @@
 //! the credential is a `_meta` member [`rewrite`] puts into the replayed request (same `id`).
 
 use super::dialect::{mpp, x402, Credential, Offer, Offers, RequestHead, StoredCredential, Terms};
-use crate::core::{Decline, Preimage};
+use crate::core::{Decline, PaymentHash, Preimage};
 use crate::invoice::Invoice;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -170,6 +170,32 @@ fn sse_message(buf: &[u8], id: &Value) -> Option<Value> {
         let m: Value = serde_json::from_str(&data.join("\n")).ok()?;
         answers(&m, id).then_some(m)
     })
+}
+
+/// The JSON-RPC error code of an MPP credential that failed verification.
+pub const PAYMENT_VERIFICATION_FAILED_CODE: i64 = -32043;
+
+/// Whether a message refuses the payment it was given (MPP's `-32043`, verification failed).
+pub fn refuses_payment(message: &Value) -> bool {
+    message["error"]["code"].as_i64() == Some(PAYMENT_VERIFICATION_FAILED_CODE)
+}
+
+/// Logs what the server says of a paid call: MPP's `_meta["org.paymentauth/receipt"]` or
+/// x402's `_meta["x402/payment-response"]` in the result (a missing one is said too).
+pub fn log_receipt(agent: &str, origin: &str, tool: &str, message: &Value, hash: &PaymentHash) {
+    let meta = &message["result"]["_meta"];
+    if let Some(r) = meta.get("org.paymentauth/receipt") {
+        tracing::info!(agent, origin, tool, payment_hash = %hash.to_hex(), status = %r["status"], reference = %r["reference"], "MPP receipt for a paid tool call");
+    } else if let Some(r) = meta.get("x402/payment-response") {
+        let confirms = r["success"] == true && r["transaction"] == hash.to_hex().as_str();
+        if confirms {
+            tracing::info!(agent, origin, tool, payment_hash = %hash.to_hex(), network = %r["network"], "x402 settlement confirmed for a paid tool call");
+        } else {
+            tracing::warn!(agent, origin, tool, payment_hash = %hash.to_hex(), report = %r, "x402 payment-response does not confirm this payment");
+        }
+    } else {
+        tracing::info!(agent, origin, tool, payment_hash = %hash.to_hex(), "a paid tool call answered without a receipt");
+    }
 }
 
 /// Which transport a requirement came in.
