@@ -74,7 +74,8 @@ impl RequestHead<'_> {
         if !body.trim_ascii_start().starts_with(b"{") {
             return None;
         }
-        let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        // Strict: a member name twice is outside what a binding can commit to.
+        let mut v = x402::binding::parse_strict(body).ok()?;
         let call = v.as_object_mut()?;
         if call.get("jsonrpc")? != "2.0" || call.get("method")? != "tools/call" {
             return None;

@@ -536,3 +536,30 @@ fn a_settlement_report_is_read_back() {
     );
     assert_eq!(settlement(&h), None);
 }
+
+#[test]
+fn json_with_a_member_name_twice_is_outside_the_binding_model() {
+    assert!(binding::parse_strict(br#"{"a":1,"b":{"c":[1,{"d":2}]}}"#).is_ok());
+    for dup in [
+        r#"{"a":1,"a":2}"#,
+        r#"{"params":{"arguments":{"x":1,"x":1}}}"#,
+        r#"[{"k":null,"k":null}]"#,
+        r#"{"a":1} trailing"#,
+    ] {
+        assert!(binding::parse_strict(dup.as_bytes()).is_err(), "{dup}");
+    }
+    // A tool call whose arguments repeat a name is not one the proxy can bind (or pay).
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"x":1,"x":2}}}"#;
+    let (m, u, h) = (
+        Method::POST,
+        "http://mcp.test/mcp".parse::<Uri>().unwrap(),
+        HeaderMap::new(),
+    );
+    let head = RequestHead {
+        method: &m,
+        uri: &u,
+        headers: &h,
+        body: Some(body),
+    };
+    assert!(head.tool_call().is_none());
+}
