@@ -101,10 +101,17 @@ pub struct Read {
     pub message: Option<Value>,
 }
 
+/// How long an SSE answer is scanned for the call's message: a server asking to be paid says so
+/// at once, before running the tool; a tool that runs longer gets its stream passed on, so its
+/// progress events are held back no longer than this.
+pub const SSE_SCAN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reads `body` until the message answering `id` is complete (JSON: the whole body; SSE: the
-/// event carrying it), at most [`MAX_READ`] bytes. A body error ends the read where it stands.
+/// event carrying it, for at most [`SSE_SCAN`]), at most [`MAX_READ`] bytes. A body error ends
+/// the read where it stands.
 pub async fn read(mut body: Incoming, framing: Framing, id: &Value) -> Read {
     let mut buf = BytesMut::new();
+    let deadline = tokio::time::Instant::now() + SSE_SCAN;
     loop {
         if framing == Framing::Sse {
             if let Some(message) = sse_message(&buf, id) {
@@ -122,7 +129,20 @@ pub async fn read(mut body: Incoming, framing: Framing, id: &Value) -> Read {
                 message: None,
             };
         }
-        match body.frame().await {
+        let next = match framing {
+            Framing::Json => body.frame().await,
+            Framing::Sse => match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    return Read {
+                        prefix: buf.freeze(),
+                        rest: Some(body),
+                        message: None,
+                    }
+                }
+            },
+        };
+        match next {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     buf.extend_from_slice(&data);
