@@ -146,6 +146,29 @@ async fn batches_and_notifications_pass_untouched_and_limits_hold_for_tool_calls
         );
     }
     assert_eq!(h.wallet.attempts(), 0, "nothing paid");
+    // The operator's record names each tool.
+    let mut paths = Vec::new();
+    for _ in 0..100 {
+        let d = h
+            .admin(Some(TOKEN), "GET", "/v1/declines?agent=alice", &[])
+            .await;
+        let v: Value = serde_json::from_str(&d.body).unwrap();
+        paths = v["declines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["path"].as_str().unwrap().to_string())
+            .collect();
+        if paths.contains(&"/mcp#weather_x402".to_string()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // (Repeats of one refusal are folded into one row, which keeps the latest path.)
+    assert!(
+        paths.contains(&"/mcp#weather_x402".to_string()),
+        "{paths:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -541,6 +541,8 @@ impl PaymentLayer {
         };
         self.metrics.challenges.inc();
         let path = replay.uri.path().to_string();
+        // Declines name the tool: `/mcp#weather`.
+        let declined_at = format!("{path}#{}", call.tool);
         let dialect = transport.dialect();
         let scheme = |mut answer: Answer| {
             answer
@@ -566,7 +568,7 @@ impl PaymentLayer {
                     Err(theirs),
                     agent,
                     to,
-                    &path,
+                    &declined_at,
                     decline.into(),
                 )));
             }
@@ -581,7 +583,7 @@ impl PaymentLayer {
                 Err(theirs),
                 agent,
                 to,
-                &path,
+                &declined_at,
                 refused,
             ))),
             Ok(obtained) => {
@@ -666,7 +668,7 @@ impl PaymentLayer {
                 Err(theirs),
                 agent,
                 to,
-                replay.uri.path(),
+                &format!("{}#{}", replay.uri.path(), call.tool),
                 Decline::ReplayRejected.into(),
             );
             answer.headers.extend(extra);
