@@ -189,6 +189,11 @@ async fn an_x402_tool_whose_invoice_is_bound_to_another_call_is_refused_unpaid()
 /// Runs `tests/paid_tools/sdk_client.mjs` (the official MCP SDK client) against `mcp_url`
 /// through the proxy; its JSON output.
 async fn sdk_client(h: &Harness, mcp_url: &str) -> Value {
+    sdk_client_calling(h, mcp_url, "weather_mpp,weather_x402,echo").await
+}
+
+/// The SDK's modules (`node_modules` of `tests/paid_tools/install.sh`).
+fn sdk_modules() -> std::path::PathBuf {
     let sdk = std::env::var("PAID_TOOLS_SDK_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| {
@@ -199,24 +204,34 @@ async fn sdk_client(h: &Harness, mcp_url: &str) -> Value {
     assert!(
         modules
             .join("@modelcontextprotocol/sdk/package.json")
-            .exists(),
-        "the MCP SDK is not installed: run bash tests/paid_tools/install.sh"
+            .exists()
+            && modules.join("mppx/package.json").exists(),
+        "the MCP SDK or mppx is not installed: run bash tests/paid_tools/install.sh"
     );
-    // ESM resolves packages next to the script: the script beside a link to the SDK's modules.
+    modules
+}
+
+/// `script` (a file of `tests/paid_tools/`) in a temp dir beside a link to the SDK's modules
+/// (ESM resolves packages next to the script).
+fn staged(script: &str) -> (common::TempDir, std::path::PathBuf) {
     let dir = common::temp_dir("mcp-sdk");
-    std::os::unix::fs::symlink(&modules, dir.join("node_modules")).unwrap();
-    let script = dir.join("sdk_client.mjs");
+    std::os::unix::fs::symlink(sdk_modules(), dir.join("node_modules")).unwrap();
+    let path = dir.join(script);
     std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/paid_tools/sdk_client.mjs"
-        ),
-        &script,
+        format!("{}/tests/paid_tools/{script}", env!("CARGO_MANIFEST_DIR")),
+        &path,
     )
     .unwrap();
+    (dir, path)
+}
+
+/// [`sdk_client`], calling `tools` (comma-separated).
+async fn sdk_client_calling(h: &Harness, mcp_url: &str, tools: &str) -> Value {
+    let (_dir, script) = staged("sdk_client.mjs");
     let out = tokio::process::Command::new("node")
         .arg(&script)
         .env("MCP_URL", mcp_url)
+        .env("TOOLS", tools)
         .env("PROXY", h.proxy_url(Some(ALICE)))
         .env("PROXY_CA", h.ca())
         .output()
@@ -383,4 +398,57 @@ async fn a_tool_refusing_its_paid_credential_is_paid_once_then_cooled_off() {
     let other = post(&h, &h.http_url("/mcp"), &call(json!(3), "weather_mpp")).await;
     assert!(other.paid(), "{other:?}");
     assert_eq!(h.payments(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_served_by_mppx_is_paid_once_through_its_own_mcp_transport() {
+    // mppx's MCP server (npm mppx 0.11.0, Transport.mcpSdk) on a port the proxy may reach.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let h = Harness::with(Options {
+        pay_schemes: "[l402, payment]".into(),
+        extra_allow: vec![format!("127.0.0.1:{port}")],
+        ..Options::default()
+    })
+    .await;
+    for json_response in ["0", "1"] {
+        let (_dir, script) = staged("mppx_server.mjs");
+        let mut server = tokio::process::Command::new("node")
+            .arg(&script)
+            .env("PORT", port.to_string())
+            .env("INVOICE_URL", h.http_url("/invoice/21"))
+            .env("JSON_RESPONSE", json_response)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs");
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            server.stdout.take().unwrap(),
+        ));
+        let ready = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("mppx server up")
+            .unwrap()
+            .unwrap_or_default();
+        assert!(ready.contains("port"), "{ready}");
+        let before = h.payments();
+        let out = sdk_client_calling(&h, &format!("http://127.0.0.1:{port}/mcp"), "forecast").await;
+        assert!(
+            out.get("error").is_none(),
+            "json_response={json_response}: {out}"
+        );
+        assert_eq!(
+            out["forecast"]["content"][0]["text"], "forecast for Oslo: clear",
+            "{out}"
+        );
+        assert!(
+            out["forecast"]["_meta"]["org.paymentauth/receipt"]["status"] == "success",
+            "mppx's receipt reaches the agent: {out}"
+        );
+        assert_eq!(h.payments(), before + 1, "one payment for the call");
+        server.kill().await.ok();
+    }
 }

@@ -301,6 +301,9 @@ impl Seller {
                 return r;
             }
             "hostile" => return self.hostile(&path),
+            // `/invoice/<sats>`: a fresh invoice of this seller's, for a test server that sells
+            // through it (the mppx MCP server of tests/paid_tools.rs).
+            "invoice" => return self.invoice_json(&path).await,
             _ => {}
         }
         // `never` answers every token with a fresh challenge, as a server with a bug or a
@@ -346,6 +349,34 @@ impl Seller {
     }
 
     /// Checks `Authorization: L402|LSAT <token>:<preimage>` against our root key and the service.
+    async fn invoice_json(&self, path: &str) -> Response<Body> {
+        let Some(sats) = path.rsplit('/').next().and_then(|s| s.parse::<u64>().ok()) else {
+            return text(StatusCode::BAD_REQUEST, "GET /invoice/<sats>\n");
+        };
+        match self
+            .config
+            .invoices
+            .invoice(
+                Msat::from_sats(sats),
+                "invoice",
+                self.config.invoice_expiry_secs,
+                self.config.clock.now_unix(),
+            )
+            .await
+        {
+            Ok(i) => {
+                self.issued.insert(i.payment_hash, false);
+                let json = serde_json::json!({"bolt11": i.bolt11, "payment_hash": i.payment_hash.to_hex()});
+                response(
+                    StatusCode::OK,
+                    "application/json",
+                    Bytes::from(json.to_string()),
+                )
+            }
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+        }
+    }
+
     fn authorized(&self, req: &Request<Incoming>, service: &str) -> bool {
         let ok = self.l402_hash(req, service).is_some();
         if !ok && req.headers().contains_key(header::AUTHORIZATION) {
