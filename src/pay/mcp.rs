@@ -38,6 +38,9 @@ pub const META_CREDENTIAL: HeaderName = HeaderName::from_static("x-l402-proxy-mc
 /// through unread.
 pub const MAX_READ: usize = 1024 * 1024;
 
+/// Longest tool name a paid call is accounted under.
+pub const MAX_TOOL: usize = 256;
+
 /// A `tools/call` the agent sent: what the layer needs to recognise its answer.
 #[derive(Debug, Clone)]
 pub struct ToolCall {
@@ -58,7 +61,10 @@ impl ToolCall {
             return None;
         }
         let v: Value = serde_json::from_slice(body).ok()?;
-        let tool = v["params"]["name"].as_str().filter(|t| !t.is_empty())?;
+        // The tool names the service in the ledger: a name past MAX_TOOL is not one.
+        let tool = v["params"]["name"]
+            .as_str()
+            .filter(|t| !t.is_empty() && t.len() <= MAX_TOOL)?;
         (v["jsonrpc"] == "2.0" && v["method"] == "tools/call" && !v["id"].is_null()).then(|| {
             ToolCall {
                 id: v["id"].clone(),
@@ -111,10 +117,11 @@ pub const SSE_SCAN: std::time::Duration = std::time::Duration::from_secs(5);
 /// the read where it stands.
 pub async fn read(mut body: Incoming, framing: Framing, id: &Value) -> Read {
     let mut buf = BytesMut::new();
+    let mut events = SseScan::default();
     let deadline = tokio::time::Instant::now() + SSE_SCAN;
     loop {
         if framing == Framing::Sse {
-            if let Some(message) = sse_message(&buf, id) {
+            if let Some(message) = events.scan(&buf, id) {
                 return Read {
                     prefix: buf.freeze(),
                     rest: Some(body),
@@ -155,7 +162,7 @@ pub async fn read(mut body: Incoming, framing: Framing, id: &Value) -> Read {
         Framing::Json => serde_json::from_slice::<Value>(&buf)
             .ok()
             .filter(|m| answers(m, id)),
-        Framing::Sse => sse_message(&buf, id),
+        Framing::Sse => events.scan(&buf, id),
     };
     Read {
         prefix: buf.freeze(),
@@ -164,32 +171,73 @@ pub async fn read(mut body: Incoming, framing: Framing, id: &Value) -> Read {
     }
 }
 
+/// Where an SSE scan stands: every complete event before `next` has been looked at, so each
+/// byte is scanned once however the stream is split into frames.
+#[derive(Debug, Default)]
+struct SseScan {
+    /// Where the next event starts.
+    next: usize,
+    /// How far the event starting at `next` has been searched for its end.
+    searched: usize,
+}
+
+impl SseScan {
+    /// The message answering `id` among the events completed since the last call.
+    fn scan(&mut self, buf: &[u8], id: &Value) -> Option<Value> {
+        loop {
+            // A terminator may straddle the old end: look 2 bytes back.
+            let from = self.next.max(self.searched.saturating_sub(2));
+            let Some((end, after)) = event_end(buf, from) else {
+                self.searched = buf.len();
+                return None;
+            };
+            let event = buf.get(self.next..end).unwrap_or_default();
+            self.next = after;
+            self.searched = after;
+            if let Some(m) = event_message(event).filter(|m| answers(m, id)) {
+                return Some(m);
+            }
+        }
+    }
+}
+
+/// The end of the first event whose end lies at or after `from` (a blank line: `\n\n` or
+/// `\r\n\r\n`) and where the next one starts.
+fn event_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    let rest = buf.get(from..)?;
+    rest.windows(2).enumerate().find_map(|(i, w)| {
+        let at = from + i;
+        match (w, buf.get(at + 2)) {
+            ([b'\n', b'\n'], _) => Some((at, at + 2)),
+            ([b'\n', b'\r'], Some(b'\n')) => Some((at, at + 3)),
+            _ => None,
+        }
+    })
+}
+
+/// The JSON-RPC message an event's `data:` lines carry.
+fn event_message(event: &[u8]) -> Option<Value> {
+    let text = std::str::from_utf8(event).ok()?;
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    if data.is_empty() {
+        return None;
+    }
+    serde_json::from_str(&data.join("\n")).ok()
+}
+
 /// Whether `m` is the JSON-RPC response to `id`.
 fn answers(m: &Value, id: &Value) -> bool {
     m.get("id") == Some(id) && (m.get("result").is_some() || m.get("error").is_some())
 }
 
 /// The message answering `id` among the complete events of an SSE stream.
+#[cfg(test)]
 fn sse_message(buf: &[u8], id: &Value) -> Option<Value> {
-    let text = std::str::from_utf8(buf).ok().or_else(|| {
-        // A frame may split a UTF-8 sequence: look at the complete part.
-        let end = buf.iter().rposition(|b| *b == b'\n')?;
-        std::str::from_utf8(&buf[..=end]).ok()
-    })?;
-    let text = text.replace("\r\n", "\n");
-    let complete = &text[..text.rfind("\n\n")? + 2];
-    complete.split("\n\n").find_map(|event| {
-        let data: Vec<&str> = event
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(|d| d.strip_prefix(' ').unwrap_or(d))
-            .collect();
-        if data.is_empty() {
-            return None;
-        }
-        let m: Value = serde_json::from_str(&data.join("\n")).ok()?;
-        answers(&m, id).then_some(m)
-    })
+    SseScan::default().scan(buf, id)
 }
 
 /// The JSON-RPC error code of an MPP credential that failed verification.

@@ -120,3 +120,25 @@ fn an_x402_requirement_in_content_text_is_read_and_evm_is_not_payable() {
         "{offers:?}"
     );
 }
+
+#[test]
+fn an_sse_stream_split_into_tiny_frames_is_scanned_once() {
+    let id = json!(5);
+    let stream = format!(
+        "data: {}\r\n\r\n: comment\n\ndata: {}\n\n",
+        json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"pad": "x".repeat(5000)}}),
+        json!({"jsonrpc": "2.0", "id": 5, "result": {"content": []}})
+    );
+    let bytes = stream.as_bytes();
+    let mut scan = SseScan::default();
+    let mut found = None;
+    for end in 1..=bytes.len() {
+        if let Some(m) = scan.scan(&bytes[..end], &id) {
+            found = Some((end, m));
+            break;
+        }
+    }
+    let (end, m) = found.unwrap();
+    assert_eq!(end, bytes.len(), "found once its event is complete");
+    assert_eq!(m["result"]["content"], json!([]));
+}
