@@ -178,6 +178,12 @@ impl App {
             clock: clock.clone(),
             metrics: metrics.clone(),
             max_body: config.http.max_replay_body_bytes,
+            accept_payment: (config.pay.accept_payment
+                && config
+                    .pay
+                    .schemes
+                    .contains(&crate::config::PayScheme::Payment))
+            .then(|| http::HeaderValue::from_static(crate::pay::layer::ACCEPT_PAYMENT_VALUE)),
         });
         let shared = Arc::new(Shared {
             agents,

@@ -86,6 +86,16 @@ pub struct Prefixed {
     rest: Incoming,
 }
 
+impl Prefixed {
+    /// `prefix`, then what is left of `rest`.
+    pub fn new(prefix: Bytes, rest: Incoming) -> Prefixed {
+        Prefixed {
+            prefix: Some(prefix),
+            rest,
+        }
+    }
+}
+
 impl HttpBody for Prefixed {
     type Data = Bytes;
     type Error = BoxError;

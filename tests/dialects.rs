@@ -174,6 +174,54 @@ async fn x402_on_lightning_is_paid_once_per_request_and_evm_passes_through() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x402_lnbtc_is_paid_only_when_its_invoice_is_bound_to_the_request() {
+    let h = Harness::with(Options {
+        pay_schemes: "[x402]".into(),
+        ..Options::default()
+    })
+    .await;
+    // A POST with a body over intercepted HTTPS: the seller binds method, URL, body digest and
+    // `accept`; the proxy recomputes the same binding from the agent's request and pays once.
+    let r = h
+        .curl(
+            Some(ALICE),
+            &h.https_url("/x402/report?q=1"),
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "accept: text/plain",
+                "--data-binary",
+                "{\"a\": 1}",
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.paid());
+    assert_eq!(r.header("x-l402-proxy-scheme"), Some("x402"));
+    assert!(r.header("payment-response").is_some(), "{r:?}");
+    assert_eq!(h.payments(), 1);
+    // A server whose invoice commits to another request than the one its offer states: refused
+    // before any payment, the agent told why.
+    let lie = h.curl(Some(ALICE), &h.http_url("/x402lie/x"), &[]).await;
+    assert_eq!(lie.status, 402, "{lie:?}");
+    assert_eq!(lie.decline(), Some("offer-binding-mismatch"), "{lie:?}");
+    assert_eq!(lie.header("x-l402-proxy-scheme"), Some("x402"));
+    assert!(
+        lie.header("x-l402-proxy-reason")
+            .unwrap()
+            .contains("description hash"),
+        "{lie:?}"
+    );
+    assert_eq!(
+        h.wallet.attempts(),
+        1,
+        "nothing paid for the hostile binding"
+    );
+    assert_eq!(h.payments(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_apply_to_every_dialect() {
     let h = Harness::with(Options {
         alice_limits: "{ per_request_sats: 5 }".into(),

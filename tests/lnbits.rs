@@ -26,6 +26,11 @@ const ALICE: (&str, &str) = ("alice", "alice-key");
 /// A proxy paying from `payer` through the lnbits backend (admin key in an env var), and a
 /// seller whose invoices come from `seller_at`'s seller wallet.
 async fn harness(payer: &TestWallet, seller_at: &Instance) -> Harness {
+    harness_paying(payer, seller_at, Options::default().pay_schemes).await
+}
+
+/// [`harness`], paying the dialects `pay_schemes` (YAML list).
+async fn harness_paying(payer: &TestWallet, seller_at: &Instance, pay_schemes: String) -> Harness {
     let var = format!("L402_TEST_LNBITS_KEY_{}", rand::random::<u32>());
     // SAFETY (edition 2021: safe fn): a unique variable, set before the proxy reads it.
     std::env::set_var(&var, &payer.admin);
@@ -39,9 +44,38 @@ async fn harness(payer: &TestWallet, seller_at: &Instance) -> Harness {
             "{{ backend: lnbits, network: bitcoin, lnbits: {{ url: '{}', admin_key_env: {var} }}, payment_timeout_secs: 30 }}",
             payer.url
         )),
+        pay_schemes,
         ..Options::default()
     })
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x402_lnbtc_invoices_from_lnbits_carry_the_request_binding_and_are_paid_once() {
+    let Some(l) = lnbits(true) else { return };
+    let payer = TestWallet::new(&l.first, 1_000).await;
+    let h = harness_paying(&payer, &l.first, "[x402]".into()).await;
+    let before = payer.balance_msat().await;
+    // The seller's invoice is LNbits' own, its description hash LNbits' SHA-256 of the JCS
+    // binding the seller sent as `unhashed_description`; the proxy rebuilt the same binding.
+    let r = h
+        .curl(
+            Some(ALICE),
+            &h.http_url("/x402/report?q=1"),
+            &["-X", "POST", "--data-binary", "payload"],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.paid());
+    assert_eq!(r.header("x-l402-proxy-scheme"), Some("x402"));
+    assert!(r.header("payment-response").is_some(), "{r:?}");
+    assert_eq!(payer.balance_msat().await, before - 21_000);
+    assert_eq!(h.seller.seller.paid_count(), 1);
+    // The hostile seller's LNbits invoice commits to another request: nothing is paid.
+    let lie = h.curl(Some(ALICE), &h.http_url("/x402lie/x"), &[]).await;
+    assert_eq!(lie.status, 402, "{lie:?}");
+    assert_eq!(lie.decline(), Some("offer-binding-mismatch"), "{lie:?}");
+    assert_eq!(payer.balance_msat().await, before - 21_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,11 +17,12 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use l402_proxy::config::PayScheme;
 use l402_proxy::core::money::{PaymentHash, Preimage};
 use l402_proxy::pay::dialect::l402::grammar;
-use l402_proxy::pay::dialect::{Dialects, ResponseHead};
+use l402_proxy::pay::dialect::{Dialects, RequestHead, ResponseHead};
+use l402_proxy::pay::mcp;
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
@@ -94,10 +95,31 @@ fuzz_target!(|data: &[u8]| {
 
     let (status, headers) = head_of(data);
     let proof = preimage();
+    // The agent's request the offers bind to (x402 lnbtc): the bytes are its body too, so
+    // the tool-call and binding paths read hostile input as well.
+    let (method, uri) = (Method::POST, Uri::from_static("https://shop.test/mcp?x=1"));
+    let request = RequestHead {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: Some(data),
+    };
+    // A JSON-RPC answer carrying a payment requirement (MCP tool calls), on the same bytes.
+    if let (Some(call), Ok(message)) = (
+        mcp::ToolCall::of(&request),
+        serde_json::from_slice::<serde_json::Value>(data),
+    ) {
+        if let Some((_, offers)) = mcp::requirement(&message, &request, &call) {
+            for offer in &offers.payable {
+                let _ = offer.terms.credential(&proof);
+            }
+        }
+    }
     for (i, dialects) in dialects().iter().enumerate() {
         let offers = dialects.offers(&ResponseHead {
             status,
             headers: &headers,
+            request: Some(request),
         });
         let _ = offers.is_empty();
         for offer in &offers.payable {

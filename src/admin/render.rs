@@ -16,6 +16,7 @@ pub fn payment(r: &PaymentRecord) -> Value {
         "agent": r.agent,
         "host": r.host,
         "dialect": r.dialect,
+        "service": r.service,
         "amount_msat": r.amount.0,
         "fee_msat": r.fee.map(|f| f.0),
         "status": r.state.as_str(),

@@ -508,12 +508,18 @@ pub struct PayConfig {
     /// (one 402 is paid once, whatever it offers). Default `[l402, payment]`.
     #[serde(default = "PayScheme::defaults")]
     pub schemes: Vec<PayScheme>,
+    /// Announce on requests the proxy sees into (plain HTTP, intercepted HTTPS) what it can pay,
+    /// with MPP's `Accept-Payment: lightning/charge` (when `payment` is paid and the agent sent
+    /// none). Default off.
+    #[serde(default)]
+    pub accept_payment: bool,
 }
 
 impl Default for PayConfig {
     fn default() -> Self {
         PayConfig {
             schemes: PayScheme::defaults(),
+            accept_payment: false,
         }
     }
 }

@@ -139,6 +139,15 @@ pub enum Decline {
         /// What disagrees.
         what: String,
     },
+    /// The offer is bound to another request than the agent's (x402 `lnbtc` request binding:
+    /// a `requestHash`, profile or description hash that is not this request's digest), or
+    /// carries no binding at all: paying it could buy some other request.
+    OfferBindingMismatch {
+        /// The dialect of the offer.
+        dialect: &'static str,
+        /// What disagrees.
+        what: String,
+    },
     /// The challenge itself expired before it could be paid.
     ChallengeExpired {
         /// Unix second it expired at.
@@ -242,6 +251,7 @@ impl Decline {
             StoreUnavailable { .. } => "store-unavailable",
             LedgerInconsistent => "ledger-inconsistent",
             OfferMismatch { .. } => "offer-invoice-mismatch",
+            OfferBindingMismatch { .. } => "offer-binding-mismatch",
             ChallengeExpired { .. } => "challenge-expired",
             SchemeUnsupported { .. } => "scheme-unsupported",
             CoolingOff { .. } => "service-cooling-off",
@@ -370,6 +380,9 @@ impl fmt::Display for Decline {
             LedgerInconsistent => f.write_str("the ledger holds a wrong preimage for this hash"),
             OfferMismatch { dialect, what } => {
                 write!(f, "the {dialect} offer disagrees with its invoice: {what}")
+            }
+            OfferBindingMismatch { dialect, what } => {
+                write!(f, "the {dialect} offer is not bound to this request: {what}")
             }
             ChallengeExpired { at } => write!(f, "the challenge expired at unix time {at}"),
             SchemeUnsupported { dialect, reason } => {

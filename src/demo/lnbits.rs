@@ -33,12 +33,35 @@ impl LnbitsInvoices {
         memo: &str,
         expiry_secs: u64,
     ) -> Result<MintedInvoice, PayError> {
-        let body = json!({
+        self.post(json!({
             "out": false,
             "amount": amount.sats_ceil(),
             "memo": memo,
             "expiry": expiry_secs,
-        });
+        }))
+        .await
+    }
+
+    /// Like [`LnbitsInvoices::create`], for an invoice committing to the SHA-256 of
+    /// `description` (`unhashed_description`, hex: LNbits hashes it and writes the `h` field),
+    /// as an x402 `lnbtc` seller issues for a request binding.
+    pub async fn create_hashed(
+        &self,
+        amount: Msat,
+        description: &[u8],
+        expiry_secs: u64,
+    ) -> Result<MintedInvoice, PayError> {
+        self.post(json!({
+            "out": false,
+            "amount": amount.sats_ceil(),
+            "memo": "x402",
+            "unhashed_description": hex::encode(description),
+            "expiry": expiry_secs,
+        }))
+        .await
+    }
+
+    async fn post(&self, body: Value) -> Result<MintedInvoice, PayError> {
         let reply = self
             .node
             .call(

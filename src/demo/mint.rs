@@ -9,7 +9,9 @@ use crate::invoice::{Network, MAX_AMOUNT_MSAT};
 use crate::wallet::dev::derive_preimage;
 use bitcoin::hashes::{sha256, Hash as _};
 use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
-use lightning_invoice::{InvoiceBuilder, PaymentSecret};
+use lightning_invoice::{
+    Bolt11InvoiceDescription, Description, InvoiceBuilder, PaymentSecret, Sha256 as Sha256Field,
+};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -42,6 +44,59 @@ pub fn mint_invoice(
     timestamp_unix: u64,
     expiry_secs: u64,
 ) -> Result<String, MintError> {
+    let description = Description::new(description.to_owned())
+        .map_err(|e| MintError(format!("description: {e}")))?;
+    sign(
+        network,
+        Bolt11InvoiceDescription::Direct(description),
+        node_key,
+        amount_msat,
+        payment_hash,
+        payment_secret,
+        timestamp_unix,
+        expiry_secs,
+    )
+}
+
+/// Like [`mint_invoice`], but the invoice commits to a description hash (`h`) instead of a
+/// description: what x402 `lnbtc` sellers issue (the hash is the request binding's digest).
+#[allow(clippy::too_many_arguments)] // every field of the invoice is the caller's choice
+pub fn mint_invoice_hashed(
+    node_key: &SecretKey,
+    network: Network,
+    amount_msat: u64,
+    payment_hash: [u8; 32],
+    payment_secret: [u8; 32],
+    description_hash: [u8; 32],
+    timestamp_unix: u64,
+    expiry_secs: u64,
+) -> Result<String, MintError> {
+    sign(
+        network,
+        Bolt11InvoiceDescription::Hash(Sha256Field(sha256::Hash::from_byte_array(
+            description_hash,
+        ))),
+        node_key,
+        amount_msat,
+        payment_hash,
+        payment_secret,
+        timestamp_unix,
+        expiry_secs,
+    )
+}
+
+/// The fields every minted invoice carries, signed by `node_key`.
+#[allow(clippy::too_many_arguments)] // every field of the invoice is the caller's choice
+fn sign(
+    network: Network,
+    description: Bolt11InvoiceDescription,
+    node_key: &SecretKey,
+    amount_msat: u64,
+    payment_hash: [u8; 32],
+    payment_secret: [u8; 32],
+    timestamp_unix: u64,
+    expiry_secs: u64,
+) -> Result<String, MintError> {
     if amount_msat == 0 {
         return Err(MintError(
             "amount must be at least 1 msat (amountless invoices are not minted)".into(),
@@ -55,7 +110,7 @@ pub fn mint_invoice(
     let secp = Secp256k1::signing_only();
     let payee = PublicKey::from_secret_key(&secp, node_key);
     InvoiceBuilder::new(network.into())
-        .description(description.to_owned())
+        .invoice_description(description)
         .payment_hash(sha256::Hash::from_byte_array(payment_hash))
         .payment_secret(PaymentSecret(payment_secret))
         .duration_since_epoch(Duration::from_secs(timestamp_unix))
@@ -127,6 +182,34 @@ impl DevInvoiceMinter {
             hash,
             payment_secret,
             memo,
+            timestamp,
+            expiry_secs,
+        )?;
+        Ok(MintedInvoice {
+            bolt11,
+            payment_hash: PaymentHash(hash),
+        })
+    }
+
+    /// Mints an invoice committing to `description_hash` (x402 `lnbtc`: the request binding's
+    /// digest) instead of a description, valid from `timestamp` for `expiry_secs`.
+    pub fn mint_hashed_at(
+        &self,
+        amount: Msat,
+        description_hash: [u8; 32],
+        timestamp: u64,
+        expiry_secs: u64,
+    ) -> Result<MintedInvoice, MintError> {
+        let payment_secret: [u8; 32] = rand::random();
+        let preimage = derive_preimage(&self.secret, &payment_secret);
+        let hash: [u8; 32] = Sha256::digest(preimage).into();
+        let bolt11 = mint_invoice_hashed(
+            &self.node_key,
+            self.network,
+            amount.0,
+            hash,
+            payment_secret,
+            description_hash,
             timestamp,
             expiry_secs,
         )?;

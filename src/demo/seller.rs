@@ -23,6 +23,8 @@
 //! scheme), urlsafe (unpadded URL-safe token), status401 (spec form on a 401).
 
 mod dialects;
+mod lnbtc;
+mod mcp;
 
 use super::lnbits::LnbitsInvoices;
 use super::macaroon::{self as mint_macaroon, identifier_v0};
@@ -43,6 +45,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::Digest as _;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,6 +81,28 @@ impl InvoiceSource {
                 .map_err(|e| e.to_string()),
             InvoiceSource::Lnbits(lnbits) => lnbits
                 .create(amount, memo, expiry_secs)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// An invoice committing to SHA-256(`description`) (an x402 `lnbtc` request binding).
+    async fn invoice_hashed(
+        &self,
+        amount: Msat,
+        description: &[u8],
+        expiry_secs: u64,
+        now: u64,
+    ) -> Result<MintedInvoice, String> {
+        match self {
+            InvoiceSource::Dev(minter) => {
+                let hash = sha2::Sha256::digest(description).into();
+                minter
+                    .mint_hashed_at(amount, hash, now, expiry_secs)
+                    .map_err(|e| e.to_string())
+            }
+            InvoiceSource::Lnbits(lnbits) => lnbits
+                .create_hashed(amount, description, expiry_secs)
                 .await
                 .map_err(|e| e.to_string()),
         }
@@ -257,6 +282,12 @@ impl Seller {
                 .unwrap_or_else(|| kind.clone()),
             _ => kind.clone(),
         };
+        if kind == "mcp" || kind == "mcpsse" {
+            return self.mcp(req, kind == "mcpsse").await;
+        }
+        if kind == "x402" || kind == "x402lie" {
+            return self.lnbtc(req, kind == "x402lie").await;
+        }
         if let Some(r) = self.other_kinds(&kind, &req, &service, &path).await {
             return r;
         }
@@ -291,6 +322,9 @@ impl Seller {
                 return r;
             }
             "hostile" => return self.hostile(&path),
+            // `/invoice/<sats>`: a fresh invoice of this seller's, for a test server that sells
+            // through it (the mppx MCP server of tests/paid_tools.rs).
+            "invoice" => return self.invoice_json(&path).await,
             _ => {}
         }
         // `never` answers every token with a fresh challenge, as a server with a bug or a
@@ -336,6 +370,34 @@ impl Seller {
     }
 
     /// Checks `Authorization: L402|LSAT <token>:<preimage>` against our root key and the service.
+    async fn invoice_json(&self, path: &str) -> Response<Body> {
+        let Some(sats) = path.rsplit('/').next().and_then(|s| s.parse::<u64>().ok()) else {
+            return text(StatusCode::BAD_REQUEST, "GET /invoice/<sats>\n");
+        };
+        match self
+            .config
+            .invoices
+            .invoice(
+                Msat::from_sats(sats),
+                "invoice",
+                self.config.invoice_expiry_secs,
+                self.config.clock.now_unix(),
+            )
+            .await
+        {
+            Ok(i) => {
+                self.issued.insert(i.payment_hash, false);
+                let json = serde_json::json!({"bolt11": i.bolt11, "payment_hash": i.payment_hash.to_hex()});
+                response(
+                    StatusCode::OK,
+                    "application/json",
+                    Bytes::from(json.to_string()),
+                )
+            }
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+        }
+    }
+
     fn authorized(&self, req: &Request<Incoming>, service: &str) -> bool {
         let ok = self.l402_hash(req, service).is_some();
         if !ok && req.headers().contains_key(header::AUTHORIZATION) {
@@ -687,7 +749,7 @@ pub async fn serve_http(seller: Arc<Seller>, listener: TcpListener) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_io(seller.clone(), TokioIo::new(stream)));
+        tokio::spawn(serve_io(seller.clone(), TokioIo::new(stream), "http"));
     }
 }
 
@@ -707,18 +769,24 @@ pub async fn serve_https(
         let seller = seller.clone();
         tokio::spawn(async move {
             if let Ok(tls) = acceptor.accept(stream).await {
-                serve_io(seller, TokioIo::new(tls)).await;
+                serve_io(seller, TokioIo::new(tls), "https").await;
             }
         });
     }
 }
 
-async fn serve_io<I>(seller: Arc<Seller>, io: I)
+/// The scheme a request reached the seller over (`http`, `https`): the x402 `lnbtc` route
+/// binds the URL the client called.
+#[derive(Debug, Clone, Copy)]
+struct ServedOver(&'static str);
+
+async fn serve_io<I>(seller: Arc<Seller>, io: I, scheme: &'static str)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: Request<Incoming>| {
         let seller = seller.clone();
+        req.extensions_mut().insert(ServedOver(scheme));
         async move {
             if seller.resets_now(&req) {
                 return Err(ConnectionReset);

@@ -116,6 +116,9 @@ pub struct Invoice {
     /// a possibly hostile server and typically ends up in logs. None when the invoice commits to
     /// a description hash (`h`) instead.
     pub description: Option<String>,
+    /// The `h` field: SHA-256 of a description kept elsewhere. x402 `lnbtc` puts the digest of
+    /// the request the invoice pays for here. None when the invoice carries `d` instead.
+    pub description_hash: Option<[u8; 32]>,
 }
 
 impl Invoice {
@@ -227,6 +230,7 @@ pub fn decode(s: &str) -> Result<Invoice, InvoiceError> {
             .map_or(DEFAULT_EXPIRY_SECS, |x| x.as_seconds()),
         payee: payee.serialize(),
         description: raw.description().map(|d| d.to_string()),
+        description_hash: raw.description_hash().map(|h| h.0.to_byte_array()),
     })
 }
 

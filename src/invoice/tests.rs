@@ -291,6 +291,7 @@ fn minted_invoice_round_trips_and_is_strictly_valid() {
                     expiry_secs: 600,
                     payee: pubkey(&k),
                     description: Some("demo seller".into()),
+                    description_hash: None,
                 }
             );
 
@@ -487,6 +488,7 @@ fn no_features_invoice_is_accepted_lnbits_path() {
                 timestamp: TS,
                 expiry_secs: 3600,
                 payee: pubkey(&key(5)),
+                description_hash: None,
                 description: Some("lnbits fakewallet".into()),
             }
         );

@@ -419,6 +419,13 @@ pub async fn quote(caller: &Caller<'_>, args: &Map<String, Value>) -> Outcome {
     let offers = shared.layer.dialects().offers(&ResponseHead {
         status,
         headers: response.headers(),
+        // The request as it would be paid for: an offer bound to another request is refused.
+        request: Some(crate::pay::dialect::RequestHead {
+            method: &p.method,
+            uri: &p.uri,
+            headers: &p.headers,
+            body: Some(&p.body),
+        }),
     });
     drop(response);
     let mut out = Map::new();

@@ -4,9 +4,10 @@
 //! concurrent purchase) and replays the request exactly once. A request never causes two
 //! payments; a refusal returns the upstream's own 402 with the reason.
 
-use super::dialect::{Dialects, ResponseHead};
+use super::dialect::{Dialects, RequestHead, ResponseHead};
 use super::headers;
 use super::kept::RequestKey;
+use super::mcp::{self, Framing, ToolCall};
 use super::purchase::{Destination, Obtained, Purchases, Refused};
 use super::tokens::{Attached, TokenCache, Verdict};
 use crate::agents::Agent;
@@ -77,6 +78,7 @@ pub struct PaymentLayer {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     max_body: usize,
+    accept_payment: Option<HeaderValue>,
 }
 
 /// How the layer is assembled.
@@ -95,7 +97,15 @@ pub struct LayerParts {
     pub metrics: Arc<Metrics>,
     /// `http.max_replay_body_bytes`, for the reason given when a body cannot be replayed.
     pub max_body: usize,
+    /// The `Accept-Payment` value announced on requests (`pay.accept_payment`), if any.
+    pub accept_payment: Option<HeaderValue>,
 }
+
+/// The `Accept-Payment` request header (MPP, draft-httpauth-payment): the method/intent pairs
+/// a client can pay.
+pub const ACCEPT_PAYMENT: http::HeaderName = http::HeaderName::from_static("accept-payment");
+/// What the proxy pays of MPP: Lightning charges.
+pub const ACCEPT_PAYMENT_VALUE: &str = "lightning/charge";
 
 /// What is needed to send the request again after paying.
 struct Replay {
@@ -108,6 +118,16 @@ struct Replay {
 }
 
 impl Replay {
+    /// The request as dialects read it (offers bound to their request).
+    fn head(&self) -> RequestHead<'_> {
+        RequestHead {
+            method: &self.method,
+            uri: &self.uri,
+            headers: &self.headers,
+            body: self.body.as_deref(),
+        }
+    }
+
     /// The request again, without any credential.
     fn plain_request(&self) -> Option<Request<Body>> {
         let body = self.body.clone()?;
@@ -138,6 +158,7 @@ impl PaymentLayer {
             clock: parts.clock,
             metrics: parts.metrics,
             max_body: parts.max_body,
+            accept_payment: parts.accept_payment,
         }
     }
 
@@ -185,6 +206,12 @@ impl PaymentLayer {
             }
             None => self.metrics.token_misses.inc(),
         }
+        if let Some(accept) = &self.accept_payment {
+            // The agent's own preference, if it states one, stands.
+            if !out.headers.contains_key(ACCEPT_PAYMENT) && !agent.paused {
+                out.headers.insert(ACCEPT_PAYMENT, accept.clone());
+            }
+        }
         let replayable = out.body.replayable().cloned();
         let replay = Replay {
             method: out.method.clone(),
@@ -212,8 +239,43 @@ impl PaymentLayer {
         let offers = self.dialects.offers(&ResponseHead {
             status: response.status(),
             headers: response.headers(),
+            request: Some(replay.head()),
         });
         if offers.is_empty() {
+            // A tool call's answer may carry a payment requirement in its JSON-RPC message.
+            let mcp = match (
+                &replay.body,
+                Framing::of(response.headers().get(http::header::CONTENT_TYPE)),
+            ) {
+                (Some(_), Some(framing)) if response.status().is_success() => {
+                    ToolCall::of(&replay.head()).map(|call| (call, framing))
+                }
+                _ => None,
+            };
+            if let Some((call, framing)) = mcp {
+                let ok = response.status().is_success();
+                match Box::pin(
+                    self.mcp_exchange(upstream, agent, to, &replay, response, call, framing),
+                )
+                .await
+                {
+                    Ok(answer) => return answer,
+                    Err(unpaid) => {
+                        if let Some(a) = attached.as_ref().filter(|a| !a.known && ok) {
+                            self.learn(&a.token, replay.uri.path());
+                        }
+                        self.metrics.request(Outcome::Passed);
+                        let mut extra = HeaderMap::new();
+                        if attached.is_some() && ok {
+                            extra.insert(headers::TOKEN_HEADER, HeaderValue::from_static("cached"));
+                        }
+                        return Answer {
+                            response: Err(unpaid),
+                            headers: extra,
+                        };
+                    }
+                }
+            }
             let refused_token = matches!(
                 response.status(),
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
@@ -297,6 +359,7 @@ impl PaymentLayer {
         let offers = self.dialects.offers(&ResponseHead {
             status: response.status(),
             headers: response.headers(),
+            request: Some(replay.head()),
         });
         if offers.is_empty() {
             self.metrics.request(Outcome::Passed);
@@ -454,6 +517,7 @@ impl PaymentLayer {
             .offers(&ResponseHead {
                 status: response.status(),
                 headers: response.headers(),
+                request: Some(replay.head()),
             })
             .is_empty();
         if rejected {
@@ -479,6 +543,9 @@ impl PaymentLayer {
             );
             answer.headers.extend(extra);
             return answer;
+        }
+        if let (Some(paid), "x402") = (&obtained.paid, obtained.dialect) {
+            settled(agent, to.origin, response.headers(), &paid.payment_hash);
         }
         self.metrics.request(if obtained.paid.is_some() {
             Outcome::Paid
@@ -509,6 +576,197 @@ impl PaymentLayer {
         }
         Answer {
             response: Ok(response),
+            headers: extra,
+        }
+    }
+
+    /// The answer to a tool call, read as far as its JSON-RPC message: a payment requirement
+    /// in it is paid like a 402's offer and the call replayed once, same `id`, the credential
+    /// in `_meta`. `Err` carries the answer unread-on when it asks for no payment.
+    #[allow(clippy::too_many_arguments)]
+    async fn mcp_exchange<U: Upstream>(
+        &self,
+        upstream: &U,
+        agent: &Arc<Agent>,
+        to: Destination<'_>,
+        replay: &Replay,
+        response: Response<Incoming>,
+        call: ToolCall,
+        framing: Framing,
+    ) -> Result<Answer, Response<Body>> {
+        let (parts, body) = response.into_parts();
+        let read = mcp::read(body, framing, &call.id).await;
+        let found = read
+            .message
+            .as_ref()
+            .and_then(|m| mcp::requirement(m, &replay.head(), &call));
+        let theirs = rebuild(parts, read);
+        let Some((transport, offers)) = found else {
+            return Err(theirs);
+        };
+        self.metrics.challenges.inc();
+        let path = replay.uri.path().to_string();
+        // Declines name the tool: `/mcp#weather`.
+        let declined_at = format!("{path}#{}", call.tool);
+        let dialect = transport.dialect();
+        let scheme = |mut answer: Answer| {
+            answer
+                .headers
+                .insert(headers::SCHEME_HEADER, HeaderValue::from_static(dialect));
+            answer
+        };
+        let offer = match offers.payable.into_iter().next() {
+            Some(offer) if self.dialects.pays(dialect) => offer,
+            other => {
+                let reason = if other.is_some() {
+                    format!("{dialect} is not in pay.schemes")
+                } else {
+                    offers
+                        .unsupported
+                        .into_iter()
+                        .next()
+                        .map(|(_, r)| r)
+                        .unwrap_or_default()
+                };
+                let decline = Decline::SchemeUnsupported { dialect, reason };
+                return Ok(scheme(self.declined_answer(
+                    Err(theirs),
+                    agent,
+                    to,
+                    &declined_at,
+                    decline.into(),
+                )));
+            }
+        };
+        let body = replay.body.clone().unwrap_or_default();
+        let request = RequestKey::of(&replay.method, &replay.uri, &body);
+        match self
+            .purchases
+            .obtain(
+                agent,
+                to,
+                &path,
+                None,
+                &body,
+                request,
+                replay.requester.as_deref(),
+                offer,
+            )
+            .await
+        {
+            Err(refused) => Ok(scheme(self.declined_answer(
+                Err(theirs),
+                agent,
+                to,
+                &declined_at,
+                refused,
+            ))),
+            Ok(obtained) => {
+                drop(theirs);
+                Ok(scheme(
+                    self.mcp_replay(upstream, agent, to, replay, &call, obtained)
+                        .await,
+                ))
+            }
+        }
+    }
+
+    /// Sends the tool call again, its `_meta` carrying the credential. A second requirement
+    /// goes back to the agent: one call never causes two payments.
+    async fn mcp_replay<U: Upstream>(
+        &self,
+        upstream: &U,
+        agent: &Arc<Agent>,
+        to: Destination<'_>,
+        replay: &Replay,
+        call: &ToolCall,
+        obtained: Obtained,
+    ) -> Answer {
+        let mut extra = HeaderMap::new();
+        headers::obtained(&mut extra, &obtained);
+        let rewritten = replay
+            .body
+            .as_deref()
+            .and_then(|b| mcp::rewrite(b, &obtained.credential));
+        let (Some(body), Some(mut request)) = (rewritten, replay.plain_request()) else {
+            return Answer {
+                response: Err(crate::proxy::responses::text(
+                    http::StatusCode::BAD_GATEWAY,
+                    "replay-failed",
+                    "the tool call could not carry the credential",
+                )),
+                headers: extra,
+            };
+        };
+        request
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        *request.body_mut() = body::from_bytes(body);
+        let response = match upstream.send(request, false).await {
+            Ok(r) => r,
+            Err(local) => {
+                return Answer {
+                    response: Err(local),
+                    headers: extra,
+                }
+            }
+        };
+        let framing = Framing::of(response.headers().get(http::header::CONTENT_TYPE));
+        let (parts, incoming) = response.into_parts();
+        let (theirs, rejected) = match framing {
+            Some(framing) if parts.status.is_success() => {
+                let read = mcp::read(incoming, framing, &call.id).await;
+                let rejected = read.message.as_ref().is_some_and(|m| {
+                    mcp::refuses_payment(m) || mcp::requirement(m, &replay.head(), call).is_some()
+                });
+                if let (Some(m), Some(paid), false) = (&read.message, &obtained.paid, rejected) {
+                    mcp::log_receipt(&agent.name, to.origin, &call.tool, m, &paid.payment_hash);
+                }
+                (rebuild(parts, read), rejected)
+            }
+            _ => (
+                rebuild(
+                    parts,
+                    mcp::Read {
+                        prefix: Bytes::new(),
+                        rest: Some(incoming),
+                        message: None,
+                    },
+                ),
+                false,
+            ),
+        };
+        if rejected {
+            self.purchases
+                .cool_off(&agent.name, to.origin, &obtained.flight);
+            let mut answer = self.declined_answer(
+                Err(theirs),
+                agent,
+                to,
+                &format!("{}#{}", replay.uri.path(), call.tool),
+                Decline::ReplayRejected.into(),
+            );
+            answer.headers.extend(extra);
+            return answer;
+        }
+        self.metrics.request(if obtained.paid.is_some() {
+            Outcome::Paid
+        } else {
+            Outcome::Shared
+        });
+        if obtained.paid.is_some() {
+            if let Ok(view) = self.ledger.budget(&agent.name, &agent.limits).await {
+                let view = view.with_fee_reserve(self.purchases.book().max_fee());
+                if let Some(left) = view.remaining_msat.tightest() {
+                    extra.insert(headers::REMAINING_HEADER, HeaderValue::from(left));
+                }
+                if let Some(spendable) = view.spendable_msat {
+                    extra.insert(headers::SPENDABLE_HEADER, HeaderValue::from(spendable));
+                }
+            }
+        }
+        Answer {
+            response: Err(theirs),
             headers: extra,
         }
     }
@@ -564,6 +822,18 @@ impl PaymentLayer {
         path: &str,
         refused: Refused,
     ) -> Answer {
+        self.declined_answer(Ok(response), agent, to, path, refused)
+    }
+
+    /// [`PaymentLayer::declined`], for an upstream answer already read (`Err`: rebuilt).
+    fn declined_answer(
+        &self,
+        response: Result<Response<Incoming>, Response<Body>>,
+        agent: &Agent,
+        to: Destination<'_>,
+        path: &str,
+        refused: Refused,
+    ) -> Answer {
         let decline = &refused.decline;
         self.metrics.request(Outcome::Declined);
         self.metrics.decline(decline.code());
@@ -609,8 +879,38 @@ impl PaymentLayer {
             };
         }
         Answer {
-            response: Ok(response),
+            response,
             headers: extra,
+        }
+    }
+}
+
+/// An upstream answer partly read by the MCP path, as the agent gets it: hop-by-hop and forged
+/// `x-l402-proxy-*` headers removed, the bytes read, then the rest streamed.
+fn rebuild(mut parts: http::response::Parts, read: mcp::Read) -> Response<Body> {
+    crate::proxy::headers::strip_hop_by_hop(&mut parts.headers);
+    headers::strip_forged(&mut parts.headers);
+    parts.version = http::Version::HTTP_11;
+    let body = match read.rest {
+        Some(rest) => http_body_util::BodyExt::boxed(body::Prefixed::new(read.prefix, rest)),
+        None => body::from_bytes(read.prefix),
+    };
+    Response::from_parts(parts, body)
+}
+
+/// Records what an x402 server says of the payment it was given (`PAYMENT-RESPONSE`): the log
+/// line names the agent, origin, payment hash and the server's verdict; a report that does not
+/// confirm this payment is a warning (the agent still gets the server's answer).
+fn settled(agent: &Agent, origin: &str, headers: &HeaderMap, hash: &crate::core::PaymentHash) {
+    match super::dialect::x402::settlement(headers) {
+        Some(s) if s.confirms(hash) => {
+            tracing::info!(agent = %agent.name, origin, payment_hash = %hash.to_hex(), network = %s.network, "x402 settlement confirmed by the server");
+        }
+        Some(s) => {
+            tracing::warn!(agent = %agent.name, origin, payment_hash = %hash.to_hex(), success = s.success, transaction = %s.transaction, reason = s.error_reason.as_deref().unwrap_or(""), "x402 PAYMENT-RESPONSE does not confirm this payment");
+        }
+        None => {
+            tracing::info!(agent = %agent.name, origin, payment_hash = %hash.to_hex(), "x402 server sent no readable PAYMENT-RESPONSE");
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod flight;
 pub mod headers;
 pub mod kept;
 pub mod layer;
+pub mod mcp;
 pub mod policy;
 pub mod purchase;
 pub mod reconcile;

@@ -90,6 +90,7 @@ mod tests {
             expiry_secs: 600,
             payee: [2; 33],
             description: None,
+            description_hash: None,
         }
     }
 

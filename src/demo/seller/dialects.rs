@@ -3,8 +3,7 @@
 //! - `/mpp/…` — MPP `Payment` with a Lightning `charge`: one credential per request, answered
 //!   with `Payment-Receipt` (as mppx does); `/mpplie/…` states an amount its invoice does not
 //!   carry (must never be paid);
-//! - `/x402/…` — x402 v2 `exact` on the seller's Lightning network (`PAYMENT-REQUIRED`,
-//!   answered `PAYMENT-RESPONSE`), single-use;
+//! - `/x402/…` and `/x402lie/…` — x402 `exact` on `lnbtc`, in `lnbtc.rs`;
 //! - `/evm/…` — x402 on an EVM chain only: not payable from a Lightning wallet;
 //! - `/mixed/…` — Aperture's `l402+mpp`: `LSAT`, `L402` (one invoice) and `Payment` (another
 //!   invoice) in one 402; either answer is accepted;
@@ -26,19 +25,8 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 
-/// The x402 network id of a Lightning network.
-fn x402_network(n: crate::invoice::Network) -> &'static str {
-    use crate::invoice::Network::*;
-    match n {
-        Bitcoin => "bip122:000000000019d6689c085ae165831e93",
-        Testnet => "bip122:000000000933ea01ad0ee984209779ba",
-        Signet => "bip122:00000008819873e925422c1ff0f99f7c",
-        Regtest => "bip122:0f9188f13cb7b2c71f2a335e3a4fc328",
-    }
-}
-
 /// A preimage proving payment of an invoice this seller issued for `kind`; single use.
-fn spend(seller: &Seller, hash: PaymentHash) -> bool {
+pub(super) fn spend(seller: &Seller, hash: PaymentHash) -> bool {
     match seller.issued.get_mut(&hash) {
         Some(mut used) if !*used => {
             *used = true;
@@ -64,7 +52,6 @@ impl Seller {
         Some(match kind {
             "mpp" => self.mpp(req, path, false).await,
             "mpplie" => self.mpp(req, path, true).await,
-            "x402" => self.x402(req, path).await,
             "evm" => evm_402(),
             "mixed" => self.mixed(req, service, path).await,
             "strict" => self.strict(req, service, path).await,
@@ -74,7 +61,10 @@ impl Seller {
     }
 
     /// A fresh invoice for `kind`, remembered as issued and unused.
-    async fn issue(&self, kind: &str) -> Result<crate::demo::mint::MintedInvoice, Response<Body>> {
+    pub(super) async fn issue(
+        &self,
+        kind: &str,
+    ) -> Result<crate::demo::mint::MintedInvoice, Response<Body>> {
         let invoice = self
             .config
             .invoices
@@ -96,7 +86,7 @@ impl Seller {
         Ok(invoice)
     }
 
-    fn paid_content(&self, kind: &str, path: &str) -> Response<Body> {
+    pub(super) fn paid_content(&self, kind: &str, path: &str) -> Response<Body> {
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         text(
             StatusCode::OK,
@@ -187,69 +177,6 @@ impl Seller {
         r.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
-    }
-
-    async fn x402(&self, req: &Request<Incoming>, path: &str) -> Response<Body> {
-        if let Some(hash) = self.x402_verify(req) {
-            let mut r = self.paid_content("x402", path);
-            let settled = json!({
-                "success": true,
-                "transaction": hash.to_hex(),
-                "network": x402_network(self.config.minter.network()),
-            });
-            if let Ok(v) = HeaderValue::from_str(&STANDARD.encode(settled.to_string())) {
-                r.headers_mut().insert("payment-response", v);
-            }
-            return r;
-        }
-        let invoice = match self.issue("x402").await {
-            Ok(i) => i,
-            Err(r) => return r,
-        };
-        let decoded = crate::invoice::decode(&invoice.bolt11).ok();
-        let required = json!({
-            "x402Version": 2,
-            "error": "Payment required",
-            "resource": { "url": path },
-            "accepts": [
-                {
-                    "scheme": "exact",
-                    "network": "eip155:84532",
-                    "amount": "1000",
-                    "asset": "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
-                    "payTo": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
-                    "maxTimeoutSeconds": 300,
-                    "extra": { "name": "USDC", "version": "2" },
-                },
-                {
-                    "scheme": "exact",
-                    "network": x402_network(self.config.minter.network()),
-                    "amount": self.price("x402").0.to_string(),
-                    "asset": "BTC",
-                    "payTo": decoded.map(|d| hex::encode(d.payee)).unwrap_or_default(),
-                    "maxTimeoutSeconds": 300,
-                    "extra": { "paymentFlow": "upfront", "invoice": invoice.bolt11 },
-                },
-            ],
-        });
-        let mut r = response(
-            StatusCode::PAYMENT_REQUIRED,
-            "application/json",
-            Bytes::from_static(b"{}"),
-        );
-        if let Ok(v) = HeaderValue::from_str(&STANDARD.encode(required.to_string())) {
-            r.headers_mut().insert("payment-required", v);
-        }
-        r
-    }
-
-    fn x402_verify(&self, req: &Request<Incoming>) -> Option<PaymentHash> {
-        let value = req.headers().get("payment-signature")?.to_str().ok()?;
-        let json: Value = serde_json::from_slice(&STANDARD.decode(value.trim()).ok()?).ok()?;
-        let invoice = json["accepted"]["extra"]["invoice"].as_str()?;
-        let hash = crate::invoice::decode(invoice).ok()?.payment_hash;
-        Preimage::verify_hex(json["payload"]["preimage"].as_str()?, &hash).ok()?;
-        spend(self, hash).then_some(hash)
     }
 
     async fn mixed(&self, req: &Request<Incoming>, service: &str, path: &str) -> Response<Body> {

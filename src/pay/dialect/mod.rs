@@ -15,7 +15,7 @@ use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use std::fmt;
 
 /// What a dialect may read of an upstream response.
@@ -25,6 +25,64 @@ pub struct ResponseHead<'a> {
     pub status: StatusCode,
     /// Every header, all lines of repeated ones.
     pub headers: &'a HeaderMap,
+    /// The agent's request it answers, for offers bound to their request (x402 `lnbtc`);
+    /// `None` only where no request exists (unit tests), and then such offers are refused.
+    pub request: Option<RequestHead<'a>>,
+}
+
+/// The agent's request as sent upstream (before any credential is attached), as dialects
+/// that bind an offer to its request read it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// The method, case preserved.
+    pub method: &'a Method,
+    /// The absolute upstream URI.
+    pub uri: &'a Uri,
+    /// The headers sent (all lines of repeated ones).
+    pub headers: &'a HeaderMap,
+    /// The content bytes, when buffered (`None`: streamed, cannot be bound or replayed).
+    pub body: Option<&'a [u8]>,
+}
+
+impl RequestHead<'_> {
+    /// The target URI as RFC 9421 `@target-uri` spells it: scheme, authority (the port only
+    /// when it is not the scheme's default), path and query exactly as sent.
+    pub fn target_uri(&self) -> String {
+        let scheme = self.uri.scheme_str().unwrap_or("http");
+        let host = self.uri.host().unwrap_or("");
+        let default = match scheme {
+            "https" => 443,
+            _ => 80,
+        };
+        let port = self
+            .uri
+            .port_u16()
+            .filter(|p| *p != default)
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        format!("{scheme}://{host}{port}{path}")
+    }
+
+    /// The `params` of an MCP `tools/call` when the request is one (a POSTed JSON-RPC request
+    /// object, not a batch or a notification).
+    pub fn tool_call(&self) -> Option<serde_json::Value> {
+        if self.method != Method::POST {
+            return None;
+        }
+        let body = self.body?;
+        if !body.trim_ascii_start().starts_with(b"{") {
+            return None;
+        }
+        // Strict: a member name twice is outside what a binding can commit to.
+        let mut v = x402::binding::parse_strict(body).ok()?;
+        let call = v.as_object_mut()?;
+        if call.get("jsonrpc")? != "2.0" || call.get("method")? != "tools/call" {
+            return None;
+        }
+        call.get("id")?;
+        call.remove("params")
+    }
 }
 
 /// One dialect: reads offers from responses and rebuilds stored credentials.
@@ -193,6 +251,11 @@ impl Dialects {
             }
         }
         out
+    }
+
+    /// Whether the dialect `name` is in `pay.schemes`.
+    pub fn pays(&self, name: &str) -> bool {
+        self.ordered.iter().any(|d| d.name() == name)
     }
 
     /// The credential of a stored token, from whichever dialect stored it.

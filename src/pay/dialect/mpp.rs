@@ -91,6 +91,29 @@ impl MppTerms {
         required("id")?;
         required("realm")?;
         let request = required("request")?;
+        if !method.eq_ignore_ascii_case("lightning") || !intent.eq_ignore_ascii_case("charge") {
+            // Said by `from_request`, before the request is decoded.
+            return MppTerms::from_request(method, intent, &Value::Null);
+        }
+        let decoded = URL_SAFE_NO_PAD
+            .decode(request.trim_end_matches('='))
+            .map_err(|_| "the Payment request is not base64url".to_string())?;
+        let json: Value = serde_json::from_slice(&decoded)
+            .map_err(|_| "the Payment request is not JSON".to_string())?;
+        let mut terms = MppTerms::from_request(method, intent, &json)?;
+        for (k, v) in &c.params {
+            terms
+                .echo
+                .entry(k.clone())
+                .or_insert_with(|| Value::String(v.clone()));
+        }
+        terms.digest = c.param("digest").map(str::to_string);
+        terms.expires = c.param("expires").and_then(rfc3339);
+        Ok(terms)
+    }
+
+    /// The terms of a Lightning charge `request` (decoded), with nothing to echo yet.
+    fn from_request(method: &str, intent: &str, json: &Value) -> Result<MppTerms, String> {
         if !method.eq_ignore_ascii_case("lightning") {
             return Err(format!(
                 "MPP method {method:?} is not payable from a Lightning wallet"
@@ -101,11 +124,6 @@ impl MppTerms {
                 "MPP intent {intent:?} is not paid yet (only charge); the 402 passes through"
             ));
         }
-        let decoded = URL_SAFE_NO_PAD
-            .decode(request.trim_end_matches('='))
-            .map_err(|_| "the Payment request is not base64url".to_string())?;
-        let json: Value = serde_json::from_slice(&decoded)
-            .map_err(|_| "the Payment request is not JSON".to_string())?;
         let currency = json["currency"].as_str().unwrap_or("");
         if !currency.eq_ignore_ascii_case("sat") {
             return Err(format!(
@@ -124,26 +142,56 @@ impl MppTerms {
             .filter(|s| s.bytes().all(|b| b.is_ascii_graphic()))
             .ok_or_else(|| "the Payment request names no invoice".to_string())?
             .to_string();
-        let mut echo = Map::new();
-        for (k, v) in &c.params {
-            echo.entry(k.clone())
-                .or_insert_with(|| Value::String(v.clone()));
-        }
-        let expires = c.param("expires").and_then(|e| {
-            time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339)
-                .ok()
-                .map(|t| t.unix_timestamp())
-        });
         Ok(MppTerms {
-            echo,
+            echo: Map::new(),
             invoice,
             amount_sats,
             payment_hash: details["paymentHash"].as_str().map(str::to_ascii_lowercase),
             network: details["network"].as_str().map(str::to_ascii_lowercase),
-            digest: c.param("digest").map(str::to_string),
-            expires,
+            digest: None,
+            expires: None,
         })
     }
+}
+
+/// The payable offer of one challenge of an MPP JSON-RPC `-32042` error (the MCP transport,
+/// draft-payment-transport-mcp-00): the challenge is a native JSON object (`request` too), echoed
+/// unchanged in the credential; or why it cannot be paid.
+pub fn json_offer(challenge: &Value) -> Result<Offer, String> {
+    let Some(c) = challenge.as_object() else {
+        return Err("a Payment challenge that is not an object".into());
+    };
+    let size = challenge.to_string().len();
+    if size > MAX_CHALLENGE {
+        return Err(format!(
+            "a Payment challenge of {size} bytes, over {MAX_CHALLENGE}"
+        ));
+    }
+    let text = |name: &str| c.get(name).and_then(Value::as_str);
+    let required = |name: &str| {
+        text(name).ok_or_else(|| format!("the Payment challenge lacks its `{name}` member"))
+    };
+    required("id")?;
+    required("realm")?;
+    let (method, intent) = (required("method")?, required("intent")?);
+    let Some(request) = c.get("request").filter(|r| r.is_object()) else {
+        return Err("the Payment challenge's request is not a JSON object".into());
+    };
+    let mut terms = MppTerms::from_request(method, intent, request)?;
+    terms.echo = c.clone();
+    terms.expires = text("expires").and_then(rfc3339);
+    Ok(Offer {
+        dialect: "payment",
+        invoice: terms.invoice.clone(),
+        terms: Box::new(terms),
+    })
+}
+
+/// Unix seconds of an RFC 3339 timestamp.
+fn rfc3339(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
 }
 
 /// The MPP network names (`mainnet`, …) of our networks.

@@ -120,6 +120,7 @@ impl Fixture {
         let offers = Dialects::default().offers(&ResponseHead {
             status: StatusCode::PAYMENT_REQUIRED,
             headers: &headers,
+            request: None,
         });
         (
             offers.payable.into_iter().next().unwrap(),

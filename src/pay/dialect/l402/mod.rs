@@ -147,6 +147,7 @@ mod tests {
             &ResponseHead {
                 status: StatusCode::PAYMENT_REQUIRED,
                 headers: &h,
+                request: None,
             },
             &mut out,
         );
@@ -199,6 +200,7 @@ mod tests {
             &ResponseHead {
                 status: StatusCode::PAYMENT_REQUIRED,
                 headers: &h,
+                request: None,
             },
             &mut out,
         );

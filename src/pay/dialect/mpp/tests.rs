@@ -25,6 +25,7 @@ fn offers(h: &HeaderMap) -> Offers {
         &ResponseHead {
             status: StatusCode::PAYMENT_REQUIRED,
             headers: h,
+            request: None,
         },
         &mut out,
     );
