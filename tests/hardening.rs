@@ -559,3 +559,55 @@ agents:
     assert_eq!(get(Some("scrape-t")), "200");
     assert_eq!(get(Some("admin-t")), "200");
 }
+
+/// DNS rebinding: a page whose name resolves to the admin address sends its own name as
+/// `Host`. Only the listener's own names are answered (421 otherwise), on every path; and the
+/// admin listener holds at most `admin.max_connections` connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_answers_only_its_names_and_caps_connections() {
+    let h = Harness::with(Options {
+        admin_token: Some("admin-token".into()),
+        extra_yaml: "admin: { hosts: [\"l402-admin.example.internal\"], max_connections: 4 }\n"
+            .into(),
+        ..Options::default()
+    })
+    .await;
+    let port = h.admin.unwrap().port();
+    for path in ["/metrics", "/", "/healthz", "/readyz", "/v1/status"] {
+        let evil = format!("Host: rebound.attacker.example:{port}");
+        let r = h
+            .admin(Some("admin-token"), "GET", path, &["-H", &evil])
+            .await;
+        assert_eq!(r.status, 421, "{path}: {r:?}");
+        assert!(r.body.contains("admin.hosts"), "{}", r.body);
+        assert!(
+            !r.body.contains("l402_proxy_"),
+            "metrics leaked: {}",
+            r.body
+        );
+    }
+    for good in [
+        format!("Host: 127.0.0.1:{port}"),
+        format!("Host: localhost:{port}"),
+        "Host: L402-admin.example.internal".to_string(),
+    ] {
+        let r = h.admin(None, "GET", "/metrics", &["-H", &good]).await;
+        assert_eq!(r.status, 200, "{good}: {r:?}");
+        // On loopback /metrics stays open without a token, as scrapers expect.
+        assert!(r.body.contains("l402_proxy_"), "{good}");
+    }
+
+    // The cap: four idle connections are held; the fifth is closed at accept.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fifth = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let took = closed_within(&mut fifth, Duration::from_secs(2)).await;
+    assert!(took.is_some_and(|t| t < Duration::from_secs(1)), "{took:?}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = h.admin(Some("admin-token"), "GET", "/v1/status", &[]).await;
+    assert_eq!(r.status, 200, "a place comes back when a connection closes");
+}
