@@ -3,6 +3,7 @@
 //! [`check`] finds everything `run` would refuse — the file's own problems and what
 //! [`preflight`] finds in the environment — all at once, before anything is created.
 
+pub mod postgres_url;
 pub mod preflight;
 
 use crate::invoice::Network;
@@ -468,11 +469,13 @@ pub struct PostgresConfig {
     pub url_env: Option<String>,
     /// File holding the URL.
     pub url_file: Option<PathBuf>,
-    /// `verify-full` (default: TLS, certificate and host name checked against the public roots
-    /// plus `ca_file`), `require` (TLS, certificate checked, any host name) or `disable`.
+    /// libpq's `sslmode` values: `disable`, `prefer`, `require`, `verify-ca`, `verify-full`.
+    /// Unset: the URL's `sslmode`, else `verify-full`. Set together with the URL's `sslmode`,
+    /// the two must agree (see [`postgres_url`]).
     #[serde(default)]
-    pub tls: PostgresTls,
-    /// Extra PEM file trusted for the database's certificate (a private CA).
+    pub tls: Option<PostgresTls>,
+    /// Extra PEM file trusted for the database's certificate (a private CA); the URL's
+    /// `sslrootcert` says the same (both set must name the same file).
     pub ca_file: Option<PathBuf>,
     /// Connections kept open to the database per proxy process.
     #[serde(default = "default_pg_pool")]
@@ -483,17 +486,36 @@ fn default_pg_pool() -> usize {
     8
 }
 
-/// TLS towards PostgreSQL, named after libpq's `sslmode` values.
+/// TLS towards PostgreSQL, with libpq's `sslmode` names and meanings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PostgresTls {
-    /// TLS with the certificate and the host name verified.
+    /// TLS with the certificate chain (public roots plus the CA file) and the host name
+    /// verified.
     #[default]
     VerifyFull,
-    /// TLS with the certificate chain verified but not the host name.
+    /// TLS with the certificate chain verified, any host name.
+    VerifyCa,
+    /// TLS required; the certificate is verified (as `verify-ca`) only when a CA file is given
+    /// (`ca_file` or `sslrootcert`), as libpq does with a root certificate present.
     Require,
+    /// TLS when the server offers it, plain TCP otherwise; nothing verified.
+    Prefer,
     /// Plain TCP: only for a database on the same host or a private network.
     Disable,
+}
+
+impl PostgresTls {
+    /// The libpq / config name (`verify-full` …).
+    pub fn name(self) -> &'static str {
+        match self {
+            PostgresTls::VerifyFull => "verify-full",
+            PostgresTls::VerifyCa => "verify-ca",
+            PostgresTls::Require => "require",
+            PostgresTls::Prefer => "prefer",
+            PostgresTls::Disable => "disable",
+        }
+    }
 }
 
 fn default_store_path() -> PathBuf {

@@ -203,7 +203,9 @@ store:
   backend: postgres
   postgres:
     url_env: {{ include "l402-proxy.storeUrlEnv" . }}
-    tls: {{ $pg.tls }}
+    {{- with $pg.tls }}
+    tls: {{ . }}
+    {{- end }}
     {{- if $pg.ca.existingSecret }}
     ca_file: {{ include "l402-proxy.storeCaDir" . }}/ca.pem
     {{- end }}
