@@ -611,3 +611,79 @@ async fn the_admin_listener_answers_only_its_names_and_caps_connections() {
     let r = h.admin(Some("admin-token"), "GET", "/v1/status", &[]).await;
     assert_eq!(r.status, 200, "a place comes back when a connection closes");
 }
+
+/// A seller names its service with HTML, terminal escapes and a right-to-left override, and
+/// makes it long: the approval card (`/v1/approvals`, which the dashboard shows) gets it
+/// cleaned (U+FFFD for each control or bidi character) and capped, the host beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seller_chosen_names_reach_the_operator_cleaned_and_capped() {
+    let hostile = format!(
+        "<img src=x onerror=alert(1)>\u{202E}gnp.evil\u{1b}[2J\u{7}\u{2066}{}",
+        "x".repeat(400)
+    );
+    let mut opts = Options {
+        admin_token: Some("admin-token".into()),
+        alice_limits: "{ approve_above_sats: 1 }".into(),
+        extra_yaml: "approval: { timeout_secs: 20 }\n".into(),
+        ..Options::default()
+    };
+    opts.seller
+        .caveat_names
+        .insert("svc-mark".into(), hostile.clone());
+    let h = Harness::with(opts).await;
+    let (proxy, url) = (h.proxy, h.http_url("/svc/mark/x"));
+    let waiting = tokio::spawn(async move {
+        common::proxied(proxy, ALICE, http::Method::GET, &url, bytes::Bytes::new()).await
+    });
+    let mut card = serde_json::Value::Null;
+    for _ in 0..400 {
+        let r = h
+            .admin(Some("admin-token"), "GET", "/v1/approvals", &[])
+            .await;
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        if let Some(first) = v["approvals"].get(0) {
+            card = first.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let service = card["service"]
+        .as_str()
+        .expect("a held payment with a service");
+    assert!(
+        service.starts_with(
+            "<img src=x onerror=alert(1)>\u{FFFD}gnp.evil\u{FFFD}[2J\u{FFFD}\u{FFFD}xx"
+        ),
+        "{service:?}"
+    );
+    assert!(!service.chars().any(|c| c.is_control() || c == '\u{202E}'));
+    assert_eq!(service.chars().count(), 128, "capped at 128 characters");
+    assert_eq!(
+        card["host"],
+        format!("127.0.0.1:{}", h.seller.http.port()),
+        "the host beside it"
+    );
+    let id = card["id"].as_str().unwrap().to_string();
+    let r = h
+        .admin(
+            Some("admin-token"),
+            "POST",
+            &format!("/v1/approvals/{id}"),
+            &["--data-binary", r#"{"approve": false}"#],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let answer = waiting.await.unwrap();
+    assert!(answer.decline().is_some(), "{answer:?}");
+    // The declines, as CSV: nothing a terminal or a spreadsheet would act on.
+    let r = h
+        .admin(Some("admin-token"), "GET", "/v1/declines?format=csv", &[])
+        .await;
+    assert!(
+        !r.body
+            .chars()
+            .any(|c| (c.is_control() && c != '\n') || c == '\u{202E}'),
+        "{:?}",
+        r.body
+    );
+}

@@ -502,7 +502,7 @@ impl PaymentLayer {
         let decline = &refused.decline;
         self.metrics.request(Outcome::Declined);
         self.metrics.decline(decline.code());
-        tracing::info!(agent = %agent.name, host = %to.host, path, code = decline.code(), detail = %decline, "declined to pay");
+        tracing::info!(agent = %agent.name, host = %to.host, path, code = decline.code(), detail = %crate::core::text::shown(&decline.to_string(), crate::core::text::TEXT_MAX), "declined to pay");
         let record = DeclineRecord {
             agent: agent.name.to_string(),
             host: to.host_port(),

@@ -78,7 +78,11 @@ impl L402Terms {
         L402Terms {
             scheme: challenge.scheme,
             token: challenge.token.clone(),
-            services: mac.as_ref().and_then(|m| m.services()).map(str::to_string),
+            // Seller-chosen: cleaned once here, so keys, the ledger, events and logs see one form.
+            services: mac
+                .as_ref()
+                .and_then(|m| m.services())
+                .map(|s| crate::core::text::shown(s, crate::core::text::NAME_MAX).into_owned()),
             expires_at: mac.as_ref().and_then(|m| m.expires_at_unix()),
             committed: mac.as_ref().and_then(|m| m.payment_hash_v0()),
         }
