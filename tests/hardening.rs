@@ -687,3 +687,75 @@ async fn seller_chosen_names_reach_the_operator_cleaned_and_capped() {
         r.body
     );
 }
+
+/// A seller that answers every request with the same raw 402 head, on 127.0.0.1.
+async fn raw_402_seller(head: String) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let head = head.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// One answer for a 402 too large or too odd to pay: the seller's own 402 (status and body),
+/// `x-l402-proxy-decline: challenge-too-large`, nothing paid — whether the size is in the
+/// number of challenge lines, one huge macaroon, or a token too long to send back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_402s_get_one_answer_and_are_not_paid() {
+    let invoice = l402_proxy::demo::mint::DevInvoiceMinter::new(
+        common::SECRET,
+        l402_proxy::invoice::Network::Regtest,
+    )
+    .mint(l402_proxy::core::money::Msat::from_sats(10), "x", 600)
+    .unwrap()
+    .bolt11;
+    let line = |token: &str| {
+        format!("WWW-Authenticate: L402 macaroon=\"{token}\", invoice=\"{invoice}\"\r\n")
+    };
+    let small = "AgEEbHNhdAJCAAD".to_string() + &"A".repeat(40);
+    let cases = [
+        ("100 challenge lines", line(&small).repeat(100)),
+        ("a 100 KB macaroon", line(&"A".repeat(100 * 1024))),
+        ("a 5 KB token", line(&"A".repeat(5 * 1024))),
+    ];
+    let mut allow = Vec::new();
+    let mut ports = Vec::new();
+    for (_, lines) in &cases {
+        let head = format!(
+            "HTTP/1.1 402 Payment Required\r\ncontent-type: text/plain\r\ncontent-length: 12\r\n{lines}\r\nseller's 402"
+        );
+        let port = raw_402_seller(head).await;
+        allow.push(format!("127.0.0.1:{port}"));
+        ports.push(port);
+    }
+    let h = Harness::with(Options {
+        extra_allow: allow,
+        ..Options::default()
+    })
+    .await;
+    for ((what, _), port) in cases.iter().zip(ports) {
+        let r = h.get(ALICE, &format!("http://127.0.0.1:{port}/x")).await;
+        assert_eq!(r.status, 402, "{what}: {r:?}");
+        assert_eq!(r.decline(), Some("challenge-too-large"), "{what}: {r:?}");
+        assert_eq!(r.body, "seller's 402", "{what}: the seller's own 402");
+    }
+    assert_eq!(h.payments(), 0, "nothing paid");
+}

@@ -34,12 +34,9 @@ impl Dialect for L402 {
         );
         if let Some(chosen) = grammar::select(&challenges) {
             if chosen.token.len() > MAX_TOKEN {
-                out.unsupported.push((
-                    "l402",
-                    format!(
-                        "the L402 token is {} bytes, over the {MAX_TOKEN} the proxy pays for (it could not be sent back in a header)",
-                        chosen.token.len()
-                    ),
+                out.too_large(format!(
+                    "the L402 token is {} bytes, over the {MAX_TOKEN} the proxy pays for (it could not be sent back in a header)",
+                    chosen.token.len()
                 ));
                 return;
             }
@@ -208,9 +205,10 @@ mod tests {
         );
         assert!(out.payable.is_empty());
         assert!(
-            out.unsupported[0].1.contains("bytes"),
-            "{:?}",
-            out.unsupported
+            out.too_large
+                .as_deref()
+                .is_some_and(|r| r.contains("bytes")),
+            "{out:?}"
         );
     }
 }
