@@ -1121,10 +1121,15 @@ impl Config {
             let at = |f: &str| format!("agents[{i}].{f}");
             if let Err(problem) = check_agent_name(&a.name) {
                 note(Err(err(at("name"), problem)));
-            } else if !seen.insert(a.name.as_str()) {
+            } else if !seen.insert(a.name.to_lowercase()) {
+                // Unique without regard to case: `ALICE` beside `alice` would read as one agent
+                // in every log, table and alert.
                 note(Err(err(
                     at("name"),
-                    format!("duplicate agent name {:?}", a.name),
+                    format!(
+                        "duplicate agent name {:?} (agent names are unique without regard to case)",
+                        a.name
+                    ),
                 )));
             }
             if a.key_sha256.len() != 64 || !a.key_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -1315,6 +1320,10 @@ mod tests {
     fn duplicate_agents_refused() {
         let text = format!("wallet: {{backend: dev}}\nagents:\n  - {{name: a, key_sha256: \"{KEY}\"}}\n  - {{name: a, key_sha256: \"{KEY}\"}}\n");
         assert_eq!(Config::parse(&text).unwrap_err().field, "agents[1].name");
+        let text = format!("wallet: {{backend: dev}}\nagents:\n  - {{name: alice, key_sha256: \"{KEY}\"}}\n  - {{name: ALICE, key_sha256: \"{KEY}\"}}\n");
+        let e = Config::parse(&text).unwrap_err();
+        assert_eq!(e.field, "agents[1].name");
+        assert!(e.problem.contains("without regard to case"), "{e}");
     }
 
     #[test]
