@@ -193,34 +193,34 @@ async fn connection_caps_close_the_excess_at_accept() {
     for _ in 0..3 {
         held.push(TcpStream::connect(h.proxy).await.unwrap());
     }
-    // The fourth unauthenticated connection from this source is closed at once.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A fourth unauthenticated connection from this source is admitted; the oldest of the
+    // three is closed to make room (a newcomer may be the agent itself).
     let mut fourth = TcpStream::connect(h.proxy).await.unwrap();
-    let took = closed_within(&mut fourth, Duration::from_secs(2)).await;
+    let took = closed_within(&mut held[0], Duration::from_secs(2)).await;
     assert!(took.is_some_and(|t| t < Duration::from_secs(1)), "{took:?}");
-    // An authenticated request frees its connection's unauthenticated place.
-    assert!(free_request(&mut held[0], &h)
+    assert!(free_request(&mut fourth, &h)
         .await
         .starts_with("HTTP/1.1 200"));
-    let mut again = TcpStream::connect(h.proxy).await.unwrap();
-    assert!(
-        closed_within(&mut again, Duration::from_millis(500))
-            .await
-            .is_none(),
-        "admitted"
-    );
-    assert!(free_request(&mut again, &h)
-        .await
-        .starts_with("HTTP/1.1 200"));
-    held.push(again);
-    // The global cap: authenticated connections up to 8 in all, then refused.
-    for _ in 0..4 {
+    held[0] = fourth;
+    // Authenticated connections up to 8 in all (two of them still silent).
+    for _ in 0..5 {
         let mut s = TcpStream::connect(h.proxy).await.unwrap();
         assert!(free_request(&mut s, &h).await.starts_with("HTTP/1.1 200"));
         held.push(s);
     }
     assert_eq!(h.shared.admission.open(), 8);
-    let mut ninth = TcpStream::connect(h.proxy).await.unwrap();
-    let took = closed_within(&mut ninth, Duration::from_secs(2)).await;
+    // Full: each newcomer closes the oldest connection that has not authenticated.
+    for silent in [1, 2] {
+        let mut s = TcpStream::connect(h.proxy).await.unwrap();
+        let took = closed_within(&mut held[silent], Duration::from_secs(2)).await;
+        assert!(took.is_some_and(|t| t < Duration::from_secs(1)), "{took:?}");
+        assert!(free_request(&mut s, &h).await.starts_with("HTTP/1.1 200"));
+        held[silent] = s;
+    }
+    // Full of authenticated connections: a newcomer is refused at accept.
+    let mut refused = TcpStream::connect(h.proxy).await.unwrap();
+    let took = closed_within(&mut refused, Duration::from_secs(2)).await;
     assert!(took.is_some_and(|t| t < Duration::from_secs(1)), "{took:?}");
     drop(held);
     let metrics = h.shared.metrics_text();
@@ -229,8 +229,135 @@ async fn connection_caps_close_the_excess_at_accept() {
         "{metrics}"
     );
     assert!(metrics.contains(
-        "l402_proxy_refused_connections_total{cap=\"max_unauthenticated_per_source\"} 1"
+        "l402_proxy_unauthenticated_closed_total{why=\"max_unauthenticated_per_source\"} 1"
     ));
+    assert!(metrics.contains("l402_proxy_unauthenticated_closed_total{why=\"max_connections\"} 2"));
+}
+
+/// Keeps `n` attacker connections of one kind open to `proxy` (reconnecting whenever the proxy
+/// closes one) until `stop`: `idle` (connect, send nothing), `slowloris` (one byte of a head
+/// every 200 ms) or `connect` (credential-less CONNECTs, again and again).
+fn flood(
+    proxy: std::net::SocketAddr,
+    kind: &'static str,
+    n: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use std::sync::atomic::Ordering;
+    (0..n)
+        .map(|_| {
+            let (stop, opened) = (stop.clone(), opened.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = TcpStream::connect(proxy).await else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    opened.fetch_add(1, Ordering::Relaxed);
+                    let mut buf = [0u8; 1024];
+                    let head = b"GET http://127.0.0.1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+                    let mut i = 0;
+                    loop {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let wrote = match kind {
+                            "slowloris" => {
+                                let b = head.get(i).copied().unwrap_or(b'a');
+                                i += 1;
+                                s.write_all(&[b]).await.is_ok()
+                            }
+                            "connect" => s
+                                .write_all(b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n")
+                                .await
+                                .is_ok(),
+                            _ => true,
+                        };
+                        if !wrote {
+                            break;
+                        }
+                        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf))
+                            .await
+                        {
+                            Ok(Ok(0)) | Ok(Err(_)) => break,
+                            _ => {}
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// The attack, on a real proxy process with its default caps: from the agent's own
+/// address (127.0.0.1, as every sidecar and every agent behind a NAT shares one), floods of
+/// idle, slowloris and credential-less CONNECT connections, more than
+/// `max_unauthenticated_per_source` (256) of them, each reopened as soon as the proxy closes
+/// it. The agent keeps being served on new connections, each request within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_floods_from_the_agents_address_never_lock_it_out() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = common::temp_dir("flood");
+    let config = process_config(&dir, "");
+    let proxy = Proxy::start(&config, &dir.join("proxy.log"), "t");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], proxy.port));
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for kind in ["idle", "slowloris", "connect"] {
+        tasks.extend(flood(addr, kind, 100, stop.clone(), opened.clone()));
+    }
+    // Let the flood fill the source's unauthenticated places.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let request = format!(
+        "GET http://l402-proxy.local/balance HTTP/1.1\r\nHost: l402-proxy.local\r\nProxy-Authorization: {}\r\n\r\n",
+        auth(ALICE)
+    );
+    let mut slowest = Duration::ZERO;
+    let started = Instant::now();
+    let mut served = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        let t = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(1), async {
+            let mut agent = TcpStream::connect(addr).await?;
+            agent.write_all(request.as_bytes()).await?;
+            let mut buf = [0u8; 2048];
+            let n = agent.read(&mut buf).await?;
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+        .await;
+        let answer = match answer {
+            Ok(Ok(a)) => a,
+            other => panic!(
+                "after {served} served, {} attacker connections: {other:?} after {:?}",
+                opened.load(Ordering::Relaxed),
+                t.elapsed()
+            ),
+        };
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "after {served} served, {} attacker connections: {answer:?}",
+            opened.load(Ordering::Relaxed)
+        );
+        slowest = slowest.max(t.elapsed());
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    let flood_connections = opened.load(Ordering::Relaxed);
+    eprintln!(
+        "flood of 300 (100 idle, 100 slowloris, 100 credential-less CONNECT) from the agent's address: {flood_connections} attacker connections in 6 s; the agent was served {served} times, the slowest in {slowest:?}"
+    );
+    assert!(served >= 40, "{served}");
+    assert!(
+        flood_connections > 300,
+        "the flood ran: {flood_connections}"
+    );
 }
 
 /// The proxy process's resident memory and open descriptors.
@@ -301,7 +428,7 @@ async fn five_thousand_half_sent_requests_are_bounded_and_released() {
     let dir = common::temp_dir("conn-load");
     let config = process_config(
         &dir,
-        "header_read_timeout_secs: 15, max_connections: 20000, max_unauthenticated_per_source: 20000",
+        "header_read_timeout_secs: 15, auth_timeout_secs: 30, max_connections: 20000, max_unauthenticated_per_source: 20000",
     );
     let proxy = Proxy::start(&config, &dir.join("proxy.log"), "t");
     let pid = proxy.pid();
@@ -361,7 +488,7 @@ async fn five_thousand_half_sent_requests_are_bounded_and_released() {
     // With the default per-source cap a single source holds at most 256 of them.
     drop(proxy);
     let dir = common::temp_dir("conn-cap");
-    let config = process_config(&dir, "header_read_timeout_secs: 30");
+    let config = process_config(&dir, "header_read_timeout_secs: 30, auth_timeout_secs: 30");
     let proxy = Proxy::start(&config, &dir.join("proxy.log"), "t");
     let pid = proxy.pid();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -371,13 +498,13 @@ async fn five_thousand_half_sent_requests_are_bounded_and_released() {
     let during = rss_and_fds(pid);
     let refused = count_closed(&mut conns).await;
     eprintln!(
-        "2000 from one source under the default cap: {} refused at accept; RSS {} → {} KiB; fds {} → {}",
+        "2000 from one source under the default cap: {} closed (the oldest, evicted); RSS {} → {} KiB; fds {} → {}",
         refused, before.0, during.0, before.1, during.1
     );
     assert_eq!(
         refused,
         2000 - 256,
-        "all beyond max_unauthenticated_per_source"
+        "all beyond max_unauthenticated_per_source (the oldest are closed)"
     );
     assert!(during.1 <= before.1 + 256 + 5);
 }
@@ -758,4 +885,59 @@ async fn oversized_402s_get_one_answer_and_are_not_paid() {
         assert_eq!(r.body, "seller's 402", "{what}: the seller's own 402");
     }
     assert_eq!(h.payments(), 0, "nothing paid");
+}
+
+/// A `407` closes its connection (a credential-less peer cannot hold it by asking again and
+/// again), and a connection that never authenticates is closed after `http.auth_timeout_secs`
+/// even while it keeps sending bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_407_closes_the_connection_and_authentication_has_a_deadline() {
+    let h = Harness::with(quick("auth_timeout_secs: 1, header_read_timeout_secs: 30")).await;
+    let mut s = TcpStream::connect(h.proxy).await.unwrap();
+    s.write_all(b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 407"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    let took = closed_within(&mut s, Duration::from_secs(2)).await;
+    assert!(
+        took.is_some_and(|t| t < Duration::from_millis(500)),
+        "{took:?}"
+    );
+
+    // Slowloris within the header timeout, but never authenticated: closed at about 1 s.
+    let mut slow = TcpStream::connect(h.proxy).await.unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    for b in b"GET http://127.0.0.1/ HTTP/1.1\r\nHost: x\r\nX-A: "
+        .iter()
+        .chain(std::iter::repeat(&b'a'))
+    {
+        if slow.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buf)).await
+        {
+            closed = true;
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "still open after {took:?}");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(h
+        .shared
+        .metrics_text()
+        .contains("l402_proxy_unauthenticated_closed_total{why=\"auth_timeout\"} 1"));
 }

@@ -612,9 +612,19 @@ pub struct HttpConfig {
     /// Agent connections open at once, in all; more are closed at accept.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Connections per source address that have not yet sent valid proxy credentials.
+    /// Connections per source address that have not yet sent valid proxy credentials; one more
+    /// from that source closes the oldest of them (never a newcomer: an unauthenticated peer
+    /// cannot keep an agent at the same address out).
     #[serde(default = "default_max_unauthenticated_per_source")]
     pub max_unauthenticated_per_source: usize,
+    /// A new connection must send a request with valid proxy credentials within this many
+    /// seconds of opening, or it is closed (idle, slow or credential-less peers).
+    #[serde(default = "default_auth_timeout")]
+    pub auth_timeout_secs: u64,
+}
+
+fn default_auth_timeout() -> u64 {
+    10
 }
 
 fn default_header_read_timeout() -> u64 {
@@ -658,6 +668,7 @@ impl Default for HttpConfig {
             upstream_response_timeout_secs: default_upstream_response_timeout(),
             max_connections: default_max_connections(),
             max_unauthenticated_per_source: default_max_unauthenticated_per_source(),
+            auth_timeout_secs: default_auth_timeout(),
         }
     }
 }
@@ -1088,6 +1099,7 @@ impl Config {
                 "http.tunnel_idle_timeout_secs",
                 self.http.tunnel_idle_timeout_secs,
             ),
+            ("http.auth_timeout_secs", self.http.auth_timeout_secs),
             (
                 "http.tls_handshake_timeout_secs",
                 self.http.tls_handshake_timeout_secs,
