@@ -161,7 +161,7 @@ phase() {
   sleep 0.5
   R[$name|rss0]=$(rss_kb "$PROXY_PID")
   R[$name|fd0]=$(fds "$PROXY_PID")
-  R[$name|ref0]=$(metric 'l402_proxy_refused_connections_total{cap="max_unauthenticated_per_source"}')
+  R[$name|ref0]=$(metric 'l402_proxy_unauthenticated_closed_total{why="max_unauthenticated_per_source"}')
   log "phase $name: $count connections ($mode), $CONC being opened at once, at most $RATE/s"
   taskset -c 1 "$CONNLOAD" --proxy "127.0.0.1:$PROXY_PORT" --mode "$mode" -n "$count" \
     --concurrency "$CONC" --rate "$RATE" --url "$URL" --wait $((TIMEOUT * 2 + 10)) \
@@ -193,7 +193,7 @@ phase() {
   R[$name|rss2]=$(rss_kb "$PROXY_PID")
   R[$name|fd2]=$(fds "$PROXY_PID")
   R[$name|open2]=$(metric l402_proxy_open_connections)
-  R[$name|ref2]=$(metric 'l402_proxy_refused_connections_total{cap="max_unauthenticated_per_source"}')
+  R[$name|ref2]=$(metric 'l402_proxy_unauthenticated_closed_total{why="max_unauthenticated_per_source"}')
   if [[ -s $WORK/connload-$name.err ]]; then
     log "phase $name: connload said: $(head -c 300 "$WORK/connload-$name.err")"
   fi
@@ -240,7 +240,7 @@ echo "opening: idle ${R[idle|opened]} ok / ${R[idle|failed]} failed in ${R[idle|
   "slowloris ${R[slowloris|opened]} in ${R[slowloris|ramp]} s; cap ${R[cap|opened]} in ${R[cap|ramp]} s"
 refused_metric="?"
 if [[ ${R[cap|ref2]} != "?" && ${R[cap|ref0]} != "?" ]]; then refused_metric=$((R[cap|ref2] - R[cap|ref0])); fi
-echo "phase 3: l402_proxy_refused_connections_total{cap=\"max_unauthenticated_per_source\"} +$refused_metric;" \
+echo "phase 3: l402_proxy_unauthenticated_closed_total{why=\"max_unauthenticated_per_source\"} +$refused_metric;" \
   "another source meanwhile: ${R[cap|probe]:-not probed}"
 echo "open connections (proxy gauge) after each phase: idle ${R[idle|open2]}, slowloris ${R[slowloris|open2]}, cap ${R[cap|open2]}"
 echo "wall time: $((T_END - T_BUILT)) s after the build ($((T_END - T_START)) s in all)"

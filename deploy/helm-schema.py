@@ -117,7 +117,8 @@ schema = obj({
         "postgres": obj({
             "existingSecret": {"type": "string", "description": "Secret holding the database URL (postgres://user:password@host:5432/db); required with postgres."},
             "urlKey": {"type": "string", "minLength": 1},
-            "tls": {"type": "string", "enum": ["verify-full", "require", "disable"]},
+            "tls": {"type": "string", "enum": ["", "verify-full", "verify-ca", "require", "prefer", "disable"],
+                    "description": "libpq's sslmode; \"\" = the URL's sslmode, else verify-full."},
             "ca": obj({"existingSecret": S, "key": {"type": "string", "minLength": 1}},
                       desc="Optional: a Secret holding the PEM CA of the database's certificate."),
             "poolSize": I(0, maximum=256, description="Connections per proxy process; 0 = the proxy's default."),

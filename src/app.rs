@@ -371,6 +371,7 @@ pub async fn run(
                 "admin.token_env",
             )?;
             let admin = Admin::new(app.shared.clone(), &token);
+            admin.configure(&config.admin);
             if config.admin.metrics_token_env.is_some() || config.admin.metrics_token_file.is_some()
             {
                 let metrics_token = crate::config::read_secret(

@@ -232,7 +232,10 @@ pub enum Rule {
     /// A name or a glob of names (`*.example.com`), canonical (lower-case, no trailing dot).
     /// A glob is also matched against the canonical text of IP literals (`*` matches them).
     Glob(String),
-    /// One address, matched against IP-literal destinations in any spelling.
+    /// One address, matched against IP-literal destinations in any spelling; as a deny entry
+    /// also against the addresses a name resolves to (so `127.0.0.1` also catches
+    /// `localhost`). As an allow entry it names the literal only: allowing an address never
+    /// allows every name that resolves to it.
     Ip(IpAddr),
     /// A block, matched against the address a destination is or resolves to.
     Net(Cidr),
@@ -295,6 +298,16 @@ impl Rule {
     pub fn contains_address(&self, addr: IpAddr) -> bool {
         matches!(self, Rule::Net(net) if net.contains(addr))
     }
+
+    /// As a deny entry: true when `addr` (an address a name resolved to) is in the block or
+    /// is the address.
+    pub fn denies_address(&self, addr: IpAddr) -> bool {
+        match self {
+            Rule::Net(net) => net.contains(addr),
+            Rule::Ip(ip) => unmap(*ip) == unmap(addr),
+            Rule::Glob(_) => false,
+        }
+    }
 }
 
 /// An agent's host rules, read: see [`crate::config::HostRules`] for what they mean.
@@ -323,12 +336,20 @@ impl Matcher {
         rules.iter().any(|r| matches!(r, Rule::Net(_)))
     }
 
+    /// Whether a deny entry matches by address (a CIDR or an IP), so a name must be resolved.
+    fn denies_addresses(&self) -> bool {
+        self.deny
+            .iter()
+            .any(|r| matches!(r, Rule::Net(_) | Rule::Ip(_)))
+    }
+
     /// True when deciding for `host` needs the addresses it resolves to: it is a name, and a
-    /// deny CIDR could catch it, or only an allow CIDR could let it through.
+    /// deny CIDR or IP could catch it, or only an allow CIDR could let it through.
     pub fn needs_addresses(&self, host: &str) -> bool {
         let host = Host::parse(host);
         matches!(host, Host::Name(_))
-            && (Self::has_nets(&self.deny)
+            && !self.deny.iter().any(|r| r.matches_host(&host))
+            && (self.denies_addresses()
                 || (Self::has_nets(&self.allow)
                     && !self.allow.iter().any(|r| r.matches_host(&host))))
     }
@@ -344,13 +365,13 @@ impl Matcher {
             return false;
         }
         let is_name = matches!(host, Host::Name(_));
-        if is_name && Self::has_nets(&self.deny) {
+        if is_name && self.denies_addresses() {
             if addrs.is_empty() {
                 return false;
             }
             if addrs
                 .iter()
-                .any(|&a| self.deny.iter().any(|r| r.contains_address(a)))
+                .any(|&a| self.deny.iter().any(|r| r.denies_address(a)))
             {
                 return false;
             }
@@ -550,8 +571,14 @@ mod tests {
             assert!(!rules.permits(s, &[]), "{s} must be denied");
             assert!(!rules.needs_addresses(s), "{s}");
         }
-        for s in ["127.0.0.2", "example.com", "::1", "localhost2"] {
+        for s in ["127.0.0.2", "::1"] {
             assert!(rules.permits(s, &[]), "{s} must be allowed");
+        }
+        // Names are resolved (the IP deny entry catches names resolving to it).
+        let elsewhere = ["93.184.216.34".parse::<IpAddr>().unwrap()];
+        for s in ["example.com", "localhost2"] {
+            assert!(rules.needs_addresses(s), "{s}");
+            assert!(rules.permits(s, &elsewhere), "{s} must be allowed");
         }
         // A mapped rule catches the plain IPv4 spelling too.
         assert!(!m(&["*"], &["::ffff:127.0.0.1"]).permits("127.1", &[]));
@@ -610,6 +637,13 @@ mod tests {
         assert!(lit.permits("0xa.5", &[]));
         assert!(!lit.needs_addresses("internal.example"));
         assert!(!lit.permits("internal.example", &[ip("10.0.0.5")]));
+        // A bare IP deny entry also catches names resolving to it (fail closed).
+        let deny = m(&["*"], &["127.0.0.1"]);
+        assert!(deny.needs_addresses("LOCALHOST"));
+        assert!(!deny.permits("LOCALHOST", &[ip("127.0.0.1")]));
+        assert!(!deny.permits("localhost.", &[ip("::1"), ip("::ffff:127.0.0.1")]));
+        assert!(!deny.permits("localhost", &[]), "unresolved: refused");
+        assert!(deny.permits("x.example", &[ip("8.8.8.8")]));
     }
 
     #[test]

@@ -86,6 +86,7 @@ pub struct Metrics {
     pub open_tunnels: IntGauge,
     connects: IntCounterVec,
     refused_connections: IntCounterVec,
+    closed_unauthenticated: IntCounterVec,
     /// `l402_proxy_certificates_minted_total`: leaf certificates our CA has signed.
     pub certificates_minted: IntCounter,
     /// 1 while the ledger's store answers, 0 while payments fail closed.
@@ -219,8 +220,15 @@ impl Metrics {
             open_connections: gauge(&registry, "l402_proxy_open_connections", "Agent connections open now."),
             open_tunnels: gauge(&registry, "l402_proxy_open_tunnels", "CONNECT tunnels (relayed or intercepted) open now."),
             connects: counter_vec(&registry, "l402_proxy_connects_total", "CONNECT requests accepted, by mode (tunnel, intercept).", &["mode"]),
+            closed_unauthenticated: {
+                let c = counter_vec(&registry, "l402_proxy_unauthenticated_closed_total", "Connections closed before they authenticated: evicted (the oldest) to admit a newer one under a cap (max_connections, max_unauthenticated_per_source), or not authenticated within http.auth_timeout_secs (auth_timeout).", &["why"]);
+                for why in Unauthenticated::ALL {
+                    c.with_label_values(&[why.label()]);
+                }
+                c
+            },
             refused_connections: {
-                let c = counter_vec(&registry, "l402_proxy_refused_connections_total", "Agent connections closed at accept, by cap (max_connections, max_unauthenticated_per_source).", &["cap"]);
+                let c = counter_vec(&registry, "l402_proxy_refused_connections_total", "Agent connections closed at accept, by cap (max_connections: every open connection had authenticated).", &["cap"]);
                 for cap in ["max_connections", "max_unauthenticated_per_source"] {
                     c.with_label_values(&[cap]);
                 }
@@ -273,6 +281,13 @@ impl Metrics {
             crate::proxy::admission::Refusal::SourceFull => "max_unauthenticated_per_source",
         };
         self.refused_connections.with_label_values(&[cap]).inc();
+    }
+
+    /// Counts one connection closed before it authenticated.
+    pub fn closed_unauthenticated(&self, why: Unauthenticated) {
+        self.closed_unauthenticated
+            .with_label_values(&[why.label()])
+            .inc();
     }
 
     /// Counts one emitted alert (`l402_proxy_alerts_total{event}`).
@@ -352,5 +367,41 @@ mod tests {
         }
         drop(_open);
         assert!(m.render().contains("l402_proxy_open_connections 0"));
+    }
+}
+
+/// Why a connection was closed before it authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthenticated {
+    /// Evicted (the oldest unauthenticated) to admit a newer connection: `max_connections`.
+    MaxConnections,
+    /// Evicted (its source's oldest unauthenticated) for a newer one from that source.
+    PerSource,
+    /// Not authenticated within `http.auth_timeout_secs`.
+    AuthTimeout,
+}
+
+impl Unauthenticated {
+    const ALL: [Unauthenticated; 3] = [
+        Unauthenticated::MaxConnections,
+        Unauthenticated::PerSource,
+        Unauthenticated::AuthTimeout,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Unauthenticated::MaxConnections => "max_connections",
+            Unauthenticated::PerSource => "max_unauthenticated_per_source",
+            Unauthenticated::AuthTimeout => "auth_timeout",
+        }
+    }
+}
+
+impl From<crate::proxy::admission::Refusal> for Unauthenticated {
+    fn from(cap: crate::proxy::admission::Refusal) -> Self {
+        match cap {
+            crate::proxy::admission::Refusal::Full => Unauthenticated::MaxConnections,
+            crate::proxy::admission::Refusal::SourceFull => Unauthenticated::PerSource,
+        }
     }
 }

@@ -203,6 +203,21 @@ async fn the_api_refuses_what_it_cannot_do_and_says_why() {
             409,
             "config file",
         ),
+        // Names are unique without regard to case: beside the config's alice and the API's dave.
+        (
+            "POST",
+            "/v1/agents",
+            Some(json!({"name": "ALICE"})),
+            409,
+            "without regard to case",
+        ),
+        (
+            "POST",
+            "/v1/agents",
+            Some(json!({"name": "Dave"})),
+            409,
+            "without regard to case",
+        ),
         (
             "POST",
             "/v1/agents",

@@ -548,3 +548,55 @@ async fn a_price_jump_is_refused_and_alerted() {
     // The last price is kept in the ledger: a restart remembers it.
     assert_eq!(h.payments(), 3);
 }
+
+/// Approving twice (a double click, a retried request, two operators) is one decision: both
+/// answers are 200 with the same record, and `approval.decided` is announced once — receivers
+/// that deduplicate by delivery id would otherwise count two. The audit log has one entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_identical_decision_is_a_no_op() {
+    let hook = Receiver::start().await;
+    let var = secret_var();
+    let h = Harness::with(Options {
+        alice_limits: "{ approve_above_sats: 1 }".into(),
+        admin_token: Some(TOKEN.into()),
+        extra_yaml: format!(
+            "approval: {{ timeout_secs: 20 }}\n{}",
+            alerts_yaml(&hook.url(), &var, "[\"approval.*\"]", "")
+        ),
+        ..Options::default()
+    })
+    .await;
+    let waiting = spawn_get(&h, ALICE, "/a/x");
+    let id = pending(&h, 1).await[0]["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/approvals/{id}");
+    let (first, second) = tokio::join!(
+        admin_json(&h, "POST", &path, Some(json!({"approve": true}))),
+        admin_json(&h, "POST", &path, Some(json!({"approve": true}))),
+    );
+    let (third, _) = admin_json(&h, "POST", &path, Some(json!({"approve": true}))).await;
+    assert_eq!(
+        (first.0, second.0, third),
+        (200, 200, 200),
+        "{first:?} {second:?}"
+    );
+    assert_eq!(first.1["state"], "approved");
+    assert_eq!(second.1["state"], "approved");
+    let reply = waiting.await.unwrap();
+    assert!(reply.paid(), "{reply:?}");
+    assert_eq!(h.payments(), 1, "paid once");
+    hook.wait_for("approval.decided", 1, Duration::from_secs(5))
+        .await;
+    // Time for a second (wrong) event to arrive.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let decided = hook.of("approval.decided");
+    assert_eq!(decided.len(), 1, "announced once: {decided:?}");
+    assert_eq!(decided[0]["approved"], true);
+    let (_, audit) = admin_json(&h, "GET", "/v1/audit", None).await;
+    let approvals = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "approval")
+        .count();
+    assert_eq!(approvals, 1, "{audit}");
+}

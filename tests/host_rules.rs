@@ -113,3 +113,25 @@ async fn bad_host_rules_are_config_errors_naming_the_entry() {
     assert_eq!(e.field, "agents[0].hosts.allow[1]", "{e}");
     assert!(e.problem.contains("0 to 32"), "{e}");
 }
+
+/// `hosts.deny: ["127.0.0.1"]` is about the address: `http://LOCALHOST:…` (any spelling of a
+/// name resolving to it) is refused too, not only the literal's spellings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_deny_catches_names_resolving_to_it() {
+    let h = Harness::with(Options {
+        alice_hosts: "{ deny: ['127.0.0.1'] }".into(),
+        ..Options::default()
+    })
+    .await;
+    let port = h.seller.http.port();
+    for host in ["localhost", "LOCALHOST", "LOCALHOST.", "LocalHost"] {
+        let url = format!("http://{host}:{port}/news/x");
+        let r = h.get(ALICE, &url).await;
+        assert_eq!(r.status, 402, "{url}: {r:?}");
+        assert_eq!(r.decline(), Some("host-not-allowed"), "{url}: {r:?}");
+    }
+    assert_eq!(h.wallet.attempts(), 0, "nothing was paid");
+    // Bob, without rules, pays there: the refusals are alice's rule, not the guard.
+    let r = h.get(BOB, &format!("http://LOCALHOST:{port}/news/y")).await;
+    assert!(r.paid(), "{r:?}");
+}

@@ -686,7 +686,7 @@ async fn both_ledgers_list_one_agents_approvals_newest_first() {
     let config = l402_proxy::config::PostgresConfig {
         url_env: None,
         url_file: None,
-        tls: l402_proxy::config::PostgresTls::Disable,
+        tls: Some(l402_proxy::config::PostgresTls::Disable),
         ca_file: None,
         pool_size: 2,
     };

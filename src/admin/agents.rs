@@ -213,6 +213,20 @@ pub async fn create(shared: &Shared, body: &[u8]) -> Response<Body> {
             &format!("agent {} already exists in the config file", new.name),
         );
     }
+    if let Some(other) = shared
+        .agents
+        .load()
+        .iter()
+        .find(|a| a.name.to_lowercase() == new.name.to_lowercase())
+    {
+        return error(
+            StatusCode::CONFLICT,
+            &format!(
+                "agent {} already exists (agent names are unique without regard to case): choose another name than {}",
+                other.name, new.name
+            ),
+        );
+    }
     let key = new_key();
     let now = shared.clock.now();
     let stored = StoredAgent {

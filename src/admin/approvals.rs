@@ -64,7 +64,10 @@ pub async fn decide(shared: &Shared, id: &str, body: &[u8]) -> Response<Body> {
         .decide(id, decision.approve, super::agents::WHO)
         .await
     {
-        Ok(record) => {
+        // The same decision again: still 200, nothing recorded or announced twice.
+        Ok(decided) if !decided.first => json(StatusCode::OK, &approval(&decided.record)),
+        Ok(decided) => {
+            let record = decided.record;
             super::agents::record(
                 shared,
                 "approval",

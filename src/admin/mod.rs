@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod dashboard;
+pub mod gate;
 pub mod query;
 pub mod render;
 pub mod status;
@@ -36,6 +37,14 @@ pub struct Admin {
     /// False until the ledger is restored; `/readyz` says so.
     pub ready: AtomicBool,
     process: status::Process,
+    /// `admin.hosts`, `admin.metrics_public`, `admin.max_connections` (defaults when unset).
+    policy: std::sync::OnceLock<gate::Policy>,
+}
+
+/// What one `serve` fixed at its start: the listener's rules, where it is bound.
+struct Listening {
+    policy: gate::Policy,
+    metrics: gate::MetricsGate,
 }
 
 impl Admin {
@@ -50,7 +59,14 @@ impl Admin {
                 started: std::time::Instant::now(),
                 proxy_listen: std::sync::OnceLock::new(),
             },
+            policy: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Applies `admin:`'s listener rules (accepted `Host` names, `/metrics` off loopback, the
+    /// connection cap). Call before [`Admin::serve`]; the first call wins.
+    pub fn configure(&self, config: &crate::config::AdminConfig) {
+        let _ = self.policy.set(gate::Policy::from_config(config));
     }
 
     /// Requires `token` (or the admin token) for `/metrics` from now on.
@@ -65,18 +81,50 @@ impl Admin {
         let _ = self.process.proxy_listen.set(addr);
     }
 
-    /// Serves until the task is dropped.
+    /// Serves until the task is dropped. Only requests naming this listener are answered, and
+    /// at most `admin.max_connections` connections are open at once (see [`gate`]).
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let policy = self.policy.get().cloned().unwrap_or_default();
+        // Unknown: treated as exposed (a token needed for /metrics).
+        let listen_ip = listener
+            .local_addr()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        let listening = Arc::new(Listening {
+            metrics: gate::MetricsGate {
+                metrics_token: self.metrics_token_sha256.get().copied(),
+                admin_token: self.token_sha256,
+                open: policy.metrics_open_without_token(listen_ip),
+            },
+            policy,
+        });
+        let places = Arc::new(tokio::sync::Semaphore::new(
+            listening.policy.max_connections,
+        ));
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
+            let Ok(place) = places.clone().try_acquire_owned() else {
+                tracing::debug!(
+                    max = listening.policy.max_connections,
+                    "admin connection refused: admin.max_connections are open"
+                );
+                drop(stream);
+                continue;
+            };
+            // The address this connection reached: its own name is what Host may say.
+            let Ok(local) = stream.local_addr().map(|a| a.ip()) else {
+                continue;
+            };
             let admin = self.clone();
+            let listening = listening.clone();
             tokio::spawn(async move {
+                let _place = place;
                 let service = service_fn(move |req| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                    let listening = listening.clone();
+                    async move { Ok::<_, Infallible>(admin.handle(req, local, &listening).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -127,17 +175,6 @@ impl Admin {
             .is_some_and(|p| bool::from(p.ct_eq(&self.token_sha256)))
     }
 
-    /// `/metrics` is open unless `admin.metrics_token` is set; then that token or the admin
-    /// token opens it.
-    fn metrics_authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(metrics) = self.metrics_token_sha256.get() else {
-            return true;
-        };
-        self.presented(req).is_some_and(|p| {
-            bool::from(p.ct_eq(metrics)) || bool::from(p.ct_eq(&self.token_sha256))
-        })
-    }
-
     /// The sha256 of the bearer token presented, if any.
     fn presented(&self, req: &Request<Incoming>) -> Option<[u8; 32]> {
         let value = req
@@ -150,15 +187,30 @@ impl Admin {
         Some(Sha256::digest(token.trim().as_bytes()).into())
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        local: std::net::IpAddr,
+        listening: &Listening,
+    ) -> Response<Body> {
+        let authority = req.uri().authority().map(|a| a.as_str());
+        if !listening
+            .policy
+            .host_allowed(req.headers(), authority, local)
+        {
+            return error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this admin listener answers only requests naming it (its address, localhost on loopback, or a name in admin.hosts): add the name you use to admin.hosts",
+            );
+        }
         let path = req.uri().path().to_string();
         match (req.method(), path.as_str()) {
             (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/metrics") => {
-                if !self.metrics_authorized(&req) {
+                if !listening.metrics.allows(self.presented(&req)) {
                     let mut r = error(
                         StatusCode::UNAUTHORIZED,
-                        "/metrics needs the bearer token of admin.metrics_token_env (or the admin token)",
+                        "/metrics needs a bearer token here: the admin token, or the one of admin.metrics_token_env / metrics_token_file (or set admin.metrics_public: true to open it off loopback)",
                     );
                     r.headers_mut().insert(
                         header::WWW_AUTHENTICATE,

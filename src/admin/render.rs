@@ -2,6 +2,7 @@
 //! formulas are neutralised), RFC 3339 times beside unix seconds.
 
 use crate::body::{full, Body};
+use crate::core::text::{shown, shown_json, TEXT_MAX};
 use crate::ledger::{AuditEntry, DeclineRecord, PaymentRecord};
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -105,7 +106,8 @@ fn line(csv: &mut String, fields: &[String]) {
         if i > 0 {
             csv.push(',');
         }
-        csv.push_str(&csv_field(f));
+        // Cells can hold seller-chosen text: cleaned as everything shown to the operator.
+        csv.push_str(&csv_field(&shown(f, TEXT_MAX)));
     }
     csv.push('\n');
 }
@@ -136,8 +138,16 @@ pub fn csv(body: String) -> Response<Body> {
 }
 
 /// A JSON response.
+/// Every string in it is cleaned and capped ([`shown_json`]): API answers carry seller-chosen
+/// text (service names, upstream reasons) to the operator's screen.
 pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
+    let body = match serde_json::to_value(value) {
+        Ok(mut v) => {
+            shown_json(&mut v, TEXT_MAX);
+            serde_json::to_vec_pretty(&v).unwrap_or_else(|_| b"{}".to_vec())
+        }
+        Err(_) => b"{}".to_vec(),
+    };
     let mut r = Response::new(full(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -165,5 +175,18 @@ mod tests {
         assert_eq!(csv_field("-2"), "'-2");
         assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(rfc3339(1_796_083_200), "2026-12-01T00:00:00Z");
+    }
+
+    #[tokio::test]
+    async fn seller_text_is_cleaned_in_csv_and_json() {
+        let mut csv = String::new();
+        line(&mut csv, &["a\u{202E}b\u{1b}[2J".into(), "x".repeat(2000)]);
+        assert!(csv.starts_with("a\u{FFFD}b\u{FFFD}[2J,"), "{csv:?}");
+        assert!(csv.chars().count() <= 3 + 8 + TEXT_MAX, "capped");
+        let r = json(StatusCode::OK, &json!({"service": "pay\u{2067}me\u{7}"}));
+        use http_body_util::BodyExt;
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["service"], "pay\u{FFFD}me\u{FFFD}");
     }
 }

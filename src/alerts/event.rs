@@ -183,15 +183,72 @@ impl Event {
             #[serde(flatten)]
             fields: &'a Event,
         }
+        // Every string is cleaned and capped: hosts, services and reasons can be a seller's.
+        let fields = self.cleaned();
         let envelope = Envelope {
             event: self.name(),
             id,
             at,
             at_rfc3339: rfc3339(at),
-            fields: self,
+            fields: &fields,
         };
         // Plain strings, integers and booleans only: serialising cannot fail.
         serde_json::to_vec(&envelope).unwrap_or_default()
+    }
+
+    /// This event with every string field passed through [`crate::core::text::shown`].
+    fn cleaned(&self) -> Event {
+        fn c(s: &mut String) {
+            if let std::borrow::Cow::Owned(clean) =
+                crate::core::text::shown(s, crate::core::text::TEXT_MAX)
+            {
+                *s = clean;
+            }
+        }
+        let mut e = self.clone();
+        match &mut e {
+            Event::BudgetThreshold { agent, limit, .. } => {
+                agent.iter_mut().for_each(c);
+                c(limit);
+            }
+            Event::ApprovalRequested {
+                id, agent, host, ..
+            }
+            | Event::PaymentStuck {
+                payment_hash: id,
+                agent,
+                host,
+                ..
+            } => [id, agent, host].into_iter().for_each(c),
+            Event::ApprovalDecided {
+                id,
+                agent,
+                host,
+                by,
+                ..
+            } => [id, agent, host, by].into_iter().for_each(c),
+            Event::PaymentFailed {
+                agent,
+                host,
+                payment_hash,
+                code,
+                reason,
+                ..
+            } => [agent, host, payment_hash, code, reason]
+                .into_iter()
+                .for_each(c),
+            Event::WalletLow { backend, .. } | Event::StoreRecovered { backend } => c(backend),
+            Event::StoreUnavailable { backend, reason } => {
+                [backend, reason].into_iter().for_each(c)
+            }
+            Event::PriceJump {
+                agent,
+                host,
+                service,
+                ..
+            } => [agent, host, service].into_iter().for_each(c),
+        }
+        e
     }
 }
 
@@ -216,6 +273,30 @@ mod tests {
             m.remove(k);
         }
         v
+    }
+
+    #[test]
+    fn seller_text_in_an_event_is_cleaned_and_capped() {
+        let event = Event::PriceJump {
+            agent: "a".into(),
+            host: "h.example".into(),
+            service: format!("<b>cheap</b>\u{202E}gnp.exe\u{1b}[2J{}", "x".repeat(3000)),
+            last_msat: 1,
+            new_msat: 2,
+            increase_pct: 100,
+            limit_pct: 50,
+        };
+        let v = shape(&event);
+        let service = v["service"].as_str().unwrap();
+        assert!(
+            service.starts_with("<b>cheap</b>\u{FFFD}gnp.exe\u{FFFD}[2J"),
+            "{service}"
+        );
+        assert_eq!(
+            service.chars().count(),
+            crate::core::text::TEXT_MAX,
+            "capped"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! [`check`] finds everything `run` would refuse — the file's own problems and what
 //! [`preflight`] finds in the environment — all at once, before anything is created.
 
+pub mod postgres_url;
 pub mod preflight;
 
 use crate::invoice::Network;
@@ -150,7 +151,7 @@ fn default_listen() -> SocketAddr {
 /// `admin:` — the admin listener: the API under `/v1/*` (bearer token), the dashboard at `/`,
 /// `/metrics` and the probes `/healthz` and `/readyz`. Without `listen` there is none; with it,
 /// `token_env` or `token_file` is required.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Admin API, /metrics and probes. Absent: no admin listener.
@@ -160,13 +161,43 @@ pub struct AdminConfig {
     /// …or this file.
     pub token_file: Option<PathBuf>,
     /// When set, `/metrics` (which names agents and their spend) needs this bearer token (or
-    /// the admin token); unset, it is open to whoever reaches `admin.listen`, as Prometheus
-    /// scrapers expect.
+    /// the admin token). Unset, `/metrics` is open on a loopback `admin.listen` and needs the
+    /// admin token anywhere else (unless `metrics_public`).
     #[serde(default)]
     pub metrics_token_env: Option<String>,
     /// The metrics token from a file instead.
     #[serde(default)]
     pub metrics_token_file: Option<PathBuf>,
+    /// `/metrics` open without a token even when `admin.listen` is not loopback (for scrapers
+    /// that cannot send one). Default false. Ignored when a metrics token is set.
+    #[serde(default)]
+    pub metrics_public: bool,
+    /// Names (besides the listener's own address, and `localhost` on loopback) a request's
+    /// `Host` may give: a Service or ingress name. Any other is answered `421`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Admin connections open at once; one more is closed at accept. Default 64.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_admin_max_connections() -> usize {
+    crate::admin::gate::DEFAULT_MAX_CONNECTIONS
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: None,
+            token_env: None,
+            token_file: None,
+            metrics_token_env: None,
+            metrics_token_file: None,
+            metrics_public: false,
+            hosts: Vec::new(),
+            max_connections: default_admin_max_connections(),
+        }
+    }
 }
 
 /// `mcp:` — the MCP server agents (language models) call for their balance, quotes, paid
@@ -458,11 +489,13 @@ pub struct PostgresConfig {
     pub url_env: Option<String>,
     /// File holding the URL.
     pub url_file: Option<PathBuf>,
-    /// `verify-full` (default: TLS, certificate and host name checked against the public roots
-    /// plus `ca_file`), `require` (TLS, certificate checked, any host name) or `disable`.
+    /// libpq's `sslmode` values: `disable`, `prefer`, `require`, `verify-ca`, `verify-full`.
+    /// Unset: the URL's `sslmode`, else `verify-full`. Set together with the URL's `sslmode`,
+    /// the two must agree (see [`postgres_url`]).
     #[serde(default)]
-    pub tls: PostgresTls,
-    /// Extra PEM file trusted for the database's certificate (a private CA).
+    pub tls: Option<PostgresTls>,
+    /// Extra PEM file trusted for the database's certificate (a private CA); the URL's
+    /// `sslrootcert` says the same (both set must name the same file).
     pub ca_file: Option<PathBuf>,
     /// Connections kept open to the database per proxy process.
     #[serde(default = "default_pg_pool")]
@@ -473,17 +506,36 @@ fn default_pg_pool() -> usize {
     8
 }
 
-/// TLS towards PostgreSQL, named after libpq's `sslmode` values.
+/// TLS towards PostgreSQL, with libpq's `sslmode` names and meanings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PostgresTls {
-    /// TLS with the certificate and the host name verified.
+    /// TLS with the certificate chain (public roots plus the CA file) and the host name
+    /// verified.
     #[default]
     VerifyFull,
-    /// TLS with the certificate chain verified but not the host name.
+    /// TLS with the certificate chain verified, any host name.
+    VerifyCa,
+    /// TLS required; the certificate is verified (as `verify-ca`) only when a CA file is given
+    /// (`ca_file` or `sslrootcert`), as libpq does with a root certificate present.
     Require,
+    /// TLS when the server offers it, plain TCP otherwise; nothing verified.
+    Prefer,
     /// Plain TCP: only for a database on the same host or a private network.
     Disable,
+}
+
+impl PostgresTls {
+    /// The libpq / config name (`verify-full` …).
+    pub fn name(self) -> &'static str {
+        match self {
+            PostgresTls::VerifyFull => "verify-full",
+            PostgresTls::VerifyCa => "verify-ca",
+            PostgresTls::Require => "require",
+            PostgresTls::Prefer => "prefer",
+            PostgresTls::Disable => "disable",
+        }
+    }
 }
 
 fn default_store_path() -> PathBuf {
@@ -586,9 +638,19 @@ pub struct HttpConfig {
     /// Agent connections open at once, in all; more are closed at accept.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Connections per source address that have not yet sent valid proxy credentials.
+    /// Connections per source address that have not yet sent valid proxy credentials; one more
+    /// from that source closes the oldest of them (never a newcomer: an unauthenticated peer
+    /// cannot keep an agent at the same address out).
     #[serde(default = "default_max_unauthenticated_per_source")]
     pub max_unauthenticated_per_source: usize,
+    /// A new connection must send a request with valid proxy credentials within this many
+    /// seconds of opening, or it is closed (idle, slow or credential-less peers).
+    #[serde(default = "default_auth_timeout")]
+    pub auth_timeout_secs: u64,
+}
+
+fn default_auth_timeout() -> u64 {
+    10
 }
 
 fn default_header_read_timeout() -> u64 {
@@ -632,6 +694,7 @@ impl Default for HttpConfig {
             upstream_response_timeout_secs: default_upstream_response_timeout(),
             max_connections: default_max_connections(),
             max_unauthenticated_per_source: default_max_unauthenticated_per_source(),
+            auth_timeout_secs: default_auth_timeout(),
         }
     }
 }
@@ -1027,6 +1090,21 @@ impl Config {
                 "admin.listen is set, so a bearer token is required: set admin.token_env or admin.token_file",
             )));
         }
+        if self.admin.max_connections == 0 {
+            note(Err(err(
+                "admin.max_connections",
+                "must be at least 1 (the probes and the operator need a connection)",
+            )));
+        }
+        for (i, host) in self.admin.hosts.iter().enumerate() {
+            let h = host.trim();
+            if h.is_empty() || h.contains(['/', ' ', '@']) {
+                note(Err(err(
+                    format!("admin.hosts[{i}]"),
+                    format!("{host:?} is not a host name (give the name alone, e.g. l402-admin.example.internal)"),
+                )));
+            }
+        }
         if self.admin.metrics_token_env.is_some() && self.admin.metrics_token_file.is_some() {
             note(Err(err(
                 "admin.metrics_token_env",
@@ -1059,6 +1137,7 @@ impl Config {
                 "http.tunnel_idle_timeout_secs",
                 self.http.tunnel_idle_timeout_secs,
             ),
+            ("http.auth_timeout_secs", self.http.auth_timeout_secs),
             (
                 "http.tls_handshake_timeout_secs",
                 self.http.tls_handshake_timeout_secs,
@@ -1092,10 +1171,15 @@ impl Config {
             let at = |f: &str| format!("agents[{i}].{f}");
             if let Err(problem) = check_agent_name(&a.name) {
                 note(Err(err(at("name"), problem)));
-            } else if !seen.insert(a.name.as_str()) {
+            } else if !seen.insert(a.name.to_lowercase()) {
+                // Unique without regard to case: `ALICE` beside `alice` would read as one agent
+                // in every log, table and alert.
                 note(Err(err(
                     at("name"),
-                    format!("duplicate agent name {:?}", a.name),
+                    format!(
+                        "duplicate agent name {:?} (agent names are unique without regard to case)",
+                        a.name
+                    ),
                 )));
             }
             if a.key_sha256.len() != 64 || !a.key_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -1286,6 +1370,10 @@ mod tests {
     fn duplicate_agents_refused() {
         let text = format!("wallet: {{backend: dev}}\nagents:\n  - {{name: a, key_sha256: \"{KEY}\"}}\n  - {{name: a, key_sha256: \"{KEY}\"}}\n");
         assert_eq!(Config::parse(&text).unwrap_err().field, "agents[1].name");
+        let text = format!("wallet: {{backend: dev}}\nagents:\n  - {{name: alice, key_sha256: \"{KEY}\"}}\n  - {{name: ALICE, key_sha256: \"{KEY}\"}}\n");
+        let e = Config::parse(&text).unwrap_err();
+        assert_eq!(e.field, "agents[1].name");
+        assert!(e.problem.contains("without regard to case"), "{e}");
     }
 
     #[test]

@@ -185,12 +185,16 @@ fn store(config: &Config, out: &mut Vec<ConfigError>) {
     if pg.url_env.is_some() || pg.url_file.is_some() {
         match read_secret(pg.url_env.as_deref(), pg.url_file.as_deref(), field) {
             Ok(url) => {
-                if let Err(e) = url.parse::<tokio_postgres::Config>() {
-                    // The URL holds a password: say what is wrong, never the URL.
-                    out.push(err(
-                        field,
-                        format!("the database URL does not parse ({e}); expected postgres://user:password@host:5432/db"),
-                    ));
+                // The URL holds a password: the errors say what is wrong, never the URL.
+                match super::postgres_url::resolve(&url, pg, field) {
+                    Ok(target) => {
+                        if pg.ca_file.is_none() {
+                            if let Some(root) = &target.root {
+                                certificates(root, "sslrootcert (in the database URL)", out);
+                            }
+                        }
+                    }
+                    Err(e) => out.push(e),
                 }
             }
             Err(e) => out.push(e),

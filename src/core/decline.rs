@@ -96,6 +96,12 @@ pub enum Decline {
         /// Why.
         reason: String,
     },
+    /// The 402's challenge is larger than the proxy reads or could answer (too many challenge
+    /// lines, a header or token over its cap): the seller's 402 goes back as it came, unpaid.
+    ChallengeTooLarge {
+        /// Which limit, in words.
+        reason: String,
+    },
     /// The request body was too large to buffer, so it cannot be replayed after paying.
     BodyNotReplayable {
         /// `http.max_replay_body_bytes`.
@@ -238,6 +244,7 @@ impl Decline {
             OverLimit { whose, period, .. } => over_limit_code(*whose, *period),
             TokenInvoiceMismatch => "token-invoice-mismatch",
             ChallengeInvalid { .. } => "challenge-invalid",
+            ChallengeTooLarge { .. } => "challenge-too-large",
             BodyNotReplayable { .. } => "body-not-replayable",
             ReplayRejected => "replay-rejected",
             PaymentInFlight => "payment-in-flight",
@@ -345,6 +352,9 @@ impl fmt::Display for Decline {
                 f.write_str("the token commits to a different payment hash than the invoice")
             }
             ChallengeInvalid { reason } => write!(f, "the challenge cannot be answered: {reason}"),
+            ChallengeTooLarge { reason } => {
+                write!(f, "the challenge is too large to pay: {reason}; not paid")
+            }
             BodyNotReplayable { limit } => write!(
                 f,
                 "the request body is larger than http.max_replay_body_bytes ({limit}) so it cannot be replayed after paying"

@@ -4,6 +4,7 @@
 
 pub mod decline;
 pub mod money;
+pub mod text;
 pub mod time;
 pub mod window;
 

@@ -184,6 +184,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         crate::app::App::build(&config, wallet, Arc::new(crate::core::time::SystemClock)).await?;
     app.prepare().await?;
     let admin = Admin::new(app.shared.clone(), &token);
+    admin.configure(&config.admin);
     admin
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -123,6 +123,9 @@ pub struct SellerConfig {
     pub prices: HashMap<String, Msat>,
     /// When set, tokens carry `<service>_valid_until=now+ttl`.
     pub token_ttl_secs: Option<u64>,
+    /// The `services=` caveat a service's tokens carry instead of its own name (a hostile
+    /// seller's text, for tests of what reaches the operator).
+    pub caveat_names: HashMap<String, String>,
     /// How long each invoice it issues stays payable, in seconds.
     pub invoice_expiry_secs: u64,
     /// When set, each SSE event after the first waits for a permit (`release_events`), so a
@@ -143,6 +146,7 @@ impl SellerConfig {
             price: Msat::from_sats(10),
             prices: HashMap::new(),
             token_ttl_secs: None,
+            caveat_names: HashMap::new(),
             invoice_expiry_secs: 600,
             gate_events: false,
             clock: Arc::new(SystemClock),
@@ -429,7 +433,7 @@ impl Seller {
         if Preimage::verify_hex(preimage, &hash).is_err() {
             return None;
         }
-        let wanted = format!("{service}:");
+        let wanted = format!("{}:", self.caveat_name(service));
         if !mac
             .services()
             .is_some_and(|s| s.split(',').any(|x| x.starts_with(&wanted)))
@@ -449,10 +453,18 @@ impl Seller {
         Some(hash)
     }
 
+    /// What the `services=` caveat calls `service` (`caveat_names`, else its own name).
+    fn caveat_name<'a>(&'a self, service: &'a str) -> &'a str {
+        self.config
+            .caveat_names
+            .get(service)
+            .map_or(service, String::as_str)
+    }
+
     fn mint_token(&self, service: &str, hash: &PaymentHash) -> Vec<u8> {
         let id = identifier_v0(&hash.0, &rand::random());
         let mut caveats = vec![
-            format!("services={service}:0"),
+            format!("services={}:0", self.caveat_name(service)),
             format!("{service}_capabilities="),
         ];
         if let Some(ttl) = self.config.token_ttl_secs {

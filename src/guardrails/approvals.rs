@@ -45,6 +45,21 @@ pub struct Hold<'a> {
     pub requester_gone: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
+/// A decision taken: the approval as it stands, and whether this call decided it (`false`: it
+/// was already decided the same way, and nothing was announced again).
+#[derive(Debug, Clone)]
+pub struct Decided {
+    /// The approval after the decision.
+    pub record: ApprovalRecord,
+    /// True for the one call (across every process sharing the ledger) that decided it.
+    pub first: bool,
+}
+
+/// The once-only key under which an approval's `approval.decided` is announced.
+fn decided_key(id: &str) -> String {
+    format!("approval.decided:{id}")
+}
+
 /// Why a decision was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum DecideError {
@@ -253,6 +268,9 @@ impl Approvals {
             Ok(Some(r)) if r.state == ApprovalState::Denied => Err(Decline::ApprovalDenied { id }),
             Ok(Some(r)) => {
                 tracing::info!(%id, "nobody decided on the held payment in time");
+                if !self.claim_decided(&id).await {
+                    return Err(timeout);
+                }
                 self.alerts.emit(Event::ApprovalDecided {
                     id: r.id.clone(),
                     agent: r.agent.clone(),
@@ -271,13 +289,25 @@ impl Approvals {
         }
     }
 
-    /// Approves or denies a held payment; the waiting request goes on at once.
-    pub async fn decide(
-        &self,
-        id: &str,
-        approve: bool,
-        by: &str,
-    ) -> Result<ApprovalRecord, DecideError> {
+    /// Whether this process is the first to announce `id`'s decision (a store that does not
+    /// answer: yes — a repeated event is better than a lost one).
+    async fn claim_decided(&self, id: &str) -> bool {
+        match self
+            .ledger
+            .claim_alert(&decided_key(id), self.clock.now())
+            .await
+        {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "cannot claim the approval's announcement; announcing");
+                true
+            }
+        }
+    }
+
+    /// Approves or denies a held payment; the waiting request goes on at once. Deciding the
+    /// same way again is a no-op (`first: false`): `approval.decided` is announced once.
+    pub async fn decide(&self, id: &str, approve: bool, by: &str) -> Result<Decided, DecideError> {
         let wanted = if approve {
             ApprovalState::Approved
         } else {
@@ -299,6 +329,12 @@ impl Approvals {
         if let Some(n) = self.waiting.get(id) {
             n.notify_one();
         }
+        if !self.claim_decided(id).await {
+            return Ok(Decided {
+                record,
+                first: false,
+            });
+        }
         tracing::info!(%id, agent = %record.agent, approved = approve, %by, "held payment decided");
         self.alerts.emit(Event::ApprovalDecided {
             id: id.to_string(),
@@ -308,7 +344,10 @@ impl Approvals {
             approved: approve,
             by: by.to_string(),
         });
-        Ok(record)
+        Ok(Decided {
+            record,
+            first: true,
+        })
     }
 
     /// The held payments still waiting, across every process sharing the ledger.

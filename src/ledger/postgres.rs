@@ -140,24 +140,19 @@ impl PostgresLedger {
         config: &PostgresConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<PostgresLedger, LedgerError> {
-        let mut pg: tokio_postgres::Config = url.parse().map_err(|e| {
-            LedgerError::Unavailable(format!(
-                "store.postgres: the database URL does not parse: {e}"
-            ))
-        })?;
+        // sslmode / sslrootcert with libpq's meanings, agreeing with store.postgres.tls.
+        let target = crate::config::postgres_url::resolve(url, config, "store.postgres.url")
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        let mut pg = target.config.clone();
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(3));
         }
         pg.application_name("l402-proxy");
         // No statement may hold a payment up for long: a stuck database fails closed.
         pg.options("-c statement_timeout=10000 -c lock_timeout=5000");
-        let tls = tls::client_config(config.tls, config.ca_file.as_ref())
+        let (tls, ssl_mode) = tls::client_config(target.tls, target.root.as_ref())
             .map_err(|e| LedgerError::Unavailable(format!("store.postgres.ca_file: {e}")))?;
-        pg.ssl_mode(if tls.is_some() {
-            tokio_postgres::config::SslMode::Require
-        } else {
-            tokio_postgres::config::SslMode::Disable
-        });
+        pg.ssl_mode(ssl_mode);
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -178,7 +173,10 @@ impl PostgresLedger {
             .build()
             .map_err(unavailable)?;
         {
-            let mut client = pool.get().await.map_err(pool_err)?;
+            let mut client = pool
+                .get()
+                .await
+                .map_err(|e| tls::explain(pool_err(e), &target))?;
             let current = schema::migrate(&mut client).await.map_err(unavailable)? as usize;
             if current > schema::known_version() {
                 return Err(LedgerError::Inconsistent(format!(

@@ -405,6 +405,17 @@ impl PaymentLayer {
                 }
             }
         }
+        if let Some(reason) = offers.too_large {
+            // Too large to read or answer: the seller's 402 goes back (status, body, other
+            // headers) unpaid, without the oversized challenge, which the agent's own client
+            // might not read either and which is the proxy's to answer anyway.
+            let mut response = response;
+            let headers = response.headers_mut();
+            headers.remove(http::header::WWW_AUTHENTICATE);
+            headers.remove(&super::dialect::x402::PAYMENT_REQUIRED);
+            let decline = Decline::ChallengeTooLarge { reason };
+            return self.declined(response, agent, to, &path, decline.into());
+        }
         if replay.body.is_none() {
             let decline = Decline::BodyNotReplayable {
                 limit: self.max_body,
@@ -837,7 +848,7 @@ impl PaymentLayer {
         let decline = &refused.decline;
         self.metrics.request(Outcome::Declined);
         self.metrics.decline(decline.code());
-        tracing::info!(agent = %agent.name, host = %to.host, path, code = decline.code(), detail = %decline, "declined to pay");
+        tracing::info!(agent = %agent.name, host = %to.host, path, code = decline.code(), detail = %crate::core::text::shown(&decline.to_string(), crate::core::text::TEXT_MAX), "declined to pay");
         let record = DeclineRecord {
             agent: agent.name.to_string(),
             host: to.host_port(),

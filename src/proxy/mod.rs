@@ -146,7 +146,12 @@ impl Proxy {
                 },
             };
             let ticket = match self.shared.admission.admit(peer.ip()) {
-                Ok(ticket) => ticket,
+                Ok(admitted) => {
+                    if let Some(cap) = admitted.evicted {
+                        self.shared.metrics.closed_unauthenticated(cap.into());
+                    }
+                    admitted.ticket
+                }
                 Err(refusal) => {
                     // Closed before anything is read or allocated for it.
                     self.shared.metrics.refused_connection(refusal);
@@ -162,6 +167,10 @@ impl Proxy {
             tokio::spawn(async move {
                 let _open = GaugeGuard::new(&shared.metrics.open_connections);
                 let header_read = shared.timeouts.header_read;
+                let auth_timeout = shared.timeouts.auth;
+                let watched = ticket.clone();
+                let stream = admission::Watched::new(stream, &ticket);
+                let metrics = shared.metrics.clone();
                 let service = service_fn(move |mut req: Request<Incoming>| {
                     let shared = shared.clone();
                     let ticket = ticket.clone();
@@ -184,6 +193,14 @@ impl Proxy {
                 tokio::pin!(conn);
                 let result = tokio::select! {
                     result = conn.as_mut() => result,
+                    // Evicted for a newer connection, or never authenticated in time: closed
+                    // at once (dropping the connection drops the socket).
+                    closing = watched.closing(auth_timeout) => {
+                        if closing == admission::Closing::AuthTimeout {
+                            metrics.closed_unauthenticated(crate::metrics::Unauthenticated::AuthTimeout);
+                        }
+                        Ok(())
+                    }
                     // The watch guard is dropped at once; only the wake-up matters.
                     _ = async { stopping.wait_for(|stop| *stop).await.map(|_| ()) } => {
                         conn.as_mut().graceful_shutdown();

@@ -19,6 +19,10 @@ pub fn proxy_auth_required(reason: &str) -> Response<Body> {
         header::PROXY_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"l402-proxy\""),
     );
+    // The connection closes after it: a peer without credentials cannot hold it open by
+    // sending request after request (clients reconnect with credentials).
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }
 

@@ -27,6 +27,8 @@ pub struct Timeouts {
     pub tls_handshake: Duration,
     /// An upstream must send its response head within this.
     pub upstream_response: Duration,
+    /// A connection must authenticate within this of opening.
+    pub auth: Duration,
 }
 
 impl Timeouts {
@@ -37,6 +39,7 @@ impl Timeouts {
             tunnel_idle: Duration::from_secs(http.tunnel_idle_timeout_secs),
             tls_handshake: Duration::from_secs(http.tls_handshake_timeout_secs),
             upstream_response: Duration::from_secs(http.upstream_response_timeout_secs),
+            auth: Duration::from_secs(http.auth_timeout_secs),
         }
     }
 }

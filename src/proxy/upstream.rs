@@ -37,6 +37,9 @@ impl Upstreams {
     ) -> Upstreams {
         let pooled = |connector| {
             Client::builder(TokioExecutor::new())
+                // Room to read a 402 with too many challenge lines, so it can be passed back
+                // declined `challenge-too-large` rather than failing as unreadable.
+                .http1_max_headers(MAX_RESPONSE_HEADERS)
                 .pool_idle_timeout(pool_idle)
                 .pool_timer(TokioTimer::new())
                 .build(connector)
@@ -64,6 +67,9 @@ impl Upstreams {
         }
     }
 }
+
+/// The most header lines an upstream response may have (hyper's default is 100).
+pub const MAX_RESPONSE_HEADERS: usize = 512;
 
 impl crate::pay::Upstream for Upstreams {
     async fn send(

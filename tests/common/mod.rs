@@ -318,6 +318,7 @@ agents:
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap();
                 let admin = Admin::new(shared.clone(), token);
+                admin.configure(&config.admin);
                 admin
                     .ready
                     .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -18,6 +18,8 @@ pub struct PgServer {
     port: u16,
     child: Option<Child>,
     url: String,
+    /// More `-c key=value` settings (TLS).
+    settings: Vec<String>,
 }
 
 /// The directory holding Debian's PostgreSQL server binaries (the newest installed).
@@ -71,6 +73,16 @@ impl PgServer {
         if let Ok(base) = std::env::var("L402_TEST_POSTGRES_URL") {
             return PgServer::on_existing(&base);
         }
+        PgServer::start_own(None)
+    }
+
+    /// A fresh server of our own (never `L402_TEST_POSTGRES_URL`'s) that offers TLS with this
+    /// certificate chain and key (PEM), plain TCP too.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> PgServer {
+        PgServer::start_own(Some((cert_pem, key_pem)))
+    }
+
+    fn start_own(tls: Option<(&str, &str)>) -> PgServer {
         let dir = std::env::temp_dir().join(format!(
             "l402-pg-{}",
             std::process::id() as u64 * 1_000_000 + u64::from(rand_u32())
@@ -105,12 +117,33 @@ impl PgServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut settings = Vec::new();
+        if let Some((cert, key)) = tls {
+            let (cert_path, key_path) = (dir.join("server.crt"), dir.join("server.key"));
+            std::fs::write(&cert_path, cert).expect("write the server certificate");
+            std::fs::write(&key_path, key).expect("write the server key");
+            // The server refuses a key others can read.
+            let status = Command::new("chmod").arg("600").arg(&key_path).status();
+            assert!(status.is_ok_and(|s| s.success()), "chmod the server key");
+            if is_root() {
+                let status = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&cert_path)
+                    .arg(&key_path)
+                    .status();
+                assert!(status.is_ok_and(|s| s.success()), "chown the server key");
+            }
+            settings.push("ssl=on".to_string());
+            settings.push(format!("ssl_cert_file={}", cert_path.display()));
+            settings.push(format!("ssl_key_file={}", key_path.display()));
+        }
         let port = free_port();
         let mut server = PgServer {
             dir: Some(dir.to_path_buf()),
             port,
             child: None,
             url: format!("postgres://l402@127.0.0.1:{port}/postgres"),
+            settings,
         };
         server.start_again();
         server.create_database("l402");
@@ -140,6 +173,7 @@ impl PgServer {
             port: 0,
             child: None,
             url,
+            settings: Vec::new(),
         }
     }
 
@@ -192,6 +226,7 @@ impl PgServer {
                 "-c",
                 "max_connections=200",
             ])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

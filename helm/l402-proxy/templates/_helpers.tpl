@@ -136,6 +136,17 @@ listen: {{ ternary "127.0.0.1" "0.0.0.0" $sidecar }}:{{ .Values.service.proxyPor
 admin:
   listen: 0.0.0.0:{{ .Values.service.adminPort }}
   token_file: {{ $secrets }}/{{ .Values.secrets.keys.adminToken }}
+  {{- if not $sidecar }}
+  # The Service's names (the admin port answers only requests naming it; the pod IP and
+  # localhost always work).
+  {{- $svc := include "l402-proxy.fullname" . }}
+  hosts: [{{ $svc }}, {{ $svc }}.{{ .Release.Namespace }}, {{ $svc }}.{{ .Release.Namespace }}.svc, {{ $svc }}.{{ .Release.Namespace }}.svc.cluster.local]
+  {{- end }}
+  {{- if .Values.metrics.enabled }}
+  # Prometheus scrapes the pod IP without a token (pod annotations cannot carry one); off
+  # loopback /metrics would otherwise need the admin token.
+  metrics_public: true
+  {{- end }}
 tls:
 {{- if .Values.ca.existingSecret }}
   ca_cert: {{ include "l402-proxy.caDir" . }}/ca.pem
@@ -192,7 +203,9 @@ store:
   backend: postgres
   postgres:
     url_env: {{ include "l402-proxy.storeUrlEnv" . }}
-    tls: {{ $pg.tls }}
+    {{- with $pg.tls }}
+    tls: {{ . }}
+    {{- end }}
     {{- if $pg.ca.existingSecret }}
     ca_file: {{ include "l402-proxy.storeCaDir" . }}/ca.pem
     {{- end }}

@@ -15,7 +15,7 @@ fn config() -> PostgresConfig {
     PostgresConfig {
         url_env: None,
         url_file: None,
-        tls: PostgresTls::Disable,
+        tls: Some(PostgresTls::Disable),
         ca_file: None,
         pool_size: 8,
     }

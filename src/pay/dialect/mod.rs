@@ -107,13 +107,67 @@ pub struct Offers {
     pub payable: Vec<Offer>,
     /// `(dialect, why)` for offers seen that cannot be paid.
     pub unsupported: Vec<(&'static str, String)>,
+    /// Set when the challenge is over a size limit (then nothing is payable): which limit. The
+    /// 402 goes back declined `challenge-too-large`, whatever else it holds.
+    pub too_large: Option<String>,
 }
 
 impl Offers {
     /// Nothing offered at all: the response passes through untouched.
     pub fn is_empty(&self) -> bool {
-        self.payable.is_empty() && self.unsupported.is_empty()
+        self.payable.is_empty() && self.unsupported.is_empty() && self.too_large.is_none()
     }
+
+    /// Records that the challenge is over a limit (the first reason is kept).
+    pub fn too_large(&mut self, reason: String) {
+        self.too_large.get_or_insert(reason);
+    }
+}
+
+/// The most `WWW-Authenticate` lines a 402 may carry (servers send one to three).
+pub const MAX_CHALLENGE_LINES: usize = 16;
+
+/// The most bytes of challenge headers (`WWW-Authenticate` and `PAYMENT-REQUIRED` together) a
+/// 402 may carry; a real one is well under 4 KiB. The same cap as one `Payment` challenge's or
+/// one `PAYMENT-REQUIRED` header's, so every oversized 402 gets this one answer.
+pub const MAX_CHALLENGE_BYTES: usize = 16 * 1024;
+
+/// Why this response's challenge headers are over [`MAX_CHALLENGE_LINES`] or
+/// [`MAX_CHALLENGE_BYTES`], if they are. Checked before any dialect parses them.
+fn oversized(response: &ResponseHead<'_>) -> Option<String> {
+    let lines = response.headers.get_all(http::header::WWW_AUTHENTICATE);
+    let count = lines.iter().count();
+    let bytes: usize = lines
+        .iter()
+        .chain(response.headers.get_all(&x402::PAYMENT_REQUIRED).iter())
+        .map(|v| v.len())
+        .sum();
+    if count > MAX_CHALLENGE_LINES {
+        Some(format!(
+            "{count} WWW-Authenticate lines, over {MAX_CHALLENGE_LINES}"
+        ))
+    } else if bytes > MAX_CHALLENGE_BYTES {
+        Some(format!(
+            "{bytes} bytes of challenge headers, over {MAX_CHALLENGE_BYTES}"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Whether a 401 speaks a paying scheme (a plain `Basic`/`Bearer` 401 is not a 402's business).
+fn names_a_paying_scheme(response: &ResponseHead<'_>) -> bool {
+    response
+        .headers
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .any(|v| {
+            let v = v.as_bytes();
+            let lower: Vec<u8> = v.iter().take(16).map(u8::to_ascii_lowercase).collect();
+            ["l402", "lsat", "payment", "macaroon"]
+                .iter()
+                .any(|s| lower.windows(s.len()).any(|w| w == s.as_bytes()))
+        })
 }
 
 /// One way to pay for a request.
@@ -225,6 +279,12 @@ impl Dialects {
         if response.status != StatusCode::PAYMENT_REQUIRED
             && response.status != StatusCode::UNAUTHORIZED
         {
+            return out;
+        }
+        if let Some(reason) = oversized(response) {
+            if response.status == StatusCode::PAYMENT_REQUIRED || names_a_paying_scheme(response) {
+                out.too_large(reason);
+            }
             return out;
         }
         for dialect in &self.ordered {

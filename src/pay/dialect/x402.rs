@@ -117,10 +117,7 @@ impl Dialect for X402 {
             return;
         };
         if header.len() > MAX_HEADER {
-            out.unsupported.push((
-                "x402",
-                format!("a PAYMENT-REQUIRED header over {MAX_HEADER} bytes"),
-            ));
+            out.too_large(format!("a PAYMENT-REQUIRED header over {MAX_HEADER} bytes"));
             return;
         }
         let Some(decoded) = super::decode_base64_any(header.to_str().unwrap_or("").trim()) else {

@@ -34,12 +34,9 @@ impl Dialect for L402 {
         );
         if let Some(chosen) = grammar::select(&challenges) {
             if chosen.token.len() > MAX_TOKEN {
-                out.unsupported.push((
-                    "l402",
-                    format!(
-                        "the L402 token is {} bytes, over the {MAX_TOKEN} the proxy pays for (it could not be sent back in a header)",
-                        chosen.token.len()
-                    ),
+                out.too_large(format!(
+                    "the L402 token is {} bytes, over the {MAX_TOKEN} the proxy pays for (it could not be sent back in a header)",
+                    chosen.token.len()
                 ));
                 return;
             }
@@ -78,7 +75,11 @@ impl L402Terms {
         L402Terms {
             scheme: challenge.scheme,
             token: challenge.token.clone(),
-            services: mac.as_ref().and_then(|m| m.services()).map(str::to_string),
+            // Seller-chosen: cleaned once here, so keys, the ledger, events and logs see one form.
+            services: mac
+                .as_ref()
+                .and_then(|m| m.services())
+                .map(|s| crate::core::text::shown(s, crate::core::text::NAME_MAX).into_owned()),
             expires_at: mac.as_ref().and_then(|m| m.expires_at_unix()),
             committed: mac.as_ref().and_then(|m| m.payment_hash_v0()),
         }
@@ -206,9 +207,10 @@ mod tests {
         );
         assert!(out.payable.is_empty());
         assert!(
-            out.unsupported[0].1.contains("bytes"),
-            "{:?}",
-            out.unsupported
+            out.too_large
+                .as_deref()
+                .is_some_and(|r| r.contains("bytes")),
+            "{out:?}"
         );
     }
 }
