@@ -1,0 +1,120 @@
+//! Spending limits (an agent's `limits:`, `operator_limits:`) and the values no operator means.
+
+use super::{err, ConfigError};
+use serde::Deserialize;
+
+/// Spending limits in sats; an absent limit means none of that kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// The most one payment may be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_request_sats: Option<u64>,
+    /// Per calendar hour (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hourly_sats: Option<u64>,
+    /// Per calendar day (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daily_sats: Option<u64>,
+    /// Per week (UTC, from Monday).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weekly_sats: Option<u64>,
+    /// Per calendar month (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_sats: Option<u64>,
+    /// In total (the admin API can top it up or recall it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_sats: Option<u64>,
+    /// A payment above this many sats waits for the operator's approval
+    /// (`GET /v1/approvals`, `POST /v1/approvals/{id}`), up to `approval.timeout_secs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approve_above_sats: Option<u64>,
+    /// Requests through the proxy per minute (a token bucket; over it: 429 `rate-limited`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    /// Payments per minute (a token bucket; over it: 429 `rate-limited`, nothing paid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payments_per_minute: Option<u32>,
+    /// A new price more than this many per cent above the last price paid for the same
+    /// service is refused (`price-jump`); absent = no check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_price_increase_pct: Option<u32>,
+    /// The most connections the agent may hold open at once (over it: 429 at connect).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+}
+
+impl Limits {
+    /// Values no operator means: `(field, problem and fix)` for each, fields relative to the
+    /// limits object (`per_request_sats`, …).
+    pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        if self.per_request_sats == Some(0) {
+            out.push((
+                "per_request_sats",
+                "0 would refuse every payment; remove the key for no limit (or pause the agent)",
+            ));
+        }
+        if self.requests_per_minute == Some(0) {
+            out.push((
+                "requests_per_minute",
+                "0 would refuse every request; remove the key for no limit (or pause the agent)",
+            ));
+        }
+        if self.payments_per_minute == Some(0) {
+            out.push((
+                "payments_per_minute",
+                "0 would refuse every payment; remove the key for no limit (or pause the agent)",
+            ));
+        }
+        if self.max_connections == Some(0) {
+            out.push((
+                "max_connections",
+                "0 would refuse every connection; remove the key for no limit",
+            ));
+        }
+        out
+    }
+
+    /// No limit of any kind.
+    pub const NONE: Limits = Limits {
+        per_request_sats: None,
+        hourly_sats: None,
+        daily_sats: None,
+        weekly_sats: None,
+        monthly_sats: None,
+        total_sats: None,
+        approve_above_sats: None,
+        requests_per_minute: None,
+        payments_per_minute: None,
+        max_price_increase_pct: None,
+        max_connections: None,
+    };
+}
+
+impl Limits {
+    /// Problems of `operator_limits:`: values no operator means, and the keys that are per agent only.
+    pub(super) fn operator_problems(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        let mut note = |r: Result<(), ConfigError>| {
+            if let Err(e) = r {
+                out.push(e);
+            }
+        };
+        for (field, problem) in self.problems() {
+            note(Err(err(format!("operator_limits.{field}"), problem)));
+        }
+        for (field, set) in [
+            ("requests_per_minute", self.requests_per_minute.is_some()),
+            ("max_connections", self.max_connections.is_some()),
+        ] {
+            if set {
+                note(Err(err(
+                    format!("operator_limits.{field}"),
+                    "is per agent only: set it in each agent's limits (http.max_connections caps all connections)",
+                )));
+            }
+        }
+        out
+    }
+}
