@@ -2,8 +2,9 @@
 //! its limits and where each comes from, and spent and remaining per window and in total.
 
 use crate::config::Limits;
+use crate::core::decline::{Period, Whose};
 use crate::core::window::Window;
-use crate::core::Msat;
+use crate::core::{Decline, Msat};
 use serde::Serialize;
 
 /// Where a limit's value comes from.
@@ -149,6 +150,48 @@ impl BudgetView {
             remaining_msat: remaining,
             spendable_msat: None,
         }
+    }
+
+    /// The decline a reservation of `needed` would meet under this view's limits — the first
+    /// it would pass, in the money rule's order (hour, day, week, month, total) — for a check
+    /// before anything is reserved (an approval not worth asking, a quote). The reservation
+    /// itself decides atomically ([`crate::budget::rules`]).
+    pub fn first_passed(&self, needed: Msat, whose: Whose) -> Option<Decline> {
+        let (r, s, l) = (&self.remaining_msat, &self.spent_msat, &self.limits);
+        [
+            (
+                r.hourly,
+                s.hourly,
+                l.hourly_sats,
+                Period::Window(Window::Hour),
+            ),
+            (r.daily, s.daily, l.daily_sats, Period::Window(Window::Day)),
+            (
+                r.weekly,
+                s.weekly,
+                l.weekly_sats,
+                Period::Window(Window::Week),
+            ),
+            (
+                r.monthly,
+                s.monthly,
+                l.monthly_sats,
+                Period::Window(Window::Month),
+            ),
+            (r.total, s.total, l.total_sats, Period::Total),
+        ]
+        .into_iter()
+        .filter_map(|(left, spent, limit, period)| {
+            let (left, limit) = (left?, limit?);
+            (needed.0 > left).then(|| Decline::OverLimit {
+                whose,
+                period,
+                used: Msat(spent.unwrap_or(0)),
+                amount: needed,
+                limit: Msat::from_sats(limit),
+            })
+        })
+        .next()
     }
 
     /// The view with `spendable_msat` computed for a fee reserve of `reserve` per payment.

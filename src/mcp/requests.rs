@@ -7,8 +7,7 @@
 
 use super::tools::{bad_argument, Caller, Outcome};
 use crate::body::{self, RequestBody};
-use crate::core::decline::{Period, Whose};
-use crate::core::window::Window;
+use crate::core::decline::Whose;
 use crate::core::{Decline, Msat};
 use crate::pay::dialect::ResponseHead;
 use crate::pay::headers as ours;
@@ -587,56 +586,17 @@ async fn would_pay(
     let fee = shared.fee_reserve();
     let needed = amount.saturating_add(fee);
     let view = shared.ledger.budget(&agent.name, &agent.limits).await?;
-    if let Some(d) = over(&view, needed, Whose::Agent) {
+    if let Some(d) = view.first_passed(needed, Whose::Agent) {
         return Err(d);
     }
     let operator_view = shared.ledger.operator_budget(&operator).await?;
-    if let Some(d) = over(&operator_view, needed, Whose::Operator) {
+    if let Some(d) = operator_view.first_passed(needed, Whose::Operator) {
         return Err(d);
     }
     let spendable = view.with_fee_reserve(fee).spendable_msat;
     let approval = crate::guardrails::approve_above(&agent.limits, &operator)
         .is_some_and(|above| amount > Msat::from_sats(above));
     Ok((amount, spendable, approval))
-}
-
-/// The decline a reservation of `needed` would meet under the tightest limit of `view`.
-fn over(view: &crate::budget::BudgetView, needed: Msat, whose: Whose) -> Option<Decline> {
-    let (r, s, l) = (&view.remaining_msat, &view.spent_msat, &view.limits);
-    [
-        (
-            r.hourly,
-            s.hourly,
-            l.hourly_sats,
-            Period::Window(Window::Hour),
-        ),
-        (r.daily, s.daily, l.daily_sats, Period::Window(Window::Day)),
-        (
-            r.weekly,
-            s.weekly,
-            l.weekly_sats,
-            Period::Window(Window::Week),
-        ),
-        (
-            r.monthly,
-            s.monthly,
-            l.monthly_sats,
-            Period::Window(Window::Month),
-        ),
-        (r.total, s.total, l.total_sats, Period::Total),
-    ]
-    .into_iter()
-    .filter_map(|(left, spent, limit, period)| {
-        let (left, limit) = (left?, limit?);
-        (needed.0 > left).then(|| Decline::OverLimit {
-            whose,
-            period,
-            used: Msat(spent.unwrap_or(0)),
-            amount: needed,
-            limit: Msat::from_sats(limit),
-        })
-    })
-    .next()
 }
 
 #[cfg(test)]
@@ -684,10 +644,10 @@ mod tests {
             Msat(40_000),
         );
         // 10 sats fit under both (60 left of the day, 10 of the total).
-        assert_eq!(over(&view, Msat(10_000), Whose::Agent), None);
-        let d = over(&view, Msat(20_000), Whose::Agent).unwrap();
+        assert_eq!(view.first_passed(Msat(10_000), Whose::Agent), None);
+        let d = view.first_passed(Msat(20_000), Whose::Agent).unwrap();
         assert_eq!(d.code(), "over-total-limit");
-        let d = over(&view, Msat(70_000), Whose::Operator).unwrap();
+        let d = view.first_passed(Msat(70_000), Whose::Operator).unwrap();
         assert_eq!(d.code(), "operator-over-daily-limit");
     }
 }

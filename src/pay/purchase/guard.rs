@@ -5,7 +5,7 @@
 use super::job::Job;
 use crate::alerts::Event;
 use crate::config::Limits;
-use crate::core::decline::{Period, Whose};
+use crate::core::decline::Whose;
 use crate::core::{Decline, Msat};
 use crate::guardrails::{self, Hold, PriceCheck};
 
@@ -57,16 +57,8 @@ impl Job {
                 // reservation after approval still decides, atomically).
                 if let Ok(view) = p.ledger.budget(&agent.name, &agent.limits).await {
                     let needed = Msat(self.amount.0 + p.book.max_fee().0);
-                    if let Some((period, left, limit, spent)) = tightest_limit(&view) {
-                        if needed.0 > left {
-                            return Err(Decline::OverLimit {
-                                whose: Whose::Agent,
-                                period,
-                                used: Msat(spent),
-                                amount: needed,
-                                limit: Msat(limit),
-                            });
-                        }
+                    if let Some(decline) = view.first_passed(needed, Whose::Agent) {
+                        return Err(decline);
                     }
                 }
                 g.approvals
@@ -86,37 +78,4 @@ impl Job {
         }
         Ok(())
     }
-}
-
-/// The limit with the least left in `view`: which, what is left, the limit and the spend.
-fn tightest_limit(view: &crate::budget::BudgetView) -> Option<(Period, u64, u64, u64)> {
-    use crate::core::window::Window;
-    let (r, s, l) = (&view.remaining_msat, &view.spent_msat, &view.limits);
-    [
-        (
-            r.hourly,
-            s.hourly,
-            l.hourly_sats,
-            Period::Window(Window::Hour),
-        ),
-        (r.daily, s.daily, l.daily_sats, Period::Window(Window::Day)),
-        (
-            r.weekly,
-            s.weekly,
-            l.weekly_sats,
-            Period::Window(Window::Week),
-        ),
-        (
-            r.monthly,
-            s.monthly,
-            l.monthly_sats,
-            Period::Window(Window::Month),
-        ),
-        (r.total, s.total, l.total_sats, Period::Total),
-    ]
-    .into_iter()
-    .filter_map(|(left, spent, limit, p)| {
-        Some((p, left?, limit?.saturating_mul(1000), spent.unwrap_or(0)))
-    })
-    .min_by_key(|(_, left, _, _)| *left)
 }
