@@ -28,19 +28,45 @@ use std::time::Duration;
 /// Why the ledger could not do what was asked. Money paths fail closed on any of these.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LedgerError {
-    /// The store cannot be reached or written (disk, database down, closed).
+    /// The store cannot be reached or written (a file, a lock, a closed ledger, a setting).
     #[error("the ledger is unavailable: {0}")]
     Unavailable(String),
+    /// PostgreSQL or its connection pool failed: `text` is the error with its causes (the
+    /// driver's own top line says only "db error"), `source` the driver's error itself.
+    #[error("the ledger is unavailable: PostgreSQL: {text}")]
+    Postgres {
+        /// The error and its causes, for people.
+        text: String,
+        /// The driver's (or the pool's) error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// SQLite failed (the ledger file could not be written or read).
+    #[error("the ledger is unavailable: ledger write failed: {0}")]
+    Sqlite(#[source] Arc<rusqlite::Error>),
     /// The store answered with something that cannot be right.
     #[error("the ledger is inconsistent: {0}")]
     Inconsistent(String),
 }
 
+impl LedgerError {
+    /// What failed, for people, without the "unavailable" prefix.
+    pub fn reason(&self) -> String {
+        match self {
+            LedgerError::Unavailable(reason) | LedgerError::Inconsistent(reason) => reason.clone(),
+            LedgerError::Postgres { text, .. } => format!("PostgreSQL: {text}"),
+            LedgerError::Sqlite(e) => format!("ledger write failed: {e}"),
+        }
+    }
+}
+
 impl From<LedgerError> for Decline {
     fn from(e: LedgerError) -> Decline {
         match e {
-            LedgerError::Unavailable(reason) => Decline::StoreUnavailable { reason },
             LedgerError::Inconsistent(_) => Decline::LedgerInconsistent,
+            unavailable => Decline::StoreUnavailable {
+                reason: unavailable.reason(),
+            },
         }
     }
 }

@@ -116,8 +116,9 @@ pub fn database_url(config: &PostgresConfig) -> Result<String, LedgerError> {
     .map_err(|e| LedgerError::Unavailable(e.to_string()))
 }
 
-/// The error with its causes (tokio-postgres says only "db error" at the top).
-fn unavailable(e: impl std::error::Error) -> LedgerError {
+/// The driver's error, kept as the source, with its causes spelled out (tokio-postgres says
+/// only "db error" at the top).
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> LedgerError {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
@@ -125,7 +126,10 @@ fn unavailable(e: impl std::error::Error) -> LedgerError {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    LedgerError::Unavailable(format!("PostgreSQL: {text}"))
+    LedgerError::Postgres {
+        text,
+        source: Arc::new(e),
+    }
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> LedgerError {

@@ -479,3 +479,31 @@ async fn keeps_the_ledger_contract() {
     let ledger = replica(&server, &clock).await;
     crate::ledger::contract::run_all(&ledger, at).await;
 }
+
+#[tokio::test]
+async fn a_database_that_cannot_be_reached_is_reported_with_the_drivers_error_as_source() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(now()));
+    let url = format!("postgres://l402@127.0.0.1:{port}/l402");
+    let Err(e) = PostgresLedger::open(&url, &config(), clock).await else {
+        panic!("nothing listens there");
+    };
+    match &e {
+        LedgerError::Postgres { text, source } => {
+            assert!(text.contains("onnect"), "{text}");
+            assert!(
+                source.downcast_ref::<tokio_postgres::Error>().is_some()
+                    || source
+                        .downcast_ref::<deadpool_postgres::PoolError>()
+                        .is_some(),
+                "the driver's (or its pool's) own error is kept: {source:?}"
+            );
+        }
+        other => panic!("not a PostgreSQL error: {other:?}"),
+    }
+    assert!(std::error::Error::source(&e).is_some());
+    assert!(matches!(Decline::from(e), Decline::StoreUnavailable { .. }));
+}

@@ -59,8 +59,9 @@ pub fn client_config(
 /// `error` (the first connection's) with the fix when it is a TLS mismatch between this side's
 /// mode and the server: naming the mode, where it came from, and what to change.
 pub fn explain(error: LedgerError, target: &Target) -> LedgerError {
-    let LedgerError::Unavailable(text) = &error else {
-        return error;
+    let text = match &error {
+        LedgerError::Unavailable(_) | LedgerError::Postgres { .. } => error.reason(),
+        _ => return error,
     };
     let mode = target.tls.name();
     let from = target.source;

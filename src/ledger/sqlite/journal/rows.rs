@@ -53,7 +53,7 @@ pub(super) fn non_negative(i: usize, v: i64) -> rusqlite::Result<u64> {
 }
 
 pub(super) fn sql_err(e: rusqlite::Error) -> LedgerError {
-    LedgerError::Unavailable(format!("ledger write failed: {e}"))
+    LedgerError::Sqlite(std::sync::Arc::new(e))
 }
 
 pub(super) fn payment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PaymentRecord> {
