@@ -76,8 +76,8 @@ fn payment(n: u64) -> (NewPayment, Preimage) {
         host: "api.example.com:443".into(),
         origin: "https://api.example.com:443".into(),
         dialect: "l402",
-        amount: Msat(10_000),
-        fee_reserve: Msat(10_000),
+        amount: Msat::new(10_000),
+        fee_reserve: Msat::new(10_000),
         bolt11: "lnbcrt100n1…".repeat(8),
         credential: Some(StoredCredential {
             scheme: "L402".into(),
@@ -337,7 +337,10 @@ async fn run(
                         continue;
                     }
                     run.waits.push(begun.elapsed());
-                    match ledger.settle(hash, Msat(0), &proof, 1_795_269_911).await {
+                    match ledger
+                        .settle(hash, Msat::new(0), &proof, 1_795_269_911)
+                        .await
+                    {
                         Ok(()) => run.done += 1,
                         Err(e) => run.failed(format!("settle: {e}")),
                     }

@@ -286,7 +286,7 @@ impl App {
                 tracing::warn!(
                     agent = %agent.name,
                     file_total_sats = ?agent.limits.total_sats,
-                    override_total_sats = over.0 / 1000,
+                    override_total_sats = over.get() / 1000,
                     "the file's new total_sats is hidden by an operator override; POST {{\"total_sats\": null}} to /v1/agents/{}/budget to go back to the file's value",
                     agent.name
                 );

@@ -449,7 +449,7 @@ async fn status_shows_the_proxy_at_a_glance() {
     assert_eq!(s["wallet"]["backend"], "dev");
     assert_eq!(
         s["wallet"]["balance_msat"].as_u64(),
-        Some(h.wallet.balance().0),
+        Some(h.wallet.balance().get()),
         "{s}"
     );
     assert_eq!(s["store"], json!({"backend": "sqlite", "up": true}));

@@ -232,7 +232,7 @@ async fn lnbits_balance_is_what_lnbits_reports_and_drops_by_amount_and_fee() {
         let wallet = TestWallet::new(at, 100).await;
         let backend = wallet.backend();
         let before = backend.balance().await.unwrap();
-        assert_eq!(before, Msat(wallet.balance_msat().await));
+        assert_eq!(before, Msat::new(wallet.balance_msat().await));
         assert_eq!(before, Msat::from_sats(100), "the float it was funded with");
         let inv = seller
             .create(Msat::from_sats(7), "balance", 600)
@@ -242,11 +242,11 @@ async fn lnbits_balance_is_what_lnbits_reports_and_drops_by_amount_and_fee() {
         let after = backend.balance().await.unwrap();
         assert_eq!(
             after,
-            Msat(before.0 - 7_000 - paid.fee.0),
+            Msat::new(before.get() - 7_000 - paid.fee.get()),
             "fee {}",
             paid.fee
         );
-        assert_eq!(after, Msat(wallet.balance_msat().await));
+        assert_eq!(after, Msat::new(wallet.balance_msat().await));
     }
     // A fresh wallet holds nothing.
     let empty = TestWallet::new(&l.first, 0).await.backend();

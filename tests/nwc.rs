@@ -190,17 +190,17 @@ async fn nwc_backend_pays_looks_up_and_maps_errors() {
     let direct = backend(&n.uris[DIRECT]);
     let before = n.wallets[DIRECT].balance_msat().await;
     // get_balance: what LNbits reports for the wallet behind the connection, in msat.
-    assert_eq!(direct.balance().await.unwrap(), Msat(before));
+    assert_eq!(direct.balance().await.unwrap(), Msat::new(before));
     assert_eq!(before, 100_000, "the float it was funded with");
     let inv = seller.create(Msat::from_sats(7), "nwc", 600).await.unwrap();
     let paid = direct.pay(&pay_request(&inv, 7, timeout)).await.unwrap();
     assert_eq!(
         n.wallets[DIRECT].balance_msat().await,
-        before - 7_000 - paid.fee.0
+        before - 7_000 - paid.fee.get()
     );
     assert_eq!(
         direct.balance().await.unwrap(),
-        Msat(before - 7_000 - paid.fee.0)
+        Msat::new(before - 7_000 - paid.fee.get())
     );
     assert_eq!(
         direct.lookup(&inv.payment_hash).await.unwrap(),
@@ -218,7 +218,7 @@ async fn nwc_backend_pays_looks_up_and_maps_errors() {
     );
     assert_eq!(
         n.wallets[DIRECT].balance_msat().await,
-        before - 7_000 - paid.fee.0
+        before - 7_000 - paid.fee.get()
     );
     // A hash the wallet never paid.
     assert_eq!(
@@ -260,12 +260,12 @@ async fn a_wallet_without_info_event_is_spoken_to_in_nip04() {
     assert_eq!(old.negotiated_encryption(), None, "no info event was read");
     assert_eq!(
         n.wallets[NO_INFO].balance_msat().await,
-        before - 4_000 - paid.fee.0
+        before - 4_000 - paid.fee.get()
     );
     // get_balance over NIP-04 too.
     assert_eq!(
         old.balance().await.unwrap(),
-        Msat(before - 4_000 - paid.fee.0)
+        Msat::new(before - 4_000 - paid.fee.get())
     );
     assert_eq!(
         old.lookup(&inv.payment_hash).await.unwrap(),

@@ -38,7 +38,7 @@ async fn settled(h: &Harness, agent: &str) -> Vec<(String, u64)> {
     );
     rows.sort_by_key(|r| (r.service.clone(), r.created_at));
     rows.iter()
-        .map(|r| (r.service.clone().unwrap_or_default(), r.amount.0))
+        .map(|r| (r.service.clone().unwrap_or_default(), r.amount.get()))
         .collect()
 }
 
@@ -55,7 +55,7 @@ async fn spent(h: &Harness, agent: &str) -> u64 {
 }
 
 fn wallet_spent(h: &Harness) -> u64 {
-    Msat::from_sats(1_000_000).0 - h.wallet.balance().0
+    Msat::from_sats(1_000_000).get() - h.wallet.balance().get()
 }
 
 async fn get(h: &Harness, who: (&str, &str), path: &str) -> Reply {

@@ -18,7 +18,7 @@ pub fn approval(a: &ApprovalRecord) -> Value {
         "agent": a.agent,
         "host": a.host,
         "service": a.service,
-        "amount_msat": a.amount.0,
+        "amount_msat": a.amount.get(),
         "payment_hash": a.payment_hash.to_hex(),
         "created_at": a.created_at,
         "created_at_rfc3339": rfc3339(a.created_at),
@@ -80,7 +80,7 @@ pub async fn decide(shared: &Shared, id: &str, body: &[u8]) -> Response<Body> {
                         "denied"
                     },
                     record.id,
-                    record.amount.0,
+                    record.amount.get(),
                     record.host
                 ),
             )

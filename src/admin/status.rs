@@ -28,7 +28,7 @@ pub struct Process {
 pub async fn status(shared: &Shared, process: &Process) -> Response<Body> {
     let wallet = shared.layer.purchases().book().wallet().clone();
     let balance = match tokio::time::timeout(BALANCE_WAIT, wallet.balance()).await {
-        Ok(Ok(msat)) => json!({ "balance_msat": msat.0, "balance_sats": msat.0 / 1000 }),
+        Ok(Ok(msat)) => json!({ "balance_msat": msat.get(), "balance_sats": msat.get() / 1000 }),
         Ok(Err(e)) => json!({ "balance_msat": null, "error": e.to_string() }),
         Err(_) => json!({ "balance_msat": null, "error": "the wallet did not answer within 3 s" }),
     };

@@ -46,14 +46,14 @@ impl Usage {
 
     /// Used in the hour, day, week and month (in [`Window::ALL`] order); refresh first.
     fn windows(&self) -> [Msat; 4] {
-        Window::ALL.map(|w| Msat(self.used(w)))
+        Window::ALL.map(|w| Msat::new(self.used(w)))
     }
 
     /// What the money rule reads: used per window and in total; refresh first.
     fn used_now(&self) -> rules::Used {
         rules::Used {
             windows: self.windows(),
-            total: Msat(self.total),
+            total: Msat::new(self.total),
         }
     }
 
@@ -159,8 +159,8 @@ impl Budget {
             amount,
         )?;
         let starts = Window::ALL.map(|w| w.start(now));
-        usage.add(&starts, amount.0);
-        state.operator.add(&starts, amount.0);
+        usage.add(&starts, amount.get());
+        state.operator.add(&starts, amount.get());
         Ok(Reservation {
             agent: agent.clone(),
             amount,
@@ -176,13 +176,13 @@ impl Budget {
         let state = &mut *state;
         let usage = state.agents.entry(reservation.agent.clone()).or_default();
         usage.refresh(now);
-        usage.sub(&reservation.starts, reservation.amount.0);
-        usage.add(&reservation.starts, spent.0);
+        usage.sub(&reservation.starts, reservation.amount.get());
+        usage.add(&reservation.starts, spent.get());
         state.operator.refresh(now);
         state
             .operator
-            .sub(&reservation.starts, reservation.amount.0);
-        state.operator.add(&reservation.starts, spent.0);
+            .sub(&reservation.starts, reservation.amount.get());
+        state.operator.add(&reservation.starts, spent.get());
     }
 
     /// Gives a reservation back: the payment did not happen.
@@ -201,8 +201,8 @@ impl Budget {
         usage.refresh(now);
         state.operator.refresh(now);
         let starts = Window::ALL.map(|w| w.start(created_at));
-        usage.add(&starts, msat.0);
-        state.operator.add(&starts, msat.0);
+        usage.add(&starts, msat.get());
+        state.operator.add(&starts, msat.get());
         Reservation {
             agent,
             amount: msat,
@@ -235,7 +235,7 @@ impl Budget {
         let over = state.totals.get(agent).copied();
         let usage = state.agents.entry(Arc::from(agent)).or_default();
         usage.refresh(now);
-        BudgetView::new(agent, limits, over, usage.windows(), Msat(usage.total))
+        BudgetView::new(agent, limits, over, usage.windows(), Msat::new(usage.total))
     }
 
     /// The operator's spend over all agents under the operator's `limits` (named `""`).
@@ -244,7 +244,7 @@ impl Budget {
         let mut state = self.state();
         let usage = &mut state.operator;
         usage.refresh(now);
-        BudgetView::new("", limits, None, usage.windows(), Msat(usage.total))
+        BudgetView::new("", limits, None, usage.windows(), Msat::new(usage.total))
     }
 }
 

@@ -107,8 +107,13 @@ mod tests {
 
     fn used(hour: u64, total: u64) -> Used {
         Used {
-            windows: [Msat(hour), Msat(hour), Msat(hour), Msat(hour)],
-            total: Msat(total),
+            windows: [
+                Msat::new(hour),
+                Msat::new(hour),
+                Msat::new(hour),
+                Msat::new(hour),
+            ],
+            total: Msat::new(total),
         }
     }
 
@@ -128,9 +133,9 @@ mod tests {
         let none = Limits::NONE;
         let agent = Owner::agent(&limits, None, used(4_000, 4_000));
         let operator = Owner::operator(&none, Used::default());
-        assert_eq!(code(decide(&agent, &operator, Msat(6_000))), "ok");
+        assert_eq!(code(decide(&agent, &operator, Msat::new(6_000))), "ok");
         assert_eq!(
-            code(decide(&agent, &operator, Msat(6_001))),
+            code(decide(&agent, &operator, Msat::new(6_001))),
             "over-daily-limit"
         );
     }
@@ -149,13 +154,13 @@ mod tests {
         let agent = Owner::agent(&agent_limits, None, Used::default());
         let operator = Owner::operator(&operator_limits, Used::default());
         assert_eq!(
-            code(decide(&agent, &operator, Msat(10_000))),
+            code(decide(&agent, &operator, Msat::new(10_000))),
             "over-weekly-limit"
         );
         let loose = Limits::NONE;
         let agent = Owner::agent(&loose, None, Used::default());
         assert_eq!(
-            code(decide(&agent, &operator, Msat(10_000))),
+            code(decide(&agent, &operator, Msat::new(10_000))),
             "operator-over-hourly-limit"
         );
     }
@@ -168,10 +173,10 @@ mod tests {
         };
         let none = Limits::NONE;
         let operator = Owner::operator(&none, Used::default());
-        let topped_up = Owner::agent(&limits, Some(Msat(50_000)), used(0, 30_000));
-        assert_eq!(code(decide(&topped_up, &operator, Msat(20_000))), "ok");
+        let topped_up = Owner::agent(&limits, Some(Msat::new(50_000)), used(0, 30_000));
+        assert_eq!(code(decide(&topped_up, &operator, Msat::new(20_000))), "ok");
         assert_eq!(
-            code(decide(&topped_up, &operator, Msat(20_001))),
+            code(decide(&topped_up, &operator, Msat::new(20_001))),
             "over-total-limit"
         );
     }
@@ -185,7 +190,7 @@ mod tests {
         let none = Limits::NONE;
         let agent = Owner::agent(&limits, None, used(9_500, 9_500));
         let operator = Owner::operator(&none, Used::default());
-        match decide(&agent, &operator, Msat(1_000)) {
+        match decide(&agent, &operator, Msat::new(1_000)) {
             Err(Decline::OverLimit {
                 used,
                 amount,
@@ -194,7 +199,7 @@ mod tests {
             }) => {
                 assert_eq!(
                     (used, amount, limit),
-                    (Msat(9_500), Msat(1_000), Msat(10_000))
+                    (Msat::new(9_500), Msat::new(1_000), Msat::new(10_000))
                 );
             }
             other => panic!("{other:?}"),

@@ -119,20 +119,20 @@ impl BudgetView {
         let mut spent = WindowAmounts::default();
         let mut remaining = WindowAmounts::default();
         for (w, used) in Window::ALL.into_iter().zip(window_spent) {
-            spent.set(w, Some(used.0));
+            spent.set(w, Some(used.get()));
             remaining.set(
                 w,
-                super::limit_for(limits, w).map(|limit| limit.saturating_sub(used).0),
+                super::limit_for(limits, w).map(|limit| limit.saturating_sub(used).get()),
             );
         }
         let total_limit = total_override.or(limits.total_sats.map(Msat::from_sats));
-        spent.total = Some(total_spent.0);
-        remaining.total = total_limit.map(|limit| limit.saturating_sub(total_spent).0);
+        spent.total = Some(total_spent.get());
+        remaining.total = total_limit.map(|limit| limit.saturating_sub(total_spent).get());
         let from_config = |v: Option<u64>| v.map(|_| LimitSource::Config);
         BudgetView {
             agent: agent.to_string(),
             limits: Limits {
-                total_sats: total_override.map(|m| m.0 / 1000).or(limits.total_sats),
+                total_sats: total_override.map(|m| m.get() / 1000).or(limits.total_sats),
                 ..limits.clone()
             },
             limit_sources: LimitSources {
@@ -183,10 +183,10 @@ impl BudgetView {
         .into_iter()
         .filter_map(|(left, spent, limit, period)| {
             let (left, limit) = (left?, limit?);
-            (needed.0 > left).then(|| Decline::OverLimit {
+            (needed.get() > left).then(|| Decline::OverLimit {
                 whose,
                 period,
-                used: Msat(spent.unwrap_or(0)),
+                used: Msat::new(spent.unwrap_or(0)),
                 amount: needed,
                 limit: Msat::from_sats(limit),
             })
@@ -199,8 +199,11 @@ impl BudgetView {
         let by_windows = self
             .remaining_msat
             .tightest()
-            .map(|left| left.saturating_sub(reserve.0));
-        let per_request = self.limits.per_request_sats.map(|s| Msat::from_sats(s).0);
+            .map(|left| left.saturating_sub(reserve.get()));
+        let per_request = self
+            .limits
+            .per_request_sats
+            .map(|s| Msat::from_sats(s).get());
         self.spendable_msat = match (by_windows, per_request) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -453,9 +453,9 @@ mod tests {
             Decline::OverLimit {
                 whose,
                 period,
-                used: Msat(1),
-                amount: Msat(2),
-                limit: Msat(3),
+                used: Msat::new(1),
+                amount: Msat::new(2),
+                limit: Msat::new(3),
             }
             .code()
         };
@@ -479,9 +479,9 @@ mod tests {
         let d = Decline::OverLimit {
             whose: Whose::Operator,
             period: Period::Window(Window::Month),
-            used: Msat(5000),
-            amount: Msat(11_000),
-            limit: Msat(10_000),
+            used: Msat::new(5000),
+            amount: Msat::new(11_000),
+            limit: Msat::new(10_000),
         };
         assert_eq!(
             d.to_string(),

@@ -5,12 +5,47 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// An amount in millisatoshis, the unit every limit and ledger entry is kept in.
+///
+/// The raw number is private: amounts are made with [`Msat::new`] or [`Msat::from_sats`] and
+/// combined only by arithmetic that cannot wrap — checked (`None` on overflow) where an overflow
+/// means a refused payment, saturating where it means "no practical limit".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Msat(pub u64);
+pub struct Msat(u64);
 
 impl Msat {
     /// Nothing.
     pub const ZERO: Msat = Msat(0);
+
+    /// `msat` millisatoshis.
+    pub const fn new(msat: u64) -> Msat {
+        Msat(msat)
+    }
+
+    /// The amount in millisatoshis.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The amount as a store's signed 64-bit integer, saturating at `i64::MAX` (no stored
+    /// amount ever reads back negative; an invoice cannot come near that value anyway).
+    pub fn stored(self) -> i64 {
+        i64::try_from(self.0).unwrap_or(i64::MAX)
+    }
+
+    /// Sum, or `None` if it would exceed `u64::MAX` msat.
+    pub fn checked_add(self, other: Msat) -> Option<Msat> {
+        self.0.checked_add(other.0).map(Msat)
+    }
+
+    /// Difference, or `None` if `other` is larger.
+    pub fn checked_sub(self, other: Msat) -> Option<Msat> {
+        self.0.checked_sub(other.0).map(Msat)
+    }
+
+    /// `self × factor`, or `None` on overflow.
+    pub fn checked_mul(self, factor: u64) -> Option<Msat> {
+        self.0.checked_mul(factor).map(Msat)
+    }
 
     /// Whole sats in msat, saturating (a limit of `u64::MAX` sats means "no practical limit").
     pub fn from_sats(sats: u64) -> Msat {

@@ -178,7 +178,7 @@ impl DevInvoiceMinter {
         let bolt11 = mint_invoice(
             &self.node_key,
             network,
-            amount.0,
+            amount.get(),
             hash,
             payment_secret,
             memo,
@@ -206,7 +206,7 @@ impl DevInvoiceMinter {
         let bolt11 = mint_invoice_hashed(
             &self.node_key,
             self.network,
-            amount.0,
+            amount.get(),
             hash,
             payment_secret,
             description_hash,

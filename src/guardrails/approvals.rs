@@ -141,7 +141,7 @@ impl Approvals {
             id: id.clone(),
             agent: record.agent.clone(),
             host: record.host.clone(),
-            amount_msat: record.amount.0,
+            amount_msat: record.amount.get(),
             created_at: now,
             expires_at,
         });
@@ -247,7 +247,7 @@ impl Approvals {
             id: record.id.clone(),
             agent: record.agent.clone(),
             host: record.host.clone(),
-            amount_msat: record.amount.0,
+            amount_msat: record.amount.get(),
             approved,
             by: by.to_string(),
         });
@@ -275,7 +275,7 @@ impl Approvals {
                     id: r.id.clone(),
                     agent: r.agent.clone(),
                     host: r.host.clone(),
-                    amount_msat: r.amount.0,
+                    amount_msat: r.amount.get(),
                     approved: false,
                     by: "timeout".to_string(),
                 });
@@ -340,7 +340,7 @@ impl Approvals {
             id: id.to_string(),
             agent: record.agent.clone(),
             host: record.host.clone(),
-            amount_msat: record.amount.0,
+            amount_msat: record.amount.get(),
             approved: approve,
             by: by.to_string(),
         });

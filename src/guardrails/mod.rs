@@ -86,13 +86,13 @@ impl Guardrails {
     pub fn balance(&self) -> Option<Msat> {
         match self.balance.load(Ordering::Relaxed) {
             u64::MAX => None,
-            b => Some(Msat(b)),
+            b => Some(Msat::new(b)),
         }
     }
 
     pub(crate) fn set_balance(&self, balance: Msat) {
         self.balance
-            .store(balance.0.min(u64::MAX - 1), Ordering::Relaxed);
+            .store(balance.get().min(u64::MAX - 1), Ordering::Relaxed);
     }
 
     /// Asks the watcher to read the balance again soon (a payment moved it).

@@ -81,8 +81,8 @@ impl PriceGuard {
                 None => return Ok(PriceCheck::Fine),
             },
         };
-        let allowed = u128::from(reference.0) * (100 + u128::from(limit_pct)) / 100;
-        Ok(if u128::from(amount.0) > allowed {
+        let allowed = u128::from(reference.get()) * (100 + u128::from(limit_pct)) / 100;
+        Ok(if u128::from(amount.get()) > allowed {
             PriceCheck::Jumped {
                 last: reference,
                 new_service,
@@ -165,8 +165,8 @@ mod tests {
                     host: "h:443".into(),
                     origin: origin.into(),
                     dialect: "l402",
-                    amount: Msat(msat),
-                    fee_reserve: Msat(0),
+                    amount: Msat::new(msat),
+                    fee_reserve: Msat::new(0),
                     bolt11: "lnbcrt…".into(),
                     credential: None,
                     service: Some(service.into()),
@@ -184,7 +184,7 @@ mod tests {
             .await
             .unwrap();
         ledger
-            .settle(proof.hash(), Msat(0), &proof, T)
+            .settle(proof.hash(), Msat::new(0), &proof, T)
             .await
             .unwrap();
     }
@@ -206,14 +206,19 @@ mod tests {
         let guard = PriceGuard::new(ledger.clone());
         let check = |flight: &'static str, msat: u64| {
             let guard = &guard;
-            async move { guard.check("a", o, flight, Msat(msat), 100).await.unwrap() }
+            async move {
+                guard
+                    .check("a", o, flight, Msat::new(msat), 100)
+                    .await
+                    .unwrap()
+            }
         };
         // A known service: its own last price, even when the origin has dearer ones.
         assert_eq!(check("cheap:0", 2_000).await, PriceCheck::Fine);
         assert_eq!(
             check("cheap:0", 2_001).await,
             PriceCheck::Jumped {
-                last: Msat(1_000),
+                last: Msat::new(1_000),
                 new_service: false
             }
         );
@@ -222,31 +227,31 @@ mod tests {
         assert_eq!(
             check("q2:0", 18_000_000).await,
             PriceCheck::Jumped {
-                last: Msat(10_000),
+                last: Msat::new(10_000),
                 new_service: true
             }
         );
         // Another agent's prices, another origin: nothing known, nothing to compare with.
         assert_eq!(
             guard
-                .check("a", "https://other:443", "q2:0", Msat(18_000_000), 100)
+                .check("a", "https://other:443", "q2:0", Msat::new(18_000_000), 100)
                 .await
                 .unwrap(),
             PriceCheck::Fine
         );
         // A payment above the cached highest raises it.
-        guard.paid("a", o, "q3:0", Msat(30_000));
+        guard.paid("a", o, "q3:0", Msat::new(30_000));
         assert_eq!(check("q4:0", 60_000).await, PriceCheck::Fine);
         assert_eq!(
             check("q4:0", 60_001).await,
             PriceCheck::Jumped {
-                last: Msat(30_000),
+                last: Msat::new(30_000),
                 new_service: true
             }
         );
         assert_eq!(
             ledger.highest_price("b", o).await.unwrap(),
-            Some(Msat(9_000_000))
+            Some(Msat::new(9_000_000))
         );
         assert_eq!(ledger.highest_price("c", o).await.unwrap(), None);
     }

@@ -94,7 +94,7 @@ async fn read_balance(w: &Watched, low: &mut bool) {
     w.guardrails.set_balance(balance);
     w.metrics
         .wallet_balance_msat
-        .set(i64::try_from(balance.0).unwrap_or(i64::MAX));
+        .set(i64::try_from(balance.get()).unwrap_or(i64::MAX));
     let Some(threshold) = w.guardrails.settings().wallet_low else {
         return;
     };
@@ -104,8 +104,8 @@ async fn read_balance(w: &Watched, low: &mut bool) {
         tracing::warn!(balance = %balance, threshold = %threshold, "the wallet's balance is low");
         w.guardrails.alerts.emit(Event::WalletLow {
             backend: w.wallet.backend().to_string(),
-            balance_msat: balance.0,
-            threshold_msat: threshold.0,
+            balance_msat: balance.get(),
+            threshold_msat: threshold.get(),
         });
     } else if balance >= threshold {
         *low = false;
@@ -143,7 +143,7 @@ async fn stuck_payments(w: &Watched, after: Duration) {
             w.guardrails.alerts.emit(Event::PaymentStuck {
                 agent: row.agent.clone(),
                 host: row.host.clone(),
-                amount_msat: row.amount.0,
+                amount_msat: row.amount.get(),
                 payment_hash: row.hash.to_hex(),
                 pending_since: row.created_at,
             });

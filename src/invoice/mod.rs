@@ -221,7 +221,7 @@ pub fn decode(s: &str) -> Result<Invoice, InvoiceError> {
             raw.hrp.raw_amount,
             raw.hrp.si_prefix.map(|p| p.multiplier()),
         )?
-        .map(Msat),
+        .map(Msat::new),
         payment_hash: PaymentHash(fields.payment_hash),
         payment_secret: fields.payment_secret,
         timestamp: raw.data.timestamp.as_unix_timestamp(),

@@ -51,7 +51,11 @@ fn check_decoded(inv: &Invoice, d: &Value, what: &str) {
         network_of(d["network"].as_str().unwrap()),
         "{what}"
     );
-    assert_eq!(inv.amount.map(|m| m.0), d["amount_msat"].as_u64(), "{what}");
+    assert_eq!(
+        inv.amount.map(|m| m.get()),
+        d["amount_msat"].as_u64(),
+        "{what}"
+    );
     assert_eq!(inv.timestamp, d["timestamp"].as_u64().unwrap(), "{what}");
     assert_eq!(inv.expiry_secs, d["expiry"].as_u64().unwrap(), "{what}");
     assert_eq!(
@@ -90,7 +94,7 @@ fn valid_vectors_decode_to_stated_fields() {
         );
         assert_eq!(
             strict.amount_milli_satoshis(),
-            inv.amount.map(|m| m.0),
+            inv.amount.map(|m| m.get()),
             "{title}"
         );
         let ours = signable_digest(&s.trim().to_ascii_lowercase()).unwrap();
@@ -149,7 +153,7 @@ fn challenge_invoices_decode() {
         .map(challenge_invoice)
         .unwrap();
     let inv = decode(spec).unwrap();
-    assert_eq!(inv.amount.map(|m| m.0), Some(150_000));
+    assert_eq!(inv.amount.map(|m| m.get()), Some(150_000));
     assert_eq!(inv.network, Network::Bitcoin);
     assert_eq!(inv.expiry_secs, 10_800);
     assert_eq!(
@@ -176,7 +180,7 @@ fn challenge_invoices_decode() {
         .unwrap();
     let inv = decode(aperture).unwrap();
     assert_eq!(inv.network, Network::Regtest);
-    assert_eq!(inv.amount.map(|m| m.0), Some(10_000));
+    assert_eq!(inv.amount.map(|m| m.get()), Some(10_000));
     assert!(inv.payment_secret.is_some());
     assert!(Bolt11Invoice::from_str(aperture).is_ok());
 
@@ -284,7 +288,7 @@ fn minted_invoice_round_trips_and_is_strictly_valid() {
                 inv,
                 Invoice {
                     network,
-                    amount: Some(Msat(amount)),
+                    amount: Some(Msat::new(amount)),
                     payment_hash: PaymentHash(HASH),
                     payment_secret: Some(SECRET),
                     timestamp: TS,
@@ -395,7 +399,7 @@ const LNBITS_PAYEE: &str = "02b3cfa77350f0b6c53a207c98d229983a2d9906bf75bd3ce5ec
 fn python_bolt11_lnbits_style_invoices_decode() {
     let inv = decode(LNBITS_STYLE).unwrap();
     assert_eq!(inv.network, Network::Bitcoin);
-    assert_eq!(inv.amount.map(|m| m.0), Some(100000));
+    assert_eq!(inv.amount.map(|m| m.get()), Some(100000));
     assert_eq!(
         inv.payment_hash.to_hex(),
         "079f5ff42cc8137d8284ef3883c274ade5a397254b2f5e43191ca65cfedebf7e"
@@ -407,7 +411,7 @@ fn python_bolt11_lnbits_style_invoices_decode() {
     assert_eq!(hex::encode(inv.payee), LNBITS_PAYEE);
 
     let inv = decode(LNBITS_STYLE_DESC_HASH).unwrap();
-    assert_eq!(inv.amount.map(|m| m.0), Some(5000));
+    assert_eq!(inv.amount.map(|m| m.get()), Some(5000));
     assert_eq!(inv.payment_hash.0, [0xcd; 32]);
     assert_eq!(inv.description, None);
     assert_eq!(hex::encode(inv.payee), LNBITS_PAYEE);
@@ -482,7 +486,7 @@ fn no_features_invoice_is_accepted_lnbits_path() {
             inv,
             Invoice {
                 network: Network::Bitcoin,
-                amount: Some(Msat(100_000)),
+                amount: Some(Msat::new(100_000)),
                 payment_hash: PaymentHash(HASH),
                 payment_secret: Some(SECRET),
                 timestamp: TS,
@@ -583,13 +587,13 @@ fn amount_and_expiry_helpers() {
         decode(&mint(&key(2), Network::Bitcoin, 1001, HASH, SECRET, "a", TS, 100).unwrap())
             .unwrap();
     assert_eq!(inv.amount_sats_ceil(), Some(2));
-    inv.amount = Some(Msat(1000));
+    inv.amount = Some(Msat::new(1000));
     assert_eq!(inv.amount_sats_ceil(), Some(1));
-    inv.amount = Some(Msat(1));
+    inv.amount = Some(Msat::new(1));
     assert_eq!(inv.amount_sats_ceil(), Some(1));
-    inv.amount = Some(Msat(0));
+    inv.amount = Some(Msat::new(0));
     assert_eq!(inv.amount_sats_ceil(), Some(0));
-    inv.amount = Some(Msat(u64::MAX));
+    inv.amount = Some(Msat::new(u64::MAX));
     assert_eq!(inv.amount_sats_ceil(), Some(u64::MAX / 1000 + 1));
     inv.amount = None;
     assert_eq!(inv.amount_sats_ceil(), None);
@@ -810,7 +814,7 @@ fn signed_random_invoices_agree_with_strict_reader() {
         match (Bolt11Invoice::from_str(&s), &ours) {
             (Ok(strict), Ok(inv)) => {
                 both += 1;
-                match (strict.amount_milli_satoshis(), inv.amount.map(|m| m.0)) {
+                match (strict.amount_milli_satoshis(), inv.amount.map(|m| m.get())) {
                     // Its pico-BTC u64 overflowed into "no amount"; ours is the real amount.
                     (None, Some(m)) => assert!(m.checked_mul(10).is_none(), "{s}"),
                     (a, b) => assert_eq!(a, b, "{s}"),

@@ -25,8 +25,8 @@ fn payment(p: &Preimage, agent: &str, purchase: &str, now: i64) -> NewPayment {
         host: "seller:443".into(),
         origin: "https://seller:443".into(),
         dialect: "l402",
-        amount: Msat(10_000),
-        fee_reserve: Msat(1_000),
+        amount: Msat::new(10_000),
+        fee_reserve: Msat::new(1_000),
         bolt11: "lnbcrt…".into(),
         credential: Some(StoredCredential {
             scheme: "L402".into(),
@@ -84,7 +84,10 @@ async fn a_hash_is_claimed_once(ledger: &dyn Ledger, now: i64) {
         Ok(Begun::InFlight),
         "a pending hash is never begun twice"
     );
-    ledger.settle(p.hash(), Msat(0), &p, now).await.unwrap();
+    ledger
+        .settle(p.hash(), Msat::new(0), &p, now)
+        .await
+        .unwrap();
     assert_eq!(
         ledger.payment_state(p.hash()).await.unwrap(),
         Some(PaymentState::Settled)
@@ -145,7 +148,10 @@ async fn a_purchase_is_open_while_a_payment_of_it_is_pending(ledger: &dyn Ledger
         Ok(Begun::Fresh)
     );
     // Settled, too.
-    ledger.settle(b.hash(), Msat(0), &b, now).await.unwrap();
+    ledger
+        .settle(b.hash(), Msat::new(0), &b, now)
+        .await
+        .unwrap();
     let e = proof();
     assert_eq!(
         ledger
@@ -277,7 +283,10 @@ async fn failure_releases_and_settling_counts_the_real_fee(ledger: &dyn Ledger, 
         .begin(payment(&q, "c5", "z", now), limits(&none, &none))
         .await
         .unwrap();
-    ledger.settle(q.hash(), Msat(250), &q, now).await.unwrap();
+    ledger
+        .settle(q.hash(), Msat::new(250), &q, now)
+        .await
+        .unwrap();
     assert_eq!(
         spent(ledger.budget("c5", &none).await.unwrap()),
         10_250,

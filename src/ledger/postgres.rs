@@ -315,9 +315,9 @@ impl Ledger for PostgresLedger {
         let delta = match status.as_str() {
             "settled" => return Ok(()),
             // The reservation still holds amount + reserve: give the unused reserve back.
-            "pending" => i(fee.0) - reserve,
+            "pending" => i(fee.get()) - reserve,
             // Released as failed, yet the money moved after all: count it again.
-            _ => amount + i(fee.0),
+            _ => amount + i(fee.get()),
         };
         // Settled, and this replica's purchase lease on the payment's flight let go in the same
         // commit: whoever waits on the lease finds the token the moment the lease is gone.
@@ -341,9 +341,12 @@ impl Ledger for PostgresLedger {
         tokio::try_join!(
             self.adjust(&txn, &agent, &starts, delta),
             async {
-                txn.execute(&update, &[&hex, &i(fee.0), &preimage, &now, &self.replica])
-                    .await
-                    .map_err(unavailable)
+                txn.execute(
+                    &update,
+                    &[&hex, &i(fee.get()), &preimage, &now, &self.replica],
+                )
+                .await
+                .map_err(unavailable)
             },
             async {
                 if keep_proof {

@@ -337,7 +337,7 @@ pub async fn fetch(caller: &Caller<'_>, args: &Map<String, Value>) -> Outcome {
             match (kind, amount) {
                 ("paid", Some(a)) => format!(
                     "paid {} sats ({a} msat) plus a {} msat routing fee",
-                    Msat(a).sats_ceil(),
+                    Msat::new(a).sats_ceil(),
                     fee.unwrap_or(0)
                 ),
                 ("cached", _) => "paid nothing: a token bought earlier served it".to_string(),
@@ -458,7 +458,7 @@ pub async fn quote(caller: &Caller<'_>, args: &Map<String, Value>) -> Outcome {
     if let Ok(inv) = &invoice {
         if let Some(map) = offer_json.as_object_mut() {
             if let Some(a) = inv.amount {
-                map.insert("amount_msat".into(), json!(a.0));
+                map.insert("amount_msat".into(), json!(a.get()));
                 map.insert("amount_sats".into(), json!(a.sats_ceil()));
             }
             map.insert("payment_hash".into(), json!(inv.payment_hash.to_hex()));
@@ -519,7 +519,7 @@ pub async fn quote(caller: &Caller<'_>, args: &Map<String, Value>) -> Outcome {
                 "{} asks {} sats ({} msat, {}{}): fetch would {}.",
                 p.url,
                 amount.sats_ceil(),
-                amount.0,
+                amount.get(),
                 offer.dialect,
                 service
                     .as_deref()
@@ -640,14 +640,21 @@ mod tests {
             "a",
             &limits,
             None,
-            [Msat(0), Msat(40_000), Msat(40_000), Msat(40_000)],
-            Msat(40_000),
+            [
+                Msat::new(0),
+                Msat::new(40_000),
+                Msat::new(40_000),
+                Msat::new(40_000),
+            ],
+            Msat::new(40_000),
         );
         // 10 sats fit under both (60 left of the day, 10 of the total).
-        assert_eq!(view.first_passed(Msat(10_000), Whose::Agent), None);
-        let d = view.first_passed(Msat(20_000), Whose::Agent).unwrap();
+        assert_eq!(view.first_passed(Msat::new(10_000), Whose::Agent), None);
+        let d = view.first_passed(Msat::new(20_000), Whose::Agent).unwrap();
         assert_eq!(d.code(), "over-total-limit");
-        let d = view.first_passed(Msat(70_000), Whose::Operator).unwrap();
+        let d = view
+            .first_passed(Msat::new(70_000), Whose::Operator)
+            .unwrap();
         assert_eq!(d.code(), "operator-over-daily-limit");
     }
 }

@@ -393,7 +393,7 @@ async fn balance(caller: &Caller<'_>) -> Outcome {
         Ok(rows) => rows,
         Err(e) => return unavailable(e),
     };
-    let pending_msat: u64 = pending.iter().map(|p| p.charged().0).sum();
+    let pending_msat: u64 = pending.iter().map(|p| p.charged().get()).sum();
     let operator_limits = shared.layer.purchases().operator_limits();
     let operator = match shared.ledger.operator_budget(&operator_limits).await {
         Ok(v) => v,
@@ -406,7 +406,7 @@ async fn balance(caller: &Caller<'_>) -> Outcome {
     structured.insert("paused".into(), json!(agent.paused));
     structured.insert("pending_msat".into(), json!(pending_msat));
     structured.insert("pending_payments".into(), json!(pending.len()));
-    structured.insert("fee_reserve_msat".into(), json!(fee.0));
+    structured.insert("fee_reserve_msat".into(), json!(fee.get()));
     structured.insert(
         "operator".into(),
         // What binds this agent; not what other agents spent.
@@ -519,7 +519,7 @@ async fn payments(caller: &Caller<'_>, args: &Map<String, Value>) -> Outcome {
     let settled: u64 = rows
         .iter()
         .filter(|r| r.state == crate::ledger::PaymentState::Settled)
-        .map(|r| r.charged().0)
+        .map(|r| r.charged().get())
         .sum();
     let text = format!(
         "{} payment(s){}; {} sats settled among them (fees included).",

@@ -358,7 +358,7 @@ impl PaymentBook {
             tracing::error!(hash = %hash.short(), error = %e, "could not record a settled payment");
         }
         self.metrics.payment("succeeded", self.wallet.backend());
-        self.metrics.paid(agent, amount.0, paid.fee.0);
+        self.metrics.paid(agent, amount.get(), paid.fee.get());
     }
 
     /// The transition to failed: durable record, reservation released.

@@ -61,8 +61,8 @@ pub fn obtained(headers: &mut HeaderMap, obtained: &Obtained) {
     headers.insert(SCHEME_HEADER, HeaderValue::from_static(obtained.dialect));
     match &obtained.paid {
         Some(paid) => {
-            headers.insert(PAID_MSAT_HEADER, HeaderValue::from(paid.amount.0));
-            headers.insert(FEE_MSAT_HEADER, HeaderValue::from(paid.fee.0));
+            headers.insert(PAID_MSAT_HEADER, HeaderValue::from(paid.amount.get()));
+            headers.insert(FEE_MSAT_HEADER, HeaderValue::from(paid.fee.get()));
             if let Ok(v) = HeaderValue::from_str(&paid.payment_hash.to_hex()) {
                 headers.insert(PAYMENT_HASH_HEADER, v);
             }

@@ -83,7 +83,7 @@ mod tests {
     fn invoice(amount: Option<u64>, network: Network, ts: u64) -> Invoice {
         Invoice {
             network,
-            amount: amount.map(Msat),
+            amount: amount.map(Msat::new),
             payment_hash: PaymentHash([1; 32]),
             payment_secret: Some([2; 32]),
             timestamp: ts,
@@ -119,7 +119,7 @@ mod tests {
         };
         assert_eq!(
             code(invoice(Some(100_000), Network::Regtest, now), "x"),
-            Ok(Msat(100_000))
+            Ok(Msat::new(100_000))
         );
         assert_eq!(
             code(invoice(None, Network::Regtest, now), "x"),
@@ -214,7 +214,7 @@ mod tests {
             Err("host-not-allowed")
         );
         let public: IpAddr = "93.184.216.34".parse().unwrap();
-        assert_eq!(check(&a, "example.com", &[public]), Ok(Msat(1000)));
+        assert_eq!(check(&a, "example.com", &[public]), Ok(Msat::new(1000)));
     }
 
     #[test]
@@ -232,7 +232,7 @@ mod tests {
             )
             .map_err(|d| d.code())
         };
-        assert_eq!(check(now + 60), Ok(Msat(1000)));
+        assert_eq!(check(now + 60), Ok(Msat::new(1000)));
         assert_eq!(
             check(now + 10 * 365 * 86_400),
             Err("invoice-from-the-future")

@@ -223,7 +223,7 @@ fn listfunds_balance(json: &Value) -> Result<Msat, PayError> {
             .checked_add(ours)
             .ok_or_else(|| malformed("the channels' `our_amount_msat` overflow".into()))?;
     }
-    Ok(Msat(total))
+    Ok(Msat::new(total))
 }
 
 /// A `listfunds` that did not succeed. Nothing moves, so every case is `Unavailable`; a refused
@@ -266,7 +266,7 @@ fn fee(p: &Value) -> Msat {
         msat_field(p.get("amount_sent_msat")),
         msat_field(p.get("amount_msat")),
     ) {
-        (Some(sent), Some(amount)) => Msat(sent.saturating_sub(amount)),
+        (Some(sent), Some(amount)) => Msat::new(sent.saturating_sub(amount)),
         _ => Msat::ZERO,
     }
 }
@@ -431,7 +431,7 @@ impl Wallet for ClnWallet {
         let secs = request.timeout.as_secs();
         let body = json!({
             "bolt11": request.bolt11,
-            "maxfee": request.max_fee.0,
+            "maxfee": request.max_fee.get(),
             "retry_for": (secs - secs / 5).max(1),
         });
         let reply = self

@@ -87,7 +87,7 @@ impl DevWallet {
     pub fn new(secret: &str, balance: Msat, fee: Msat, delay: Duration) -> DevWallet {
         DevWallet {
             secret: secret.as_bytes().to_vec(),
-            balance_msat: AtomicU64::new(balance.0),
+            balance_msat: AtomicU64::new(balance.get()),
             fee,
             delay,
             payments: DashMap::new(),
@@ -126,7 +126,7 @@ impl DevWallet {
                 let Some(hash) = PaymentHash::from_hex(&sent.hash) else {
                     continue;
                 };
-                let _ = self.debit(Msat(sent.amount_msat.saturating_add(sent.fee_msat)));
+                let _ = self.debit(Msat::new(sent.amount_msat.saturating_add(sent.fee_msat)));
                 self.sent.insert(hash, sent);
             }
         }
@@ -147,8 +147,8 @@ impl DevWallet {
         let sent = Sent {
             hash: hash.to_hex(),
             preimage: paid.preimage.to_hex(),
-            amount_msat: amount.0,
-            fee_msat: paid.fee.0,
+            amount_msat: amount.get(),
+            fee_msat: paid.fee.get(),
             settle_at_ms: now_ms().saturating_add(self.delay.as_millis() as u64),
         };
         let line =
@@ -209,13 +209,13 @@ impl DevWallet {
 
     /// What it can still spend: the starting balance less every payment's amount and fee.
     pub fn balance(&self) -> Msat {
-        Msat(self.balance_msat.load(Ordering::Relaxed))
+        Msat::new(self.balance_msat.load(Ordering::Relaxed))
     }
 
     fn debit(&self, amount: Msat) -> Result<(), PayError> {
         self.balance_msat
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                b.checked_sub(amount.0)
+                b.checked_sub(amount.get())
             })
             .map(|_| ())
             .map_err(|_| PayError::InsufficientBalance)
@@ -309,7 +309,7 @@ impl Wallet for DevWallet {
                 Preimage::verify_hex(&sent.preimage, hash).map_err(|_| PayError::BadPreimage)?;
             return Ok(PaymentStatus::Succeeded(Paid {
                 preimage,
-                fee: Msat(sent.fee_msat),
+                fee: Msat::new(sent.fee_msat),
             }));
         }
         Ok(known.unwrap_or(PaymentStatus::Unknown))
@@ -326,8 +326,8 @@ mod tests {
         PayRequest {
             bolt11: m.bolt11.clone(),
             payment_hash: m.payment_hash,
-            amount: Msat(10_000),
-            max_fee: Msat(1000),
+            amount: Msat::new(10_000),
+            max_fee: Msat::new(1000),
             timeout: Duration::from_secs(5),
         }
     }
@@ -335,11 +335,11 @@ mod tests {
     #[tokio::test]
     async fn pays_dev_invoices_once_with_a_real_preimage() {
         let minter = DevInvoiceMinter::new("s", Network::Regtest);
-        let wallet = DevWallet::new("s", Msat::from_sats(100), Msat(5), Duration::ZERO);
-        let inv = minter.mint(Msat(10_000), "test", 600).unwrap();
+        let wallet = DevWallet::new("s", Msat::from_sats(100), Msat::new(5), Duration::ZERO);
+        let inv = minter.mint(Msat::new(10_000), "test", 600).unwrap();
         let paid = wallet.pay(&request(&inv)).await.unwrap();
         assert!(Preimage::verify(*paid.preimage.as_bytes(), &inv.payment_hash).is_ok());
-        assert_eq!(wallet.balance(), Msat(100_000 - 10_005));
+        assert_eq!(wallet.balance(), Msat::new(100_000 - 10_005));
         assert_eq!(
             wallet.pay(&request(&inv)).await.unwrap_err(),
             PayError::AlreadyPaid
@@ -355,9 +355,13 @@ mod tests {
     async fn remembers_only_the_most_recent_payments() {
         let minter = DevInvoiceMinter::new("s", Network::Regtest);
         let wallet =
-            DevWallet::new("s", Msat::from_sats(1000), Msat(0), Duration::ZERO).remembering(3);
+            DevWallet::new("s", Msat::from_sats(1000), Msat::new(0), Duration::ZERO).remembering(3);
         let invoices: Vec<_> = (0..5)
-            .map(|n| minter.mint(Msat(10_000), &format!("svc{n}"), 600).unwrap())
+            .map(|n| {
+                minter
+                    .mint(Msat::new(10_000), &format!("svc{n}"), 600)
+                    .unwrap()
+            })
             .collect();
         for inv in &invoices {
             wallet.pay(&request(inv)).await.unwrap();
@@ -376,9 +380,9 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_foreign_expired_and_unaffordable_invoices() {
-        let wallet = DevWallet::new("s", Msat::from_sats(5), Msat(0), Duration::ZERO);
+        let wallet = DevWallet::new("s", Msat::from_sats(5), Msat::new(0), Duration::ZERO);
         let foreign = DevInvoiceMinter::new("other", Network::Regtest)
-            .mint(Msat(1000), "x", 600)
+            .mint(Msat::new(1000), "x", 600)
             .unwrap();
         assert!(matches!(
             wallet.pay(&request(&foreign)).await,
@@ -386,7 +390,13 @@ mod tests {
         ));
         let minter = DevInvoiceMinter::new("s", Network::Regtest);
         let old = minter
-            .mint_at(Msat(1000), "x", now_unix() - 1000, 10, Network::Regtest)
+            .mint_at(
+                Msat::new(1000),
+                "x",
+                now_unix() - 1000,
+                10,
+                Network::Regtest,
+            )
             .unwrap();
         assert_eq!(
             wallet.pay(&request(&old)).await.unwrap_err(),
@@ -408,12 +418,12 @@ mod tests {
     async fn a_journaled_payment_settles_on_schedule_after_a_restart() {
         let path = std::env::temp_dir().join(format!("dev-wallet-{}.jsonl", rand::random::<u64>()));
         let minter = DevInvoiceMinter::new("s", Network::Regtest);
-        let inv = minter.mint(Msat(10_000), "x", 600).unwrap();
+        let inv = minter.mint(Msat::new(10_000), "x", 600).unwrap();
         let open = || {
             DevWallet::new(
                 "s",
                 Msat::from_sats(100),
-                Msat(3),
+                Msat::new(3),
                 Duration::from_millis(300),
             )
             .with_state_file(&path)
@@ -426,7 +436,7 @@ mod tests {
                 tokio::time::timeout(Duration::from_millis(50), wallet.pay(&request(&inv))).await;
         }
         let wallet = open();
-        assert_eq!(wallet.balance(), Msat(100_000 - 10_003));
+        assert_eq!(wallet.balance(), Msat::new(100_000 - 10_003));
         assert_eq!(
             wallet.lookup(&inv.payment_hash).await.unwrap(),
             PaymentStatus::InFlight
@@ -437,7 +447,7 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(350)).await;
         match wallet.lookup(&inv.payment_hash).await.unwrap() {
-            PaymentStatus::Succeeded(paid) => assert_eq!(paid.fee, Msat(3)),
+            PaymentStatus::Succeeded(paid) => assert_eq!(paid.fee, Msat::new(3)),
             other => panic!("expected settled, got {other:?}"),
         }
         let _ = std::fs::remove_file(path);

@@ -97,7 +97,7 @@ impl LnbitsWallet {
                 .unwrap_or(0);
             return Ok(PaymentStatus::Succeeded(Paid {
                 preimage,
-                fee: Msat(fee.unsigned_abs()),
+                fee: Msat::new(fee.unsigned_abs()),
             }));
         }
         let status = str_field(&body, "status")
@@ -209,7 +209,7 @@ impl Wallet for LnbitsWallet {
                 let preimage = str_field(&json, "preimage").unwrap_or("");
                 let preimage = Preimage::verify_hex(preimage, &request.payment_hash)
                     .map_err(|_| PayError::BadPreimage)?;
-                let fee = Msat(i64_field(json.get("fee")).unwrap_or(0).unsigned_abs());
+                let fee = Msat::new(i64_field(json.get("fee")).unwrap_or(0).unsigned_abs());
                 Ok(checked_fee(Paid { preimage, fee }, request))
             }
             "failed" => Err(PayError::Rejected(
@@ -249,7 +249,7 @@ impl Wallet for LnbitsWallet {
         }
         let body: Value = reply.json("LNbits balance")?;
         match body.get("balance") {
-            Some(Value::Number(n)) => n.as_u64().map(Msat),
+            Some(Value::Number(n)) => n.as_u64().map(Msat::new),
             _ => None,
         }
         .ok_or_else(|| {
@@ -308,8 +308,8 @@ mod tests {
         let request = PayRequest {
             bolt11: "lnbc1x".into(),
             payment_hash: PaymentHash([3; 32]),
-            amount: Msat(1000),
-            max_fee: Msat(0),
+            amount: Msat::new(1000),
+            max_fee: Msat::new(0),
             timeout: Duration::from_millis(500),
         };
         let err = wallet.pay(&request).await.unwrap_err();

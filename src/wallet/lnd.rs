@@ -120,7 +120,7 @@ impl LndWallet {
         let body = json!({
             "payment_request": request.bolt11,
             "timeout_seconds": timeout_seconds,
-            "fee_limit_msat": request.max_fee.0.to_string(),
+            "fee_limit_msat": request.max_fee.get().to_string(),
             "no_inflight_updates": false,
         });
         let res = self
@@ -277,13 +277,13 @@ fn channel_balance(body: &Value) -> Result<Msat, PayError> {
     let sats = |field: &str, v: &Value| {
         u64_field(Some(v))
             .and_then(|s| s.checked_mul(1000))
-            .map(Msat)
+            .map(Msat::new)
             .ok_or_else(|| malformed(field, v))
     };
     let local = body.get("local_balance").filter(|v| !v.is_null());
     if let Some(v) = local.and_then(|l| l.get("msat")).filter(|v| !v.is_null()) {
         return u64_field(Some(v))
-            .map(Msat)
+            .map(Msat::new)
             .ok_or_else(|| malformed("local_balance.msat", v));
     }
     if let Some(v) = local.and_then(|l| l.get("sat")).filter(|v| !v.is_null()) {
@@ -384,7 +384,7 @@ fn succeeded(payment: &Value, hash: &PaymentHash) -> Result<Paid, PayError> {
     let fee = u64_field(payment.get("fee_msat")).unwrap_or(0);
     Ok(Paid {
         preimage,
-        fee: Msat(fee),
+        fee: Msat::new(fee),
     })
 }
 

@@ -194,7 +194,7 @@ pub fn from_config(config: &crate::config::Config) -> anyhow::Result<std::sync::
             let wallet = dev::DevWallet::new(
                 &w.dev.secret,
                 Msat::from_sats(w.dev.balance_sats),
-                Msat(w.dev.fee_msat),
+                Msat::new(w.dev.fee_msat),
                 Duration::from_millis(w.dev.pay_delay_ms),
             );
             let wallet = match &w.dev.state_file {

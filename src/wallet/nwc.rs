@@ -367,7 +367,7 @@ impl Wallet for NwcWallet {
             .map_err(|e| call_error(e, request.timeout))?;
         let preimage = Preimage::verify_hex(&paid.preimage, &request.payment_hash)
             .map_err(|_| PayError::BadPreimage)?;
-        let fee = Msat(paid.fees_paid.unwrap_or(0));
+        let fee = Msat::new(paid.fees_paid.unwrap_or(0));
         if fee > request.max_fee {
             tracing::warn!(
                 hash = %request.payment_hash.short(),
@@ -401,7 +401,7 @@ impl Wallet for NwcWallet {
                     .map_err(|_| PayError::BadPreimage)?;
                 PaymentStatus::Succeeded(Paid {
                     preimage,
-                    fee: Msat(tx.fees_paid),
+                    fee: Msat::new(tx.fees_paid),
                 })
             }
             Some(TransactionState::Failed) => {
@@ -422,7 +422,7 @@ impl Wallet for NwcWallet {
         let GetBalanceResponse { balance } = within(LOOKUP_TIMEOUT, call)
             .await
             .map_err(|e| balance_error(e, LOOKUP_TIMEOUT))?;
-        Ok(Msat(balance))
+        Ok(Msat::new(balance))
     }
 }
 
@@ -529,8 +529,8 @@ mod tests {
         let request = PayRequest {
             bolt11: "lnbc1x".into(),
             payment_hash: PaymentHash([3; 32]),
-            amount: Msat(1000),
-            max_fee: Msat(0),
+            amount: Msat::new(1000),
+            max_fee: Msat::new(0),
             timeout: Duration::from_secs(20),
         };
         let started = std::time::Instant::now();

@@ -114,8 +114,8 @@ mod tests {
     async fn balance_is_zero_until_scripted() {
         let w = ScriptedWallet::default();
         assert_eq!(w.balance().await, Ok(Msat::ZERO));
-        w.set_balance(Msat(42_000));
-        assert_eq!(w.balance().await, Ok(Msat(42_000)));
+        w.set_balance(Msat::new(42_000));
+        assert_eq!(w.balance().await, Ok(Msat::new(42_000)));
         w.balance_fails(PayError::Unavailable("down".into()));
         assert_eq!(w.balance().await, Err(PayError::Unavailable("down".into())));
     }

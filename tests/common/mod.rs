@@ -292,8 +292,12 @@ agents:
         std::fs::write(&path, yaml).unwrap();
         let config = Config::load(&path).unwrap();
         let wallet = opts.wallet.clone().unwrap_or_else(|| {
-            let wallet =
-                DevWallet::new(SECRET, Msat::from_sats(1_000_000), Msat(0), opts.pay_delay);
+            let wallet = DevWallet::new(
+                SECRET,
+                Msat::from_sats(1_000_000),
+                Msat::new(0),
+                opts.pay_delay,
+            );
             Arc::new(match &opts.clock {
                 Some(clock) => wallet.with_clock(clock.clone()),
                 None => wallet,

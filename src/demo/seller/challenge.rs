@@ -62,7 +62,7 @@ impl Seller {
             "unknown-feature" => Ok((UNKNOWN_FEATURE_INVOICE.to_string(), PaymentHash([0; 32]))),
             "expired" => minter
                 .mint_at(
-                    Msat(10_000),
+                    Msat::new(10_000),
                     "old",
                     self.config.clock.now_unix() - 7200,
                     60,
@@ -76,7 +76,7 @@ impl Seller {
                 };
                 minter
                     .mint_at(
-                        Msat(10_000),
+                        Msat::new(10_000),
                         "elsewhere",
                         self.config.clock.now_unix(),
                         600,
@@ -85,9 +85,9 @@ impl Seller {
                     .map(|i| (i.bolt11, i.payment_hash))
             }
             "garbage" => Ok(("lnbcrt10u1notaninvoice".to_string(), PaymentHash([0; 32]))),
-            "bad-checksum" => fresh(Msat(10_000)).map(|(b, h)| (corrupt_last_char(&b), h)),
+            "bad-checksum" => fresh(Msat::new(10_000)).map(|(b, h)| (corrupt_last_char(&b), h)),
             "huge" => fresh(Msat::from_sats(10_000_000)),
-            "mismatch" => fresh(Msat(10_000)).map(|(b, _)| (b, PaymentHash([7; 32]))),
+            "mismatch" => fresh(Msat::new(10_000)).map(|(b, _)| (b, PaymentHash([7; 32]))),
             _ => return text(StatusCode::NOT_FOUND, "unknown hostile kind\n"),
         };
         match made {

@@ -104,7 +104,7 @@ impl Seller {
             crate::invoice::Network::Regtest => "regtest",
         };
         let amount = self.price("mpp");
-        let stated = amount.0 / 1000 + u64::from(lie);
+        let stated = amount.get() / 1000 + u64::from(lie);
         let request = json!({
             "amount": stated.to_string(),
             "currency": "sat",

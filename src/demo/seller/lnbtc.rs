@@ -155,7 +155,7 @@ impl Seller {
                     "scheme": "exact",
                     "network": network,
                     // LNbits invoices are whole sats: the amount is what the invoice carries.
-                    "amount": decoded.as_ref().and_then(|d| d.amount).unwrap_or(amount).0.to_string(),
+                    "amount": decoded.as_ref().and_then(|d| d.amount).unwrap_or(amount).get().to_string(),
                     "asset": "BTC",
                     "payTo": decoded.as_ref().map(|d| hex::encode(d.payee)).unwrap_or_default(),
                     "maxTimeoutSeconds": decoded.as_ref().map_or(expiry, |d| d.expiry_secs),

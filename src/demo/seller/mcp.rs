@@ -252,7 +252,7 @@ impl Seller {
             "accepts": [{
                 "scheme": "exact",
                 "network": super::lnbtc::network_id(self.config.minter.network()),
-                "amount": decoded.amount.unwrap_or(amount).0.to_string(),
+                "amount": decoded.amount.unwrap_or(amount).get().to_string(),
                 "asset": "BTC",
                 "payTo": hex::encode(decoded.payee),
                 "maxTimeoutSeconds": decoded.expiry_secs,

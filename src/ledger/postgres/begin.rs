@@ -37,7 +37,7 @@ impl PostgresLedger {
             .await
             .map_err(unavailable)?;
         // Pipelined, one round trip.
-        let msat = i(amount.0);
+        let msat = i(amount.get());
         let usage: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
             &agent, &OPERATOR, &starts[0], &starts[1], &starts[2], &starts[3], &msat,
         ];
@@ -46,7 +46,7 @@ impl PostgresLedger {
             tokio::try_join!(txn.query(&stmt, &usage), txn.query_opt(&totals, &owner))
                 .map_err(unavailable)?;
         let total_override = match total_override {
-            Some(r) => Some(Msat(non_negative(get(&r, 0)?)?)),
+            Some(r) => Some(Msat::new(non_negative(get(&r, 0)?)?)),
             None => None,
         };
         // The rows hold the usage after this reservation; the rule reads what was used before.
@@ -54,7 +54,7 @@ impl PostgresLedger {
         for row in rows {
             let owner: String = get(&row, 0)?;
             let period: String = get(&row, 1)?;
-            let before = Msat(non_negative(get(&row, 2)?)?).saturating_sub(amount);
+            let before = Msat::new(non_negative(get(&row, 2)?)?).saturating_sub(amount);
             let used = if owner == OPERATOR {
                 &mut operator_used
             } else {
@@ -156,8 +156,8 @@ impl PostgresLedger {
             &p.origin,
             &p.dialect,
             &flight,
-            &i(p.amount.0),
-            &i(p.fee_reserve.0),
+            &i(p.amount.get()),
+            &i(p.fee_reserve.get()),
             &p.bolt11,
             &token,
             &scheme,
@@ -215,7 +215,7 @@ impl PostgresLedger {
                         agent: get(&known, 1)?,
                         origin: get(&known, 2)?,
                         proof,
-                        fee: Msat(u(get::<Option<i64>>(&known, 4)?.unwrap_or(0))),
+                        fee: Msat::new(u(get::<Option<i64>>(&known, 4)?.unwrap_or(0))),
                     }));
                 }
                 "pending" => return Ok(Ok(Begun::InFlight)),

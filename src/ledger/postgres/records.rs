@@ -23,7 +23,7 @@ pub(super) async fn record_decline(
                 &d.created_at,
                 &d.detail,
                 &d.path,
-                &d.amount.map(|a| i(a.0)),
+                &d.amount.map(|a| i(a.get())),
                 &DECLINE_FOLD_SECS,
             ],
         )
@@ -40,7 +40,7 @@ pub(super) async fn record_decline(
                     &d.code,
                     &d.detail,
                     &d.path,
-                    &d.amount.map(|a| i(a.0)),
+                    &d.amount.map(|a| i(a.get())),
                     &i(d.count),
                     &d.created_at,
                 ],
@@ -72,7 +72,7 @@ pub(super) async fn declines(
                 path: get(r, 2)?,
                 code: get(r, 3)?,
                 detail: get(r, 4)?,
-                amount: get::<Option<i64>>(r, 5)?.map(|v| Msat(u(v))),
+                amount: get::<Option<i64>>(r, 5)?.map(|v| Msat::new(u(v))),
                 created_at: get(r, 6)?,
                 count: u(get::<i64>(r, 7)?).max(1),
             })
@@ -120,7 +120,7 @@ pub(super) async fn set_total(
             .execute(
                 "INSERT INTO l402_totals (agent, total_msat, updated_at) VALUES ($1, $2, $3)
                  ON CONFLICT (agent) DO UPDATE SET total_msat = $2, updated_at = $3",
-                &[&agent, &i(total.0), &now],
+                &[&agent, &i(total.get()), &now],
             )
             .await
             .map_err(unavailable)?,
@@ -144,7 +144,7 @@ pub(super) async fn total_override(
         )
         .await
         .map_err(unavailable)?
-        .map(|r| get(&r, 0).and_then(non_negative).map(Msat))
+        .map(|r| get(&r, 0).and_then(non_negative).map(Msat::new))
         .transpose()
 }
 
@@ -169,7 +169,7 @@ pub(super) async fn budget(
     let mut total = Msat::ZERO;
     for row in rows {
         let period: String = get(&row, 0)?;
-        let msat = Msat(u(get(&row, 1)?));
+        let msat = Msat::new(u(get(&row, 1)?));
         match period.as_str() {
             "total" => total = msat,
             name => {
@@ -186,7 +186,7 @@ pub(super) async fn budget(
         )
         .await
         .map_err(unavailable)?
-        .map(|r| get(&r, 0).and_then(non_negative).map(Msat))
+        .map(|r| get(&r, 0).and_then(non_negative).map(Msat::new))
         .transpose()?;
     Ok(BudgetView::new(agent, limits, over, spent, total))
 }
@@ -248,7 +248,7 @@ pub(super) async fn create_approval(
                 &a.agent,
                 &a.host,
                 &a.service,
-                &i(a.amount.0),
+                &i(a.amount.get()),
                 &a.payment_hash.to_hex(),
                 &a.created_at,
                 &a.expires_at,
@@ -353,7 +353,7 @@ pub(super) async fn last_price(
         )
         .await
         .map_err(unavailable)?;
-    row.map(|r| get(&r, 0).and_then(non_negative).map(Msat))
+    row.map(|r| get(&r, 0).and_then(non_negative).map(Msat::new))
         .transpose()
 }
 
@@ -402,7 +402,7 @@ pub(super) async fn highest_price(
     highest
         .map(|v| {
             u64::try_from(v)
-                .map(Msat)
+                .map(Msat::new)
                 .map_err(|_| LedgerError::Inconsistent(format!("a settled payment of {v} msat")))
         })
         .transpose()

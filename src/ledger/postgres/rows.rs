@@ -65,9 +65,9 @@ pub(super) fn payment_row(r: &Row) -> Result<PaymentRecord, LedgerError> {
         host: get(r, 2)?,
         origin: get(r, 3)?,
         dialect: get(r, 4)?,
-        amount: Msat(u(get(r, 5)?)),
-        fee: get::<Option<i64>>(r, 6)?.map(|v| Msat(u(v))),
-        fee_reserve: Msat(u(get(r, 7)?)),
+        amount: Msat::new(u(get(r, 5)?)),
+        fee: get::<Option<i64>>(r, 6)?.map(|v| Msat::new(u(v))),
+        fee_reserve: Msat::new(u(get(r, 7)?)),
         state: PaymentState::parse(&status)
             .ok_or_else(|| LedgerError::Inconsistent(format!("payment status {status:?}")))?,
         created_at: get(r, 9)?,
@@ -154,7 +154,7 @@ pub(super) fn approval_row(r: &tokio_postgres::Row) -> Result<ApprovalRecord, Le
         agent: get(r, 1)?,
         host: get(r, 2)?,
         service: get(r, 3)?,
-        amount: Msat(non_negative(get(r, 4)?)?),
+        amount: Msat::new(non_negative(get(r, 4)?)?),
         payment_hash: PaymentHash::from_hex(&hash)
             .ok_or_else(|| LedgerError::Inconsistent(format!("approval {id}: bad payment hash")))?,
         created_at: get(r, 6)?,

@@ -45,8 +45,8 @@ fn payment(p: &Preimage, agent: &str, service: &str, at: i64) -> NewPayment {
         host: "h:443".into(),
         origin: "https://h:443".into(),
         dialect: "l402",
-        amount: Msat(10_000),
-        fee_reserve: Msat(1000),
+        amount: Msat::new(10_000),
+        fee_reserve: Msat::new(1000),
         bolt11: "lnbcrt…".into(),
         credential: Some(StoredCredential {
             scheme: "L402".into(),
@@ -126,7 +126,7 @@ async fn two_replicas_share_one_budget_exactly_and_never_begin_a_hash_twice() {
     );
     // Settling gives the unused reserve back, on every replica's view.
     for p in &fresh {
-        a.settle(p.hash(), Msat(0), p, now()).await.unwrap();
+        a.settle(p.hash(), Msat::new(0), p, now()).await.unwrap();
     }
     assert_eq!(
         b.budget("racer", &tight).await.unwrap().spent_msat.total,
@@ -249,7 +249,7 @@ async fn one_lease_holder_at_a_time_and_a_dead_holders_payments_are_taken_over()
         "the survivor takes the orphaned payment over"
     );
     assert_eq!(taken[0].hash, p.hash());
-    b.settle(p.hash(), Msat(0), &p, now()).await.unwrap();
+    b.settle(p.hash(), Msat::new(0), &p, now()).await.unwrap();
     let found = b
         .find_token("x", "https://h:443", Some("s"), "/s/", now() as u64)
         .await
@@ -282,7 +282,7 @@ async fn settling_gives_the_holders_lease_back_in_the_same_commit() {
         .await
         .unwrap();
     assert!(!b.lease(&flight, ttl).await.unwrap(), "held and pending");
-    a.settle(p.hash(), Msat(0), &p, now()).await.unwrap();
+    a.settle(p.hash(), Msat::new(0), &p, now()).await.unwrap();
     assert!(
         b.find_token("x", "https://h:443", Some("s"), "/s/", now() as u64)
             .await
@@ -299,7 +299,7 @@ async fn settling_gives_the_holders_lease_back_in_the_same_commit() {
         "a lease on another flight is untouched"
     );
     // Settling again (reconciliation after a lost answer) takes nothing from the new holder.
-    a.settle(p.hash(), Msat(0), &p, now()).await.unwrap();
+    a.settle(p.hash(), Msat::new(0), &p, now()).await.unwrap();
     assert!(!a.lease(&flight, ttl).await.unwrap(), "b still holds it");
 }
 
@@ -316,7 +316,7 @@ async fn tokens_stored_by_one_replica_reach_the_others() {
     a.begin(payment(&p, "x", "s", now()), no_limits())
         .await
         .unwrap();
-    a.settle(p.hash(), Msat(2), &p, now()).await.unwrap();
+    a.settle(p.hash(), Msat::new(2), &p, now()).await.unwrap();
     let token = tokio::time::timeout(Duration::from_secs(5), feed.recv())
         .await
         .expect("announced within seconds")
@@ -399,7 +399,7 @@ async fn replicas_starting_at_once_migrate_once_and_declines_fold() {
         path: "/p".into(),
         code: "over-daily-limit".into(),
         detail: "why".into(),
-        amount: Some(Msat(1000)),
+        amount: Some(Msat::new(1000)),
         created_at: at,
         count: 1,
     };
@@ -449,7 +449,10 @@ async fn concurrent_begins_and_settles_never_deadlock() {
                         )
                         .await;
                     assert!(matches!(begun, Ok(Begun::Fresh)), "{begun:?}");
-                    ledger.settle(p.hash(), Msat(1), &p, now()).await.unwrap();
+                    ledger
+                        .settle(p.hash(), Msat::new(1), &p, now())
+                        .await
+                        .unwrap();
                 }
             })
         })

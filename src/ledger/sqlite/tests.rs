@@ -18,8 +18,8 @@ fn payment(p: &Preimage, agent: &str, created_at: i64) -> NewPayment {
         host: "h:443".into(),
         origin: "https://h:443".into(),
         dialect: "l402",
-        amount: Msat(10_000),
-        fee_reserve: Msat(1000),
+        amount: Msat::new(10_000),
+        fee_reserve: Msat::new(1000),
         bolt11: "lnbcrt…".into(),
         credential: Some(StoredCredential {
             scheme: "L402".into(),
@@ -88,14 +88,17 @@ async fn a_hash_is_never_begun_twice_and_state_survives_reopening() {
             ledger.begin(payment(&a, "a", T), l).await,
             Ok(Begun::InFlight)
         );
-        ledger.settle(a.hash(), Msat(7), &a, T + 1).await.unwrap();
+        ledger
+            .settle(a.hash(), Msat::new(7), &a, T + 1)
+            .await
+            .unwrap();
         assert_eq!(
             ledger.begin(payment(&a, "b", T), l).await,
             Ok(Begun::Settled {
                 agent: "a".into(),
                 origin: "https://h:443".into(),
                 proof: Some(a),
-                fee: Msat(7),
+                fee: Msat::new(7),
             })
         );
         assert_eq!(ledger.begin(payment(&b, "b", T), l).await, Ok(Begun::Fresh));
@@ -119,7 +122,7 @@ async fn a_hash_is_never_begun_twice_and_state_survives_reopening() {
     let pending = ledger.unresolved().await.unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].agent, "b");
-    assert_eq!(pending[0].charged(), Msat(11_000));
+    assert_eq!(pending[0].charged(), Msat::new(11_000));
     assert_eq!(
         ledger.budget("b", &none).await.unwrap().spent_msat.total,
         Some(11_000),
@@ -134,7 +137,10 @@ async fn a_hash_is_never_begun_twice_and_state_survives_reopening() {
     assert_eq!(tokens[0].proof, a);
     assert_eq!(tokens[0].credential.token, "tok");
     // The restored pending payment settles against its restored reservation.
-    ledger.settle(b.hash(), Msat(0), &b, T + 3).await.unwrap();
+    ledger
+        .settle(b.hash(), Msat::new(0), &b, T + 3)
+        .await
+        .unwrap();
     assert_eq!(
         ledger.budget("b", &none).await.unwrap().spent_msat.total,
         Some(10_000)
@@ -205,9 +211,9 @@ async fn reservations_are_atomic_against_every_limit() {
         Err(Decline::OverLimit {
             whose: crate::core::decline::Whose::Agent,
             period: crate::core::decline::Period::Total,
-            used: Msat(22_000),
-            amount: Msat(11_000),
-            limit: Msat(25_000),
+            used: Msat::new(22_000),
+            amount: Msat::new(11_000),
+            limit: Msat::new(25_000),
         })
     );
 }
@@ -256,7 +262,7 @@ async fn repeated_declines_fold_into_one_record() {
         path: "/x".into(),
         code: code.into(),
         detail: "why".into(),
-        amount: Some(Msat(5000)),
+        amount: Some(Msat::new(5000)),
         created_at: at,
         count: 1,
     };
@@ -290,7 +296,7 @@ async fn repeated_declines_fold_into_one_record() {
             ("host-not-allowed", 1)
         ]
     );
-    assert_eq!(rows[0].amount, Some(Msat(5000)));
+    assert_eq!(rows[0].amount, Some(Msat::new(5000)));
     assert_eq!(rows[0].path, "/x");
 }
 
@@ -306,7 +312,7 @@ async fn tokens_are_found_retired_and_keep_learned_scopes() {
             .begin(payment(&a, "a", T), limits(&none, &none))
             .await
             .unwrap();
-        ledger.settle(a.hash(), Msat(0), &a, T).await.unwrap();
+        ledger.settle(a.hash(), Msat::new(0), &a, T).await.unwrap();
         ledger.learn_scope(a.hash(), "/t/").await.unwrap();
         ledger.learn_scope(a.hash(), "/t/").await.unwrap();
         let found = ledger
@@ -340,7 +346,7 @@ async fn a_single_use_payment_keeps_no_proof() {
     let mut p = payment(&a, "a", T);
     p.credential = None;
     ledger.begin(p.clone(), limits(&none, &none)).await.unwrap();
-    ledger.settle(a.hash(), Msat(0), &a, T).await.unwrap();
+    ledger.settle(a.hash(), Msat::new(0), &a, T).await.unwrap();
     assert!(ledger.live_tokens(T as u64).await.unwrap().is_empty());
     assert_eq!(
         ledger.begin(p, limits(&none, &none)).await,
@@ -348,7 +354,7 @@ async fn a_single_use_payment_keeps_no_proof() {
             agent: "a".into(),
             origin: "https://h:443".into(),
             proof: None,
-            fee: Msat(0),
+            fee: Msat::new(0),
         }),
         "its hash is still never paid twice"
     );

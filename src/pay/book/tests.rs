@@ -31,7 +31,7 @@ async fn fixture_with(timeout: Duration) -> Fixture {
         wallet: wallet.clone(),
         clock: clock.clone(),
         metrics: Arc::new(Metrics::new()),
-        max_fee: Msat(1000),
+        max_fee: Msat::new(1000),
         timeout,
     }));
     Fixture {
@@ -55,7 +55,7 @@ fn payment(p: &Preimage, agent: &str) -> NewPayment {
         host: "h".into(),
         origin: "https://h:443".into(),
         dialect: "l402",
-        amount: Msat(10_000),
+        amount: Msat::new(10_000),
         fee_reserve: Msat::ZERO,
         bolt11: "lnbcrt…".into(),
         credential: Some(StoredCredential {
@@ -109,13 +109,13 @@ async fn begun_then_settled_commits_the_real_fee() {
     let f = fixture().await;
     let p = proof(1);
     f.wallet
-        .script(p.hash(), Script::Pay(p, Msat(3), Duration::ZERO));
+        .script(p.hash(), Script::Pay(p, Msat::new(3), Duration::ZERO));
     let bought = f.book.buy(payment(&p, "a"), no_limits()).await.unwrap();
     assert_eq!(
         bought,
         Bought::Paid(Paid {
             preimage: p,
-            fee: Msat(3)
+            fee: Msat::new(3)
         })
     );
     assert_eq!(
@@ -141,7 +141,7 @@ async fn begun_then_failed_releases_and_the_hash_may_be_retried() {
     assert_eq!(f.state(p.hash()).await, crate::ledger::PaymentState::Failed);
     assert_eq!(f.spent("a").await, 0);
     f.wallet
-        .script(p.hash(), Script::Pay(p, Msat(0), Duration::ZERO));
+        .script(p.hash(), Script::Pay(p, Msat::new(0), Duration::ZERO));
     assert!(f.book.buy(payment(&p, "a"), no_limits()).await.is_ok());
     assert_eq!(f.wallet.pays(), 2);
 }
@@ -171,7 +171,7 @@ async fn an_unknown_outcome_keeps_budget_and_is_never_paid_again_until_reconcile
         p.hash(),
         PaymentStatus::Succeeded(Paid {
             preimage: p,
-            fee: Msat(5),
+            fee: Msat::new(5),
         }),
     );
     let (resolved, open) = f.book.reconcile().await.unwrap();
@@ -260,7 +260,7 @@ async fn a_payment_being_paid_is_left_alone_by_reconciliation() {
     let p = proof(7);
     f.wallet.script(
         p.hash(),
-        Script::Pay(p, Msat(0), Duration::from_millis(300)),
+        Script::Pay(p, Msat::new(0), Duration::from_millis(300)),
     );
     let book = f.book.clone();
     let paying = tokio::spawn(async move { book.buy(payment(&p, "a"), no_limits()).await });
@@ -278,7 +278,7 @@ async fn an_earlier_payment_serves_only_its_own_agent() {
     let f = fixture().await;
     let p = proof(8);
     f.wallet
-        .script(p.hash(), Script::Pay(p, Msat(0), Duration::ZERO));
+        .script(p.hash(), Script::Pay(p, Msat::new(0), Duration::ZERO));
     f.book.buy(payment(&p, "a"), no_limits()).await.unwrap();
     assert_eq!(
         f.book
@@ -354,7 +354,7 @@ async fn a_proof_for_another_hash_is_never_accepted() {
         p.hash(),
         PaymentStatus::Succeeded(Paid {
             preimage: other,
-            fee: Msat(0),
+            fee: Msat::new(0),
         }),
     );
     let (resolved, open) = f.book.reconcile().await.unwrap();

@@ -256,7 +256,7 @@ fn parse_offer(req: &Requirement) -> Result<OfferTerms, String> {
         return Err("extra.paymentFlow is not \"upfront\"".into());
     }
     Ok(OfferTerms {
-        amount: Msat(amount),
+        amount: Msat::new(amount),
         pay_to,
         max_timeout,
     })

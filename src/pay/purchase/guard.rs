@@ -26,15 +26,15 @@ impl Job {
                 .check(&agent.name, &self.origin, flight.service, self.amount, pct)
                 .await?
             {
-                let increase =
-                    (self.amount.0.saturating_sub(last.0)).saturating_mul(100) / last.0.max(1);
+                let increase = (self.amount.get().saturating_sub(last.get())).saturating_mul(100)
+                    / last.get().max(1);
                 let increase = u32::try_from(increase).unwrap_or(u32::MAX);
                 g.alerts.emit(Event::PriceJump {
                     agent: agent.name.to_string(),
                     host: self.host.clone(),
                     service: flight.service.to_string(),
-                    last_msat: last.0,
-                    new_msat: self.amount.0,
+                    last_msat: last.get(),
+                    new_msat: self.amount.get(),
                     increase_pct: increase,
                     limit_pct: pct,
                 });
@@ -56,7 +56,7 @@ impl Job {
                 // Not worth a person's time when the budget cannot take it anyway (the
                 // reservation after approval still decides, atomically).
                 if let Ok(view) = p.ledger.budget(&agent.name, &agent.limits).await {
-                    let needed = Msat(self.amount.0 + p.book.max_fee().0);
+                    let needed = self.amount.saturating_add(p.book.max_fee());
                     if let Some(decline) = view.first_passed(needed, Whose::Agent) {
                         return Err(decline);
                     }

@@ -108,7 +108,7 @@ impl Job {
             self.purchases.guardrails.alerts.emit(Event::PaymentFailed {
                 agent: self.agent.name.to_string(),
                 host: self.host.clone(),
-                amount_msat: self.amount.0,
+                amount_msat: self.amount.get(),
                 payment_hash: self.hash.to_hex(),
                 code: code.to_string(),
                 reason: detail.clone(),

@@ -45,7 +45,7 @@ async fn fixture(wallet: Arc<dyn Wallet>) -> Fixture {
         wallet,
         clock: clock.clone(),
         metrics: metrics.clone(),
-        max_fee: Msat(0),
+        max_fee: Msat::new(0),
         timeout: Duration::from_secs(5),
     }));
     let configs = vec![AgentConfig {
@@ -98,7 +98,7 @@ impl Fixture {
         let invoice = self
             .minter
             .mint_at(
-                Msat(10_000),
+                Msat::new(10_000),
                 service,
                 self.clock.now_unix(),
                 600,
@@ -149,7 +149,7 @@ fn dev_wallet(delay: Duration) -> Arc<DevWallet> {
     Arc::new(DevWallet::new(
         SECRET,
         Msat::from_sats(1000),
-        Msat(0),
+        Msat::new(0),
         delay,
     ))
 }
@@ -255,6 +255,6 @@ async fn a_refused_invoice_reports_its_amount_and_pays_nothing() {
     f.agent = agents.get("a").unwrap().clone();
     let refused = f.obtain("weather").await.unwrap_err();
     assert_eq!(refused.decline.code(), "over-per-request-limit");
-    assert_eq!(refused.amount, Some(Msat(10_000)));
+    assert_eq!(refused.amount, Some(Msat::new(10_000)));
     assert_eq!(wallet.settled_count(), 0);
 }

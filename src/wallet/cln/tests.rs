@@ -30,8 +30,8 @@ fn request(hash: PaymentHash, timeout: Duration) -> PayRequest {
     PayRequest {
         bolt11: "lnbcrt10u1fixture".into(),
         payment_hash: hash,
-        amount: Msat(10_000),
-        max_fee: Msat(2_000),
+        amount: Msat::new(10_000),
+        max_fee: Msat::new(2_000),
         timeout,
     }
 }
@@ -67,7 +67,7 @@ async fn pays_with_the_rune_and_reports_the_fee() {
         .await
         .unwrap();
     assert_eq!(paid.preimage.as_bytes(), &preimage);
-    assert_eq!(paid.fee, Msat(150));
+    assert_eq!(paid.fee, Msat::new(150));
     let seen = fixture.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].path, "/v1/pay");
@@ -279,7 +279,7 @@ async fn xpay_209_with_parts_in_flight_is_followed_until_they_settle() {
         .await
         .unwrap();
     assert_eq!(paid.preimage.as_bytes(), &preimage);
-    assert_eq!(paid.fee, Msat(20));
+    assert_eq!(paid.fee, Msat::new(20));
     assert!(polls.load(Ordering::SeqCst) >= 3);
     assert_eq!(fixture.count("/v1/pay"), 1, "never paid twice");
 }
@@ -400,7 +400,7 @@ async fn lookup_reads_listpays() {
     match wallet.lookup(&hash).await.unwrap() {
         PaymentStatus::Succeeded(paid) => {
             assert_eq!(paid.preimage.as_bytes(), &preimage);
-            assert_eq!(paid.fee, Msat(20));
+            assert_eq!(paid.fee, Msat::new(20));
         }
         other => panic!("{other:?}"),
     }
@@ -479,7 +479,7 @@ async fn balance_sums_our_amount_of_normal_connected_channels() {
     )
     .await;
     let wallet = wallet_for(&fixture);
-    assert_eq!(wallet.balance().await.unwrap(), Msat(250_001_123));
+    assert_eq!(wallet.balance().await.unwrap(), Msat::new(250_001_123));
     let seen = fixture.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].method, "POST");
@@ -502,7 +502,10 @@ async fn balance_reads_old_msat_strings_and_no_channels() {
         ]}),
     )
     .await;
-    assert_eq!(wallet_for(&fixture).balance().await.unwrap(), Msat(123_500));
+    assert_eq!(
+        wallet_for(&fixture).balance().await.unwrap(),
+        Msat::new(123_500)
+    );
     let fixture = listfunds_node(201, json!({"outputs": [], "channels": []})).await;
     assert_eq!(wallet_for(&fixture).balance().await.unwrap(), Msat::ZERO);
 }

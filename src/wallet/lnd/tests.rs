@@ -30,8 +30,8 @@ fn request(hash: PaymentHash, timeout: Duration) -> PayRequest {
     PayRequest {
         bolt11: "lnbcrt10u1fixture".into(),
         payment_hash: hash,
-        amount: Msat(10_000),
-        max_fee: Msat(3_000),
+        amount: Msat::new(10_000),
+        max_fee: Msat::new(3_000),
         timeout,
     }
 }
@@ -102,7 +102,7 @@ async fn streamed_in_flight_then_succeeded_pays_with_hex_macaroon() {
         .await
         .unwrap();
     assert_eq!(paid.preimage.as_bytes(), &preimage);
-    assert_eq!(paid.fee, Msat(1250));
+    assert_eq!(paid.fee, Msat::new(1250));
     let seen = fixture.seen();
     assert_eq!(seen.len(), 1);
     let sent = &seen[0];
@@ -405,7 +405,7 @@ async fn updates_longer_than_the_line_limit_are_read() {
         .await
         .unwrap();
     assert_eq!(paid.preimage.as_bytes(), &preimage);
-    assert_eq!(paid.fee, Msat(9));
+    assert_eq!(paid.fee, Msat::new(9));
     match wallet.lookup(&hash).await.unwrap() {
         PaymentStatus::Succeeded(paid) => assert_eq!(paid.preimage.as_bytes(), &preimage),
         other => panic!("{other:?}"),
@@ -538,7 +538,7 @@ async fn lookup_tracks_by_url_safe_base64_hash() {
     match wallet.lookup(&hash).await.unwrap() {
         PaymentStatus::Succeeded(paid) => {
             assert_eq!(paid.preimage.as_bytes(), &preimage);
-            assert_eq!(paid.fee, Msat(7));
+            assert_eq!(paid.fee, Msat::new(7));
         }
         other => panic!("{other:?}"),
     }
@@ -600,7 +600,7 @@ async fn balance_reads_local_balance_msat_with_the_macaroon() {
     )
     .await;
     let wallet = wallet_for(&fixture);
-    assert_eq!(wallet.balance().await.unwrap(), Msat(1_234_567));
+    assert_eq!(wallet.balance().await.unwrap(), Msat::new(1_234_567));
     let seen = fixture.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].method, "GET");
@@ -624,11 +624,14 @@ async fn balance_falls_back_to_sats_when_msat_is_absent() {
     .await;
     assert_eq!(
         wallet_for(&fixture).balance().await.unwrap(),
-        Msat(4_321_000)
+        Msat::new(4_321_000)
     );
     // Older still: only the deprecated top-level `balance` (sat).
     let fixture = balance_node(200, json!({"balance": "77", "pending_open_balance": "0"})).await;
-    assert_eq!(wallet_for(&fixture).balance().await.unwrap(), Msat(77_000));
+    assert_eq!(
+        wallet_for(&fixture).balance().await.unwrap(),
+        Msat::new(77_000)
+    );
     // No channels: LND omits zero fields (proto3 JSON); a zero msat string is zero.
     let fixture = balance_node(200, json!({"local_balance": {"msat": "0"}})).await;
     assert_eq!(wallet_for(&fixture).balance().await.unwrap(), Msat::ZERO);

@@ -17,7 +17,7 @@ impl Journal {
                 a.agent,
                 a.host,
                 a.service,
-                a.amount.0 as i64,
+                a.amount.stored(),
                 a.payment_hash.to_hex(),
                 a.created_at,
                 a.expires_at,

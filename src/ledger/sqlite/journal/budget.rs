@@ -44,7 +44,7 @@ impl Journal {
                     "INSERT INTO budget_totals (agent, total_msat, updated_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (agent) DO UPDATE SET total_msat = ?2, updated_at = ?3",
                 )?
-                .execute(params![agent, total.0 as i64, now])
+                .execute(params![agent, total.stored(), now])
                 .map(|_| ()),
             None => t
                 .prepare_cached("DELETE FROM budget_totals WHERE agent = ?1")?

@@ -29,7 +29,7 @@ impl Journal {
                         agent,
                         origin,
                         preimage,
-                        fee: Msat(non_negative(4, fee.unwrap_or(0))?),
+                        fee: Msat::new(non_negative(4, fee.unwrap_or(0))?),
                     })
                 }
                 Some((status, ..)) if status == "pending" => return Ok(JournalBegin::Pending),
@@ -54,8 +54,8 @@ impl Journal {
                 p.host,
                 p.origin,
                 p.dialect,
-                p.amount.0 as i64,
-                p.fee_reserve.0 as i64,
+                p.amount.stored(),
+                p.fee_reserve.stored(),
                 p.bolt11,
                 token,
                 scheme,
@@ -83,7 +83,7 @@ impl Journal {
                 "UPDATE payments SET status = 'settled', fee_msat = ?2, preimage = ?3, failure = NULL, updated_at = ?4
                  WHERE payment_hash = ?1",
             )?
-            .execute(params![hash.to_hex(), fee.0 as i64, preimage_hex, now])
+            .execute(params![hash.to_hex(), fee.stored(), preimage_hex, now])
             .map(|_| ())
         })
         .await

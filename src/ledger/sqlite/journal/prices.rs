@@ -44,7 +44,7 @@ impl Journal {
             .await?;
         highest
             .map(|v| {
-                u64::try_from(v).map(Msat).map_err(|_| {
+                u64::try_from(v).map(Msat::new).map_err(|_| {
                     LedgerError::Inconsistent(format!("a settled payment of {v} msat"))
                 })
             })

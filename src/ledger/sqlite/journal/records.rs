@@ -30,7 +30,7 @@ impl Journal {
                     d.created_at,
                     d.detail,
                     d.path,
-                    d.amount.map(|a| a.0 as i64),
+                    d.amount.map(|a| a.stored()),
                     fold_secs
                 ])?;
             if folded == 0 {
@@ -44,7 +44,7 @@ impl Journal {
                     d.code,
                     d.detail,
                     d.path,
-                    d.amount.map(|a| a.0 as i64),
+                    d.amount.map(|a| a.stored()),
                     d.count as i64,
                     d.created_at
                 ])?;
@@ -70,7 +70,7 @@ impl Journal {
                     detail: r.get(4)?,
                     amount: r
                         .get::<_, Option<i64>>(5)?
-                        .map(|v| non_negative(5, v).map(Msat))
+                        .map(|v| non_negative(5, v).map(Msat::new))
                         .transpose()?,
                     created_at: r.get(6)?,
                     count: r.get::<_, i64>(7)?.max(1) as u64,

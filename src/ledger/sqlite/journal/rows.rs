@@ -38,7 +38,7 @@ pub(super) const PAYMENT_COLUMNS: &str =
 /// A stored amount as msat. Amounts are never stored negative: a negative one is refused as
 /// an inconsistent row rather than wrapped into a huge number.
 pub(super) fn msat_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Msat> {
-    non_negative(i, r.get(i)?).map(Msat)
+    non_negative(i, r.get(i)?).map(Msat::new)
 }
 
 /// See [`msat_at`].
@@ -77,7 +77,7 @@ pub(super) fn payment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PaymentReco
         amount: msat_at(r, 5)?,
         fee: r
             .get::<_, Option<i64>>(6)?
-            .map(|v| non_negative(6, v).map(Msat))
+            .map(|v| non_negative(6, v).map(Msat::new))
             .transpose()?,
         fee_reserve: msat_at(r, 7)?,
         state: PaymentState::parse(&status).ok_or_else(|| bad("status"))?,
