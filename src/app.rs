@@ -151,7 +151,7 @@ impl App {
             wallet,
             clock: clock.clone(),
             metrics: metrics.clone(),
-            max_fee: crate::core::Msat::from_sats(config.wallet.max_fee_sats),
+            max_fee: config.wallet.max_fee_sats.msat(),
             timeout: Duration::from_secs(config.wallet.payment_timeout_secs),
         }));
         let agents = Arc::new(Directory::new(

@@ -11,7 +11,7 @@ pub mod render;
 pub mod status;
 
 use crate::body::{full, Body};
-use crate::core::Msat;
+use crate::core::{Msat, Sats};
 use crate::ledger::{DeclineFilter, PaymentFilter};
 use crate::proxy::Shared;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -382,7 +382,7 @@ impl Admin {
         };
         let ledger = &self.shared.ledger;
         let current = match ledger.budget(&agent.name, &agent.limits).await {
-            Ok(view) => view.limits.total_sats,
+            Ok(view) => view.limits.total_sats.map(Sats::get),
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         };
         let new_total =
@@ -416,7 +416,7 @@ impl Admin {
                 tracing::info!(agent = %agent.name, config_total_sats = ?agent.limits.total_sats, "operator override cleared; the config's total applies");
                 format!(
                     "override cleared; the config's total ({}) applies",
-                    sats_or_none(agent.limits.total_sats)
+                    sats_or_none(agent.limits.total_sats.map(Sats::get))
                 )
             }
         };

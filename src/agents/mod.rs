@@ -7,6 +7,7 @@
 pub mod directory;
 
 use crate::config::{AgentConfig, HostRules, Limits};
+use crate::core::Sats;
 use base64::Engine;
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -51,7 +52,7 @@ impl Agent {
         limits.per_request_sats = Some(
             limits
                 .per_request_sats
-                .map_or(cap_sats, |l| l.min(cap_sats)),
+                .map_or(Sats::new(cap_sats), |l| l.min(Sats::new(cap_sats))),
         );
         Agent {
             name: self.name.clone(),

@@ -13,7 +13,7 @@ pub mod view;
 
 use crate::config::Limits;
 use crate::core::window::Window;
-use crate::core::{Clock, Decline, Msat};
+use crate::core::{Clock, Decline, Msat, Sats};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 pub use view::{BudgetView, LimitSource, WindowAmounts};
@@ -86,7 +86,7 @@ pub fn limit_for(limits: &Limits, w: Window) -> Option<Msat> {
         Window::Week => limits.weekly_sats,
         Window::Month => limits.monthly_sats,
     }
-    .map(Msat::from_sats)
+    .map(Sats::msat)
 }
 
 /// Budget held for one payment until it settles or fails.

@@ -12,7 +12,7 @@ use super::limit_for;
 use crate::config::Limits;
 use crate::core::decline::{Period, Whose};
 use crate::core::window::Window;
-use crate::core::{Decline, Msat};
+use crate::core::{Decline, Msat, Sats};
 
 /// What one owner (an agent, or the operator over all agents) has used, before this
 /// reservation: per window in [`Window::ALL`] order, and in total.
@@ -45,7 +45,7 @@ impl<'a> Owner<'a> {
         Owner {
             whose: Whose::Agent,
             limits,
-            total: total_override.or(limits.total_sats.map(Msat::from_sats)),
+            total: total_override.or(limits.total_sats.map(Sats::msat)),
             used,
         }
     }
@@ -55,7 +55,7 @@ impl<'a> Owner<'a> {
         Owner {
             whose: Whose::Operator,
             limits,
-            total: limits.total_sats.map(Msat::from_sats),
+            total: limits.total_sats.map(Sats::msat),
             used,
         }
     }
@@ -127,7 +127,7 @@ mod tests {
     #[test]
     fn reaching_a_limit_exactly_is_allowed_passing_it_is_not() {
         let limits = Limits {
-            daily_sats: Some(10),
+            daily_sats: Some(10.into()),
             ..Limits::NONE
         };
         let none = Limits::NONE;
@@ -143,12 +143,12 @@ mod tests {
     #[test]
     fn the_agent_is_checked_before_the_operator_and_windows_before_the_total() {
         let agent_limits = Limits {
-            weekly_sats: Some(5),
-            total_sats: Some(1),
+            weekly_sats: Some(5.into()),
+            total_sats: Some(1.into()),
             ..Limits::NONE
         };
         let operator_limits = Limits {
-            hourly_sats: Some(1),
+            hourly_sats: Some(1.into()),
             ..Limits::NONE
         };
         let agent = Owner::agent(&agent_limits, None, Used::default());
@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn an_operators_override_replaces_the_configured_total() {
         let limits = Limits {
-            total_sats: Some(1),
+            total_sats: Some(1.into()),
             ..Limits::NONE
         };
         let none = Limits::NONE;
@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn the_decline_reports_what_was_used_before() {
         let limits = Limits {
-            hourly_sats: Some(10),
+            hourly_sats: Some(10.into()),
             ..Limits::NONE
         };
         let none = Limits::NONE;

@@ -52,7 +52,7 @@ fn hourly_window_rolls_over() {
     let clock = Arc::new(ManualClock::new(T));
     let budget = B::new(clock.clone(), Limits::default());
     let a = agent(Limits {
-        hourly_sats: Some(10),
+        hourly_sats: Some(10.into()),
         ..Limits::default()
     });
     let r = budget.reserve(&a, Msat::from_sats(6)).unwrap();
@@ -71,9 +71,9 @@ fn daily_weekly_monthly_roll_over_at_utc_boundaries() {
     let clock = Arc::new(ManualClock::new(T));
     let budget = B::new(clock.clone(), Limits::default());
     let a = agent(Limits {
-        daily_sats: Some(10),
-        weekly_sats: Some(25),
-        monthly_sats: Some(40),
+        daily_sats: Some(10.into()),
+        weekly_sats: Some(25.into()),
+        monthly_sats: Some(40.into()),
         ..Limits::default()
     });
     let spend = |n: u64| {
@@ -102,7 +102,7 @@ fn daily_weekly_monthly_roll_over_at_utc_boundaries() {
 fn released_reservations_give_budget_back_and_pending_counts() {
     let budget = B::new(Arc::new(ManualClock::new(T)), Limits::default());
     let a = agent(Limits {
-        total_sats: Some(10),
+        total_sats: Some(10.into()),
         ..Limits::default()
     });
     let pending = budget.reserve(&a, Msat::from_sats(8)).unwrap();
@@ -121,12 +121,12 @@ fn operator_cap_spans_agents_and_totals_can_be_changed() {
     let budget = B::new(
         Arc::new(ManualClock::new(T)),
         Limits {
-            daily_sats: Some(15),
+            daily_sats: Some(15.into()),
             ..Limits::default()
         },
     );
     let a = agent(Limits {
-        total_sats: Some(100),
+        total_sats: Some(100.into()),
         ..Limits::default()
     });
     let r = budget.reserve(&a, Msat::from_sats(10)).unwrap();
@@ -134,7 +134,7 @@ fn operator_cap_spans_agents_and_totals_can_be_changed() {
     let e = budget.reserve(&a, Msat::from_sats(6)).unwrap_err();
     assert_eq!(e.code(), "operator-over-daily-limit");
     budget.set_total(&a.name, Some(Msat::from_sats(5)));
-    assert_eq!(budget.view(&a).limits.total_sats, Some(5));
+    assert_eq!(budget.view(&a).limits.total_sats, Some(5.into()));
     assert_eq!(budget.view(&a).remaining_msat.total, Some(0));
 }
 
@@ -142,7 +142,7 @@ fn operator_cap_spans_agents_and_totals_can_be_changed() {
 fn restored_spend_counts_in_current_windows_only() {
     let budget = B::new(Arc::new(ManualClock::new(T)), Limits::default());
     let a = agent(Limits {
-        daily_sats: Some(10),
+        daily_sats: Some(10.into()),
         ..Limits::default()
     });
     let _ = budget.restore("a", T - 2 * 86_400, Msat::from_sats(7)); // two days ago
@@ -173,7 +173,7 @@ fn every_window_counts_spend_whether_or_not_it_has_a_limit() {
     }
     // A limit added later (a reload) sees the spend earlier in its window.
     let limited = agent(Limits {
-        daily_sats: Some(35),
+        daily_sats: Some(35.into()),
         ..Limits::default()
     });
     assert_eq!(
@@ -186,17 +186,17 @@ fn every_window_counts_spend_whether_or_not_it_has_a_limit() {
 fn clearing_an_override_goes_back_to_the_configured_total() {
     let b = B::new(Arc::new(ManualClock::new(T)), Limits::default());
     let a = agent(Limits {
-        total_sats: Some(50),
+        total_sats: Some(50.into()),
         ..Limits::default()
     });
     b.set_total(&a.name, Some(Msat::from_sats(80)));
-    assert_eq!(b.view(&a).limits.total_sats, Some(80));
+    assert_eq!(b.view(&a).limits.total_sats, Some(80.into()));
     assert_eq!(
         b.view(&a).limit_sources.total_sats,
         Some(LimitSource::Admin)
     );
     b.set_total(&a.name, None);
-    assert_eq!(b.view(&a).limits.total_sats, Some(50));
+    assert_eq!(b.view(&a).limits.total_sats, Some(50.into()));
     assert_eq!(
         b.view(&a).limit_sources.total_sats,
         Some(LimitSource::Config)

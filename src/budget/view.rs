@@ -4,7 +4,7 @@
 use crate::config::Limits;
 use crate::core::decline::{Period, Whose};
 use crate::core::window::Window;
-use crate::core::{Decline, Msat};
+use crate::core::{Decline, Msat, Sats};
 use serde::Serialize;
 
 /// Where a limit's value comes from.
@@ -125,14 +125,16 @@ impl BudgetView {
                 super::limit_for(limits, w).map(|limit| limit.saturating_sub(used).get()),
             );
         }
-        let total_limit = total_override.or(limits.total_sats.map(Msat::from_sats));
+        let total_limit = total_override.or(limits.total_sats.map(Sats::msat));
         spent.total = Some(total_spent.get());
         remaining.total = total_limit.map(|limit| limit.saturating_sub(total_spent).get());
-        let from_config = |v: Option<u64>| v.map(|_| LimitSource::Config);
+        let from_config = |v: Option<Sats>| v.map(|_| LimitSource::Config);
         BudgetView {
             agent: agent.to_string(),
             limits: Limits {
-                total_sats: total_override.map(|m| m.get() / 1000).or(limits.total_sats),
+                total_sats: total_override
+                    .map(|m| Sats::new(m.get() / 1000))
+                    .or(limits.total_sats),
                 ..limits.clone()
             },
             limit_sources: LimitSources {
@@ -188,7 +190,7 @@ impl BudgetView {
                 period,
                 used: Msat::new(spent.unwrap_or(0)),
                 amount: needed,
-                limit: Msat::from_sats(limit),
+                limit: limit.msat(),
             })
         })
         .next()
@@ -200,10 +202,7 @@ impl BudgetView {
             .remaining_msat
             .tightest()
             .map(|left| left.saturating_sub(reserve.get()));
-        let per_request = self
-            .limits
-            .per_request_sats
-            .map(|s| Msat::from_sats(s).get());
+        let per_request = self.limits.per_request_sats.map(|s| s.msat().get());
         self.spendable_msat = match (by_windows, per_request) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

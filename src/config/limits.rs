@@ -9,26 +9,26 @@ use serde::Deserialize;
 pub struct Limits {
     /// The most one payment may be.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub per_request_sats: Option<u64>,
+    pub per_request_sats: Option<crate::core::Sats>,
     /// Per calendar hour (UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hourly_sats: Option<u64>,
+    pub hourly_sats: Option<crate::core::Sats>,
     /// Per calendar day (UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub daily_sats: Option<u64>,
+    pub daily_sats: Option<crate::core::Sats>,
     /// Per week (UTC, from Monday).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub weekly_sats: Option<u64>,
+    pub weekly_sats: Option<crate::core::Sats>,
     /// Per calendar month (UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub monthly_sats: Option<u64>,
+    pub monthly_sats: Option<crate::core::Sats>,
     /// In total (the admin API can top it up or recall it).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub total_sats: Option<u64>,
+    pub total_sats: Option<crate::core::Sats>,
     /// A payment above this many sats waits for the operator's approval
     /// (`GET /v1/approvals`, `POST /v1/approvals/{id}`), up to `approval.timeout_secs`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub approve_above_sats: Option<u64>,
+    pub approve_above_sats: Option<crate::core::Sats>,
     /// Requests through the proxy per minute (a token bucket; over it: 429 `rate-limited`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_per_minute: Option<u32>,
@@ -49,7 +49,7 @@ impl Limits {
     /// limits object (`per_request_sats`, …).
     pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
         let mut out = Vec::new();
-        if self.per_request_sats == Some(0) {
+        if self.per_request_sats == Some(crate::core::Sats::new(0)) {
             out.push((
                 "per_request_sats",
                 "0 would refuse every payment; remove the key for no limit (or pause the agent)",

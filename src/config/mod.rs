@@ -187,7 +187,7 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8402".parse().unwrap());
         assert_eq!(c.tls.intercept, vec!["*"]);
         assert_eq!(c.network(), Network::Regtest);
-        assert_eq!(c.wallet.max_fee_sats, 10);
+        assert_eq!(c.wallet.max_fee_sats.get(), 10);
         assert!(c.agents[0].hosts.permits("anything.example"));
     }
 
@@ -239,8 +239,8 @@ mod tests {
             "wallet: {{backend: dev}}\noperator_limits: {{daily_sats: 50}}\nagents:\n  - {{name: a, key_sha256: \"{KEY}\", limits: {{daily_sats: 5, total_sats: 9}}}}\n"
         );
         let c = Config::parse(&text).unwrap();
-        assert_eq!(c.operator_limits.daily_sats, Some(50));
-        assert_eq!(c.agents[0].limits.total_sats, Some(9));
+        assert_eq!(c.operator_limits.daily_sats, Some(50.into()));
+        assert_eq!(c.agents[0].limits.total_sats, Some(9.into()));
     }
 
     #[test]

@@ -63,15 +63,15 @@ pub struct WalletConfig {
     /// as its fee limit, and every payment reserves its amount plus this against each budget
     /// until it settles; the unused part is then given back.
     #[serde(default = "default_max_fee")]
-    pub max_fee_sats: u64,
+    pub max_fee_sats: crate::core::Sats,
     /// Seconds a payment may take to settle (default 60, at least 1). Past it the outcome is
     /// unknown: the payment stays reserved and is only ever looked up, never sent again.
     #[serde(default = "default_payment_timeout")]
     pub payment_timeout_secs: u64,
 }
 
-fn default_max_fee() -> u64 {
-    10
+fn default_max_fee() -> crate::core::Sats {
+    crate::core::Sats::new(10)
 }
 fn default_payment_timeout() -> u64 {
     60
@@ -147,7 +147,7 @@ pub struct DevWalletConfig {
     /// The simulated balance at start, in sats (default 1 000 000). Each payment's amount and
     /// fee are debited from it; with a `state_file`, so are the payments it journaled earlier.
     #[serde(default = "default_dev_balance")]
-    pub balance_sats: u64,
+    pub balance_sats: crate::core::Sats,
     /// Simulated time a payment takes.
     #[serde(default)]
     pub pay_delay_ms: u64,
@@ -162,8 +162,8 @@ pub struct DevWalletConfig {
     pub state_file: Option<PathBuf>,
 }
 
-fn default_dev_balance() -> u64 {
-    1_000_000
+fn default_dev_balance() -> crate::core::Sats {
+    crate::core::Sats::new(1_000_000)
 }
 /// `wallet.dev.secret` when absent, `l402-proxy-dev`: also the demo seller's, so the demo runs
 /// with no configuration. Being public it protects nothing, which is fine: dev invoices move no

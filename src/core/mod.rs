@@ -9,5 +9,5 @@ pub mod time;
 pub mod window;
 
 pub use decline::Decline;
-pub use money::{Msat, PaymentHash, Preimage};
+pub use money::{Msat, PaymentHash, Preimage, Sats};
 pub use time::Clock;

@@ -78,6 +78,54 @@ impl fmt::Display for Msat {
     }
 }
 
+/// A whole-sat amount as an operator configures it (limits, fee caps, the dev wallet's balance):
+/// written and read as a bare number, turned into [`Msat`] only through [`Sats::msat`], which
+/// saturates, so no configured amount can wrap into a small one.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct Sats(u64);
+
+impl Sats {
+    /// `sats` whole sats.
+    pub const fn new(sats: u64) -> Sats {
+        Sats(sats)
+    }
+
+    /// The number of sats.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The amount in msat, saturating at `u64::MAX` msat ("no practical limit").
+    pub fn msat(self) -> Msat {
+        Msat::from_sats(self.0)
+    }
+}
+
+impl From<u64> for Sats {
+    fn from(sats: u64) -> Sats {
+        Sats(sats)
+    }
+}
+
+impl fmt::Display for Sats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} sat", self.0)
+    }
+}
+
 /// The sha256 that identifies a Lightning payment.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PaymentHash(pub [u8; 32]);

@@ -106,7 +106,7 @@ impl Guardrails {
 }
 
 /// The approval threshold that applies: the lower of the agent's and the operator's.
-pub fn approve_above(agent: &Limits, operator: &Limits) -> Option<u64> {
+pub fn approve_above(agent: &Limits, operator: &Limits) -> Option<crate::core::Sats> {
     match (agent.approve_above_sats, operator.approve_above_sats) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

@@ -33,7 +33,7 @@ fn readings(view: &BudgetView, now: i64) -> Vec<Reading> {
                 limit: w.name(),
                 window_start: Some(w.start(now)),
                 spent: spent.unwrap_or(0),
-                limit_msat: limit?.saturating_mul(1000),
+                limit_msat: limit?.msat().get(),
             })
         })
         .collect();
@@ -42,7 +42,7 @@ fn readings(view: &BudgetView, now: i64) -> Vec<Reading> {
             limit: "total",
             window_start: None,
             spent: s.total.unwrap_or(0),
-            limit_msat: total.saturating_mul(1000),
+            limit_msat: total.msat().get(),
         });
     }
     out

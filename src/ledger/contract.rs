@@ -165,9 +165,9 @@ async fn limits_decide_in_one_order(ledger: &dyn Ledger, now: i64) {
     let none = Limits::NONE;
     // 11 sats held per payment: the second passes the hour, the day and the total at once.
     let agent = Limits {
-        hourly_sats: Some(15),
-        daily_sats: Some(15),
-        total_sats: Some(15),
+        hourly_sats: Some(15.into()),
+        daily_sats: Some(15.into()),
+        total_sats: Some(15.into()),
         ..Limits::NONE
     };
     let p = proof();
@@ -188,7 +188,7 @@ async fn limits_decide_in_one_order(ledger: &dyn Ledger, now: i64) {
         "the agent's windows first, the shortest first"
     );
     let operator = Limits {
-        daily_sats: Some(5),
+        daily_sats: Some(5.into()),
         ..Limits::NONE
     };
     let loose = Limits::NONE;
@@ -207,7 +207,7 @@ async fn limits_decide_in_one_order(ledger: &dyn Ledger, now: i64) {
     );
     // Exactly at a limit is allowed.
     let exact = Limits {
-        daily_sats: Some(11),
+        daily_sats: Some(11.into()),
         ..Limits::NONE
     };
     let r = proof();
@@ -226,7 +226,7 @@ async fn an_api_agent_is_read_as_it_is_when_money_leaves(ledger: &dyn Ledger, no
         name: "c4".into(),
         key_sha256: "00".repeat(32),
         limits: Limits {
-            daily_sats: daily,
+            daily_sats: daily.map(crate::core::Sats::new),
             ..Limits::NONE
         },
         hosts: HostRules::default(),

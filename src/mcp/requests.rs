@@ -575,10 +575,10 @@ async fn would_pay(
         policy::check_invoice(invoice, agent, dest.host, &addrs, purchases.network(), now)?;
     let operator = purchases.operator_limits();
     if let Some(limit) = operator.per_request_sats {
-        if amount.sats_ceil() > limit {
+        if amount.sats_ceil() > limit.get() {
             return Err(Decline::OverPerRequestLimit {
                 amount,
-                limit_sats: limit,
+                limit_sats: limit.get(),
             });
         }
     }
@@ -595,7 +595,7 @@ async fn would_pay(
     }
     let spendable = view.with_fee_reserve(fee).spendable_msat;
     let approval = crate::guardrails::approve_above(&agent.limits, &operator)
-        .is_some_and(|above| amount > Msat::from_sats(above));
+        .is_some_and(|above| amount > above.msat());
     Ok((amount, spendable, approval))
 }
 
@@ -632,8 +632,8 @@ mod tests {
     #[test]
     fn the_first_limit_a_reservation_would_pass_is_named() {
         let limits = Limits {
-            daily_sats: Some(100),
-            total_sats: Some(50),
+            daily_sats: Some(100.into()),
+            total_sats: Some(50.into()),
             ..Limits::default()
         };
         let view = crate::budget::BudgetView::new(

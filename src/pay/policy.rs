@@ -63,10 +63,10 @@ pub fn check_invoice(
         });
     }
     if let Some(limit) = agent.limits.per_request_sats {
-        if amount.sats_ceil() > limit {
+        if amount.sats_ceil() > limit.get() {
             return Err(Decline::OverPerRequestLimit {
                 amount,
-                limit_sats: limit,
+                limit_sats: limit.get(),
             });
         }
     }
@@ -99,7 +99,7 @@ mod tests {
             name: "a".into(),
             key_sha256: hash_key("k"),
             limits: Limits {
-                per_request_sats: Some(100),
+                per_request_sats: Some(100.into()),
                 ..Limits::default()
             },
             hosts: HostRules {

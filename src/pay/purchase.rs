@@ -319,10 +319,10 @@ impl Purchases {
         let amount = policy::check_invoice(&invoice, agent, to.host, &addrs, self.network, now)
             .map_err(with_amount)?;
         if let Some(limit) = self.operator_limits.load().per_request_sats {
-            if amount.sats_ceil() > limit {
+            if amount.sats_ceil() > limit.get() {
                 return Err(with_amount(Decline::OverPerRequestLimit {
                     amount,
-                    limit_sats: limit,
+                    limit_sats: limit.get(),
                 }));
             }
         }

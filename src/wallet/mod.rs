@@ -193,7 +193,7 @@ pub fn from_config(config: &crate::config::Config) -> anyhow::Result<std::sync::
         Backend::Dev => {
             let wallet = dev::DevWallet::new(
                 &w.dev.secret,
-                Msat::from_sats(w.dev.balance_sats),
+                w.dev.balance_sats.msat(),
                 Msat::new(w.dev.fee_msat),
                 Duration::from_millis(w.dev.pay_delay_ms),
             );

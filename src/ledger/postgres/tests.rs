@@ -79,12 +79,12 @@ async fn two_replicas_share_one_budget_exactly_and_never_begin_a_hash_twice() {
         Arc::new(replica(&server, &clock).await),
     );
     let tight = Limits {
-        total_sats: Some(100),
-        daily_sats: Some(1000),
+        total_sats: Some(100.into()),
+        daily_sats: Some(1000.into()),
         ..Limits::default()
     };
     let operator = Limits {
-        daily_sats: Some(1_000),
+        daily_sats: Some(1_000.into()),
         ..Limits::default()
     };
     let tasks: Vec<_> = (0..40u32)
@@ -148,7 +148,7 @@ async fn a_failed_payment_releases_and_may_be_retried_and_overrides_are_shared()
         replica(&server, &clock).await,
     );
     let limits = Limits {
-        total_sats: Some(20),
+        total_sats: Some(20.into()),
         ..Limits::default()
     };
     let l = LimitSet {
@@ -197,7 +197,7 @@ async fn a_failed_payment_releases_and_may_be_retried_and_overrides_are_shared()
     b.set_total("x", None, now()).await.unwrap();
     assert_eq!(
         a.budget("x", &limits).await.unwrap().limits.total_sats,
-        Some(20)
+        Some(20.into())
     );
 }
 
@@ -427,7 +427,7 @@ async fn concurrent_begins_and_settles_never_deadlock() {
     let a = Arc::new(replica(&server, &clock).await);
     let b = Arc::new(replica(&server, &clock).await);
     let operator = Limits {
-        daily_sats: Some(1_000_000),
+        daily_sats: Some(1_000_000.into()),
         ..Limits::NONE
     };
     let tasks: Vec<_> = (0..64u32)

@@ -179,7 +179,7 @@ async fn reservations_are_atomic_against_every_limit() {
     let db = temp_db();
     let ledger = open(&db, &Arc::new(ManualClock::new(T))).await;
     let agent = Limits {
-        total_sats: Some(25),
+        total_sats: Some(25.into()),
         ..Limits::default()
     };
     let none = no_limits();
@@ -223,7 +223,7 @@ async fn operator_overrides_are_durable_and_can_be_cleared() {
     let path = temp_db();
     let clock = Arc::new(ManualClock::new(T));
     let config = Limits {
-        total_sats: Some(50),
+        total_sats: Some(50.into()),
         ..Limits::default()
     };
     {
@@ -234,7 +234,7 @@ async fn operator_overrides_are_durable_and_can_be_cleared() {
             .unwrap();
         assert_eq!(
             ledger.budget("a", &config).await.unwrap().limits.total_sats,
-            Some(80)
+            Some(80.into())
         );
     }
     let ledger = open(&path, &clock).await;
@@ -247,7 +247,7 @@ async fn operator_overrides_are_durable_and_can_be_cleared() {
     let ledger = open(&path, &clock).await;
     assert_eq!(
         ledger.budget("a", &config).await.unwrap().limits.total_sats,
-        Some(50),
+        Some(50.into()),
         "back to the file's value"
     );
 }

@@ -313,7 +313,7 @@ async fn over_a_limit_nothing_is_journalled_or_sent() {
     let f = fixture().await;
     let p = proof(9);
     let tight = Limits {
-        daily_sats: Some(5),
+        daily_sats: Some(5.into()),
         ..Limits::default()
     };
     let d = f

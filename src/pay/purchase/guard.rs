@@ -6,7 +6,7 @@ use super::job::Job;
 use crate::alerts::Event;
 use crate::config::Limits;
 use crate::core::decline::Whose;
-use crate::core::{Decline, Msat};
+use crate::core::Decline;
 use crate::guardrails::{self, Hold, PriceCheck};
 
 impl Job {
@@ -52,7 +52,7 @@ impl Job {
         }
         g.rates.payment(&agent.name, &agent.limits, operator)?;
         if let Some(above) = guardrails::approve_above(&agent.limits, operator) {
-            if jumped || self.amount > Msat::from_sats(above) {
+            if jumped || self.amount > above.msat() {
                 // Not worth a person's time when the budget cannot take it anyway (the
                 // reservation after approval still decides, atomically).
                 if let Ok(view) = p.ledger.budget(&agent.name, &agent.limits).await {

@@ -247,7 +247,7 @@ async fn a_refused_invoice_reports_its_amount_and_pays_nothing() {
         name: "a".into(),
         key_sha256: hash_key("k"),
         limits: Limits {
-            per_request_sats: Some(5),
+            per_request_sats: Some(5.into()),
             ..Limits::default()
         },
         hosts: HostRules::default(),
