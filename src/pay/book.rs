@@ -50,15 +50,30 @@ pub enum Unbought {
     /// one. The hash is that payment's.
     PurchaseOpen(PaymentHash),
     /// Sent and not resolved: it may still settle, so its budget stays reserved and its
-    /// purchase open. `late` answers with the proof if the wallet's call settles it later; it
+    /// purchase open. `late` answers with the proof if it settles later (the wallet's call
+    /// answering, or a lookup); it closes without one when the payment failed or was left to
+    /// reconciliation after [`LATE_WAIT`].
     /// closes without one when the payment failed or was left to reconciliation.
     Unresolved {
         /// What to tell the agent now (`payment-timeout`, `wallet-unavailable`).
         decline: Decline,
         /// The wallet call's late answer, when it is still running.
-        late: Option<oneshot::Receiver<Paid>>,
+        late: Option<oneshot::Receiver<LateSettle>>,
     },
 }
+
+/// The proof of a payment that settled after its buyer was told it was unresolved. The payment
+/// is recorded settled only once this is dropped (after [`LATE_DELIVERY`] at most), so whoever
+/// waits for the purchase to resolve finds what it bought already delivered.
+#[derive(Debug)]
+pub struct LateSettle {
+    /// The verified proof and the fee.
+    pub paid: Paid,
+    _delivered: oneshot::Sender<()>,
+}
+
+/// How long a late proof's delivery may hold up recording the payment settled.
+const LATE_DELIVERY: Duration = Duration::from_secs(2);
 
 impl From<Decline> for Unbought {
     fn from(decline: Decline) -> Unbought {
@@ -125,10 +140,11 @@ pub struct PaymentBook {
     timeout: Duration,
     /// Hashes a live task of this process is paying now: reconciliation leaves them alone.
     sending: Arc<DashMap<PaymentHash, ()>>,
-    /// Hashes whose wallet call outlasted the timeout and is still awaited. Reconciliation may
-    /// resolve them too (on a definite answer from a lookup only); whichever of the two removes
-    /// the hash from here first records the outcome.
-    late: Arc<DashMap<PaymentHash, ()>>,
+    /// Payments whose wallet call outlasted the timeout and is still awaited, with where their
+    /// late proof goes. Reconciliation may resolve them too (on a definite answer from a lookup
+    /// only); whichever of the two removes the entry first delivers the proof, then records the
+    /// outcome.
+    late: Arc<DashMap<PaymentHash, oneshot::Sender<LateSettle>>>,
 }
 
 /// A begun payment being paid by a live task. While it exists, reconciliation does not touch the
@@ -282,20 +298,19 @@ impl PaymentBook {
     }
 
     /// Keeps awaiting a wallet call that outlasted the payment timeout (up to [`LATE_WAIT`]),
-    /// and records its outcome the moment it comes: settled (the proof sent on the returned
-    /// channel), failed, or — still unknown — left to reconciliation. The payment stays owned
-    /// (`sending`) until then.
+    /// and resolves the payment the moment it answers: settled (its proof delivered on the
+    /// returned channel first), failed, or — still unknown — left to reconciliation.
     fn listen_late(
         self: &Arc<Self>,
         mut call: tokio::task::JoinHandle<Result<Paid, PayError>>,
         request: PayRequest,
         agent: Arc<str>,
         sending: Sending,
-    ) -> oneshot::Receiver<Paid> {
+    ) -> oneshot::Receiver<LateSettle> {
         let (tx, rx) = oneshot::channel();
         let book = self.clone();
         let hash = request.payment_hash;
-        self.late.insert(hash, ());
+        self.late.insert(hash, tx);
         drop(sending);
         tokio::spawn(async move {
             let outcome = match tokio::time::timeout(LATE_WAIT, &mut call).await {
@@ -305,29 +320,48 @@ impl PaymentBook {
                     Err(PayError::Timeout(LATE_WAIT))
                 }
             };
+            // Reconciliation may have resolved it first: then it is not recorded again.
+            let Some((_, deliver)) = book.late.remove(&hash) else {
+                return;
+            };
             match outcome {
                 Ok(paid) => {
-                    // Reconciliation may have recorded it settled first: the proof is still
-                    // delivered, the payment counted once.
-                    if book.late.remove(&hash).is_some() {
-                        tracing::info!(%agent, hash = %hash.short(), fee = %paid.fee, "an unresolved payment settled");
-                        book.settled(hash, &agent, request.amount, paid).await;
-                    }
-                    let _ = tx.send(paid);
+                    tracing::info!(%agent, hash = %hash.short(), fee = %paid.fee, "an unresolved payment settled");
+                    book.deliver_then_settle(deliver, hash, &agent, request.amount, paid)
+                        .await;
                 }
                 Err(e) if e.may_be_in_flight() => {
-                    book.late.remove(&hash);
                     tracing::warn!(%agent, hash = %hash.short(), error = %e, "still unresolved; reconciliation takes over");
                 }
                 Err(e) => {
-                    if book.late.remove(&hash).is_some() {
-                        tracing::warn!(%agent, hash = %hash.short(), error = %e, "an unresolved payment failed; budget released");
-                        book.failed(hash, &e.to_string()).await;
-                    }
+                    tracing::warn!(%agent, hash = %hash.short(), error = %e, "an unresolved payment failed; budget released");
+                    book.failed(hash, &e.to_string()).await;
                 }
             }
         });
         rx
+    }
+
+    /// A late payment settled: its proof goes to whoever listens (bounded by
+    /// [`LATE_DELIVERY`]), then the payment is recorded settled.
+    async fn deliver_then_settle(
+        &self,
+        deliver: oneshot::Sender<LateSettle>,
+        hash: PaymentHash,
+        agent: &str,
+        amount: Msat,
+        paid: Paid,
+    ) {
+        let (delivered, done) = oneshot::channel();
+        let late = LateSettle {
+            paid,
+            _delivered: delivered,
+        };
+        if deliver.send(late).is_ok() {
+            // Resolves when the listener drops its `LateSettle`, or at once without one.
+            let _ = tokio::time::timeout(LATE_DELIVERY, done).await;
+        }
+        self.settled(hash, agent, amount, paid).await;
     }
 
     /// The wallet's answer made final: recovers the proof of an invoice the wallet says it
@@ -388,27 +422,37 @@ impl PaymentBook {
                     continue;
                 }
             };
-            // A payment whose wallet call is still awaited is resolved here only on a
-            // definite answer, and only if the call has not answered first.
-            let late = self.late.contains_key(&row.hash);
-            if late
-                && !matches!(
-                    status,
-                    PaymentStatus::Succeeded(_) | PaymentStatus::Failed(_)
-                )
-            {
-                open += 1;
-                continue;
-            }
-            if late && self.late.remove(&row.hash).is_none() {
-                continue;
+            // A payment whose wallet call is still awaited is resolved here only on a definite
+            // answer, and only if the call has not answered first; its proof is then delivered
+            // before it is recorded, as the call would have.
+            let mut deliver = None;
+            if self.late.contains_key(&row.hash) {
+                let definite = match &status {
+                    PaymentStatus::Succeeded(paid) => proven(*paid, &row.hash).is_ok(),
+                    PaymentStatus::Failed(_) => true,
+                    _ => false,
+                };
+                if !definite {
+                    open += 1;
+                    continue;
+                }
+                match self.late.remove(&row.hash) {
+                    Some((_, d)) => deliver = Some(d),
+                    None => continue,
+                }
             }
             match status {
                 PaymentStatus::InFlight => open += 1,
                 PaymentStatus::Succeeded(paid) => match proven(paid, &row.hash) {
                     Ok(paid) => {
                         tracing::info!(hash = %row.hash.short(), "in-flight payment settled");
-                        self.settled(row.hash, &row.agent, row.amount, paid).await;
+                        match deliver {
+                            Some(d) => {
+                                self.deliver_then_settle(d, row.hash, &row.agent, row.amount, paid)
+                                    .await
+                            }
+                            None => self.settled(row.hash, &row.agent, row.amount, paid).await,
+                        }
                         resolved.push(Resolved::Settled(row, paid));
                     }
                     Err(_) => {

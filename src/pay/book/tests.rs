@@ -365,3 +365,42 @@ async fn a_proof_for_another_hash_is_never_accepted() {
         crate::ledger::PaymentState::Pending
     );
 }
+
+#[tokio::test]
+async fn a_late_proof_is_delivered_before_the_payment_is_recorded_settled() {
+    let f = fixture_with(Duration::from_millis(100)).await;
+    let p = proof(9);
+    f.wallet.script(p.hash(), Script::Hang);
+    let late = match f.book.buy(payment(&p, "a"), no_limits()).await {
+        Err(Unbought::Unresolved {
+            late: Some(late), ..
+        }) => late,
+        other => panic!("an unresolved payment with a late answer: {other:?}"),
+    };
+    // The wallet's call still hangs; a lookup says it settled.
+    f.wallet.lookup_says(
+        p.hash(),
+        PaymentStatus::Succeeded(Paid {
+            preimage: p,
+            fee: Msat(5),
+        }),
+    );
+    let book = f.book.clone();
+    let reconciling = tokio::spawn(async move { book.reconcile().await.unwrap() });
+    let settle = late.await.expect("the proof is delivered");
+    assert_eq!(settle.paid.preimage, p);
+    assert_eq!(
+        f.state(p.hash()).await,
+        crate::ledger::PaymentState::Pending,
+        "not recorded settled while its proof is being delivered"
+    );
+    drop(settle);
+    let (resolved, open) = reconciling.await.unwrap();
+    assert_eq!((resolved.len(), open), (1, 0));
+    assert_eq!(
+        f.state(p.hash()).await,
+        crate::ledger::PaymentState::Settled
+    );
+    assert_eq!(f.spent("a").await, 10_005, "counted once");
+    assert_eq!(f.wallet.pays(), 1);
+}

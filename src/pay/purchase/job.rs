@@ -9,14 +9,12 @@ use crate::config::Limits;
 use crate::core::{Decline, Msat, PaymentHash};
 use crate::guardrails::{self, thresholds};
 use crate::ledger::{Flight, LimitSet, NewPayment, PaymentState};
-use crate::pay::book::{Bought, Unbought};
+use crate::pay::book::{Bought, LateSettle, Unbought};
 use crate::pay::dialect::{Credential, Offer};
 use crate::pay::kept::RequestKey;
 use crate::pay::tokens::Token;
-use crate::wallet::Paid;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Runs a purchase in its own task: the agent hanging up must not cancel a payment in progress.
 pub(super) async fn detached(job: Job) -> FlightResult {
@@ -290,32 +288,27 @@ impl Job {
                 paid: None,
             }));
         }
-        // The late answer is recorded settled a moment before its credential is kept.
-        for _ in 0..10 {
-            if let Some(kept) = p
-                .kept
-                .take(&self.agent.name, self.request, p.clock.now_unix())
-            {
-                return Ok(Some(Obtained {
-                    credential: kept.credential,
-                    dialect: kept.dialect,
-                    flight: kept.flight,
-                    token: None,
-                    paid: None,
-                }));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(None)
+        // A late-settled payment's credential is kept before the payment is recorded settled.
+        Ok(p.kept
+            .take(&self.agent.name, self.request, p.clock.now_unix())
+            .map(|kept| Obtained {
+                credential: kept.credential,
+                dialect: kept.dialect,
+                flight: kept.flight,
+                token: None,
+                paid: None,
+            }))
     }
 
     /// The wallet settled this payment after the agent was told it timed out: what it bought is
     /// kept for the agent's retry (the token cached, a single-use credential kept for its
     /// request), and the price and thresholds are recorded as for any payment.
-    pub(super) async fn deliver_late(self, late: tokio::sync::oneshot::Receiver<Paid>) {
-        let Ok(paid) = late.await else {
+    pub(super) async fn deliver_late(self, late: tokio::sync::oneshot::Receiver<LateSettle>) {
+        // Held until delivered: the payment is recorded settled once this is dropped.
+        let Ok(settle) = late.await else {
             return;
         };
+        let paid = settle.paid;
         let p = &self.purchases;
         self.settled(p.operator_limits());
         let credential = match self.offer.terms.credential(&paid.preimage) {
