@@ -43,10 +43,6 @@ pub trait Requester: Send + Sync {
     fn gone(&self) -> bool;
 }
 
-/// A request's [`Requester`], carried in the request's extensions from the listener.
-#[derive(Clone)]
-pub struct RequesterHandle(pub Arc<dyn Requester>);
-
 /// One request of an agent, ready to go upstream (hop-by-hop headers already removed).
 pub struct Outgoing {
     /// The method.

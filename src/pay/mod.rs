@@ -15,5 +15,5 @@ pub mod purchase;
 pub mod reconcile;
 pub mod tokens;
 
-pub use layer::{Answer, Outgoing, PaymentLayer, Requester, RequesterHandle, Upstream};
+pub use layer::{Answer, Outgoing, PaymentLayer, Requester, Upstream};
 pub use purchase::{Destination, Obtained, PaidInfo, Purchases};

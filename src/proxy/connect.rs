@@ -235,7 +235,7 @@ where
                 );
                 return Ok::<_, Infallible>(r);
             };
-            Ok::<_, Infallible>(forward(&shared, &now, req, &target).await)
+            Ok::<_, Infallible>(forward(&shared, &now, req, &target, None).await)
         })
     });
     let idle = shared.timeouts.tunnel_idle;

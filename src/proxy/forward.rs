@@ -18,12 +18,15 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 
-/// Forwards one request of `agent` to `target`, through the payment layer.
+/// Forwards one request of `agent` to `target`, through the payment layer. `requester` tells
+/// whether the agent is still there where hyper cannot (the plain listener allows half-closed
+/// connections); `None` where hyper drops the request when the agent leaves.
 pub async fn forward(
     shared: &Shared,
     agent: &Arc<Agent>,
     req: Request<Incoming>,
     target: &Target,
+    requester: Option<Arc<dyn crate::pay::Requester>>,
 ) -> Response<Body> {
     if let Err(d) = shared.guardrails.rates.request(&agent.name, &agent.limits) {
         return responses::rate_limited(shared, &agent.name, &d);
@@ -79,10 +82,7 @@ pub async fn forward(
         headers: parts.headers,
         body,
         upgrade: agent_upgrade.is_some(),
-        requester: parts
-            .extensions
-            .remove::<crate::pay::RequesterHandle>()
-            .map(|h| h.0),
+        requester,
     };
     let answer = shared
         .layer

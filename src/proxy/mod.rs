@@ -171,17 +171,16 @@ impl Proxy {
                 let watched = ticket.clone();
                 let stream = admission::Watched::new(stream, &ticket);
                 let metrics = shared.metrics.clone();
-                let service = service_fn(move |mut req: Request<Incoming>| {
+                let service = service_fn(move |req: Request<Incoming>| {
                     let shared = shared.clone();
                     let ticket = ticket.clone();
-                    req.extensions_mut()
-                        .insert(crate::pay::RequesterHandle(requester.clone()));
+                    let requester = requester.clone();
                     // Boxed: hyper keeps room for one service future per connection for the
                     // connection's whole life; boxed, an idle keep-alive connection holds a
                     // pointer instead (about 3.5 KiB less each).
-                    Box::pin(
-                        async move { Ok::<_, Infallible>(dispatch(shared, req, ticket).await) },
-                    )
+                    Box::pin(async move {
+                        Ok::<_, Infallible>(dispatch(shared, req, ticket, requester).await)
+                    })
                 });
                 // An agent that shuts its sending side after the request still gets the answer.
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -230,6 +229,7 @@ async fn dispatch(
     shared: Arc<Shared>,
     mut req: Request<Incoming>,
     ticket: Arc<admission::Ticket>,
+    requester: Arc<dyn crate::pay::Requester>,
 ) -> Response<Body> {
     let agent = match shared
         .agents
@@ -268,7 +268,7 @@ async fn dispatch(
     }
     match Target::from_absolute(req.uri()) {
         Some(target) => {
-            let answer = forward::forward(&shared, &agent, req, &target).await;
+            let answer = forward::forward(&shared, &agent, req, &target, Some(requester)).await;
             drop(slot);
             answer
         }
