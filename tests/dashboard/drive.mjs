@@ -454,7 +454,7 @@ async function approvals() {
   await page.keyboard.press('Enter');
   await page.locator('#confirm-dialog[open]').waitFor();
   await page.locator('#confirm-ok').click();
-  await page.locator('#confirm-dialog[open]').waitFor({ state: 'detached' });
+  await confirmClosed(page);
   await item2.waitFor({ state: 'detached' });
   await page.locator('.toast', { hasText: `Denied: 10 sats to ${SELLER} for dave` }).waitFor();
   await heldOutcome('second', 'approval-denied');
@@ -491,6 +491,16 @@ async function approvals() {
   await page.unroute(isList, freeze);
   await heldOutcome('third', 'paid');
   await page.locator('#approvals-body', { hasText: 'No payment waits for approval' }).waitFor();
+}
+
+/** Waits for the confirmation dialog to close; if it stays open, fails with what it shows. */
+async function confirmClosed(page) {
+  try {
+    await page.locator('#confirm-dialog[open]').waitFor({ state: 'detached' });
+  } catch (e) {
+    const shown = await page.locator('#confirm-error').innerText().catch(() => '(unreadable)');
+    throw new Error(`the confirmation dialog stayed open, showing: ${JSON.stringify(shown)} (${e.message})`);
+  }
 }
 
 async function heldOutcome(name, expectOutcome) {

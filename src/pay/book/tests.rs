@@ -382,7 +382,7 @@ async fn a_late_proof_is_delivered_before_the_payment_is_recorded_settled() {
         p.hash(),
         PaymentStatus::Succeeded(Paid {
             preimage: p,
-            fee: Msat(5),
+            fee: Msat::new(5),
         }),
     );
     let book = f.book.clone();
