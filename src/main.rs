@@ -97,6 +97,20 @@ enum Command {
         #[command(flatten)]
         admin: Connection,
     },
+    /// Stop every new payment, on every replica (free traffic and cached tokens still pass;
+    /// held approvals are denied; payments in flight finish).
+    PauseAll {
+        /// Why, for the audit log and the `fleet.paused` event.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        admin: Connection,
+    },
+    /// Let the fleet pay again after `pause-all` (or the fleet's spend-spike breaker).
+    ResumeAll {
+        #[command(flatten)]
+        admin: Connection,
+    },
     /// Every change made through the admin API.
     Audit {
         /// At most this many entries.
@@ -269,6 +283,12 @@ fn run(command: Command, log_format: Option<LogFormat>) -> anyhow::Result<ExitCo
         }),
         Command::Status { admin } => operate(&admin, |client| async move {
             commands::status(&client, admin.json).await
+        }),
+        Command::PauseAll { reason, admin } => operate(&admin, |client| async move {
+            commands::pause_all(&client, reason.as_deref(), admin.json).await
+        }),
+        Command::ResumeAll { admin } => operate(&admin, |client| async move {
+            commands::resume_all(&client, admin.json).await
         }),
         Command::Audit { limit, admin } => operate(&admin, |client| async move {
             commands::audit(&client, limit, admin.json).await

@@ -106,6 +106,17 @@ pub async fn view(shared: &Shared, agent: &Agent) -> Result<Value, String> {
     if let Some(map) = v.as_object_mut() {
         map.insert("managed_by".into(), json!(agent.managed_by));
         map.insert("paused".into(), json!(agent.paused));
+        let stopped = shared
+            .ledger
+            .stops()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|s| s.scope == *agent.name);
+        map.insert(
+            "stopped".into(),
+            json!(stopped.as_ref().map(super::fleet::stop)),
+        );
         map.insert("hosts".into(), json!(agent.hosts));
         if let Some(at) = last {
             map.insert("last_payment_at".into(), json!(at));
@@ -119,7 +130,10 @@ pub async fn view(shared: &Shared, agent: &Agent) -> Result<Value, String> {
 }
 
 /// The body as `T`, or a 400 naming the field that is wrong (`limits.total_sats: …`).
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Response<Body>> {
+pub(super) fn parse<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    shape: &str,
+) -> Result<T, Response<Body>> {
     let bad = |message: String| {
         error(
             StatusCode::BAD_REQUEST,

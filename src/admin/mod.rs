@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod dashboard;
+pub mod fleet;
 pub mod gate;
 pub mod query;
 pub mod render;
@@ -267,6 +268,12 @@ impl Admin {
                 let name = name.to_string();
                 self.budget(&name, req).await
             }
+            (Method::POST, ["agents", name, "resume"]) => fleet::resume_agent(shared, name).await,
+            (Method::POST, ["pause-all"]) => match read_body(req).await {
+                Ok(body) => fleet::pause_all(shared, &body).await,
+                Err(r) => r,
+            },
+            (Method::POST, ["resume-all"]) => fleet::resume_all(shared).await,
             (Method::GET, ["payments"]) => self.payments(&req).await,
             (Method::GET, ["declines"]) => self.declines(&req).await,
             (Method::GET, ["audit"]) => self.audit(&req).await,
@@ -278,12 +285,14 @@ impl Admin {
                     Err(r) => r,
                 }
             }
-            (_, ["status" | "agents" | "payments" | "declines" | "audit" | "approvals", ..]) => {
-                error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method not allowed here; see docs/admin-api.md",
-                )
-            }
+            (
+                _,
+                ["status" | "agents" | "payments" | "declines" | "audit" | "approvals" | "pause-all"
+                | "resume-all", ..],
+            ) => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed here; see docs/admin-api.md",
+            ),
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
     }

@@ -47,6 +47,25 @@ pub async fn status(shared: &Shared, process: &Process) -> Response<Body> {
         .map(|rows| rows.len());
     let agents = shared.agents.load();
     let paused = agents.iter().filter(|a| a.paused).count();
+    let stops = ledger.stops().await;
+    let fleet = match &stops {
+        Ok(stops) => match stops.iter().find(|s| s.scope == crate::ledger::FLEET) {
+            Some(s) => {
+                json!({ "paused": true, "by": s.by, "reason": s.reason, "at": s.at, "at_rfc3339": super::render::rfc3339(s.at) })
+            }
+            None => json!({ "paused": false }),
+        },
+        Err(e) => json!({ "paused": null, "error": e.to_string() }),
+    };
+    let stopped_agents: Vec<&str> = stops
+        .as_ref()
+        .map(|s| {
+            s.iter()
+                .filter(|s| s.scope != crate::ledger::FLEET)
+                .map(|s| s.scope.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
     json(
         StatusCode::OK,
         &json!({
@@ -55,7 +74,8 @@ pub async fn status(shared: &Shared, process: &Process) -> Response<Body> {
             "proxy_listen": process.proxy_listen.get().map(|a| a.to_string()),
             "wallet": wallet_view,
             "store": { "backend": ledger.backend(), "up": ledger.available() },
-            "agents": { "total": agents.len(), "paused": paused },
+            "agents": { "total": agents.len(), "paused": paused, "stopped": stopped_agents },
+            "fleet": fleet,
             "pending_payments": pending.ok(),
             "payments_in_progress_here": shared.layer.purchases().book().in_progress(),
         }),

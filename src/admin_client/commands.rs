@@ -112,9 +112,9 @@ pub enum AgentsCommand {
         /// The agent to pause.
         name: String,
     },
-    /// Let a paused agent spend again.
+    /// Let a paused agent spend again, or one whose spend-spike breaker tripped (any agent).
     Resume {
-        /// The paused agent.
+        /// The paused or stopped agent.
         name: String,
     },
     /// Delete an API agent (its tokens go; its payments stay in the ledger).
@@ -379,8 +379,41 @@ pub async fn agents(
                 .await?;
             Ok(key_shown_once(client, name, &v, json_out).await)
         }
-        AgentsCommand::Pause { name } | AgentsCommand::Resume { name } => {
-            let paused = matches!(command, AgentsCommand::Pause { .. });
+        AgentsCommand::Resume { name } => {
+            // A tripped breaker stops any agent (config or API); a pause is an API agent's.
+            let lifted = client
+                .call(
+                    Method::POST,
+                    &format!("/v1/agents/{}/resume", segment(name)),
+                    None,
+                )
+                .await?;
+            let unpaused = client
+                .call(
+                    Method::PATCH,
+                    &format!("/v1/agents/{}", segment(name)),
+                    Some(&json!({ "paused": false })),
+                )
+                .await;
+            let unpaused = match unpaused {
+                Ok(v) => Some(v),
+                // A config-file agent is never paused through the API: nothing to undo.
+                Err(ClientError::Api { status: 409, .. }) => None,
+                Err(e) => return Err(e),
+            };
+            Ok(if json_out {
+                pretty(&json!({ "stop": lifted, "agent": unpaused }))
+            } else if lifted["changed"].as_bool() == Some(true) {
+                format!(
+                    "agent {name} resumed: its breaker's stop ({}) is lifted\n",
+                    lifted["lifted"]["reason"].as_str().unwrap_or("stopped")
+                )
+            } else {
+                format!("agent {name} resumed\n")
+            })
+        }
+        AgentsCommand::Pause { name } => {
+            let paused = true;
             let v = client
                 .call(
                     Method::PATCH,
@@ -558,8 +591,28 @@ pub async fn status(client: &AdminClient, json_out: bool) -> Result<String, Clie
         ),
     };
     let store = &s["store"];
+    let fleet = match s["fleet"]["paused"].as_bool() {
+        Some(true) => format!(
+            "PAUSED by {} ({}): no new payment leaves",
+            s["fleet"]["by"].as_str().unwrap_or("?"),
+            s["fleet"]["reason"].as_str().unwrap_or("?")
+        ),
+        Some(false) => "paying".into(),
+        None => "unknown".into(),
+    };
+    let stopped: Vec<&str> = s["agents"]["stopped"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let stopped = if stopped.is_empty() {
+        String::new()
+    } else {
+        format!(", stopped by a breaker: {}", stopped.join(", "))
+    };
     Ok(format!(
-        "version           {}\nproxy             {}\nwallet            {} — balance {}\nstore             {} — {}\nagents            {} ({} paused)\npending payments  {}\nuptime            {} s\n",
+        "version           {}\nproxy             {}\nwallet            {} — balance {}\nstore             {} — {}\nfleet             {fleet}\nagents            {} ({} paused{stopped})\npending payments  {}\nuptime            {} s\n",
         s["version"].as_str().unwrap_or_default(),
         s["proxy_listen"].as_str().unwrap_or("-"),
         wallet["backend"].as_str().unwrap_or_default(),
@@ -571,6 +624,49 @@ pub async fn status(client: &AdminClient, json_out: bool) -> Result<String, Clie
         s["pending_payments"].as_u64().map_or_else(|| "unknown".to_string(), |n| n.to_string()),
         s["uptime_seconds"],
     ))
+}
+
+/// `l402-proxy pause-all`: stops every new payment on every replica.
+pub async fn pause_all(
+    client: &AdminClient,
+    reason: Option<&str>,
+    json_out: bool,
+) -> Result<String, ClientError> {
+    let body = match reason {
+        Some(r) => json!({ "reason": r }),
+        None => json!({}),
+    };
+    let v = client
+        .call(Method::POST, "/v1/pause-all", Some(&body))
+        .await?;
+    if json_out {
+        return Ok(pretty(&v));
+    }
+    Ok(if v["changed"].as_bool() == Some(true) {
+        format!(
+            "payments paused for the whole fleet ({} held payment(s) denied): agents' paid requests are declined fleet-paused; free traffic and cached tokens still pass\n",
+            v["approvals_denied"].as_u64().unwrap_or(0)
+        )
+    } else {
+        format!(
+            "payments were already paused (by {}: {})\n",
+            v["stop"]["by"].as_str().unwrap_or("?"),
+            v["stop"]["reason"].as_str().unwrap_or("?")
+        )
+    })
+}
+
+/// `l402-proxy resume-all`: lifts the fleet's stop.
+pub async fn resume_all(client: &AdminClient, json_out: bool) -> Result<String, ClientError> {
+    let v = client.call(Method::POST, "/v1/resume-all", None).await?;
+    if json_out {
+        return Ok(pretty(&v));
+    }
+    Ok(if v["changed"].as_bool() == Some(true) {
+        "payments resumed for the fleet\n".into()
+    } else {
+        "payments were not paused\n".into()
+    })
 }
 
 /// `l402-proxy audit`.

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 /// Every event name, in the order of [`Event`]'s variants. Config filters are checked against
 /// it, and the `l402_proxy_alerts_total{event}` family is initialised with it.
-pub const EVENT_NAMES: [&str; 9] = [
+pub const EVENT_NAMES: [&str; 13] = [
     "budget.threshold",
     "approval.requested",
     "approval.decided",
@@ -16,6 +16,10 @@ pub const EVENT_NAMES: [&str; 9] = [
     "store.unavailable",
     "store.recovered",
     "price.jump",
+    "fleet.paused",
+    "fleet.resumed",
+    "breaker.tripped",
+    "agent.resumed",
 ];
 
 /// Whose limit a [`Event::BudgetThreshold`] is about. Serialised as `"agent"` or `"operator"`.
@@ -153,6 +157,44 @@ pub enum Event {
         /// The largest increase allowed, in per cent.
         limit_pct: u32,
     },
+    /// `fleet.paused`: every new payment is stopped, on every replica (the kill switch, or the
+    /// fleet's spend-spike breaker).
+    FleetPaused {
+        /// `operator`, or `breaker`.
+        by: String,
+        /// Why, as recorded.
+        reason: String,
+        /// Held payments denied by it.
+        approvals_denied: u64,
+    },
+    /// `fleet.resumed`: payments are allowed again.
+    FleetResumed {
+        /// Who resumed (`operator`).
+        by: String,
+    },
+    /// `breaker.tripped`: a spend-spike breaker refused a payment and stopped its agent (or,
+    /// for the operator's, the fleet) until the operator resumes.
+    BreakerTripped {
+        /// The agent's breaker, or the operator's over all agents.
+        scope: Scope,
+        /// The agent whose payment tripped it.
+        agent: String,
+        /// The breaker's sliding window, in seconds.
+        window_secs: u64,
+        /// Spent in the window before the refused payment.
+        spent_msat: u64,
+        /// The refused payment (amount + fee reserve).
+        amount_msat: u64,
+        /// The breaker's maximum.
+        max_msat: u64,
+    },
+    /// `agent.resumed`: the operator lifted an agent's stop (a tripped breaker).
+    AgentResumed {
+        /// The agent.
+        agent: String,
+        /// Who resumed it (`operator`).
+        by: String,
+    },
 }
 
 impl Event {
@@ -168,6 +210,10 @@ impl Event {
             Event::StoreUnavailable { .. } => "store.unavailable",
             Event::StoreRecovered { .. } => "store.recovered",
             Event::PriceJump { .. } => "price.jump",
+            Event::FleetPaused { .. } => "fleet.paused",
+            Event::FleetResumed { .. } => "fleet.resumed",
+            Event::BreakerTripped { .. } => "breaker.tripped",
+            Event::AgentResumed { .. } => "agent.resumed",
         }
     }
 
@@ -247,6 +293,10 @@ impl Event {
                 service,
                 ..
             } => [agent, host, service].into_iter().for_each(c),
+            Event::FleetPaused { by, reason, .. } => [by, reason].into_iter().for_each(c),
+            Event::FleetResumed { by } => c(by),
+            Event::BreakerTripped { agent, .. } => c(agent),
+            Event::AgentResumed { agent, by } => [agent, by].into_iter().for_each(c),
         }
         e
     }
@@ -410,6 +460,39 @@ mod tests {
                 json!({"agent": "a", "host": "h.example", "service": "h.example/v1",
                        "last_msat": 1000, "new_msat": 5000, "increase_pct": 400,
                        "limit_pct": 100}),
+            ),
+            (
+                Event::FleetPaused {
+                    by: "operator".into(),
+                    reason: "incident".into(),
+                    approvals_denied: 2,
+                },
+                json!({"by": "operator", "reason": "incident", "approvals_denied": 2}),
+            ),
+            (
+                Event::FleetResumed {
+                    by: "operator".into(),
+                },
+                json!({"by": "operator"}),
+            ),
+            (
+                Event::BreakerTripped {
+                    scope: Scope::Agent,
+                    agent: "a".into(),
+                    window_secs: 300,
+                    spent_msat: 30_000,
+                    amount_msat: 10_000,
+                    max_msat: 30_000,
+                },
+                json!({"scope": "agent", "agent": "a", "window_secs": 300, "spent_msat": 30_000,
+                       "amount_msat": 10_000, "max_msat": 30_000}),
+            ),
+            (
+                Event::AgentResumed {
+                    agent: "a".into(),
+                    by: "operator".into(),
+                },
+                json!({"agent": "a", "by": "operator"}),
             ),
         ];
         let mut named: Vec<&str> = Vec::new();

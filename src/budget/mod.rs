@@ -11,10 +11,12 @@
 pub mod rules;
 pub mod view;
 
+use crate::config::limits::MAX_SPIKE_WINDOW_SECS;
 use crate::config::Limits;
+use crate::core::decline::Whose;
 use crate::core::window::Window;
 use crate::core::{Clock, Decline, Msat, Sats};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 pub use view::{BudgetView, LimitSource, WindowAmounts};
 
@@ -24,6 +26,9 @@ struct Usage {
     /// (window start, msat used in it) for hour, day, week, month.
     windows: [(i64, u64); 4],
     total: u64,
+    /// (minute start, msat used in it), oldest first, for the spend-spike breaker: the last
+    /// [`MAX_SPIKE_WINDOW_SECS`] only.
+    minutes: VecDeque<(i64, u64)>,
 }
 
 impl Usage {
@@ -68,6 +73,42 @@ impl Usage {
         self.total = self.total.saturating_add(msat);
     }
 
+    /// Adds to the minute starting at `minute` (kept only while a breaker window can see it).
+    fn add_minute(&mut self, minute: i64, msat: u64, now: i64) {
+        let oldest = now - i64::from(MAX_SPIKE_WINDOW_SECS);
+        while self.minutes.front().is_some_and(|(m, _)| *m < oldest) {
+            self.minutes.pop_front();
+        }
+        if minute < oldest {
+            return;
+        }
+        match self.minutes.iter_mut().rev().find(|(m, _)| *m == minute) {
+            Some(slot) => slot.1 = slot.1.saturating_add(msat),
+            None => {
+                let at = self.minutes.partition_point(|(m, _)| *m < minute);
+                self.minutes.insert(at, (minute, msat));
+            }
+        }
+    }
+
+    /// Takes from the minute starting at `minute`, if it is still kept.
+    fn sub_minute(&mut self, minute: i64, msat: u64) {
+        if let Some(slot) = self.minutes.iter_mut().rev().find(|(m, _)| *m == minute) {
+            slot.1 = slot.1.saturating_sub(msat);
+        }
+    }
+
+    /// Used in the minutes from `since` on.
+    fn recent(&self, since: i64) -> Msat {
+        Msat::new(
+            self.minutes
+                .iter()
+                .rev()
+                .take_while(|(m, _)| *m >= since)
+                .fold(0u64, |sum, (_, msat)| sum.saturating_add(*msat)),
+        )
+    }
+
     fn sub(&mut self, starts: &[i64; 4], msat: u64) {
         for (slot, start) in self.windows.iter_mut().zip(starts) {
             if slot.0 == *start {
@@ -96,6 +137,8 @@ pub struct Reservation {
     agent: Arc<str>,
     amount: Msat,
     starts: [i64; 4],
+    /// The minute it was reserved in (the breaker's count).
+    minute: i64,
 }
 
 impl Reservation {
@@ -158,13 +201,26 @@ impl Budget {
             &rules::Owner::operator(operator, state.operator.used_now()),
             amount,
         )?;
+        // The breakers, once the limits allowed it.
+        if let Some((_, window)) = limits.spike() {
+            let recent = usage.recent(rules::spike_since(now, window));
+            rules::spike(Whose::Agent, limits, recent, amount)?;
+        }
+        if let Some((_, window)) = operator.spike() {
+            let recent = state.operator.recent(rules::spike_since(now, window));
+            rules::spike(Whose::Operator, operator, recent, amount)?;
+        }
         let starts = Window::ALL.map(|w| w.start(now));
+        let minute = now - now.rem_euclid(60);
         usage.add(&starts, amount.get());
+        usage.add_minute(minute, amount.get(), now);
         state.operator.add(&starts, amount.get());
+        state.operator.add_minute(minute, amount.get(), now);
         Ok(Reservation {
             agent: agent.clone(),
             amount,
             starts,
+            minute,
         })
     }
 
@@ -178,11 +234,19 @@ impl Budget {
         usage.refresh(now);
         usage.sub(&reservation.starts, reservation.amount.get());
         usage.add(&reservation.starts, spent.get());
+        usage.sub_minute(reservation.minute, reservation.amount.get());
+        usage.add_minute(reservation.minute, spent.get(), now);
         state.operator.refresh(now);
         state
             .operator
             .sub(&reservation.starts, reservation.amount.get());
         state.operator.add(&reservation.starts, spent.get());
+        state
+            .operator
+            .sub_minute(reservation.minute, reservation.amount.get());
+        state
+            .operator
+            .add_minute(reservation.minute, spent.get(), now);
     }
 
     /// Gives a reservation back: the payment did not happen.
@@ -201,12 +265,30 @@ impl Budget {
         usage.refresh(now);
         state.operator.refresh(now);
         let starts = Window::ALL.map(|w| w.start(created_at));
+        let minute = created_at - created_at.rem_euclid(60);
         usage.add(&starts, msat.get());
+        usage.add_minute(minute, msat.get(), now);
         state.operator.add(&starts, msat.get());
+        state.operator.add_minute(minute, msat.get(), now);
         Reservation {
             agent,
             amount: msat,
             starts,
+            minute,
+        }
+    }
+
+    /// Starts the spend-spike breaker's count afresh for `agent` (or, with `None`, for the
+    /// operator over all agents): the operator resumed after a trip, so the spend that tripped
+    /// it no longer counts. The window totals are untouched.
+    pub fn restart_breaker(&self, agent: Option<&str>) {
+        let mut state = self.state();
+        let usage = match agent {
+            Some(a) => state.agents.get_mut(a),
+            None => Some(&mut state.operator),
+        };
+        if let Some(usage) = usage {
+            usage.minutes.clear();
         }
     }
 

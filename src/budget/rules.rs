@@ -101,6 +101,33 @@ pub fn decide(agent: &Owner<'_>, operator: &Owner<'_>, amount: Msat) -> Result<(
     }
 }
 
+/// The spend-spike breaker of one owner: `Err` when `amount` on top of `recent` (what it
+/// spent in the breaker's window, pending payments included) would pass `spike_max_sats`.
+/// Reaching the maximum exactly is allowed, as with every limit. Asked only after
+/// [`decide`] allowed the payment: a payment a limit refuses never trips a breaker.
+pub fn spike(whose: Whose, limits: &Limits, recent: Msat, amount: Msat) -> Result<(), Decline> {
+    let Some((max, window_secs)) = limits.spike() else {
+        return Ok(());
+    };
+    if recent.saturating_add(amount) > max.msat() {
+        return Err(Decline::SpendSpike {
+            whose,
+            window_secs: u64::from(window_secs),
+            spent: recent,
+            amount,
+            max: max.msat(),
+        });
+    }
+    Ok(())
+}
+
+/// The first minute (a multiple of 60 s) a breaker window of `window_secs` counts at `now`:
+/// the current minute and the whole minutes before it that fit.
+pub fn spike_since(now: i64, window_secs: u32) -> i64 {
+    let minute = now - now.rem_euclid(60);
+    minute - (i64::from(window_secs) / 60 - 1) * 60
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +149,28 @@ mod tests {
             Ok(()) => "ok",
             Err(d) => d.code(),
         }
+    }
+
+    #[test]
+    fn the_breaker_trips_above_its_maximum_and_not_at_it() {
+        let limits = Limits {
+            spike_max_sats: Some(10.into()),
+            spike_window_secs: Some(120),
+            ..Limits::NONE
+        };
+        assert!(spike(Whose::Agent, &limits, Msat::new(4_000), Msat::new(6_000)).is_ok());
+        let tripped = spike(Whose::Operator, &limits, Msat::new(4_000), Msat::new(6_001));
+        assert_eq!(code(tripped), "fleet-spend-spike");
+        assert!(spike(
+            Whose::Agent,
+            &Limits::NONE,
+            Msat::new(u64::MAX),
+            Msat::new(1)
+        )
+        .is_ok());
+        // Two minutes: the current one and the one before.
+        assert_eq!(spike_since(10 * 60 + 5, 120), 9 * 60);
+        assert_eq!(spike_since(10 * 60, 60), 10 * 60);
     }
 
     #[test]

@@ -42,7 +42,22 @@ pub struct Limits {
     /// The most connections the agent may hold open at once (over it: 429 at connect).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// The spend-spike breaker: a payment that would take the spend over the last
+    /// `spike_window_secs` above this many sats is refused (`spend-spike`; in
+    /// `operator_limits`, over all agents: `fleet-spend-spike`) and the breaker trips — the
+    /// agent (or the whole fleet) is stopped until the operator resumes it. Absent: no breaker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spike_max_sats: Option<crate::core::Sats>,
+    /// The breaker's sliding window in seconds, 60 to 3600 (default 300), counted in one-minute
+    /// steps: the spend of the current minute and of the whole minutes before it that fit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spike_window_secs: Option<u32>,
 }
+
+/// The spend-spike breaker's window when `spike_window_secs` is not set.
+pub const DEFAULT_SPIKE_WINDOW_SECS: u32 = 300;
+/// The longest breaker window (the ledgers keep one-minute spend for this long).
+pub const MAX_SPIKE_WINDOW_SECS: u32 = 3600;
 
 impl Limits {
     /// Values no operator means: `(field, problem and fix)` for each, fields relative to the
@@ -67,6 +82,20 @@ impl Limits {
                 "0 would refuse every payment; remove the key for no limit (or pause the agent)",
             ));
         }
+        if self.spike_max_sats == Some(crate::core::Sats::new(0)) {
+            out.push((
+                "spike_max_sats",
+                "0 would trip the breaker on the first payment; remove the key for no breaker (or pause the agent)",
+            ));
+        }
+        if let Some(w) = self.spike_window_secs {
+            if !(60..=MAX_SPIKE_WINDOW_SECS).contains(&w) {
+                out.push((
+                    "spike_window_secs",
+                    "must be between 60 and 3600 seconds (the breaker counts whole minutes, for up to an hour)",
+                ));
+            }
+        }
         if self.max_connections == Some(0) {
             out.push((
                 "max_connections",
@@ -89,7 +118,19 @@ impl Limits {
         payments_per_minute: None,
         max_price_increase_pct: None,
         max_connections: None,
+        spike_max_sats: None,
+        spike_window_secs: None,
     };
+
+    /// The spend-spike breaker, when set: its maximum and its window in seconds.
+    pub fn spike(&self) -> Option<(crate::core::Sats, u32)> {
+        let max = self.spike_max_sats?;
+        let window = self
+            .spike_window_secs
+            .unwrap_or(DEFAULT_SPIKE_WINDOW_SECS)
+            .clamp(60, MAX_SPIKE_WINDOW_SECS);
+        Some((max, window))
+    }
 }
 
 impl Limits {

@@ -9,7 +9,7 @@ mod approval;
 mod guard;
 mod host_rules;
 mod http;
-mod limits;
+pub mod limits;
 mod load;
 mod log;
 mod mcp;

@@ -184,6 +184,36 @@ pub enum Decline {
         /// The agent.
         agent: String,
     },
+    /// Payments are stopped for the whole fleet (`POST /v1/pause-all`, or the fleet's
+    /// spend-spike breaker): nothing new is paid until the operator resumes.
+    FleetPaused {
+        /// Who stopped it (`operator`, `breaker`).
+        by: String,
+        /// Why, as recorded.
+        reason: String,
+    },
+    /// This agent's spend-spike breaker tripped earlier: nothing is paid for it until the
+    /// operator resumes it.
+    AgentStopped {
+        /// The agent.
+        agent: String,
+        /// Why, as recorded.
+        reason: String,
+    },
+    /// This payment would take the spend over the breaker's sliding window above its maximum:
+    /// refused, and the breaker tripped (the agent, or the fleet, is stopped).
+    SpendSpike {
+        /// The agent's breaker, or the fleet's.
+        whose: Whose,
+        /// The sliding window, in seconds.
+        window_secs: u64,
+        /// Spent (settled or pending) in the window before this payment.
+        spent: Msat,
+        /// This payment (amount + fee reserve).
+        amount: Msat,
+        /// The breaker's maximum over the window.
+        max: Msat,
+    },
     /// The request that asked for a single-use credential hung up before it could be paid:
     /// nobody would receive what it buys.
     RequesterGone,
@@ -251,6 +281,16 @@ impl Decline {
             PurchaseUnresolved { .. } => "payment-in-flight",
             AgentDeleted { .. } => "agent-deleted",
             RequesterGone => "requester-gone",
+            FleetPaused { .. } => "fleet-paused",
+            AgentStopped { .. } => "agent-stopped",
+            SpendSpike {
+                whose: Whose::Agent,
+                ..
+            } => "spend-spike",
+            SpendSpike {
+                whose: Whose::Operator,
+                ..
+            } => "fleet-spend-spike",
             HashPaidElsewhere => "hash-paid-elsewhere",
             PaymentFailedEarlier { .. } => "payment-failed",
             ConcurrentPaymentFailed(inner) => inner.code(),
@@ -398,6 +438,28 @@ impl fmt::Display for Decline {
             SchemeUnsupported { dialect, reason } => {
                 write!(f, "{dialect}: {reason}")
             }
+            FleetPaused { by, reason } => write!(
+                f,
+                "payments are paused for the whole fleet (by {by}: {reason}): nothing new is paid until the operator resumes them"
+            ),
+            AgentStopped { agent, reason } => write!(
+                f,
+                "agent {agent} is stopped ({reason}): nothing is paid for it until the operator resumes it"
+            ),
+            SpendSpike {
+                whose,
+                window_secs,
+                spent,
+                amount,
+                max,
+            } => write!(
+                f,
+                "{} spent {spent} in the last {window_secs} s; {amount} more would pass the spend-spike breaker's {max}: it tripped, and payments stay stopped until the operator resumes them",
+                match whose {
+                    Whose::Agent => "the agent",
+                    Whose::Operator => "the fleet",
+                }
+            ),
             AgentPaused { agent } => write!(
                 f,
                 "agent {agent} is paused by the operator: nothing is paid for it until it is resumed"

@@ -218,11 +218,22 @@ impl Approvals {
     /// or `agent-deleted`), announcing each decision once and waking its request. Returns how
     /// many were denied.
     pub async fn deny_agent(&self, agent: &str, by: &str) -> Result<usize, LedgerError> {
+        self.deny_where(Some(agent), by).await
+    }
+
+    /// Denies every held payment of every agent (the fleet was paused: `by` is
+    /// `fleet-paused`), on every replica sharing the ledger; returns how many.
+    pub async fn deny_all(&self, by: &str) -> Result<usize, LedgerError> {
+        self.deny_where(None, by).await
+    }
+
+    async fn deny_where(&self, agent: Option<&str>, by: &str) -> Result<usize, LedgerError> {
         let mut denied = 0;
         for held in self.pending().await? {
-            if held.agent != agent {
+            if agent.is_some_and(|a| held.agent != a) {
                 continue;
             }
+            let agent = held.agent.clone();
             let record = self
                 .ledger
                 .decide_approval(&held.id, ApprovalState::Denied, by, self.clock.now())

@@ -9,6 +9,7 @@
 pub mod approvals;
 pub mod price;
 pub mod rate;
+pub mod stops;
 pub mod thresholds;
 pub mod watch;
 

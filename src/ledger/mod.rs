@@ -332,6 +332,80 @@ pub struct DeclineRecord {
     pub count: u64,
 }
 
+/// The scope of a [`Stop`] over the whole fleet (agent names can never be `*`).
+pub const FLEET: &str = "*";
+
+/// Payments stopped for the whole fleet (scope [`FLEET`]) or one agent (its name), by the
+/// operator's kill switch or by a spend-spike breaker, until the operator resumes. Every
+/// reservation reads the stops in force in the same atomic step that reserves, on every
+/// replica sharing the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stop {
+    /// [`FLEET`], or the agent's name.
+    pub scope: String,
+    /// Who stopped it: `operator`, or `breaker`.
+    pub by: String,
+    /// Why (the decline code that tripped a breaker, or the operator's words).
+    pub reason: String,
+    /// When (unix seconds).
+    pub at: i64,
+}
+
+impl Stop {
+    /// The decline a payment of `agent` gets while this stop is in force.
+    pub fn decline(&self, agent: &str) -> Decline {
+        if self.scope == FLEET {
+            Decline::FleetPaused {
+                by: self.by.clone(),
+                reason: self.reason.clone(),
+            }
+        } else {
+            Decline::AgentStopped {
+                agent: agent.to_string(),
+                reason: self.reason.clone(),
+            }
+        }
+    }
+
+    /// The stop a tripped breaker leaves: on the agent, or on the fleet for the operator's.
+    pub fn tripped(decline: &Decline, agent: &str, at: i64) -> Option<Stop> {
+        let Decline::SpendSpike { whose, .. } = decline else {
+            return None;
+        };
+        Some(Stop {
+            scope: match whose {
+                crate::core::decline::Whose::Agent => agent.to_string(),
+                crate::core::decline::Whose::Operator => FLEET.to_string(),
+            },
+            by: "breaker".into(),
+            reason: decline.code().to_string(),
+            at,
+        })
+    }
+}
+
+/// A breaker's decline stops its scope in `ledger` — the first trip only: a payment that finds
+/// the scope stopped already (another replica's trip) is told so instead. Other declines pass
+/// through unchanged.
+pub(crate) async fn trip<L: Ledger + ?Sized>(
+    ledger: &L,
+    decline: Decline,
+    agent: &str,
+    now: i64,
+) -> Decline {
+    let Some(stop) = Stop::tripped(&decline, agent, now) else {
+        return decline;
+    };
+    match ledger.stop(&stop).await {
+        Ok(true) => decline,
+        Ok(false) => stop.decline(agent),
+        Err(e) => {
+            tracing::error!(error = %e, scope = %stop.scope, "the breaker tripped but its stop could not be stored");
+            decline
+        }
+    }
+}
+
 /// One change made through the admin API, as recorded for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
@@ -590,6 +664,15 @@ pub trait Ledger: Send + Sync + 'static {
     fn agent_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<()>> {
         None
     }
+
+    /// The stops in force (fleet and agents), oldest first.
+    async fn stops(&self) -> Result<Vec<Stop>, LedgerError>;
+
+    /// Puts `stop` in force; `false` (and nothing changed) when its scope was stopped already.
+    async fn stop(&self, stop: &Stop) -> Result<bool, LedgerError>;
+
+    /// Lifts the stop of `scope`, returning it; `None` when there was none.
+    async fn resume(&self, scope: &str) -> Result<Option<Stop>, LedgerError>;
 
     /// The highest amount of any settled payment of `agent` at `origin`, over all its services:
     /// what the price-jump guard compares a service new to the agent there with, so a seller

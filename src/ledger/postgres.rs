@@ -21,7 +21,8 @@ use rows::{get, i, payment_row, token_row, PAYMENT_COLUMNS};
 
 use super::{
     ApprovalRecord, ApprovalState, AuditEntry, Begun, DeclineFilter, DeclineRecord, Flight, Ledger,
-    LedgerError, LimitSet, NewPayment, PaymentFilter, PaymentRecord, PaymentState, StoredToken,
+    LedgerError, LimitSet, NewPayment, PaymentFilter, PaymentRecord, PaymentState, Stop,
+    StoredToken,
 };
 use crate::agents::StoredAgent;
 use crate::budget::BudgetView;
@@ -276,6 +277,9 @@ impl Ledger for PostgresLedger {
 
     async fn begin(&self, payment: NewPayment, limits: LimitSet<'_>) -> Result<Begun, Decline> {
         match self.begin_inner(&payment, limits).await {
+            Ok(Err(decline)) => {
+                Err(super::trip(self, decline, &payment.agent, payment.created_at).await)
+            }
             Ok(result) => result,
             Err(e) => {
                 tracing::error!(error = %e, "cannot record a pending payment; not paying");
@@ -296,8 +300,8 @@ impl Ledger for PostgresLedger {
         let hex = hash.to_hex();
         let select = txn
             .prepare_cached(
-                "SELECT status, agent, amount_msat, fee_reserve_msat, w_hour, w_day, w_week, w_month, scheme IS NOT NULL
-                 FROM l402_payments WHERE payment_hash = $1 FOR UPDATE",
+                "SELECT status, agent, amount_msat, fee_reserve_msat, w_hour, w_day, w_week, w_month, scheme IS NOT NULL,
+                 created_at FROM l402_payments WHERE payment_hash = $1 FOR UPDATE",
             )
             .await
             .map_err(unavailable)?;
@@ -310,7 +314,10 @@ impl Ledger for PostgresLedger {
         let status: String = get(&row, 0)?;
         let agent: String = get(&row, 1)?;
         let (amount, reserve): (i64, i64) = (get(&row, 2)?, get(&row, 3)?);
-        let starts = [get(&row, 4)?, get(&row, 5)?, get(&row, 6)?, get(&row, 7)?];
+        let starts = begin::usage_starts(
+            [get(&row, 4)?, get(&row, 5)?, get(&row, 6)?, get(&row, 7)?],
+            get(&row, 9)?,
+        );
         let keep_proof: bool = get(&row, 8)?;
         let delta = match status.as_str() {
             "settled" => return Ok(()),
@@ -377,7 +384,7 @@ impl Ledger for PostgresLedger {
             .prepare_cached(
                 "UPDATE l402_payments SET status = 'failed', failure = $2, owner = NULL, updated_at = $3
                  WHERE payment_hash = $1 AND status = 'pending'
-                 RETURNING agent, amount_msat, fee_reserve_msat, w_hour, w_day, w_week, w_month",
+                 RETURNING agent, amount_msat, fee_reserve_msat, w_hour, w_day, w_week, w_month, created_at",
             )
             .await
             .map_err(unavailable)?;
@@ -388,7 +395,10 @@ impl Ledger for PostgresLedger {
         if let Some(row) = row {
             let agent: String = get(&row, 0)?;
             let held: i64 = get::<i64>(&row, 1)? + get::<i64>(&row, 2)?;
-            let starts = [get(&row, 3)?, get(&row, 4)?, get(&row, 5)?, get(&row, 6)?];
+            let starts = begin::usage_starts(
+                [get(&row, 3)?, get(&row, 4)?, get(&row, 5)?, get(&row, 6)?],
+                get(&row, 7)?,
+            );
             self.adjust(&txn, &agent, &starts, -held).await?;
         }
         txn.commit().await.map_err(unavailable)
@@ -649,6 +659,76 @@ impl Ledger for PostgresLedger {
 
     async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, LedgerError> {
         records::audit_log(self, limit).await
+    }
+
+    async fn stops(&self) -> Result<Vec<Stop>, LedgerError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT scope, by_whom, reason, at FROM l402_stops ORDER BY at, scope",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Stop {
+                    scope: get(r, 0)?,
+                    by: get(r, 1)?,
+                    reason: get(r, 2)?,
+                    at: get(r, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn stop(&self, stop: &Stop) -> Result<bool, LedgerError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "INSERT INTO l402_stops (scope, by_whom, reason, at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (scope) DO NOTHING",
+                &[&stop.scope, &stop.by, &stop.reason, &stop.at],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(n == 1)
+    }
+
+    async fn resume(&self, scope: &str) -> Result<Option<Stop>, LedgerError> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(unavailable)?;
+        let row = txn
+            .query_opt(
+                "DELETE FROM l402_stops WHERE scope = $1 RETURNING scope, by_whom, reason, at",
+                &[&scope],
+            )
+            .await
+            .map_err(unavailable)?;
+        if row.is_some() {
+            // The breaker counts afresh: the spend that tripped it no longer counts.
+            let owner = if scope == super::FLEET {
+                OPERATOR
+            } else {
+                scope
+            };
+            txn.execute(
+                "DELETE FROM l402_usage WHERE owner = $1 AND period = 'minute'",
+                &[&owner],
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        txn.commit().await.map_err(unavailable)?;
+        match row {
+            Some(r) => Ok(Some(Stop {
+                scope: get(&r, 0)?,
+                by: get(&r, 1)?,
+                reason: get(&r, 2)?,
+                at: get(&r, 3)?,
+            })),
+            None => Ok(None),
+        }
     }
 
     async fn highest_price(&self, agent: &str, origin: &str) -> Result<Option<Msat>, LedgerError> {

@@ -7,7 +7,8 @@ pub mod journal;
 
 use super::{
     ApprovalRecord, ApprovalState, AuditEntry, Begun, DeclineFilter, DeclineRecord, Flight, Ledger,
-    LedgerError, LimitSet, NewPayment, PaymentFilter, PaymentRecord, PaymentState, StoredToken,
+    LedgerError, LimitSet, NewPayment, PaymentFilter, PaymentRecord, PaymentState, Stop,
+    StoredToken, FLEET,
 };
 use crate::agents::StoredAgent;
 use crate::budget::{Budget, BudgetView, Reservation};
@@ -42,6 +43,9 @@ pub struct SqliteLedger {
     /// The API agents' stored state (paused, limits), read inside the reservation's critical
     /// section; replaced whenever the agents table is written.
     api: Mutex<HashMap<String, ApiAgent>>,
+    /// The stops in force by scope ([`FLEET`] or an agent), read inside the reservation's
+    /// critical section; written through to the journal.
+    stops: Mutex<HashMap<String, Stop>>,
     /// Held open for the process's lifetime: the exclusive lock on `<db>.lock`.
     _lock: std::fs::File,
 }
@@ -92,6 +96,7 @@ impl SqliteLedger {
             reservations: Mutex::new(HashMap::new()),
             open: DashMap::new(),
             api: Mutex::new(HashMap::new()),
+            stops: Mutex::new(HashMap::new()),
             _lock: lock,
         };
         let restored = ledger.restore().await?;
@@ -144,6 +149,13 @@ impl SqliteLedger {
             report.pending += 1;
         }
         self.reload_api_agents().await?;
+        {
+            let stops = self.journal.stops().await?;
+            let mut held = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+            for stop in stops {
+                held.insert(stop.scope.clone(), stop);
+            }
+        }
         Ok(report)
     }
 
@@ -189,6 +201,12 @@ impl SqliteLedger {
     /// deletion or lower limits recorded before this point are what the reservation sees.
     fn reserve(&self, payment: &NewPayment, limits: LimitSet<'_>) -> Result<Reservation, Decline> {
         let amount = payment.amount.saturating_add(payment.fee_reserve);
+        {
+            let stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(stop) = stops.get(FLEET).or_else(|| stops.get(&*payment.agent)) {
+                return Err(stop.decline(&payment.agent));
+            }
+        }
         if !limits.api_agent {
             return self
                 .budget
@@ -314,7 +332,7 @@ impl Ledger for SqliteLedger {
             Ok(r) => r,
             Err(decline) => {
                 unclaim();
-                return Err(decline);
+                return Err(super::trip(self, decline, &payment.agent, self.clock.now()).await);
             }
         };
         let (amount, keep_proof) = (payment.amount, payment.credential.is_some());
@@ -553,6 +571,39 @@ impl Ledger for SqliteLedger {
 
     async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, LedgerError> {
         self.journal.audit_log(limit).await
+    }
+
+    async fn stops(&self) -> Result<Vec<Stop>, LedgerError> {
+        let stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<Stop> = stops.values().cloned().collect();
+        all.sort_by(|a, b| (a.at, &a.scope).cmp(&(b.at, &b.scope)));
+        Ok(all)
+    }
+
+    async fn stop(&self, stop: &Stop) -> Result<bool, LedgerError> {
+        {
+            let mut stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+            if stops.contains_key(&stop.scope) {
+                return Ok(false);
+            }
+            stops.insert(stop.scope.clone(), stop.clone());
+        }
+        self.journal.stop(stop.clone()).await?;
+        Ok(true)
+    }
+
+    async fn resume(&self, scope: &str) -> Result<Option<Stop>, LedgerError> {
+        let lifted = self
+            .stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(scope);
+        if lifted.is_some() {
+            self.journal.resume(scope.to_string()).await?;
+            self.budget
+                .restart_breaker((scope != FLEET).then_some(scope));
+        }
+        Ok(lifted)
     }
 
     async fn create_approval(&self, approval: &ApprovalRecord) -> Result<(), LedgerError> {

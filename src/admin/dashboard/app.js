@@ -378,6 +378,50 @@
       setFact('f-agents', String(ag ?? state.agents.length));
     }
     setFact('f-pending', typeof st.pending_payments === 'number' ? nf0.format(st.pending_payments) : h('span', { class: 'muted' }, '—'));
+    renderFleet(st.fleet);
+  }
+
+  /** The kill switch: the banner and the Payments fact say whether the fleet may pay. */
+  function renderFleet(fleet) {
+    const paused = !!(fleet && fleet.paused === true);
+    state.fleetPaused = paused;
+    $('pause-all').hidden = paused || !getToken();
+    $('fleet-banner').hidden = !paused;
+    if (paused) {
+      const who = fleet.by === 'breaker' ? 'the fleet’s spend-spike breaker' : 'the operator';
+      const text = `All payments are paused by ${who} (${fleet.reason || 'no reason given'}): agents’ paid requests are declined fleet-paused; free traffic and cached tokens still pass.`;
+      if ($('fleet-banner-text').textContent !== text) $('fleet-banner-text').textContent = text;
+      setFact('f-fleet', h('span', { class: 'badge down' }, 'paused'));
+    } else if (fleet && fleet.paused === false) {
+      setFact('f-fleet', h('span', { class: 'badge up' }, 'paying'));
+    } else {
+      setFact('f-fleet', h('span', { class: 'muted' }, '—'));
+    }
+  }
+
+  function pauseAll() {
+    confirmThen(
+      'Pause all payments?',
+      'Every agent’s paid requests are declined fleet-paused on every replica until you resume; payments already in flight finish, held approvals are denied. Free traffic and cached tokens keep working.',
+      'Pause all payments',
+      async () => {
+        await api('POST', 'v1/pause-all', { reason: 'paused from the dashboard' });
+        toast('All payments are paused.');
+        await loadStatus();
+      },
+    );
+  }
+
+  async function resumeAll() {
+    await busy($('resume-all'), async () => {
+      try {
+        await api('POST', 'v1/resume-all');
+        toast('Payments resumed for the fleet.');
+        await loadStatus();
+      } catch (e) {
+        if (e.status !== 401) toast(`Could not resume payments: ${explain(e)}`, true);
+      }
+    });
   }
 
   // ---------------------------------------------------------------- agents
@@ -450,6 +494,7 @@
 
   // Guardrails: not budgets, shown as chips under the bars when set.
   const GUARDRAILS = [
+    ['spike_max_sats', (v) => `breaker at ${satsText(v * 1000)}`, 'Spend above this within the breaker’s window (spike_window_secs, default 300 s) stops the agent until you resume it'],
     ['approve_above_sats', (v) => `approval above ${satsText(v * 1000)}`, 'A payment above this waits for the operator under “Approvals waiting”'],
     ['payments_per_minute', (v) => `≤ ${nf0.format(v)} payment${v === 1 ? '' : 's'}/min`, 'More payments in a minute are answered 429 rate-limited'],
     ['requests_per_minute', (v) => `≤ ${nf0.format(v)} request${v === 1 ? '' : 's'}/min`, 'More requests in a minute are answered 429 rate-limited'],
@@ -467,9 +512,12 @@
     const name = a.agent;
     c.swatch.className = `swatch s${colorOf(name)}`;
     const paused = a.paused === true;
-    c.root.classList.toggle('is-paused', paused);
+    const stopped = a.stopped || null;
+    c.root.classList.toggle('is-paused', paused || !!stopped);
     const badges = [];
-    if (a.paused !== undefined) {
+    if (stopped) {
+      badges.push(h('span', { class: 'badge stopped', title: `Stopped by ${stopped.by} (${stopped.reason}): nothing is paid for it until you resume it` }, `stopped: ${stopped.reason}`));
+    } else if (a.paused !== undefined) {
       badges.push(h('span', { class: paused ? 'badge paused' : 'badge active' }, paused ? 'paused' : 'active'));
     }
     if (a.managed_by) {
@@ -502,12 +550,17 @@
     c.guards.replaceChildren(...guards);
     c.guards.hidden = !guards.length;
 
-    c.pause.textContent = paused ? 'Resume' : 'Pause';
-    c.pause.setAttribute('aria-label', `${paused ? 'Resume' : 'Pause'} ${name}`);
+    c.pause.textContent = paused || stopped ? 'Resume' : 'Pause';
+    c.pause.setAttribute('aria-label', `${paused || stopped ? 'Resume' : 'Pause'} ${name}`);
     const fileManaged = a.managed_by === 'config';
     for (const b of [c.pause, c.rotate, c.remove]) {
       b.disabled = fileManaged;
       b.title = fileManaged ? 'Managed by the config file: change it there' : '';
+    }
+    // A tripped breaker is lifted here for any agent, config file or not.
+    if (stopped) {
+      c.pause.disabled = false;
+      c.pause.title = '';
     }
     c.note.hidden = !fileManaged;
     c.note.textContent = fileManaged ? 'Managed by the config file: its key, limits and hosts are changed there; top-ups and recalls work here.' : '';
@@ -559,6 +612,18 @@
 
   async function togglePause(name, c) {
     const a = findAgent(name);
+    if (a && a.stopped) {
+      await busy(c.pause, async () => {
+        try {
+          await api('POST', `v1/agents/${enc(name)}/resume`);
+          toast(`${name} is resumed: its spend-spike breaker’s stop is lifted.`);
+        } catch (e) {
+          if (e.status !== 401) toast(`Could not resume ${name}: ${explain(e)}`, true);
+        }
+      });
+      refreshSoon();
+      return;
+    }
     const pause = !(a && a.paused === true);
     await busy(c.pause, async () => {
       try {
@@ -1438,6 +1503,7 @@
   function signedIn(yes) {
     $('signin').hidden = yes;
     $('signout').hidden = !yes;
+    $('pause-all').hidden = !yes || state.fleetPaused === true;
   }
 
   function unauthorized() {
@@ -1496,6 +1562,8 @@
       setToken(null);
       location.replace(location.pathname);
     });
+    $('pause-all').addEventListener('click', pauseAll);
+    $('resume-all').addEventListener('click', resumeAll);
     $('new-agent').addEventListener('click', () => {
       $('agent-form').reset();
       showError($('agent-error'), '');

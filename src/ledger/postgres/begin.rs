@@ -7,8 +7,16 @@ use super::rows::{get, i, non_negative, u};
 use super::{schema, unavailable, PostgresLedger, OPERATOR};
 use crate::budget::rules::{self, Used};
 use crate::config::Limits;
+use crate::core::decline::Whose;
 use crate::core::window::Window;
 use crate::core::{Decline, Msat, PaymentHash, Preimage};
+
+/// The usage rows a payment made at `created_at` counts in: its hour, day, week and month
+/// (`windows`), then its minute (the breakers' count).
+pub(super) fn usage_starts(windows: [i64; 4], created_at: i64) -> [i64; 5] {
+    let [h, d, w, m] = windows;
+    [h, d, w, m, created_at - created_at.rem_euclid(60)]
+}
 
 impl PostgresLedger {
     /// Runs the reservation inside `txn`: increments the usage rows of every window (agent
@@ -18,7 +26,7 @@ impl PostgresLedger {
         &self,
         txn: &deadpool_postgres::Transaction<'_>,
         agent: &str,
-        starts: &[i64; 4],
+        starts: &[i64; 5],
         amount: Msat,
         limits: LimitSet<'_>,
     ) -> Result<Option<Decline>, LedgerError> {
@@ -26,7 +34,9 @@ impl PostgresLedger {
             .prepare_cached(
                 "INSERT INTO l402_usage (owner, period, start, msat) VALUES
                  ($1, 'hour', $3, $7), ($1, 'day', $4, $7), ($1, 'week', $5, $7), ($1, 'month', $6, $7), ($1, 'total', 0, $7),
-                 ($2, 'hour', $3, $7), ($2, 'day', $4, $7), ($2, 'week', $5, $7), ($2, 'month', $6, $7), ($2, 'total', 0, $7)
+                 ($1, 'minute', $8, $7),
+                 ($2, 'hour', $3, $7), ($2, 'day', $4, $7), ($2, 'week', $5, $7), ($2, 'month', $6, $7), ($2, 'total', 0, $7),
+                 ($2, 'minute', $8, $7)
                  ON CONFLICT (owner, period, start) DO UPDATE SET msat = l402_usage.msat + EXCLUDED.msat
                  RETURNING owner, period, msat",
             )
@@ -36,15 +46,35 @@ impl PostgresLedger {
             .prepare_cached("SELECT total_msat FROM l402_totals WHERE agent = $1")
             .await
             .map_err(unavailable)?;
+        // Share-locked: lifting a stop waits for the reservations that read it.
+        let stops = txn
+            .prepare_cached(
+                "SELECT scope, by_whom, reason, at FROM l402_stops WHERE scope IN ('*', $1)
+                 ORDER BY scope = '*' DESC FOR SHARE",
+            )
+            .await
+            .map_err(unavailable)?;
         // Pipelined, one round trip.
         let msat = i(amount.get());
-        let usage: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-            &agent, &OPERATOR, &starts[0], &starts[1], &starts[2], &starts[3], &msat,
+        let usage: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &agent, &OPERATOR, &starts[0], &starts[1], &starts[2], &starts[3], &msat, &starts[4],
         ];
         let owner: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&agent];
-        let (rows, total_override) =
-            tokio::try_join!(txn.query(&stmt, &usage), txn.query_opt(&totals, &owner))
-                .map_err(unavailable)?;
+        let (stopped, rows, total_override) = tokio::try_join!(
+            txn.query_opt(&stops, &owner),
+            txn.query(&stmt, &usage),
+            txn.query_opt(&totals, &owner)
+        )
+        .map_err(unavailable)?;
+        if let Some(row) = stopped {
+            let stop = crate::ledger::Stop {
+                scope: get(&row, 0)?,
+                by: get(&row, 1)?,
+                reason: get(&row, 2)?,
+                at: get(&row, 3)?,
+            };
+            return Ok(Some(stop.decline(agent)));
+        }
         let total_override = match total_override {
             Some(r) => Some(Msat::new(non_negative(get(&r, 0)?)?)),
             None => None,
@@ -69,12 +99,62 @@ impl PostgresLedger {
                 }
             }
         }
-        Ok(rules::decide(
+        if let Err(decline) = rules::decide(
             &rules::Owner::agent(limits.agent, total_override, agent_used),
             &rules::Owner::operator(limits.operator, operator_used),
             amount,
-        )
-        .err())
+        ) {
+            return Ok(Some(decline));
+        }
+        self.breakers(txn, agent, starts[4], amount, limits).await
+    }
+
+    /// The spend-spike breakers, once the limits allowed the reservation: the minute rows this
+    /// transaction just incremented are locked, so every reservation of the agent (and, for
+    /// the fleet's, of anyone) counts after the one before it committed.
+    async fn breakers(
+        &self,
+        txn: &deadpool_postgres::Transaction<'_>,
+        agent: &str,
+        minute: i64,
+        amount: Msat,
+        limits: LimitSet<'_>,
+    ) -> Result<Option<Decline>, LedgerError> {
+        let (agent_spike, fleet_spike) = (limits.agent.spike(), limits.operator.spike());
+        if agent_spike.is_none() && fleet_spike.is_none() {
+            return Ok(None);
+        }
+        // A window no breaker has counts from after this minute: nothing.
+        let since = |spike: Option<(crate::core::Sats, u32)>| {
+            spike.map_or(minute + 60, |(_, w)| rules::spike_since(minute, w))
+        };
+        let (agent_since, fleet_since) = (since(agent_spike), since(fleet_spike));
+        let sums = txn
+            .prepare_cached(
+                "SELECT owner = $2, COALESCE(SUM(msat), 0)::BIGINT FROM l402_usage
+                 WHERE period = 'minute' AND ((owner = $1 AND start >= $3) OR (owner = $2 AND start >= $4))
+                 GROUP BY owner",
+            )
+            .await
+            .map_err(unavailable)?;
+        let rows = txn
+            .query(&sums, &[&agent, &OPERATOR, &agent_since, &fleet_since])
+            .await
+            .map_err(unavailable)?;
+        let (mut agent_recent, mut fleet_recent) = (Msat::ZERO, Msat::ZERO);
+        for row in rows {
+            let fleet: bool = get(&row, 0)?;
+            // The sums include this reservation; the rule reads what was spent before it.
+            let before = Msat::new(non_negative(get(&row, 1)?)?).saturating_sub(amount);
+            if fleet {
+                fleet_recent = before;
+            } else {
+                agent_recent = before;
+            }
+        }
+        let check = rules::spike(Whose::Agent, limits.agent, agent_recent, amount)
+            .and_then(|()| rules::spike(Whose::Operator, limits.operator, fleet_recent, amount));
+        Ok(check.err())
     }
 
     /// Adds `delta` msat (negative to give back) to the usage rows of a payment's windows.
@@ -82,7 +162,7 @@ impl PostgresLedger {
         &self,
         txn: &deadpool_postgres::Transaction<'_>,
         agent: &str,
-        starts: &[i64; 4],
+        starts: &[i64; 5],
         delta: i64,
     ) -> Result<(), LedgerError> {
         if delta == 0 {
@@ -94,26 +174,28 @@ impl PostgresLedger {
             .prepare_cached(
                 "SELECT 1 FROM l402_usage
                  WHERE owner IN ($1, $2) AND ((period = 'hour' AND start = $3) OR (period = 'day' AND start = $4)
-                 OR (period = 'week' AND start = $5) OR (period = 'month' AND start = $6) OR period = 'total')
+                 OR (period = 'week' AND start = $5) OR (period = 'month' AND start = $6) OR period = 'total'
+                 OR (period = 'minute' AND start = $7))
                  ORDER BY owner = $2, CASE period WHEN 'hour' THEN 0 WHEN 'day' THEN 1 WHEN 'week' THEN 2
-                 WHEN 'month' THEN 3 ELSE 4 END
+                 WHEN 'month' THEN 3 WHEN 'total' THEN 4 ELSE 5 END
                  FOR UPDATE",
             )
             .await
             .map_err(unavailable)?;
         let update = txn
             .prepare_cached(
-                "UPDATE l402_usage SET msat = GREATEST(msat + $7, 0)
+                "UPDATE l402_usage SET msat = GREATEST(msat + $8, 0)
                  WHERE owner IN ($1, $2) AND ((period = 'hour' AND start = $3) OR (period = 'day' AND start = $4)
-                 OR (period = 'week' AND start = $5) OR (period = 'month' AND start = $6) OR period = 'total')",
+                 OR (period = 'week' AND start = $5) OR (period = 'month' AND start = $6) OR period = 'total'
+                 OR (period = 'minute' AND start = $7))",
             )
             .await
             .map_err(unavailable)?;
         // Pipelined, one round trip: the server runs them in the order sent, the lock first.
-        let rows: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-            &agent, &OPERATOR, &starts[0], &starts[1], &starts[2], &starts[3], &delta,
+        let rows: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &agent, &OPERATOR, &starts[0], &starts[1], &starts[2], &starts[3], &starts[4], &delta,
         ];
-        tokio::try_join!(txn.query(&lock, &rows[..6]), txn.execute(&update, &rows))
+        tokio::try_join!(txn.query(&lock, &rows[..7]), txn.execute(&update, &rows))
             .map_err(unavailable)?;
         Ok(())
     }
@@ -142,7 +224,8 @@ impl PostgresLedger {
             agent: stored_limits.as_ref().unwrap_or(limits.agent),
             ..limits
         };
-        let starts = Window::ALL.map(|w| w.start(p.created_at));
+        let window_starts = Window::ALL.map(|w| w.start(p.created_at));
+        let starts = usage_starts(window_starts, p.created_at);
         let hash = p.hash.to_hex();
         let (token, scheme) = match &p.credential {
             Some(c) => (c.token.as_str(), Some(c.scheme.as_str())),
@@ -165,10 +248,10 @@ impl PostgresLedger {
             &p.scope,
             &p.token_expires_at.map(i),
             &self.replica,
-            &starts[0],
-            &starts[1],
-            &starts[2],
-            &starts[3],
+            &window_starts[0],
+            &window_starts[1],
+            &window_starts[2],
+            &window_starts[3],
             &p.created_at,
             &p.created_at,
             &p.purchase,

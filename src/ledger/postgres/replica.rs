@@ -36,14 +36,35 @@ pub(super) async fn beat_once(
     Ok(())
 }
 
+/// Drops the breakers' one-minute usage rows no breaker window can reach any more: older
+/// than the longest window (and an hour's margin) before the newest minute row, so the
+/// ledger's clock, not this process's, decides (any replica may; the rows are the same for all).
+async fn prune_minutes(client: &tokio_postgres::Client) -> Result<(), LedgerError> {
+    let keep = i64::from(crate::config::limits::MAX_SPIKE_WINDOW_SECS) + 3600;
+    client
+        .execute(
+            "DELETE FROM l402_usage WHERE period = 'minute'
+             AND start < (SELECT MAX(start) FROM l402_usage WHERE period = 'minute') - $1",
+            &[&keep],
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
 /// Announces this replica every second, and records whether the database answered.
 pub(super) async fn heartbeat(pool: Pool, replica: String, up: Arc<AtomicBool>) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beats: u64 = 0;
     loop {
         tick.tick().await;
+        beats += 1;
         let ok = match tokio::time::timeout(Duration::from_secs(3), async {
             let client = pool.get().await.map_err(pool_err)?;
+            if beats % 60 == 1 {
+                prune_minutes(&client).await?;
+            }
             beat_once(&client, &replica).await
         })
         .await

@@ -137,8 +137,19 @@ CREATE UNIQUE INDEX l402_payments_open_purchase ON l402_payments (agent, origin,
 /// The unique index that keeps one payment per purchase pending.
 pub const OPEN_PURCHASE_INDEX: &str = "l402_payments_open_purchase";
 
+/// Version 5: payments stopped for the fleet (`*`) or an agent by the kill switch or a
+/// spend-spike breaker, read by every reservation until the operator resumes.
+const V5: &str = "
+CREATE TABLE l402_stops (
+    scope TEXT PRIMARY KEY,
+    by_whom TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+";
+
 /// The steps, in order; `l402_schema.version` records how many were applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Brings the schema to the newest version this build knows.
 pub async fn migrate(client: &mut Client) -> Result<u32, tokio_postgres::Error> {

@@ -13,6 +13,7 @@ mod prices;
 mod records;
 mod rows;
 mod schema;
+mod stops;
 mod tokens;
 
 #[cfg(test)]

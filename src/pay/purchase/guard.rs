@@ -61,6 +61,15 @@ impl Job {
                         return Err(decline);
                     }
                 }
+                // Nobody is asked to approve what a stop would refuse anyway.
+                if let Ok(stops) = p.ledger.stops().await {
+                    if let Some(stop) = stops
+                        .iter()
+                        .find(|s| s.scope == crate::ledger::FLEET || s.scope == *agent.name)
+                    {
+                        return Err(stop.decline(&agent.name));
+                    }
+                }
                 g.approvals
                     .ask(Hold {
                         agent: &agent.name,

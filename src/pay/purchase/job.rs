@@ -240,7 +240,8 @@ impl Job {
             token_expires_at: self.offer.terms.expires_at(),
             created_at: 0,
         };
-        p.book
+        let bought = p
+            .book
             .buy(
                 payment,
                 LimitSet {
@@ -249,7 +250,11 @@ impl Job {
                     api_agent: agent.managed_by == ManagedBy::Api,
                 },
             )
-            .await
+            .await;
+        if let Err(Unbought::Declined(d @ Decline::SpendSpike { .. })) = &bought {
+            p.guardrails.breaker_tripped(d, &agent.name).await;
+        }
+        bought
     }
 
     /// Gives the purchase lease back (shared ledgers, reusable credentials).

@@ -105,8 +105,20 @@ const SCHEMA_V5: &str = "
 ALTER TABLE payments ADD COLUMN purchase TEXT;
 ";
 
+/// Version 6: payments stopped for the fleet (`*`) or an agent, until the operator resumes.
+const SCHEMA_V6: &str = "
+CREATE TABLE IF NOT EXISTS stops (
+    scope TEXT PRIMARY KEY,
+    by_whom TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+";
+
 /// The schema versions, applied in order; `PRAGMA user_version` records the last applied.
-const MIGRATIONS: [&str; 5] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const MIGRATIONS: [&str; 6] = [
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+];
 
 /// Brings the schema to the newest version, each step in its own transaction.
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
