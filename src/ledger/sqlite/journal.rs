@@ -8,9 +8,11 @@
 
 mod approvals;
 mod budget;
+mod outbox;
 mod payments;
 mod prices;
 mod records;
+mod retention;
 mod rows;
 mod schema;
 mod tokens;
