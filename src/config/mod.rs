@@ -33,7 +33,9 @@ pub use log::{LogConfig, LogFormat};
 pub use mcp::McpConfig;
 pub use pay::{PayConfig, PayScheme};
 pub use secret::read_secret;
-pub use store::{PostgresConfig, PostgresTls, StoreBackend, StoreConfig};
+pub use store::{
+    PostgresConfig, PostgresTls, RetentionConfig, StoreBackend, StoreConfig, MIN_PAYMENTS_DAYS,
+};
 pub use tls::TlsConfig;
 pub use wallet::{
     default_dev_secret, Backend, ClnConfig, DevWalletConfig, LnbitsConfig, LndConfig, NwcConfig,

@@ -7,7 +7,8 @@
 //!   same across retries and processes (receivers deduplicate by it);
 //! - a delivery is attempted only by the process holding its lease ([`Ledger::claim_deliveries`]):
 //!   two processes never hold one delivery at once, and a lease outlives an attempt;
-//! - at most `cap` deliveries wait: queueing more marks the oldest waiting ones `dropped`.
+//! - at most `cap` deliveries wait: queueing more marks the oldest waiting ones `dropped`, as
+//!   are deliveries waiting longer than [`ABANDONED_AFTER_MS`] (their webhook is gone).
 //!
 //! [`Ledger::claim_deliveries`]: super::Ledger::claim_deliveries
 
@@ -59,6 +60,10 @@ impl DeliveryOutcome {
         }
     }
 }
+
+/// A delivery still waiting this long after it was queued is dropped: no process has its
+/// webhook any more (every retry schedule ends well before).
+pub const ABANDONED_AFTER_MS: i64 = 86_400_000;
 
 /// Finished deliveries (delivered, failed, dropped) are kept this long for people, then deleted.
 pub const FINISHED_KEPT_MS: i64 = 7 * 86_400_000;

@@ -12,7 +12,8 @@
 //! - archived rows are appended (and synced) before they are deleted: a crash in between may
 //!   archive a row twice (its hash identifies it), never lose one.
 
-use super::{DeclineRecord, PaymentRecord};
+use super::{DeclineRecord, Ledger, LedgerError, PaymentRecord};
+use crate::core::Clock;
 use crate::core::window::Window;
 use serde::Serialize;
 use std::io::Write;
@@ -193,7 +194,7 @@ impl Archive {
 pub(crate) async fn archive_payments(
     archive: &Archive,
     rows: Vec<PaymentRecord>,
-) -> Result<(), super::LedgerError> {
+) -> Result<(), LedgerError> {
     let a = archive.clone();
     let file = a.payments_file();
     let done = tokio::task::spawn_blocking(move || a.append_payments(&rows)).await;
@@ -204,7 +205,7 @@ pub(crate) async fn archive_payments(
 pub(crate) async fn archive_declines(
     archive: &Archive,
     rows: Vec<DeclineRecord>,
-) -> Result<(), super::LedgerError> {
+) -> Result<(), LedgerError> {
     let a = archive.clone();
     let file = a.declines_file();
     let done = tokio::task::spawn_blocking(move || a.append_declines(&rows)).await;
@@ -214,17 +215,95 @@ pub(crate) async fn archive_declines(
 fn archive_result(
     done: Result<std::io::Result<()>, tokio::task::JoinError>,
     file: &Path,
-) -> Result<(), super::LedgerError> {
+) -> Result<(), LedgerError> {
     match done {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(super::LedgerError::Unavailable(format!(
+        Ok(Err(e)) => Err(LedgerError::Unavailable(format!(
             "store.retention.archive_dir: cannot append to {}: {e}; nothing was removed",
             file.display()
         ))),
-        Err(e) => Err(super::LedgerError::Unavailable(format!(
+        Err(e) => Err(LedgerError::Unavailable(format!(
             "store.retention.archive_dir: archiving stopped: {e}; nothing was removed"
         ))),
     }
+}
+
+/// What to keep, as configured (`store.retention`), for [`run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Days payments are kept (at least the longest window; the cutoff is clamped regardless).
+    pub payments_days: Option<u32>,
+    /// Days declines are kept.
+    pub declines_days: Option<u32>,
+    /// Where removed rows are appended first.
+    pub archive: Option<Archive>,
+    /// Rows per batch.
+    pub batch: usize,
+}
+
+impl Policy {
+    /// The round to ask of the store at `now`.
+    pub fn round(&self, now: i64) -> Compaction {
+        Compaction {
+            payments_before: self.payments_days.map(|d| payments_cutoff(now, d)),
+            declines_before: self.declines_days.map(|d| declines_cutoff(now, d)),
+            now,
+            batch: self.batch.max(1),
+            archive: self.archive.clone(),
+        }
+    }
+}
+
+/// The pause between two batches, so payments queued meanwhile go first.
+const BETWEEN_BATCHES: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Compacts batch after batch until nothing is left to remove at `now`; returns the sum.
+pub async fn compact_all(
+    ledger: &dyn Ledger,
+    policy: &Policy,
+    now: i64,
+) -> Result<Compacted, LedgerError> {
+    let round = policy.round(now);
+    let mut all = Compacted::default();
+    loop {
+        let done = ledger.compact(&round).await?;
+        if done.is_empty() {
+            return Ok(all);
+        }
+        all.payments += done.payments;
+        all.declines += done.declines;
+        tokio::time::sleep(BETWEEN_BATCHES).await;
+    }
+}
+
+/// Runs [`compact_all`] now and every `every` while the ledger is alive (it holds only a weak
+/// reference, so closing the ledger ends it). Each run is logged; a failed run is logged and
+/// tried again at the next.
+pub fn spawn(
+    ledger: std::sync::Weak<dyn Ledger>,
+    policy: Policy,
+    clock: std::sync::Arc<dyn Clock>,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Some(l) = ledger.upgrade() else {
+                return;
+            };
+            match compact_all(l.as_ref(), &policy, clock.now()).await {
+                Ok(done) if done.is_empty() => {}
+                Ok(done) => tracing::info!(
+                    payments = done.payments,
+                    declines = done.declines,
+                    archived = policy.archive.is_some(),
+                    "ledger retention: old rows compacted"
+                ),
+                Err(e) => tracing::warn!(error = %e, "ledger retention run failed; will try again"),
+            }
+            drop(l);
+            tokio::time::sleep(every).await;
+        }
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 
 use super::rows::get;
 use super::{unavailable, PostgresLedger};
-use crate::ledger::outbox::{DeliveryOutcome, OutboxDelivery, FINISHED_KEPT_MS};
+use crate::ledger::outbox::{
+    DeliveryOutcome, OutboxDelivery, ABANDONED_AFTER_MS, FINISHED_KEPT_MS,
+};
 use crate::ledger::LedgerError;
 
 pub(super) async fn queue_deliveries(
@@ -39,6 +41,14 @@ pub(super) async fn queue_deliveries(
         .map_err(unavailable)?;
     }
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    let abandoned = txn
+        .execute(
+            "UPDATE l402_outbox SET state = 'dropped', updated_at_ms = $2
+             WHERE state = 'queued' AND created_at_ms < $1",
+            &[&now_ms.saturating_sub(ABANDONED_AFTER_MS), &now_ms],
+        )
+        .await
+        .map_err(unavailable)?;
     let dropped = txn
         .execute(
             "UPDATE l402_outbox o SET state = 'dropped', updated_at_ms = $2
@@ -57,7 +67,7 @@ pub(super) async fn queue_deliveries(
     .await
     .map_err(unavailable)?;
     txn.commit().await.map_err(unavailable)?;
-    Ok(dropped)
+    Ok(dropped + abandoned)
 }
 
 pub(super) async fn claim_deliveries(

@@ -2,7 +2,9 @@
 //! delivery in flight is not claimed twice by this process's own loop).
 
 use super::Journal;
-use crate::ledger::outbox::{DeliveryOutcome, OutboxDelivery, FINISHED_KEPT_MS};
+use crate::ledger::outbox::{
+    DeliveryOutcome, OutboxDelivery, ABANDONED_AFTER_MS, FINISHED_KEPT_MS,
+};
 use crate::ledger::LedgerError;
 use rusqlite::params;
 
@@ -30,7 +32,12 @@ impl Journal {
                          SELECT rowid FROM outbox WHERE state = 'queued'
                          ORDER BY created_at_ms DESC, rowid DESC LIMIT -1 OFFSET ?1)",
                 )?
-                .execute(params![cap as i64, now_ms])?;
+                .execute(params![cap as i64, now_ms])?
+                + t.prepare_cached(
+                    "UPDATE outbox SET state = 'dropped', updated_at_ms = ?2
+                     WHERE state = 'queued' AND created_at_ms < ?1",
+                )?
+                .execute(params![now_ms.saturating_sub(ABANDONED_AFTER_MS), now_ms])?;
             t.prepare_cached(
                 "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox
                  WHERE state <> 'queued' AND updated_at_ms < ?1 LIMIT 1000)",
