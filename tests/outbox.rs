@@ -28,8 +28,9 @@ fn closed_port() -> SocketAddr {
 
 /// The deliveries waiting in the SQLite ledger's outbox: (id, event, attempts).
 fn outbox_rows(db: &Path) -> Vec<(String, String, i64, String)> {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     let mut st = conn
         .prepare("SELECT id, event, attempts, state FROM outbox ORDER BY created_at_ms")
         .unwrap();
@@ -46,7 +47,10 @@ fn wait_for_log(log: &Path, needle: &str, within: Duration) {
         if text.contains(needle) {
             return;
         }
-        assert!(Instant::now() < deadline, "no {needle:?} in the log:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -83,7 +87,11 @@ agents:
     let log = dir.join("proxy.log");
 
     let mut first = Proxy::start(&config, &log, "t");
-    wait_for_log(&log, "alert delivery failed; will retry", Duration::from_secs(20));
+    wait_for_log(
+        &log,
+        "alert delivery failed; will retry",
+        Duration::from_secs(20),
+    );
     first.kill_9();
     let waiting = outbox_rows(&dir.join("ledger.db"));
     assert_eq!(waiting.len(), 1, "{waiting:?}");
@@ -101,7 +109,10 @@ agents:
     tokio::time::sleep(Duration::from_secs(3)).await;
     let all = receiver.deliveries();
     assert!(got.len() >= 2, "{all:?}");
-    assert!(all.iter().all(|d| d.signed), "every delivery signed with {SECRET:?}");
+    assert!(
+        all.iter().all(|d| d.signed),
+        "every delivery signed with {SECRET:?}"
+    );
     let mut per_id: HashMap<String, usize> = HashMap::new();
     for d in &all {
         *per_id
@@ -131,14 +142,8 @@ async fn two_replicas_on_one_postgres_deliver_each_event_once() {
         pool_size: 4,
     };
     let hook = closed_port();
-    let webhook = || {
-        Webhook::new(
-            &format!("http://{hook}/hook"),
-            SECRET,
-            EventFilter::all(),
-        )
-        .unwrap()
-    };
+    let webhook =
+        || Webhook::new(&format!("http://{hook}/hook"), SECRET, EventFilter::all()).unwrap();
     let options = DeliveryOptions {
         base_delay: Duration::from_millis(100),
         max_delay: Duration::from_millis(200),
@@ -188,7 +193,10 @@ async fn two_replicas_on_one_postgres_deliver_each_event_once() {
         balances.push(body["balance_msat"].as_u64().unwrap());
     }
     assert_eq!(per_id.len(), 40, "{per_id:?}");
-    assert!(per_id.values().all(|n| *n == 1), "each event once: {per_id:?}");
+    assert!(
+        per_id.values().all(|n| *n == 1),
+        "each event once: {per_id:?}"
+    );
     balances.sort_unstable();
     assert_eq!(balances, (0..40).collect::<Vec<_>>());
     let delivered: u64 = replicas

@@ -126,7 +126,9 @@ impl Alerts {
     /// second call, or one outside a runtime, is ignored with a log line).
     pub fn use_ledger(self: &Arc<Self>, ledger: Arc<dyn Ledger>) {
         let Ok(handle) = Handle::try_current() else {
-            tracing::error!("alert outbox started outside a tokio runtime: deliveries stay in memory");
+            tracing::error!(
+                "alert outbox started outside a tokio runtime: deliveries stay in memory"
+            );
             return;
         };
         let _ = self.runtime.set(handle);

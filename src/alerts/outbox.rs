@@ -191,7 +191,10 @@ async fn attempt(
                 "alert delivered");
             (DeliveryOutcome::Delivered, None)
         }
-        Attempt::Refused(status) => (retry_or_fail(&options, number), Some(format!("HTTP {status}"))),
+        Attempt::Refused(status) => (
+            retry_or_fail(&options, number),
+            Some(format!("HTTP {status}")),
+        ),
         Attempt::Unreachable(why) => (retry_or_fail(&options, number), Some(why)),
     };
     let recorded = match ledger.upgrade() {

@@ -13,8 +13,8 @@
 //!   archive a row twice (its hash identifies it), never lose one.
 
 use super::{DeclineRecord, Ledger, LedgerError, PaymentRecord};
-use crate::core::Clock;
 use crate::core::window::Window;
+use crate::core::Clock;
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -83,6 +83,7 @@ impl Journal {
             LedgerError::Unavailable(format!("ledger database {display}: {e}"))
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
+        schema::prepare_new_file(&conn).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")

@@ -90,6 +90,7 @@ impl Journal {
             }
         }
         if !done.is_empty() {
+            // One page per step: stepped until done.
             self.run(|t| {
                 let mut st = t.prepare(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))?;
                 let mut rows = st.query([])?;

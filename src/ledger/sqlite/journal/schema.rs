@@ -151,15 +151,22 @@ const MIGRATIONS: [&str; 6] = [
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
 ];
 
+/// On a new, empty file: pages freed by retention go back to the file system in small steps
+/// (`PRAGMA incremental_vacuum`), which only works when set before the journal mode and the
+/// first table. (An older file keeps reusing its freed pages instead; an offline `VACUUM`
+/// after `PRAGMA auto_vacuum = INCREMENTAL` converts it.)
+pub(super) fn prepare_new_file(conn: &Connection) -> rusqlite::Result<()> {
+    let tables: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+    if tables == 0 {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
+    Ok(())
+}
+
 /// Brings the schema to the newest version, each step in its own transaction.
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: usize =
         conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
-    if current == 0 {
-        // A new file: pages freed by retention go back to the file system in small steps
-        // (`PRAGMA incremental_vacuum`), which only works when set before the first table.
-        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
-    }
     for (i, step) in MIGRATIONS.iter().enumerate().skip(current) {
         let txn = conn.transaction()?;
         txn.execute_batch(step)?;
