@@ -194,6 +194,33 @@ mod tests {
     }
 
     #[test]
+    fn a_retention_shorter_than_the_longest_window_is_refused_naming_the_field() {
+        let e = Config::parse(&format!(
+            "{}store: {{ retention: {{ payments_days: 7 }} }}\n",
+            minimal()
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "store.retention.payments_days", "{e}");
+        assert!(e.problem.contains("31 or more"), "{e}");
+        let e = Config::parse(&format!(
+            "{}store: {{ retention: {{ archive_dir: /var/archive }} }}\n",
+            minimal()
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "store.retention", "{e}");
+        let c = Config::parse(&format!(
+            "{}store: {{ retention: {{ payments_days: 90, declines_days: 14, archive_dir: archive }} }}\n",
+            minimal()
+        ))
+        .unwrap();
+        let r = &c.store.retention;
+        assert!(r.enabled());
+        assert_eq!((r.payments_days, r.declines_days), (Some(90), Some(14)));
+        assert_eq!((r.batch(), r.every().as_secs()), (500, 3600));
+        assert!(!Config::parse(&minimal()).unwrap().store.retention.enabled());
+    }
+
+    #[test]
     fn unknown_key_names_the_field() {
         let e = Config::parse(&format!("{}    limts: {{}}\n", minimal())).unwrap_err();
         assert!(e.field.starts_with("agents[0]"), "{e}");

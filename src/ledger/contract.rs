@@ -66,6 +66,7 @@ pub async fn run_all(ledger: &dyn Ledger, now: i64) {
     failure_releases_and_settling_counts_the_real_fee(ledger, now).await;
     retention::compaction_keeps_budgets_prices_and_pending(ledger, now).await;
     retention::the_outbox_leases_retries_and_caps(ledger, now).await;
+    retention::compaction_runs_while_payments_are_made(ledger, now).await;
 }
 
 async fn a_hash_is_claimed_once(ledger: &dyn Ledger, now: i64) {

@@ -315,3 +315,67 @@ pub async fn the_outbox_leases_retries_and_caps(ledger: &dyn Ledger, now: i64) {
     let ids: Vec<&str> = left.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids, ["c2", "c3", "c4"]);
 }
+
+/// Compaction in small batches while payments are being made: every payment succeeds and is
+/// counted, every old row is removed, nothing fails.
+pub async fn compaction_runs_while_payments_are_made(ledger: &dyn Ledger, now: i64) {
+    let old = now - 100 * DAY;
+    for i in 0..120u64 {
+        old_payment(
+            ledger,
+            "r3-old",
+            "svc",
+            1_000 + i,
+            old,
+            false,
+            Some(PaymentState::Settled),
+        )
+        .await;
+    }
+    let none = Limits::NONE;
+    let before = ledger.budget("r3", &none).await.unwrap();
+    let pay = async {
+        for i in 0..60u64 {
+            let p = proof();
+            let mut new = payment(&p, "r3", &format!("live{i}"), now);
+            new.credential = None;
+            assert_eq!(
+                ledger.begin(new, limits(&none, &none)).await,
+                Ok(Begun::Fresh)
+            );
+            ledger.settle(p.hash(), Msat(1), &p, now).await.unwrap();
+        }
+    };
+    let round = Compaction {
+        payments_before: Some(payments_cutoff(now, 31)),
+        declines_before: None,
+        now,
+        batch: 10,
+        archive: None,
+    };
+    let compact = async {
+        let mut removed = 0;
+        loop {
+            let done = ledger
+                .compact(&round)
+                .await
+                .expect("compaction never fails");
+            if done.is_empty() {
+                return removed;
+            }
+            removed += done.payments;
+        }
+    };
+    let ((), removed) = tokio::join!(pay, compact);
+    assert!(removed >= 120, "{removed}");
+    let after = ledger.budget("r3", &none).await.unwrap();
+    let spent = |b: &crate::budget::BudgetView| b.spent_msat.total.unwrap_or(0);
+    assert_eq!(spent(&after) - spent(&before), 60 * 10_001);
+    assert_eq!(
+        ledger
+            .highest_price("r3-old", "https://seller:443")
+            .await
+            .unwrap(),
+        Some(Msat(1_119))
+    );
+}
