@@ -166,7 +166,7 @@ impl Alerts {
                     endpoint: target.key.clone(),
                     host: target.webhook().host().to_string(),
                     event: name.to_string(),
-                    body: body.clone().into(),
+                    body: body.clone(),
                     attempts: 0,
                     next_at_ms: now_ms,
                     created_at_ms: now_ms,
