@@ -213,3 +213,75 @@ async fn two_replicas_on_one_postgres_deliver_each_event_once() {
         .sum();
     assert_eq!(delivered, 40, "counted once across the replicas");
 }
+
+/// The same on real processes: two `l402-proxy run` replicas sharing one PostgreSQL ledger, each
+/// announcing its low balance while the webhook is down; a third event waits from a replica
+/// that was killed. When the webhook comes up, every event arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_processes_on_one_postgres_deliver_each_waiting_event_once() {
+    let dir = common::temp_dir("outbox-replicas");
+    let db = PgServer::start();
+    let hook = closed_port();
+    let var = secret_var();
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: "127.0.0.1:0", token_env: L402_PROXY_ADMIN_TOKEN }}
+tls: {{ ca_cert: ca.pem, ca_key: ca-key.pem }}
+wallet: {{ backend: dev, dev: {{ secret: {secret} }} }}
+store:
+  backend: postgres
+  postgres: {{ url_env: L402_STORE_URL, tls: disable }}
+shutdown_grace_secs: 1
+agents:
+  - {{ name: alice, key_sha256: "{alice}" }}
+{alerts}"#,
+        secret = common::SECRET,
+        alice = hash_key("alice-key"),
+        alerts = alerts_yaml(
+            &format!("http://{hook}/hook"),
+            &var,
+            "[\"wallet.low\"]",
+            "  wallet_low_sats: 1000000000000\n",
+        ),
+    );
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let env = [("L402_STORE_URL", db.url())];
+    let log = |n: usize| dir.join(format!("replica{n}.log"));
+    // The first replica creates the CA; the others reuse it.
+    let mut gone = Proxy::start_with(&config, &log(0), "t", &[], &env);
+    wait_for_log(
+        &log(0),
+        "alert delivery failed; will retry",
+        Duration::from_secs(20),
+    );
+    gone.kill_9();
+    let a = Proxy::start_with(&config, &log(1), "t", &[], &env);
+    let b = Proxy::start_with(&config, &log(2), "t", &[], &env);
+    for n in [1, 2] {
+        wait_for_log(
+            &log(n),
+            "alert delivery failed; will retry",
+            Duration::from_secs(20),
+        );
+    }
+    let receiver = Receiver::start_at(hook).await;
+    let got = receiver
+        .wait_for("wallet.low", 3, Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let all = receiver.of("wallet.low");
+    assert!(got.len() >= 3, "{all:?}");
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for body in &all {
+        *per_id
+            .entry(body["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_id.len(), 3, "{per_id:?}");
+    assert!(
+        per_id.values().all(|n| *n == 1),
+        "each event once: {per_id:?}"
+    );
+    drop((a, b));
+}
