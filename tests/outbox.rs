@@ -285,3 +285,76 @@ agents:
     );
     drop((a, b));
 }
+
+fn dropped(metrics: &Metrics) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("l402_proxy_webhook_deliveries_total{result=\"dropped\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The outbox is bounded: with `max_pending` 3 and the webhook down, ten events leave three
+/// deliveries waiting (the newest) and seven counted as dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_keeps_at_most_max_pending_and_counts_the_rest_dropped() {
+    let dir = common::temp_dir("outbox-cap");
+    let db = dir.join("ledger.db");
+    let (ledger, _) = l402_proxy::ledger::sqlite::SqliteLedger::open(&db, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let ledger: Arc<dyn Ledger> = Arc::new(ledger);
+    let hook = closed_port();
+    let metrics = Arc::new(Metrics::new());
+    let alerts = Alerts::start_with(
+        vec![Webhook::new(&format!("http://{hook}/hook"), SECRET, EventFilter::all()).unwrap()],
+        metrics.clone(),
+        Arc::new(SystemClock),
+        DeliveryOptions {
+            max_pending: 3,
+            base_delay: Duration::from_secs(60),
+            ..DeliveryOptions::default()
+        },
+    );
+    alerts.use_ledger(ledger.clone());
+    for i in 0..10u64 {
+        alerts.emit(Event::WalletLow {
+            backend: "dev".into(),
+            balance_msat: i,
+            threshold_msat: 1_000,
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dropped(&metrics) < 7 {
+        assert!(Instant::now() < deadline, "{}", metrics.render());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(alerts.flush(Duration::from_secs(5)).await);
+    let waiting = ledger
+        .claim_deliveries(
+            &[
+                Webhook::new(&format!("http://{hook}/hook"), SECRET, EventFilter::all())
+                    .unwrap()
+                    .key(),
+            ],
+            "test",
+            i64::MAX / 2,
+            1,
+            100,
+        )
+        .await
+        .unwrap();
+    let mut balances: Vec<u64> = waiting
+        .iter()
+        .map(|d| {
+            serde_json::from_slice::<serde_json::Value>(&d.body).unwrap()["balance_msat"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    balances.sort_unstable();
+    assert_eq!(balances, [7, 8, 9], "the newest wait");
+    assert_eq!(dropped(&metrics), 7);
+}
