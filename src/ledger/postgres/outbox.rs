@@ -49,8 +49,20 @@ pub(super) async fn queue_deliveries(
         )
         .await
         .map_err(unavailable)?;
-    let dropped = txn
-        .execute(
+    // Counted first: the dropping update locks every row it reads, so it runs only when needed.
+    let waiting: i64 = get(
+        &txn.query_one(
+            "SELECT COUNT(*) FROM l402_outbox WHERE state = 'queued'",
+            &[],
+        )
+        .await
+        .map_err(unavailable)?,
+        0,
+    )?;
+    let dropped = if waiting <= cap {
+        0
+    } else {
+        txn.execute(
             "UPDATE l402_outbox o SET state = 'dropped', updated_at_ms = $2
              FROM (SELECT id, endpoint FROM l402_outbox WHERE state = 'queued'
                    ORDER BY created_at_ms DESC OFFSET $1 FOR UPDATE SKIP LOCKED) old
@@ -58,7 +70,8 @@ pub(super) async fn queue_deliveries(
             &[&cap, &now_ms],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable)?
+    };
     txn.execute(
         "DELETE FROM l402_outbox WHERE ctid IN (SELECT ctid FROM l402_outbox
          WHERE state <> 'queued' AND updated_at_ms < $1 LIMIT 1000)",
