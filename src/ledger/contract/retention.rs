@@ -119,7 +119,14 @@ pub async fn compaction_keeps_budgets_prices_and_pending(ledger: &dyn Ledger, no
         .await
         .unwrap();
 
-    let limits_of = Limits::NONE;
+    // With limits, so what is left (and spendable) is compared too, not only what was spent.
+    let limits_of = Limits {
+        daily_sats: Some(100),
+        weekly_sats: Some(200),
+        monthly_sats: Some(500),
+        total_sats: Some(1_000),
+        ..Limits::NONE
+    };
     let budget = ledger.budget(agent, &limits_of).await.unwrap();
     let operator = ledger.operator_budget(&limits_of).await.unwrap();
     let highest = ledger.highest_price(agent, origin).await.unwrap();
@@ -167,6 +174,7 @@ pub async fn compaction_keeps_budgets_prices_and_pending(ledger: &dyn Ledger, no
         ledger.payment_state(recent.hash()).await.unwrap(),
         Some(PaymentState::Settled)
     );
+    assert!(budget.remaining_msat.total.is_some(), "{budget:?}");
     assert_eq!(ledger.budget(agent, &limits_of).await.unwrap(), budget);
     assert_eq!(ledger.operator_budget(&limits_of).await.unwrap(), operator);
     assert_eq!(ledger.highest_price(agent, origin).await.unwrap(), highest);

@@ -461,10 +461,15 @@ type Snapshot = (
 
 /// What compaction must not change: two agents' budgets, the operator's, and price memory.
 async fn snapshot(l: &SqliteLedger) -> Snapshot {
+    let limits = Limits {
+        monthly_sats: Some(1_000),
+        total_sats: Some(10_000),
+        ..Limits::default()
+    };
     (
-        l.budget("a", &no_limits()).await.unwrap(),
-        l.budget("b", &no_limits()).await.unwrap(),
-        l.operator_budget(&no_limits()).await.unwrap(),
+        l.budget("a", &limits).await.unwrap(),
+        l.budget("b", &limits).await.unwrap(),
+        l.operator_budget(&limits).await.unwrap(),
         l.highest_price("b", "https://h:443").await.unwrap(),
         l.last_price("a", "https://h:443", "s:0").await.unwrap(),
     )
