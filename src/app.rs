@@ -136,6 +136,25 @@ impl App {
         } else {
             crate::alerts::Alerts::start(webhooks, metrics.clone(), clock.clone())
         };
+        // Deliveries are rows of the ledger's outbox: a restart or another replica sends them.
+        alerts.use_ledger(ledger.clone());
+        let retention = &config.store.retention;
+        if retention.enabled() {
+            crate::ledger::retention::spawn(
+                Arc::downgrade(&ledger),
+                crate::ledger::retention::Policy {
+                    payments_days: retention.payments_days,
+                    declines_days: retention.declines_days,
+                    archive: retention
+                        .archive_dir
+                        .as_ref()
+                        .map(crate::ledger::Archive::new),
+                    batch: retention.batch(),
+                },
+                clock.clone(),
+                retention.every(),
+            );
+        }
         let guardrails = Arc::new(Guardrails::new(
             ledger.clone(),
             clock.clone(),

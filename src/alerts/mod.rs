@@ -7,6 +7,8 @@
 //! - [`filter`]: which events a webhook wants (`*`, names, `budget.*`).
 //! - [`webhook`]: a [`Webhook`], [`sign`] and [`verify`], one signed POST.
 //! - [`queue`]: delivery tasks, retry with backoff, per-webhook bounds.
+//! - `outbox`: with a ledger ([`Alerts::use_ledger`]), deliveries are rows of the ledger's
+//!   outbox first, so a restart or another replica delivers them (same id, same body).
 //!
 //! [`Alerts`] is the handle the rest of the proxy holds: [`Alerts::emit`] counts the event and
 //! hands it to the deliverer without waiting for anything.
@@ -14,6 +16,7 @@
 pub mod config;
 pub mod event;
 pub mod filter;
+mod outbox;
 pub mod queue;
 pub mod webhook;
 
@@ -24,9 +27,10 @@ pub use queue::{DeliveryOptions, DELIVERY_RESULTS};
 pub use webhook::{sign, verify, Webhook};
 
 use crate::core::Clock;
+use crate::ledger::{Ledger, OutboxDelivery};
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
-use queue::{Delivery, Target, Tracker};
+use queue::{Delivery, Outstanding, Target, Tracker};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -43,6 +47,8 @@ pub struct Alerts {
     runtime: OnceLock<Handle>,
     targets: ArcSwap<Vec<Arc<Target>>>,
     outstanding: Arc<Tracker>,
+    /// The durable path, once [`Alerts::use_ledger`] was called.
+    outbox: OnceLock<outbox::Outbox>,
     /// Drops since the last warning, and the second of that warning (one warning a second).
     dropped_unlogged: AtomicU64,
     last_drop_warning: AtomicI64,
@@ -108,15 +114,35 @@ impl Alerts {
             runtime: OnceLock::new(),
             targets: ArcSwap::from_pointee(Vec::new()),
             outstanding: Arc::new(Tracker::default()),
+            outbox: OnceLock::new(),
             dropped_unlogged: AtomicU64::new(0),
             last_drop_warning: AtomicI64::new(i64::MIN),
         }
     }
 
+    /// Makes deliveries durable: from now on each is written to `ledger`'s outbox before it is
+    /// attempted, and deliveries waiting there for this process's webhooks (left by an earlier
+    /// run, or by another replica) are attempted too. Call once, inside a tokio runtime (a
+    /// second call, or one outside a runtime, is ignored with a log line).
+    pub fn use_ledger(self: &Arc<Self>, ledger: Arc<dyn Ledger>) {
+        let Ok(handle) = Handle::try_current() else {
+            tracing::error!(
+                "alert outbox started outside a tokio runtime: deliveries stay in memory"
+            );
+            return;
+        };
+        let _ = self.runtime.set(handle);
+        if self.outbox.get().is_some() {
+            return;
+        }
+        let _ = self.outbox.set(outbox::start(self, ledger));
+    }
+
     /// Counts `event` and queues one delivery of it to every webhook that wants it, then
     /// returns: no I/O, no lock held across anything slow, no waiting. A webhook already holding
     /// [`DeliveryOptions::max_pending`] deliveries gets none (counted as `dropped`, warned about
-    /// at most once a second). All deliveries of one event share one body and one `id`.
+    /// at most once a second). All deliveries of one event share one body and one `id`. With a
+    /// ledger ([`Alerts::use_ledger`]) the deliveries go to its outbox (bounded the same way).
     pub fn emit(&self, event: Event) {
         let name = event.name();
         self.metrics.alert(name);
@@ -124,6 +150,33 @@ impl Alerts {
             return;
         };
         let targets = self.targets.load();
+        if let Some(outbox) = self.outbox.get() {
+            let wanted: Vec<&Arc<Target>> =
+                targets.iter().filter(|t| t.webhook().wants(name)).collect();
+            if wanted.is_empty() {
+                return;
+            }
+            let at = self.clock.now();
+            let id = format!("{:032x}", rand::random::<u128>());
+            let body = event.body(&id, at);
+            let now_ms = outbox::now_ms();
+            for target in wanted {
+                let row = OutboxDelivery {
+                    id: id.clone(),
+                    endpoint: target.key.clone(),
+                    host: target.webhook().host().to_string(),
+                    event: name.to_string(),
+                    body: body.clone(),
+                    attempts: 0,
+                    next_at_ms: now_ms,
+                    created_at_ms: now_ms,
+                };
+                if outbox.tx.try_send((row, self.outstanding.enter())).is_err() {
+                    self.dropped(name, target.webhook().host());
+                }
+            }
+            return;
+        }
         // Reserve first: an event every queue refuses costs no serialisation.
         let mut reserved = Vec::new();
         for target in targets.iter().filter(|t| t.webhook().wants(name)) {
@@ -152,6 +205,37 @@ impl Alerts {
                 self.outstanding.enter(),
             ));
         }
+    }
+
+    /// Delivers a durable delivery from memory (its ledger could not be written): as without a
+    /// ledger, to the webhook it was for if that is still configured.
+    fn deliver_in_memory(&self, d: OutboxDelivery, outstanding: Outstanding) {
+        let (Some(runtime), Some(event)) = (
+            self.runtime.get(),
+            EVENT_NAMES.iter().find(|n| **n == d.event),
+        ) else {
+            return;
+        };
+        let targets = self.targets.load();
+        let Some(target) = targets.iter().find(|t| t.key == d.endpoint) else {
+            return;
+        };
+        let Some(slot) = target.reserve() else {
+            self.dropped(event, target.webhook().host());
+            return;
+        };
+        runtime.spawn(queue::deliver(
+            target.clone(),
+            Delivery {
+                event,
+                id: d.id.into(),
+                body: d.body.into(),
+            },
+            self.options,
+            self.metrics.clone(),
+            slot,
+            outstanding,
+        ));
     }
 
     fn dropped(&self, event: &'static str, host: &str) {
@@ -220,7 +304,9 @@ impl Alerts {
             .collect()
     }
 
-    /// Deliveries not finished yet (queued, in flight, or waiting to retry).
+    /// Deliveries not finished yet (queued, in flight, or waiting to retry in memory; with a
+    /// ledger: not yet written to its outbox, or being attempted — those waiting in the outbox
+    /// are durable and not counted).
     pub fn pending(&self) -> usize {
         self.outstanding.count()
     }

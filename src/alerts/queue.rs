@@ -63,11 +63,13 @@ impl DeliveryOptions {
 /// A webhook as the deliverer holds it: its client and its bounds. Shared by every delivery to
 /// it; replaced (and retired) when a reload changes or removes the webhook.
 pub(super) struct Target {
-    poster: Poster,
+    pub(super) poster: Poster,
     /// `max_pending` permits: one held by each delivery from queueing to its end.
     pending: Arc<Semaphore>,
     /// `max_in_flight` permits: one held during each attempt (not while waiting to retry).
-    in_flight: Semaphore,
+    pub(super) in_flight: Semaphore,
+    /// The webhook's key in the ledger's outbox ([`Webhook::key`]).
+    pub(super) key: String,
     /// Set when a reload removed this webhook: its deliveries stop retrying.
     retired: AtomicBool,
 }
@@ -75,6 +77,7 @@ pub(super) struct Target {
 impl Target {
     pub fn new(webhook: Webhook, options: &DeliveryOptions) -> Result<Target, String> {
         Ok(Target {
+            key: webhook.key(),
             poster: Poster::new(webhook)?,
             pending: Arc::new(Semaphore::new(options.max_pending.max(1))),
             in_flight: Semaphore::new(options.max_in_flight.max(1)),
@@ -111,6 +114,9 @@ pub(super) struct Delivery {
 /// Counts deliveries not yet finished, for `flush`. Each delivery holds one [`Outstanding`].
 #[derive(Default)]
 pub(super) struct Tracker(AtomicUsize);
+
+// (`Outstanding` is also held by a durable delivery from `emit` until its row is written, and
+// during each of its attempts.)
 
 impl Tracker {
     pub fn enter(self: &Arc<Self>) -> Outstanding {

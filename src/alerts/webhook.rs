@@ -122,6 +122,22 @@ impl Webhook {
     pub fn events(&self) -> &EventFilter {
         &self.events
     }
+
+    /// The webhook's key in the ledger's outbox: a digest of its URL, secret and filter, so the
+    /// same webhook configured again (after a restart, or on another replica) finds its
+    /// deliveries, a changed one does not, and neither the URL nor the secret is stored.
+    pub fn key(&self) -> String {
+        use sha2::Digest;
+        let mut h = Sha256::new();
+        h.update(self.url.as_bytes());
+        h.update([0]);
+        h.update(&self.secret);
+        for p in self.events.patterns() {
+            h.update([0]);
+            h.update(p.as_bytes());
+        }
+        hex::encode(&h.finalize()[..16])
+    }
 }
 
 /// What one delivery attempt came to.
@@ -149,7 +165,7 @@ impl Poster {
     }
 
     /// POSTs `body` once, signed, within `timeout`.
-    pub async fn post(&self, event: &'static str, body: &Bytes, timeout: Duration) -> Attempt {
+    pub async fn post(&self, event: &str, body: &Bytes, timeout: Duration) -> Attempt {
         let signature = sign(&self.webhook.secret, body);
         let mut headers = vec![
             (CONTENT_TYPE, HeaderValue::from_static("application/json")),
@@ -157,11 +173,10 @@ impl Poster {
                 USER_AGENT,
                 HeaderValue::from_static(concat!("l402-proxy/", env!("CARGO_PKG_VERSION"))),
             ),
-            (
-                HeaderName::from_static(EVENT_HEADER),
-                HeaderValue::from_static(event),
-            ),
         ];
+        if let Ok(v) = HeaderValue::from_str(event) {
+            headers.push((HeaderName::from_static(EVENT_HEADER), v));
+        }
         if let Ok(mut v) = HeaderValue::from_str(&signature) {
             v.set_sensitive(true);
             headers.push((HeaderName::from_static(SIGNATURE_HEADER), v));

@@ -41,6 +41,7 @@ impl Config {
         fix(&mut self.tls.ca_key);
         self.tls.upstream_roots.iter_mut().for_each(fix);
         fix(&mut self.store.path);
+        self.store.retention.archive_dir.as_mut().map(fix);
         if let Some(pg) = self.store.postgres.as_mut() {
             pg.url_file.as_mut().map(fix);
             pg.ca_file.as_mut().map(fix);

@@ -33,7 +33,9 @@ pub use log::{LogConfig, LogFormat};
 pub use mcp::McpConfig;
 pub use pay::{PayConfig, PayScheme};
 pub use secret::read_secret;
-pub use store::{PostgresConfig, PostgresTls, StoreBackend, StoreConfig};
+pub use store::{
+    PostgresConfig, PostgresTls, RetentionConfig, StoreBackend, StoreConfig, MIN_PAYMENTS_DAYS,
+};
 pub use tls::TlsConfig;
 pub use wallet::{
     default_dev_secret, Backend, ClnConfig, DevWalletConfig, LnbitsConfig, LndConfig, NwcConfig,
@@ -189,6 +191,33 @@ mod tests {
         assert_eq!(c.network(), Network::Regtest);
         assert_eq!(c.wallet.max_fee_sats.get(), 10);
         assert!(c.agents[0].hosts.permits("anything.example"));
+    }
+
+    #[test]
+    fn a_retention_shorter_than_the_longest_window_is_refused_naming_the_field() {
+        let e = Config::parse(&format!(
+            "{}store: {{ retention: {{ payments_days: 7 }} }}\n",
+            minimal()
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "store.retention.payments_days", "{e}");
+        assert!(e.problem.contains("31 or more"), "{e}");
+        let e = Config::parse(&format!(
+            "{}store: {{ retention: {{ archive_dir: /var/archive }} }}\n",
+            minimal()
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "store.retention", "{e}");
+        let c = Config::parse(&format!(
+            "{}store: {{ retention: {{ payments_days: 90, declines_days: 14, archive_dir: archive }} }}\n",
+            minimal()
+        ))
+        .unwrap();
+        let r = &c.store.retention;
+        assert!(r.enabled());
+        assert_eq!((r.payments_days, r.declines_days), (Some(90), Some(14)));
+        assert_eq!((r.batch(), r.every().as_secs()), (500, 3600));
+        assert!(!Config::parse(&minimal()).unwrap().store.retention.enabled());
     }
 
     #[test]

@@ -16,6 +16,85 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// The PostgreSQL connection (`backend: postgres`).
     pub postgres: Option<PostgresConfig>,
+    /// How long payments and declines are kept (unset: forever).
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// `store.retention:` — old payments and declines leave the ledger, online and in small
+/// batches, after being appended to an archive when `archive_dir` is set. What budgets read is
+/// kept: the `total` limit counts removed payments through per-(agent, origin, day) rollups,
+/// the price-jump guard through the price memory, and no payment inside a budget window (the
+/// current week and month) is ever removed, nor a pending one, nor one whose credential may
+/// still be used.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Payments older than this many days are compacted; at least 31 (a monthly window).
+    pub payments_days: Option<u32>,
+    /// Declines older than this many days are removed; at least 1.
+    pub declines_days: Option<u32>,
+    /// A directory where removed rows are appended first (`payments.jsonl`, `declines.jsonl`).
+    pub archive_dir: Option<PathBuf>,
+    /// Seconds between compaction runs (3600).
+    pub every_secs: Option<u64>,
+    /// Rows removed per batch (500): each batch is one short transaction.
+    pub batch: Option<usize>,
+}
+
+/// The shortest `store.retention.payments_days` accepted: the longest budget window, a calendar
+/// month, lasts up to 31 days.
+pub const MIN_PAYMENTS_DAYS: u32 = 31;
+
+impl RetentionConfig {
+    /// Whether anything is ever removed.
+    pub fn enabled(&self) -> bool {
+        self.payments_days.is_some() || self.declines_days.is_some()
+    }
+
+    /// Seconds between runs.
+    pub fn every(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.every_secs.unwrap_or(3600).max(1))
+    }
+
+    /// Rows per batch.
+    pub fn batch(&self) -> usize {
+        self.batch.unwrap_or(500)
+    }
+
+    fn problems(&self, out: &mut Vec<ConfigError>) {
+        if let Some(days) = self.payments_days {
+            if days < MIN_PAYMENTS_DAYS {
+                out.push(err(
+                    "store.retention.payments_days",
+                    format!(
+                        "{days} days is shorter than the longest budget window (a calendar month, up to \
+                         {MIN_PAYMENTS_DAYS} days), whose totals read the payments: set it to \
+                         {MIN_PAYMENTS_DAYS} or more, or remove it to keep payments forever"
+                    ),
+                ));
+            }
+        }
+        if self.declines_days == Some(0) {
+            out.push(err(
+                "store.retention.declines_days",
+                "must be at least 1 (or removed to keep declines forever)",
+            ));
+        }
+        if matches!(self.batch, Some(b) if b == 0 || b > 10_000) {
+            out.push(err("store.retention.batch", "must be between 1 and 10000"));
+        }
+        if self.every_secs == Some(0) {
+            out.push(err("store.retention.every_secs", "must be at least 1"));
+        }
+        if !self.enabled() && (self.archive_dir.is_some() || self.every_secs.is_some()) {
+            out.push(err(
+                "store.retention",
+                "archive_dir or every_secs set without payments_days or declines_days: nothing \
+                 would be removed; set store.retention.payments_days (31 or more) or declines_days",
+            ));
+        }
+    }
 }
 
 /// Which ledger implementation holds the money authority.
@@ -107,6 +186,7 @@ impl Default for StoreConfig {
             backend: StoreBackend::Sqlite,
             path: default_store_path(),
             postgres: None,
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -142,6 +222,7 @@ impl StoreConfig {
                 }
             }
         }
+        self.retention.problems(&mut out);
         out
     }
 }

@@ -3,6 +3,8 @@
 //! claiming a hash, an open purchase, the limit rule and its order, the agent as it is when
 //! money leaves, and release on failure.
 
+mod retention;
+
 use super::{Begun, Ledger, LimitSet, NewPayment, PaymentState};
 use crate::agents::StoredAgent;
 use crate::config::{HostRules, Limits};
@@ -62,6 +64,9 @@ pub async fn run_all(ledger: &dyn Ledger, now: i64) {
     limits_decide_in_one_order(ledger, now).await;
     an_api_agent_is_read_as_it_is_when_money_leaves(ledger, now).await;
     failure_releases_and_settling_counts_the_real_fee(ledger, now).await;
+    retention::compaction_keeps_budgets_prices_and_pending(ledger, now).await;
+    retention::the_outbox_leases_retries_and_caps(ledger, now).await;
+    retention::compaction_runs_while_payments_are_made(ledger, now).await;
 }
 
 async fn a_hash_is_claimed_once(ledger: &dyn Ledger, now: i64) {

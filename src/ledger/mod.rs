@@ -14,8 +14,13 @@
 
 #[cfg(test)]
 pub(crate) mod contract;
+pub mod outbox;
 pub mod postgres;
+pub mod retention;
 pub mod sqlite;
+
+pub use outbox::{DeliveryOutcome, OutboxDelivery};
+pub use retention::{Archive, Compacted, Compaction};
 
 use crate::agents::StoredAgent;
 use crate::budget::BudgetView;
@@ -678,4 +683,40 @@ pub trait Ledger: Send + Sync + 'static {
     /// what the price-jump guard compares a service new to the agent there with, so a seller
     /// cannot dodge it by renaming a service.
     async fn highest_price(&self, agent: &str, origin: &str) -> Result<Option<Msat>, LedgerError>;
+
+    /// Queues webhook deliveries in the outbox (state `queued`, due now, no attempt made); a
+    /// delivery already there (same id and endpoint) is left as it is. Then, when more than
+    /// `cap` deliveries wait, the oldest waiting ones are marked `dropped`; finished ones older
+    /// than [`outbox::FINISHED_KEPT_MS`] are deleted. Returns how many were dropped.
+    async fn queue_deliveries(
+        &self,
+        deliveries: Vec<OutboxDelivery>,
+        cap: usize,
+        now_ms: i64,
+    ) -> Result<u64, LedgerError>;
+
+    /// Leases up to `limit` waiting deliveries to `endpoints` that are due at `now_ms` and not
+    /// leased by anyone (or whose lease ran out) to `holder` until `now_ms + lease_ms`, oldest
+    /// due first. Across processes, a delivery is held by one at a time.
+    async fn claim_deliveries(
+        &self,
+        endpoints: &[String],
+        holder: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxDelivery>, LedgerError>;
+
+    /// Records how an attempt at a held delivery ended (one attempt more), releasing its lease.
+    async fn finish_delivery(
+        &self,
+        id: &str,
+        endpoint: &str,
+        outcome: DeliveryOutcome,
+        now_ms: i64,
+    ) -> Result<(), LedgerError>;
+
+    /// Removes one batch of old payments and declines as [`Compaction`] says (see
+    /// [`retention`] for what is kept): rolled up, archived first when an archive is set.
+    async fn compact(&self, round: &Compaction) -> Result<Compacted, LedgerError>;
 }

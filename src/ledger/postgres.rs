@@ -10,8 +10,10 @@
 //! operation fails closed within the pool's timeouts.
 
 mod begin;
+mod outbox;
 mod records;
 mod replica;
+mod retention;
 mod rows;
 pub mod schema;
 pub mod tls;
@@ -20,9 +22,9 @@ use replica::{beat_once, heartbeat, hostname, listen, Sinks};
 use rows::{get, i, payment_row, token_row, PAYMENT_COLUMNS};
 
 use super::{
-    ApprovalRecord, ApprovalState, AuditEntry, Begun, DeclineFilter, DeclineRecord, Flight, Ledger,
-    LedgerError, LimitSet, NewPayment, PaymentFilter, PaymentRecord, PaymentState, Stop,
-    StoredToken,
+    ApprovalRecord, ApprovalState, AuditEntry, Begun, Compacted, Compaction, DeclineFilter,
+    DeclineRecord, DeliveryOutcome, Flight, Ledger, LedgerError, LimitSet, NewPayment,
+    OutboxDelivery, PaymentFilter, PaymentRecord, PaymentState, Stop, StoredToken,
 };
 use crate::agents::StoredAgent;
 use crate::budget::BudgetView;
@@ -733,6 +735,40 @@ impl Ledger for PostgresLedger {
 
     async fn highest_price(&self, agent: &str, origin: &str) -> Result<Option<Msat>, LedgerError> {
         records::highest_price(self, agent, origin).await
+    }
+
+    async fn queue_deliveries(
+        &self,
+        deliveries: Vec<OutboxDelivery>,
+        cap: usize,
+        now_ms: i64,
+    ) -> Result<u64, LedgerError> {
+        outbox::queue_deliveries(self, deliveries, cap, now_ms).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        endpoints: &[String],
+        holder: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxDelivery>, LedgerError> {
+        outbox::claim_deliveries(self, endpoints, holder, now_ms, lease_ms, limit).await
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: &str,
+        endpoint: &str,
+        outcome: DeliveryOutcome,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        outbox::finish_delivery(self, id, endpoint, outcome, now_ms).await
+    }
+
+    async fn compact(&self, round: &Compaction) -> Result<Compacted, LedgerError> {
+        retention::compact(self, round).await
     }
 }
 

@@ -6,9 +6,9 @@
 pub mod journal;
 
 use super::{
-    ApprovalRecord, ApprovalState, AuditEntry, Begun, DeclineFilter, DeclineRecord, Flight, Ledger,
-    LedgerError, LimitSet, NewPayment, PaymentFilter, PaymentRecord, PaymentState, Stop,
-    StoredToken, FLEET,
+    ApprovalRecord, ApprovalState, AuditEntry, Begun, Compacted, Compaction, DeclineFilter,
+    DeclineRecord, DeliveryOutcome, Flight, Ledger, LedgerError, LimitSet, NewPayment,
+    OutboxDelivery, PaymentFilter, PaymentRecord, PaymentState, Stop, StoredToken, FLEET,
 };
 use crate::agents::StoredAgent;
 use crate::budget::{Budget, BudgetView, Reservation};
@@ -657,6 +657,50 @@ impl Ledger for SqliteLedger {
         self.journal
             .highest_price(agent.to_string(), origin.to_string())
             .await
+    }
+
+    async fn queue_deliveries(
+        &self,
+        deliveries: Vec<OutboxDelivery>,
+        cap: usize,
+        now_ms: i64,
+    ) -> Result<u64, LedgerError> {
+        self.journal.queue_deliveries(deliveries, cap, now_ms).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        endpoints: &[String],
+        holder: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxDelivery>, LedgerError> {
+        self.journal
+            .claim_deliveries(
+                endpoints.to_vec(),
+                holder.to_string(),
+                now_ms,
+                lease_ms,
+                limit,
+            )
+            .await
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: &str,
+        endpoint: &str,
+        outcome: DeliveryOutcome,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        self.journal
+            .finish_delivery(id.to_string(), endpoint.to_string(), outcome, now_ms)
+            .await
+    }
+
+    async fn compact(&self, round: &Compaction) -> Result<Compacted, LedgerError> {
+        self.journal.compact(round).await
     }
 }
 

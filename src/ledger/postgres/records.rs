@@ -344,7 +344,7 @@ pub(super) async fn last_price(
     flight: &str,
 ) -> Result<Option<Msat>, LedgerError> {
     let client = ledger.client().await?;
-    let row = client
+    let mut row = client
         .query_opt(
             "SELECT amount_msat FROM l402_payments
              WHERE agent = $1 AND origin = $2 AND flight = $3 AND status = 'settled'
@@ -353,6 +353,16 @@ pub(super) async fn last_price(
         )
         .await
         .map_err(unavailable)?;
+    if row.is_none() {
+        // Older payments removed by retention left their last price here.
+        row = client
+            .query_opt(
+                "SELECT last_msat FROM l402_price_memory WHERE agent = $1 AND origin = $2 AND flight = $3",
+                &[&agent, &origin, &flight],
+            )
+            .await
+            .map_err(unavailable)?;
+    }
     row.map(|r| get(&r, 0).and_then(non_negative).map(Msat::new))
         .transpose()
 }
@@ -390,8 +400,10 @@ pub(super) async fn highest_price(
     let client = ledger.client().await?;
     let row = client
         .query_one(
-            "SELECT MAX(amount_msat) FROM l402_payments
-             WHERE agent = $1 AND origin = $2 AND status = 'settled'",
+            "SELECT GREATEST(
+                 (SELECT MAX(amount_msat) FROM l402_payments
+                  WHERE agent = $1 AND origin = $2 AND status = 'settled'),
+                 (SELECT MAX(highest_msat) FROM l402_price_memory WHERE agent = $1 AND origin = $2))",
             &[&agent, &origin],
         )
         .await

@@ -134,12 +134,53 @@ CREATE UNIQUE INDEX l402_payments_open_purchase ON l402_payments (agent, origin,
     WHERE status = 'pending' AND purchase IS NOT NULL;
 ";
 
+/// Version 5: the webhook outbox (deliveries waiting, leased to one replica, finished), and
+/// what retention keeps of removed payments: spend per (agent, origin, day) and the prices paid.
+const V5: &str = "
+CREATE TABLE l402_outbox (
+    id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    host TEXT NOT NULL,
+    event TEXT NOT NULL,
+    body BYTEA NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'delivered', 'failed', 'dropped')),
+    next_at_ms BIGINT NOT NULL,
+    lease_holder TEXT,
+    lease_until_ms BIGINT NOT NULL DEFAULT 0,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (id, endpoint)
+);
+CREATE INDEX l402_outbox_due ON l402_outbox (endpoint, next_at_ms) WHERE state = 'queued';
+CREATE INDEX l402_outbox_queued ON l402_outbox (created_at_ms) WHERE state = 'queued';
+CREATE INDEX l402_outbox_finished ON l402_outbox (updated_at_ms) WHERE state <> 'queued';
+CREATE TABLE l402_spend_rollups (
+    agent TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    day BIGINT NOT NULL,
+    settled_count BIGINT NOT NULL,
+    settled_msat BIGINT NOT NULL,
+    failed_count BIGINT NOT NULL,
+    PRIMARY KEY (agent, origin, day)
+);
+CREATE TABLE l402_price_memory (
+    agent TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    flight TEXT NOT NULL,
+    last_msat BIGINT NOT NULL,
+    last_at BIGINT NOT NULL,
+    highest_msat BIGINT NOT NULL,
+    PRIMARY KEY (agent, origin, flight)
+);
+";
+
 /// The unique index that keeps one payment per purchase pending.
 pub const OPEN_PURCHASE_INDEX: &str = "l402_payments_open_purchase";
 
-/// Version 5: payments stopped for the fleet (`*`) or an agent by the kill switch or a
+/// Version 6: payments stopped for the fleet (`*`) or an agent by the kill switch or a
 /// spend-spike breaker, read by every reservation until the operator resumes.
-const V5: &str = "
+const V6: &str = "
 CREATE TABLE l402_stops (
     scope TEXT PRIMARY KEY,
     by_whom TEXT NOT NULL,
@@ -149,7 +190,7 @@ CREATE TABLE l402_stops (
 ";
 
 /// The steps, in order; `l402_schema.version` records how many were applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// Brings the schema to the newest version this build knows.
 pub async fn migrate(client: &mut Client) -> Result<u32, tokio_postgres::Error> {

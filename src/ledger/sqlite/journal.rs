@@ -8,9 +8,11 @@
 
 mod approvals;
 mod budget;
+mod outbox;
 mod payments;
 mod prices;
 mod records;
+mod retention;
 mod rows;
 mod schema;
 mod stops;
@@ -82,6 +84,7 @@ impl Journal {
             LedgerError::Unavailable(format!("ledger database {display}: {e}"))
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
+        schema::prepare_new_file(&conn).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")

@@ -395,3 +395,104 @@ async fn keeps_the_ledger_contract() {
     let ledger = open(&path, &clock).await;
     crate::ledger::contract::run_all(&ledger, T).await;
 }
+
+/// After compaction, a restart reads the `total` back from the rollups (the embedded ledger
+/// keeps budgets in memory and rebuilds them from the file), the price memory answers for the
+/// removed payments, and the file gives its freed pages back.
+#[tokio::test]
+async fn compaction_keeps_the_total_across_a_restart_and_gives_space_back() {
+    use crate::ledger::retention::{compact_all, Policy};
+    let path = temp_db();
+    let clock = Arc::new(ManualClock::new(T));
+    let ledger = open(&path, &clock).await;
+    let auto_vacuum: i64 = rusqlite::Connection::open(&*path)
+        .unwrap()
+        .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+        .unwrap();
+    assert_eq!(auto_vacuum, 2, "a new file is INCREMENTAL");
+    let old = T - 90 * 86_400;
+    for seed in 0..200u8 {
+        let p = proof(seed);
+        let mut new = payment(&p, if seed % 2 == 0 { "a" } else { "b" }, old);
+        new.credential = None;
+        new.bolt11 = "lnbcrt1…".repeat(100);
+        new.amount = Msat::new(1_000 + u64::from(seed));
+        ledger
+            .begin(new, limits(&no_limits(), &no_limits()))
+            .await
+            .unwrap();
+        ledger
+            .settle(p.hash(), Msat::new(5), &p, old)
+            .await
+            .unwrap();
+    }
+    drop(ledger);
+    let full = closed_size(&path).await;
+    // As restored from the file (the payments are old: in no window, only in the total).
+    let ledger = open(&path, &clock).await;
+    let before = snapshot(&ledger).await;
+    assert!(before.2.spent_msat.total.unwrap() > 200_000);
+    assert_eq!(before.2.spent_msat.monthly, Some(0));
+    let policy = Policy {
+        payments_days: Some(31),
+        declines_days: None,
+        archive: None,
+        batch: 50,
+    };
+    let done = compact_all(&ledger, &policy, T).await.unwrap();
+    assert_eq!(done.payments, 200);
+    assert_eq!(snapshot(&ledger).await, before, "unchanged in memory");
+    drop(ledger);
+    let compacted = closed_size(&path).await;
+    assert!(compacted < full / 2, "{full} → {compacted} bytes");
+    let ledger = open(&path, &clock).await;
+    assert_eq!(snapshot(&ledger).await, before, "unchanged after a restart");
+    assert_eq!(
+        ledger
+            .payments(PaymentFilter {
+                limit: 1000,
+                ..PaymentFilter::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+type Snapshot = (
+    BudgetView,
+    BudgetView,
+    BudgetView,
+    Option<Msat>,
+    Option<Msat>,
+);
+
+/// What compaction must not change: two agents' budgets, the operator's, and price memory.
+async fn snapshot(l: &SqliteLedger) -> Snapshot {
+    let limits = Limits {
+        monthly_sats: Some(1_000.into()),
+        total_sats: Some(10_000.into()),
+        ..Limits::default()
+    };
+    (
+        l.budget("a", &limits).await.unwrap(),
+        l.budget("b", &limits).await.unwrap(),
+        l.operator_budget(&limits).await.unwrap(),
+        l.highest_price("b", "https://h:443").await.unwrap(),
+        l.last_price("a", "https://h:443", "s:0").await.unwrap(),
+    )
+}
+
+/// The file's size once its connection closed (the write-ahead log checkpointed and removed).
+async fn closed_size(path: &Path) -> u64 {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    for _ in 0..200 {
+        if !Path::new(&wal).exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    std::fs::metadata(path).unwrap().len()
+}

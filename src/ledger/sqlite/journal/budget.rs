@@ -8,7 +8,8 @@ use rusqlite::params;
 
 impl Journal {
     /// Spend to re-apply to budgets at start: settled payments since `since` one by one, and
-    /// per agent the settled sum before it.
+    /// per agent the settled sum before it (an agent may appear twice: its payments kept, and
+    /// the rollups of those retention removed, which are all older than any window).
     pub async fn spend(
         &self,
         since: i64,
@@ -23,9 +24,17 @@ impl Journal {
                 "SELECT agent, SUM(amount_msat + COALESCE(fee_msat, 0)) FROM payments
                  WHERE status = 'settled' AND created_at < ?1 GROUP BY agent",
             )?;
-            let older = st
+            let mut older = st
                 .query_map([since], |r| Ok((r.get::<_, String>(0)?, msat_at(r, 1)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
+            // Payments removed by retention (all before `since`) are counted by their rollups.
+            let mut st = t.prepare_cached(
+                "SELECT agent, SUM(settled_msat) FROM spend_rollups GROUP BY agent",
+            )?;
+            let rolled = st.query_map([], |r| Ok((r.get::<_, String>(0)?, msat_at(r, 1)?)))?;
+            for row in rolled {
+                older.push(row?);
+            }
             Ok((recent, older))
         })
         .await

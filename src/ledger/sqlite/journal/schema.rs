@@ -105,8 +105,49 @@ const SCHEMA_V5: &str = "
 ALTER TABLE payments ADD COLUMN purchase TEXT;
 ";
 
-/// Version 6: payments stopped for the fleet (`*`) or an agent, until the operator resumes.
+/// Version 6: the webhook outbox (deliveries waiting, leased, finished), and what retention
+/// keeps of removed payments: spend per (agent, origin, day) and the prices paid.
 const SCHEMA_V6: &str = "
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    host TEXT NOT NULL,
+    event TEXT NOT NULL,
+    body BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'delivered', 'failed', 'dropped')),
+    next_at_ms INTEGER NOT NULL,
+    lease_holder TEXT,
+    lease_until_ms INTEGER NOT NULL DEFAULT 0,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (id, endpoint)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_at_ms);
+CREATE INDEX IF NOT EXISTS outbox_queued ON outbox (state, created_at_ms);
+CREATE TABLE IF NOT EXISTS spend_rollups (
+    agent TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    settled_count INTEGER NOT NULL,
+    settled_msat INTEGER NOT NULL,
+    failed_count INTEGER NOT NULL,
+    PRIMARY KEY (agent, origin, day)
+);
+CREATE TABLE IF NOT EXISTS price_memory (
+    agent TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    flight TEXT NOT NULL,
+    last_msat INTEGER NOT NULL,
+    last_at INTEGER NOT NULL,
+    highest_msat INTEGER NOT NULL,
+    PRIMARY KEY (agent, origin, flight)
+);
+CREATE INDEX IF NOT EXISTS declines_created ON declines (created_at);
+";
+
+/// Version 7: payments stopped for the fleet (`*`) or an agent, until the operator resumes.
+const SCHEMA_V7: &str = "
 CREATE TABLE IF NOT EXISTS stops (
     scope TEXT PRIMARY KEY,
     by_whom TEXT NOT NULL,
@@ -116,9 +157,21 @@ CREATE TABLE IF NOT EXISTS stops (
 ";
 
 /// The schema versions, applied in order; `PRAGMA user_version` records the last applied.
-const MIGRATIONS: [&str; 6] = [
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+const MIGRATIONS: [&str; 7] = [
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
 ];
+
+/// On a new, empty file: pages freed by retention go back to the file system in small steps
+/// (`PRAGMA incremental_vacuum`), which only works when set before the journal mode and the
+/// first table. (An older file keeps reusing its freed pages instead; an offline `VACUUM`
+/// after `PRAGMA auto_vacuum = INCREMENTAL` converts it.)
+pub(super) fn prepare_new_file(conn: &Connection) -> rusqlite::Result<()> {
+    let tables: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+    if tables == 0 {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
+    Ok(())
+}
 
 /// Brings the schema to the newest version, each step in its own transaction.
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
