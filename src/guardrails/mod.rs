@@ -7,6 +7,7 @@
 //! ones too) takes one token from an in-memory bucket, never the store.
 
 pub mod approvals;
+pub mod hook;
 pub mod price;
 pub mod rate;
 pub mod thresholds;
@@ -16,11 +17,12 @@ use crate::alerts::Alerts;
 use crate::config::Limits;
 use crate::core::{Clock, Msat};
 use crate::ledger::Ledger;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use approvals::{Approvals, DecideError, Hold};
+pub use hook::PolicyHook;
 pub use price::{PriceCheck, PriceGuard};
 pub use rate::RateLimits;
 
@@ -44,6 +46,8 @@ pub struct Guardrails {
     /// Where events go.
     pub alerts: Arc<Alerts>,
     settings: ArcSwap<AlertSettings>,
+    /// The operator's policy service, when `policy_hook` is configured.
+    policy_hook: ArcSwapOption<PolicyHook>,
     /// The wallet's balance as last read (msat; `u64::MAX` until first read).
     balance: AtomicU64,
     /// Wakes the watcher to read the balance again (after a payment).
@@ -65,6 +69,7 @@ impl Guardrails {
             prices: PriceGuard::new(ledger),
             alerts,
             settings: ArcSwap::from_pointee(settings),
+            policy_hook: ArcSwapOption::empty(),
             balance: AtomicU64::new(u64::MAX),
             balance_stale: tokio::sync::Notify::new(),
         }
@@ -80,6 +85,16 @@ impl Guardrails {
     /// The alert settings in force.
     pub fn settings(&self) -> Arc<AlertSettings> {
         self.settings.load_full()
+    }
+
+    /// Sets (or, with `None`, removes) the policy service payments are asked about.
+    pub fn set_policy_hook(&self, hook: Option<PolicyHook>) {
+        self.policy_hook.store(hook.map(Arc::new));
+    }
+
+    /// The policy service in force, if any.
+    pub fn policy_hook(&self) -> Option<Arc<PolicyHook>> {
+        self.policy_hook.load_full()
     }
 
     /// The wallet's balance as last read in the background, if it was.

@@ -1,0 +1,436 @@
+//! The operator's policy service (`policy_hook`) end to end: a real HTTP receiver on 127.0.0.1
+//! checks every request's signature and answers allow, deny (with a reason the agent gets),
+//! hold (an approval the test grants through the admin API), sleeps past the timeout, fails, or
+//! is down — fail-closed by default, fail-open when configured. A cached token never calls it.
+//! Every case checks the wallet's payments and the ledger's rows. Runs on SQLite, and on
+//! PostgreSQL under `L402_TEST_STORE=postgres` (`.ci/run`).
+
+mod common;
+
+use bytes::Bytes;
+use common::{Harness, Options, Reply};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use l402_proxy::ledger::{DeclineFilter, PaymentFilter, PaymentState};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ALICE: (&str, &str) = ("alice", "alice-key");
+const BOB: (&str, &str) = ("bob", "bob-key");
+const TOKEN: &str = "policy-hook-admin-token";
+const SECRET: &str = "whsec-policy-hook-test";
+
+/// How the receiver answers.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// 200 with this JSON body.
+    Json(Value),
+    /// 200 with this raw body.
+    Raw(&'static str),
+    /// This status, empty body.
+    Status(u16),
+    /// Waits this long, then allows.
+    Sleep(Duration),
+}
+
+/// One request as received.
+#[derive(Debug, Clone)]
+struct Call {
+    body: Value,
+    signed: bool,
+    event: String,
+}
+
+/// A policy service on 127.0.0.1 verifying `X-L402-Signature` with the alert webhooks' own
+/// verifier.
+struct PolicyService {
+    addr: SocketAddr,
+    mode: Arc<Mutex<Mode>>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PolicyService {
+    async fn start() -> PolicyService {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = Arc::new(Mutex::new(Mode::Json(json!({"decision": "allow"}))));
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (m, c) = (mode.clone(), calls.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (m, c) = (m.clone(), c.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (m, c) = (m.clone(), c.clone());
+                        async move {
+                            let header = |n: &str| {
+                                req.headers()
+                                    .get(n)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("")
+                                    .to_string()
+                            };
+                            let (signature, event) =
+                                (header("x-l402-signature"), header("x-l402-event"));
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            c.lock().unwrap().push(Call {
+                                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                                signed: l402_proxy::alerts::verify(
+                                    SECRET.as_bytes(),
+                                    &body,
+                                    &signature,
+                                ),
+                                event,
+                            });
+                            let mode = m.lock().unwrap().clone();
+                            let (status, out) = match mode {
+                                Mode::Json(v) => (200, v.to_string()),
+                                Mode::Raw(s) => (200, s.to_string()),
+                                Mode::Status(code) => (code, String::new()),
+                                Mode::Sleep(d) => {
+                                    tokio::time::sleep(d).await;
+                                    (200, json!({"decision": "allow"}).to_string())
+                                }
+                            };
+                            let mut r = http::Response::new(Full::new(Bytes::from(out)));
+                            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        PolicyService {
+            addr,
+            mode,
+            calls,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/decide?k=1", self.addr)
+    }
+
+    fn answer(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Stops listening: the service is down.
+    fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+/// The `policy_hook:` section for `url`, the secret in a fresh environment variable.
+fn hook_yaml(url: &str, extra: &str) -> String {
+    let var = format!("L402_TEST_POLICY_SECRET_{}", rand::random::<u32>());
+    // SAFETY (edition 2021: a safe fn): a unique variable, set before the proxy reads it.
+    std::env::set_var(&var, SECRET);
+    format!("policy_hook: {{ url: \"{url}\", secret_env: {var}{extra} }}\n")
+}
+
+async fn harness(hook: &PolicyService, extra: &str) -> Harness {
+    Harness::with(Options {
+        admin_token: Some(TOKEN.into()),
+        alice_limits: "{ daily_sats: 1000 }".into(),
+        extra_yaml: format!(
+            "approval: {{ timeout_secs: 20 }}\n{}",
+            hook_yaml(&hook.url(), extra)
+        ),
+        ..Options::default()
+    })
+    .await
+}
+
+async fn admin_json(h: &Harness, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let data = body.map(|b| b.to_string());
+    let mut extra: Vec<&str> = vec!["-H", "Content-Type: application/json"];
+    if let Some(d) = &data {
+        extra.extend(["--data-binary", d.as_str()]);
+    }
+    let r = h.admin(Some(TOKEN), method, path, &extra).await;
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+/// Alice's payments in the ledger: (path-free service, state).
+async fn ledger_rows(h: &Harness) -> Vec<(String, PaymentState)> {
+    let mut rows: Vec<_> = h
+        .shared
+        .ledger
+        .payments(PaymentFilter {
+            agent: Some("alice".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.service.unwrap_or(r.scope), r.state))
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+/// The decline codes recorded for alice (a folded repeat once per refusal it stands for),
+/// waiting briefly for the background writes.
+async fn declines(h: &Harness, n: usize) -> Vec<String> {
+    for _ in 0..200 {
+        let rows = h
+            .shared
+            .ledger
+            .declines(DeclineFilter {
+                agent: Some("alice".into()),
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        let codes: Vec<String> = rows
+            .into_iter()
+            .flat_map(|r| std::iter::repeat_n(r.code, r.count as usize))
+            .collect();
+        if codes.len() >= n {
+            return codes;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{n} declines never recorded");
+}
+
+fn reason(r: &Reply) -> &str {
+    r.header("x-l402-proxy-reason").unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_service_allows_denies_and_holds() {
+    let hook = PolicyService::start().await;
+    let h = harness(&hook, "").await;
+
+    // allow: paid, after one signed request carrying what the operator decides on.
+    let r = h.get(ALICE, &h.http_url("/a/x?q=1")).await;
+    assert!(r.paid(), "{r:?}");
+    assert_eq!(h.payments(), 1);
+    let calls = hook.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let c = &calls[0];
+    assert!(c.signed, "signed like a webhook: {c:?}");
+    assert_eq!(c.event, "policy.check");
+    let b = &c.body;
+    assert_eq!(b["event"], "policy.check");
+    assert!(b["id"].as_str().unwrap().starts_with("pol_"), "{b}");
+    let at = b["at"].as_i64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now - at).abs() < 60, "{b}");
+    assert_eq!(b["agent"], "alice");
+    assert_eq!(b["host"], format!("127.0.0.1:{}", h.seller.http.port()));
+    assert_eq!(
+        b["origin"],
+        format!("http://127.0.0.1:{}", h.seller.http.port())
+    );
+    assert_eq!(b["path"], "/a/x", "the path, never the query");
+    assert_eq!(b["service"], "a:0", "{b}");
+    assert_eq!(b["dialect"], "l402");
+    assert_eq!(b["amount_msat"], 10_000);
+    assert_eq!(b["description"], "L402 a");
+    assert_eq!(b["payment_hash"].as_str().unwrap().len(), 64);
+    assert_eq!(b["budget"]["spent_msat"]["daily"], 0, "{b}");
+    assert_eq!(b["budget"]["remaining_msat"]["daily"], 1_000_000, "{b}");
+    assert_eq!(
+        ledger_rows(&h).await,
+        [("a:0".into(), PaymentState::Settled)]
+    );
+
+    // A cached token: served without asking the service again.
+    let r = h.get(ALICE, &h.http_url("/a/y")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(!r.paid(), "{r:?}");
+    assert_eq!(h.payments(), 1);
+    assert_eq!(
+        hook.calls().len(),
+        1,
+        "a cached token never calls the service"
+    );
+
+    // deny: the seller's 402, code policy-denied, the service's reason (cleaned) passed on.
+    hook.answer(Mode::Json(
+        json!({"decision": "deny", "reason": "seller not on the list\u{202e}\u{7}"}),
+    ));
+    let r = h.get(ALICE, &h.http_url("/b/x")).await;
+    assert_eq!(r.status, 402, "{r:?}");
+    assert_eq!(r.decline(), Some("policy-denied"));
+    assert!(
+        reason(&r).contains("denied the payment: seller not on the list"),
+        "{r:?}"
+    );
+    assert!(
+        !reason(&r).contains('\u{202e}') && !reason(&r).contains('\u{7}'),
+        "{r:?}"
+    );
+    assert_eq!(h.payments(), 1, "nothing paid");
+    assert_eq!(hook.calls().len(), 2);
+    assert_eq!(ledger_rows(&h).await.len(), 1, "no ledger row for a denial");
+    assert_eq!(declines(&h, 1).await, ["policy-denied"]);
+
+    // hold: an approval, even without approve_above_sats; approved, then paid.
+    hook.answer(Mode::Json(
+        json!({"decision": "hold", "reason": "first time at this seller"}),
+    ));
+    let (proxy, url) = (h.proxy, h.http_url("/c/x"));
+    let waiting = tokio::spawn(async move {
+        common::proxied(proxy, ALICE, http::Method::GET, &url, Bytes::new()).await
+    });
+    let mut held = Vec::new();
+    for _ in 0..400 {
+        let (status, v) = admin_json(&h, "GET", "/v1/approvals", None).await;
+        assert_eq!(status, 200, "{v}");
+        held = v["approvals"].as_array().cloned().unwrap_or_default();
+        if !held.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(held.len(), 1, "held for approval");
+    assert_eq!(held[0]["agent"], "alice");
+    assert_eq!(held[0]["amount_msat"], 10_000);
+    assert_eq!(h.payments(), 1, "nothing paid while held");
+    let id = held[0]["id"].as_str().unwrap().to_string();
+    let (status, v) = admin_json(
+        &h,
+        "POST",
+        &format!("/v1/approvals/{id}"),
+        Some(json!({"approve": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let r = waiting.await.unwrap();
+    assert!(r.paid(), "{r:?}");
+    assert_eq!(h.payments(), 2);
+    assert_eq!(
+        ledger_rows(&h).await,
+        [
+            ("a:0".into(), PaymentState::Settled),
+            ("c:0".into(), PaymentState::Settled)
+        ]
+    );
+    assert_eq!(hook.calls().len(), 3);
+    assert!(hook.calls().iter().all(|c| c.signed));
+
+    // Bob too is asked (policy_hook.agents defaults to every agent), and denied.
+    hook.answer(Mode::Json(json!({"decision": "deny"})));
+    let r = h.get(BOB, &h.http_url("/d/x")).await;
+    assert_eq!(r.decline(), Some("policy-denied"), "{r:?}");
+    assert_eq!(h.payments(), 2);
+
+    // What the operator sees: the status (API) and the metrics.
+    let (status, st) = admin_json(&h, "GET", "/v1/status", None).await;
+    assert_eq!(status, 200, "{st}");
+    let p = &st["policy_hook"];
+    assert_eq!(p["host"], "127.0.0.1", "{st}");
+    assert_eq!(p["on_failure"], "deny");
+    assert_eq!(p["timeout_ms"], 2000);
+    assert_eq!(
+        p["decisions"],
+        json!({"allow": 1, "deny": 2, "hold": 1, "error": 0})
+    );
+    assert!(!st.to_string().contains(SECRET) && !st.to_string().contains("decide?k"));
+    let metrics = h.shared.metrics_text();
+    assert!(
+        metrics.contains("l402_proxy_policy_hook_duration_seconds_count 4"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("l402_proxy_policy_hook_decisions_total{decision=\"deny\"} 2"));
+    hook.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_service_failing_declines_by_default() {
+    let hook = PolicyService::start().await;
+    let h = harness(&hook, ", timeout_ms: 300").await;
+    let unavailable = |r: &Reply| {
+        assert_eq!(r.status, 402, "{r:?}");
+        assert_eq!(r.decline(), Some("policy-unavailable"), "{r:?}");
+    };
+
+    // Too slow: declined at the timeout, not when the service would have answered.
+    hook.answer(Mode::Sleep(Duration::from_secs(3)));
+    let started = Instant::now();
+    let r = h.get(ALICE, &h.http_url("/a/x")).await;
+    unavailable(&r);
+    assert!(reason(&r).contains("did not answer within 300 ms"), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A server error, and answers that are not a decision.
+    hook.answer(Mode::Status(500));
+    let r = h.get(ALICE, &h.http_url("/b/x")).await;
+    unavailable(&r);
+    assert!(reason(&r).contains("HTTP 500"), "{r:?}");
+    hook.answer(Mode::Raw("allow"));
+    unavailable(&h.get(ALICE, &h.http_url("/c/x")).await);
+    hook.answer(Mode::Json(json!({"decision": "sure"})));
+    unavailable(&h.get(ALICE, &h.http_url("/d/x")).await);
+    assert_eq!(hook.calls().len(), 4);
+
+    // Down.
+    hook.stop();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = h.get(ALICE, &h.http_url("/e/x")).await;
+    unavailable(&r);
+
+    assert_eq!(h.payments(), 0, "nothing paid");
+    assert!(ledger_rows(&h).await.is_empty(), "no ledger rows");
+    let codes = declines(&h, 5).await;
+    assert!(codes.iter().all(|c| c == "policy-unavailable"), "{codes:?}");
+    let (_, st) = admin_json(&h, "GET", "/v1/status", None).await;
+    assert_eq!(st["policy_hook"]["decisions"]["error"], 5, "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_service_failing_pays_when_configured_to_and_filters_apply() {
+    let hook = PolicyService::start().await;
+    let h = harness(&hook, ", on_failure: allow, agents: [\"ali*\"]").await;
+    hook.stop();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // Down, but fail-open: paid, and recorded once.
+    let r = h.get(ALICE, &h.http_url("/a/x")).await;
+    assert!(r.paid(), "{r:?}");
+    assert_eq!(h.payments(), 1);
+    assert_eq!(
+        ledger_rows(&h).await,
+        [("a:0".into(), PaymentState::Settled)]
+    );
+
+    // Bob is outside policy_hook.agents: never asked, paid.
+    let r = h.get(BOB, &h.http_url("/b/x")).await;
+    assert!(r.paid(), "{r:?}");
+    assert_eq!(h.payments(), 2);
+    assert!(hook.calls().is_empty(), "{:?}", hook.calls());
+    let (_, st) = admin_json(&h, "GET", "/v1/status", None).await;
+    assert_eq!(st["policy_hook"]["on_failure"], "allow");
+    assert_eq!(
+        st["policy_hook"]["decisions"],
+        json!({"allow": 0, "deny": 0, "hold": 0, "error": 1})
+    );
+}
