@@ -1,6 +1,7 @@
 //! Guardrails for autonomous spending, beside the budgets: human approval above a threshold,
-//! rate limits, the price-jump guard, budget threshold alerts, and the background watch over
-//! the wallet's balance, the store and payments stuck in reconciliation.
+//! rate limits, the price-jump guard, the operator's policy service (`policy_hook`), budget
+//! threshold alerts, and the background watch over the wallet's balance, the store and payments
+//! stuck in reconciliation.
 //!
 //! An agent with none of these limits set pays nothing for them on the request path (no lock,
 //! no map entry, no store read); with `requests_per_minute` set, every request (cached-token
