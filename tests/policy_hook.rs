@@ -8,139 +8,15 @@
 mod common;
 
 use bytes::Bytes;
+use common::policy::{hook_yaml, Mode, PolicyService, SECRET};
 use common::{Harness, Options, Reply};
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use l402_proxy::ledger::{DeclineFilter, PaymentFilter, PaymentState};
 use serde_json::{json, Value};
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const ALICE: (&str, &str) = ("alice", "alice-key");
 const BOB: (&str, &str) = ("bob", "bob-key");
 const TOKEN: &str = "policy-hook-admin-token";
-const SECRET: &str = "whsec-policy-hook-test";
-
-/// How the receiver answers.
-#[derive(Debug, Clone)]
-enum Mode {
-    /// 200 with this JSON body.
-    Json(Value),
-    /// 200 with this raw body.
-    Raw(&'static str),
-    /// This status, empty body.
-    Status(u16),
-    /// Waits this long, then allows.
-    Sleep(Duration),
-}
-
-/// One request as received.
-#[derive(Debug, Clone)]
-struct Call {
-    body: Value,
-    signed: bool,
-    event: String,
-}
-
-/// A policy service on 127.0.0.1 verifying `X-L402-Signature` with the alert webhooks' own
-/// verifier.
-struct PolicyService {
-    addr: SocketAddr,
-    mode: Arc<Mutex<Mode>>,
-    calls: Arc<Mutex<Vec<Call>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl PolicyService {
-    async fn start() -> PolicyService {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mode = Arc::new(Mutex::new(Mode::Json(json!({"decision": "allow"}))));
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let (m, c) = (mode.clone(), calls.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (m, c) = (m.clone(), c.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (m, c) = (m.clone(), c.clone());
-                        async move {
-                            let header = |n: &str| {
-                                req.headers()
-                                    .get(n)
-                                    .and_then(|v| v.to_str().ok())
-                                    .unwrap_or("")
-                                    .to_string()
-                            };
-                            let (signature, event) =
-                                (header("x-l402-signature"), header("x-l402-event"));
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            c.lock().unwrap().push(Call {
-                                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                                signed: l402_proxy::alerts::verify(
-                                    SECRET.as_bytes(),
-                                    &body,
-                                    &signature,
-                                ),
-                                event,
-                            });
-                            let mode = m.lock().unwrap().clone();
-                            let (status, out) = match mode {
-                                Mode::Json(v) => (200, v.to_string()),
-                                Mode::Raw(s) => (200, s.to_string()),
-                                Mode::Status(code) => (code, String::new()),
-                                Mode::Sleep(d) => {
-                                    tokio::time::sleep(d).await;
-                                    (200, json!({"decision": "allow"}).to_string())
-                                }
-                            };
-                            let mut r = http::Response::new(Full::new(Bytes::from(out)));
-                            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                            Ok::<_, Infallible>(r)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        PolicyService {
-            addr,
-            mode,
-            calls,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/decide?k=1", self.addr)
-    }
-
-    fn answer(&self, mode: Mode) {
-        *self.mode.lock().unwrap() = mode;
-    }
-
-    fn calls(&self) -> Vec<Call> {
-        self.calls.lock().unwrap().clone()
-    }
-
-    /// Stops listening: the service is down.
-    fn stop(&self) {
-        self.task.abort();
-    }
-}
-
-/// The `policy_hook:` section for `url`, the secret in a fresh environment variable.
-fn hook_yaml(url: &str, extra: &str) -> String {
-    let var = format!("L402_TEST_POLICY_SECRET_{}", rand::random::<u32>());
-    // SAFETY (edition 2021: a safe fn): a unique variable, set before the proxy reads it.
-    std::env::set_var(&var, SECRET);
-    format!("policy_hook: {{ url: \"{url}\", secret_env: {var}{extra} }}\n")
-}
 
 async fn harness(hook: &PolicyService, extra: &str) -> Harness {
     Harness::with(Options {
@@ -357,6 +233,26 @@ async fn the_policy_service_allows_denies_and_holds() {
         "{metrics}"
     );
     assert!(metrics.contains("l402_proxy_policy_hook_decisions_total{decision=\"deny\"} 2"));
+    // The CLI (the real binary against the admin API) says the same.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_l402-proxy"))
+        .arg("status")
+        .env(
+            "L402_PROXY_ADMIN_URL",
+            format!("http://{}", h.admin.unwrap()),
+        )
+        .env("L402_PROXY_ADMIN_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "policy hook       127.0.0.1 — fail-closed, 2000 ms; 1 allowed, 2 denied, 1 held, 0 failed"
+        ),
+        "{text}"
+    );
     hook.stop();
 }
 

@@ -204,4 +204,24 @@ mod tests {
         )
         .is_err());
     }
+
+    #[test]
+    fn the_whole_config_checks_the_section_and_its_secret() {
+        let text = "wallet: {backend: dev}\npolicy_hook: {url: 'https://p.example/', secret_env: L402_POLICY_UNIT_UNSET, timeout_ms: 0}\n";
+        let e = crate::config::Config::parse(text).unwrap_err();
+        assert_eq!(e.field, "policy_hook.timeout_ms", "{e}");
+        let text = "wallet: {backend: dev}\npolicy_hook: {url: 'https://p.example/', secret_env: L402_POLICY_UNIT_UNSET}\n";
+        let config = crate::config::Config::parse(text).unwrap();
+        let found = crate::config::preflight::check(&config);
+        assert!(
+            found.iter().any(|e| e.field == "policy_hook.secret_env"
+                && e.problem.contains("L402_POLICY_UNIT_UNSET")),
+            "{found:?}"
+        );
+        let e = crate::config::Config::parse(
+            "wallet: {backend: dev}\npolicy_hook: {url: x, secret_env: S, retries: 3}\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("retries"), "{e}");
+    }
 }

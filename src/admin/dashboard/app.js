@@ -397,8 +397,8 @@
           ? 'on_failure: allow — when the service does not answer, payments go ahead'
           : 'on_failure: deny — when the service does not answer, payments are declined policy-unavailable',
       }, open ? 'fail-open' : 'fail-closed'),
-      h('span', { class: 'muted', title: `timeout ${nf0.format(hook.timeout_ms || 0)} ms; decisions counted by this replica` },
-        ` ${nf0.format(d.allow || 0)} allowed · ${nf0.format(d.deny || 0)} denied · ${nf0.format(d.hold || 0)} held · ${nf0.format(d.error || 0)} failed`),
+      h('div', { class: 'muted small', title: `timeout ${nf0.format(hook.timeout_ms || 0)} ms; decisions counted by this replica since it started` },
+        `${nf0.format(d.allow || 0)} allowed · ${nf0.format(d.deny || 0)} denied · ${nf0.format(d.hold || 0)} held · ${nf0.format(d.error || 0)} failed`),
     ];
   }
 
