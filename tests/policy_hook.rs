@@ -330,3 +330,58 @@ async fn the_policy_service_failing_pays_when_configured_to_and_filters_apply() 
         json!({"allow": 0, "deny": 0, "hold": 0, "error": 1})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_changes_and_removes_the_policy_service() {
+    let hook = PolicyService::start().await;
+    hook.answer(Mode::Json(
+        json!({"decision": "deny", "reason": "closed today"}),
+    ));
+    let h = harness(&hook, "").await;
+    let path = h.dir.join("config.yaml");
+    let with_hook = std::fs::read_to_string(&path).unwrap();
+    let config = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        l402_proxy::config::Config::load(&path).unwrap()
+    };
+    let first = config(&with_hook);
+    let r = h.get(ALICE, &h.http_url("/a/x")).await;
+    assert_eq!(r.decline(), Some("policy-denied"), "{r:?}");
+
+    // Removed: paid without asking.
+    let without: String = with_hook
+        .lines()
+        .filter(|l| !l.starts_with("policy_hook:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let second = config(&without);
+    assert!(second.policy_hook.is_none());
+    h.app.reload(&first, &second).await;
+    let r = h.get(ALICE, &h.http_url("/b/x")).await;
+    assert!(r.paid(), "{r:?}");
+    assert_eq!(hook.calls().len(), 1);
+    let (_, st) = admin_json(&h, "GET", "/v1/status", None).await;
+    assert!(st["policy_hook"].is_null(), "{st}");
+
+    // Back, fail-open this time, and the service down: asked (and failed), then paid.
+    hook.stop();
+    let third = config(&format!(
+        "{without}{}",
+        hook_yaml(&hook.url(), ", on_failure: allow, timeout_ms: 500")
+    ));
+    h.app.reload(&second, &third).await;
+    let r = h.get(ALICE, &h.http_url("/c/x")).await;
+    assert!(r.paid(), "{r:?}");
+    let (_, st) = admin_json(&h, "GET", "/v1/status", None).await;
+    assert_eq!(st["policy_hook"]["on_failure"], "allow", "{st}");
+    assert_eq!(st["policy_hook"]["timeout_ms"], 500, "{st}");
+    assert_eq!(st["policy_hook"]["decisions"]["error"], 1, "{st}");
+    assert_eq!(h.payments(), 2);
+    assert_eq!(
+        ledger_rows(&h).await,
+        [
+            ("b:0".into(), PaymentState::Settled),
+            ("c:0".into(), PaymentState::Settled)
+        ]
+    );
+}
