@@ -228,7 +228,7 @@ pub enum Decline {
     /// The operator's policy service did not answer usably (timeout, connection refused, a
     /// non-2xx status, no decision) and `policy_hook.on_failure` is `deny`.
     PolicyUnavailable {
-        /// What went wrong (the service's host, never its secret or path).
+        /// What went wrong, in words without the service's address (the log has the detail).
         reason: String,
     },
     /// The wallet refused or failed the payment.

@@ -10,7 +10,8 @@
 //! token); anything but a 2xx answer whose JSON `decision` is `allow`, `deny` or `hold` within
 //! `timeout_ms` is a failure, decided by `on_failure` (deny unless the operator chose allow);
 //! seller-chosen text sent to it and the service's reason passed on are cleaned and capped
-//! ([`crate::core::text::shown`]); the secret is never logged and the URL's path never shown.
+//! ([`crate::core::text::shown`]); the secret is never logged, the URL's path never shown, and
+//! the agent is told why the service failed without its address (the log has the detail).
 
 use crate::alerts::webhook::{sign, EVENT_HEADER, SIGNATURE_HEADER};
 use crate::budget::BudgetView;
@@ -107,7 +108,21 @@ enum Said {
     Allow,
     Deny(String),
     Hold(String),
-    Failed(String),
+    /// No usable answer: what the agent is told (without the service's address), and the
+    /// detail the operator's log gets.
+    Failed {
+        told: String,
+        detail: String,
+    },
+}
+
+impl Said {
+    fn failed(told: impl Into<String>, detail: impl Into<String>) -> Said {
+        Said::Failed {
+            told: told.into(),
+            detail: detail.into(),
+        }
+    }
 }
 
 /// The configured policy service, its secret read and its client built.
@@ -233,15 +248,15 @@ impl PolicyHook {
                 tracing::info!(%id, agent, host = ask.host, amount = %ask.amount, hook, ms, %reason, "payment policy: hold for approval");
                 Ok(Verdict::Hold(reason))
             }
-            Said::Failed(why) => {
+            Said::Failed { told, detail } => {
                 self.metrics.policy_decision("error");
                 match self.config.on_failure {
                     OnFailure::Deny => {
-                        tracing::warn!(%id, agent, host = ask.host, hook, ms, error = %why, "payment policy service failed; declining (on_failure: deny)");
-                        Err(Decline::PolicyUnavailable { reason: why })
+                        tracing::warn!(%id, agent, host = ask.host, hook, ms, error = %detail, "payment policy service failed; declining (on_failure: deny)");
+                        Err(Decline::PolicyUnavailable { reason: told })
                     }
                     OnFailure::Allow => {
-                        tracing::warn!(%id, agent, host = ask.host, hook, ms, error = %why, "payment policy service failed; paying anyway (on_failure: allow)");
+                        tracing::warn!(%id, agent, host = ask.host, hook, ms, error = %detail, "payment policy service failed; paying anyway (on_failure: allow)");
                         Ok(Verdict::Allow)
                     }
                 }
@@ -272,7 +287,12 @@ impl PolicyHook {
         };
         let body = match serde_json::to_vec(&body) {
             Ok(b) => Bytes::from(b),
-            Err(e) => return Said::Failed(format!("cannot encode the request: {e}")),
+            Err(e) => {
+                return Said::failed(
+                    "the request could not be built",
+                    format!("cannot encode the request: {e}"),
+                )
+            }
         };
         let mut headers = vec![
             (CONTENT_TYPE, HeaderValue::from_static("application/json")),
@@ -297,21 +317,19 @@ impl PolicyHook {
         {
             Ok(reply) => reply,
             Err(CallError::Timeout) => {
-                return Said::Failed(format!(
-                    "{} did not answer within {} ms",
-                    self.host, self.config.timeout_ms
-                ))
+                let told = format!("no answer within {} ms", self.config.timeout_ms);
+                return Said::failed(told.clone(), told);
             }
-            Err(CallError::Transport(why)) => return Said::Failed(shown(&why, TEXT_MAX).into()),
+            Err(CallError::Transport(why)) => {
+                return Said::failed("it could not be reached", shown(&why, TEXT_MAX))
+            }
         };
         if !reply.status.is_success() {
-            return Said::Failed(format!(
-                "{} answered HTTP {}",
-                self.host,
-                reply.status.as_u16()
-            ));
+            let told = format!("it answered HTTP {}", reply.status.as_u16());
+            return Said::failed(told.clone(), told);
         }
-        read_answer(&reply.body).unwrap_or_else(|why| Said::Failed(format!("{}: {why}", self.host)))
+        read_answer(&reply.body)
+            .unwrap_or_else(|why| Said::failed("its answer was not a decision", why))
     }
 }
 

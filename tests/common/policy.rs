@@ -44,6 +44,9 @@ pub struct PolicyService {
     mode: Arc<Mutex<Mode>>,
     calls: Arc<Mutex<Vec<Call>>>,
     task: tokio::task::JoinHandle<()>,
+    /// Every connection's task: stopping closes them too (a pooled keep-alive connection
+    /// would otherwise still be served).
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl PolicyService {
@@ -53,10 +56,12 @@ impl PolicyService {
         let mode = Arc::new(Mutex::new(Mode::Json(json!({"decision": "allow"}))));
         let calls = Arc::new(Mutex::new(Vec::new()));
         let (m, c) = (mode.clone(), calls.clone());
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let conns = connections.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (m, c) = (m.clone(), c.clone());
-                tokio::spawn(async move {
+                let connection = tokio::spawn(async move {
                     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let (m, c) = (m.clone(), c.clone());
                         async move {
@@ -98,6 +103,7 @@ impl PolicyService {
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
+                conns.lock().unwrap().push(connection.abort_handle());
             }
         });
         PolicyService {
@@ -105,6 +111,7 @@ impl PolicyService {
             mode,
             calls,
             task,
+            connections,
         }
     }
 
@@ -120,9 +127,12 @@ impl PolicyService {
         self.calls.lock().unwrap().clone()
     }
 
-    /// Stops listening: the service is down.
+    /// Stops listening and closes every open connection: the service is down.
     pub fn stop(&self) {
         self.task.abort();
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
     }
 }
 
