@@ -162,6 +162,17 @@ impl App {
             config.approval.timeout_secs,
             alert_settings(config),
         ));
+        if let Some(hook) = &config.policy_hook {
+            let hook = crate::guardrails::PolicyHook::from_config(hook, metrics.clone())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(
+                host = hook.host(),
+                on_failure = hook.on_failure().name(),
+                timeout_ms = hook.timeout().as_millis() as u64,
+                "payments are asked about at the policy service"
+            );
+            guardrails.set_policy_hook(Some(hook));
+        }
         let wallet_for_watch = wallet.clone();
         let tokens = Arc::new(TokenCache::new());
         let dialects = Arc::new(Dialects::from_names(&config.pay.schemes));
@@ -293,6 +304,18 @@ impl App {
             Ok(hooks) => self.shared.guardrails.alerts.set_webhooks(hooks),
             Err(e) => {
                 tracing::error!(error = %e, "alerts.webhooks not reloaded; keeping the running ones")
+            }
+        }
+        match &new.policy_hook {
+            None => self.shared.guardrails.set_policy_hook(None),
+            Some(hook) => {
+                match crate::guardrails::PolicyHook::from_config(hook, self.shared.metrics.clone())
+                {
+                    Ok(hook) => self.shared.guardrails.set_policy_hook(Some(hook)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "policy_hook not reloaded; keeping the running one")
+                    }
+                }
             }
         }
         for agent in &new.agents {

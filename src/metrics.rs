@@ -100,7 +100,15 @@ pub struct Metrics {
     webhook_deliveries: IntCounterVec,
     /// MCP tool calls, by tool and result (ok, error).
     mcp_calls: IntCounterVec,
+    /// `l402_proxy_policy_hook_duration_seconds`: from sending a decision request to the
+    /// operator's policy service to its answer (or the failure).
+    pub policy_hook_seconds: Histogram,
+    /// `l402_proxy_policy_hook_decisions_total{decision}`: allow, deny, hold, error.
+    policy_decisions: IntCounterVec,
 }
+
+/// The `decision` labels of `l402_proxy_policy_hook_decisions_total`.
+pub const POLICY_DECISIONS: [&str; 4] = ["allow", "deny", "hold", "error"];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -192,8 +200,30 @@ impl Metrics {
             "MCP tool calls by agents, by tool and result (ok, error: isError, a refusal).",
             &["tool", "result"],
         );
+        let policy_hook_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "l402_proxy_policy_hook_duration_seconds",
+                "Time the operator's policy service took to decide a payment (or to fail).",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        let _ = registry.register(Box::new(policy_hook_seconds.clone()));
+        let policy_decisions = counter_vec(
+            &registry,
+            "l402_proxy_policy_hook_decisions_total",
+            "Decisions of the operator's policy service, by decision (allow, deny, hold, error: no usable answer).",
+            &["decision"],
+        );
+        for d in POLICY_DECISIONS {
+            policy_decisions.with_label_values(&[d]);
+        }
         Metrics {
             mcp_calls,
+            policy_hook_seconds,
+            policy_decisions,
             requests: Outcome::ALL.map(|o| requests.with_label_values(&[o.label()])),
             challenges: counter(
                 &registry,
@@ -305,6 +335,18 @@ impl Metrics {
     /// name from the catalogue (unknown names are never counted), `result` `ok` or `error`.
     pub fn mcp_call(&self, tool: &str, result: &str) {
         self.mcp_calls.with_label_values(&[tool, result]).inc();
+    }
+
+    /// Counts one policy-service decision (`l402_proxy_policy_hook_decisions_total`);
+    /// `decision` is one of [`POLICY_DECISIONS`].
+    pub fn policy_decision(&self, decision: &str) {
+        self.policy_decisions.with_label_values(&[decision]).inc();
+    }
+
+    /// How many policy-service decisions of each kind this process counted, in
+    /// [`POLICY_DECISIONS`] order.
+    pub fn policy_decisions(&self) -> [u64; 4] {
+        POLICY_DECISIONS.map(|d| self.policy_decisions.with_label_values(&[d]).get())
     }
 
     /// The text exposition format.

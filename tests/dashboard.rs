@@ -4,7 +4,8 @@
 //! payment made through the proxy appear, create an agent and use its key through the proxy,
 //! pause it and see the proxy decline it, top it up, download the ledger as CSV, delete it, and
 //! sign in again after a 401; and approve and deny payments held above `approve_above_sats`
-//! while the agents' requests wait. Screenshots go to a temp dir (printed); with
+//! while the agents' requests wait; and see the policy service (`policy_hook`) in the overview
+//! and its denials among the declines. Screenshots go to a temp dir (printed); with
 //! `L402_DASHBOARD_SCREENSHOT=1` also to docs/dashboard.png for the README.
 //!
 //! A missing Chromium or playwright-core fails the test, naming `bash tests/dashboard/install.sh`.
@@ -160,6 +161,35 @@ async fn an_operator_approves_and_denies_held_payments_in_a_browser() {
         started.elapsed().as_secs_f64(),
         session.out.display(),
     );
+}
+
+/// A policy service on 127.0.0.1 allowed one payment and denied another before the browser
+/// opens: the overview shows its host, fail-closed and the counts, the declines list the
+/// denial with its reason, and a payment allowed meanwhile is counted without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sees_the_policy_service_in_a_browser() {
+    use common::policy::{hook_yaml, Mode, PolicyService};
+    check_browser();
+    let hook = PolicyService::start().await;
+    let h = Harness::with(Options {
+        admin_token: Some(TOKEN.into()),
+        extra_yaml: hook_yaml(&hook.url(), ""),
+        ..Options::default()
+    })
+    .await;
+    let paid = h.curl(Some(ALICE), &h.http_url("/weather/x"), &[]).await;
+    assert!(paid.paid(), "{paid:?}");
+    hook.answer(Mode::Json(
+        serde_json::json!({"decision": "deny", "reason": "not on the list"}),
+    ));
+    let denied = h.curl(Some(ALICE), &h.http_url("/stocks/x"), &[]).await;
+    assert_eq!(denied.decline(), Some("policy-denied"), "{denied:?}");
+    hook.answer(Mode::Json(serde_json::json!({"decision": "allow"})));
+    let session = browse(&h, "policy", &[]).await;
+    assert_eq!(session.asks, 1, "{}", session.report);
+    assert_eq!(h.payments(), 2, "{}", session.report);
+    assert_eq!(hook.calls().len(), 3);
+    assert!(hook.calls().iter().all(|c| c.signed));
 }
 
 fn check_browser() {

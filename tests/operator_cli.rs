@@ -167,6 +167,7 @@ async fn an_operator_runs_the_fleet_from_the_command_line() {
         "{status}"
     );
     assert!(status.contains("store             sqlite — up"), "{status}");
+    assert!(status.contains("policy hook       off"), "{status}");
     let audit = ok(&h, &["audit"]).await;
     for action in ["agent.create", "agent.update", "budget", "agent.key"] {
         assert!(audit.contains(action), "{action} in {audit}");

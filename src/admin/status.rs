@@ -1,6 +1,8 @@
 //! `GET /v1/status`: the one call a dashboard or a script needs to see the proxy at a glance —
 //! version, uptime, where agents connect, the wallet and its balance, the store and whether it
-//! answers, how many agents and how many payments are in flight.
+//! answers, how many agents and how many payments are in flight, and the policy service
+//! payments are asked about (its host, failure mode, timeout and this process's decision
+//! counts; never its secret or path).
 
 use super::render::json;
 use crate::body::Body;
@@ -45,6 +47,15 @@ pub async fn status(shared: &Shared, process: &Process) -> Response<Body> {
         })
         .await
         .map(|rows| rows.len());
+    let policy_hook = shared.guardrails.policy_hook().map(|hook| {
+        let [allow, deny, hold, error] = shared.metrics.policy_decisions();
+        json!({
+            "host": hook.host(),
+            "on_failure": hook.on_failure().name(),
+            "timeout_ms": u64::try_from(hook.timeout().as_millis()).unwrap_or(u64::MAX),
+            "decisions": { "allow": allow, "deny": deny, "hold": hold, "error": error },
+        })
+    });
     let agents = shared.agents.load();
     let paused = agents.iter().filter(|a| a.paused).count();
     let stops = ledger.stops().await;
@@ -78,6 +89,7 @@ pub async fn status(shared: &Shared, process: &Process) -> Response<Body> {
             "fleet": fleet,
             "pending_payments": pending.ok(),
             "payments_in_progress_here": shared.layer.purchases().book().in_progress(),
+            "policy_hook": policy_hook,
         }),
     )
 }

@@ -612,7 +612,7 @@ pub async fn status(client: &AdminClient, json_out: bool) -> Result<String, Clie
         format!(", stopped by a breaker: {}", stopped.join(", "))
     };
     Ok(format!(
-        "version           {}\nproxy             {}\nwallet            {} — balance {}\nstore             {} — {}\nfleet             {fleet}\nagents            {} ({} paused{stopped})\npending payments  {}\nuptime            {} s\n",
+        "version           {}\nproxy             {}\nwallet            {} — balance {}\nstore             {} — {}\nfleet             {fleet}\nagents            {} ({} paused{stopped})\npending payments  {}\npolicy hook       {}\nuptime            {} s\n",
         s["version"].as_str().unwrap_or_default(),
         s["proxy_listen"].as_str().unwrap_or("-"),
         wallet["backend"].as_str().unwrap_or_default(),
@@ -622,6 +622,7 @@ pub async fn status(client: &AdminClient, json_out: bool) -> Result<String, Clie
         s["agents"]["total"],
         s["agents"]["paused"],
         s["pending_payments"].as_u64().map_or_else(|| "unknown".to_string(), |n| n.to_string()),
+        policy_hook_line(&s["policy_hook"]),
         s["uptime_seconds"],
     ))
 }
@@ -667,6 +668,28 @@ pub async fn resume_all(client: &AdminClient, json_out: bool) -> Result<String, 
     } else {
         "payments were not paused\n".into()
     })
+}
+
+/// The status's `policy_hook` in one line: where, how it fails, and what it decided here.
+fn policy_hook_line(hook: &Value) -> String {
+    let Some(host) = hook["host"].as_str() else {
+        return "off".into();
+    };
+    let d = &hook["decisions"];
+    let n = |k: &str| d[k].as_u64().unwrap_or(0);
+    format!(
+        "{host} — fail-{}, {} ms; {} allowed, {} denied, {} held, {} failed",
+        if hook["on_failure"] == "allow" {
+            "open"
+        } else {
+            "closed"
+        },
+        hook["timeout_ms"].as_u64().unwrap_or(0),
+        n("allow"),
+        n("deny"),
+        n("hold"),
+        n("error"),
+    )
 }
 
 /// `l402-proxy audit`.

@@ -70,6 +70,9 @@ impl Config {
             n.uri_file.as_mut().map(fix);
         }
         self.alerts.resolve_paths(dir);
+        if let Some(hook) = self.policy_hook.as_mut() {
+            hook.resolve_paths(dir);
+        }
     }
 }
 

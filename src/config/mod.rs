@@ -14,6 +14,7 @@ mod load;
 mod log;
 mod mcp;
 mod pay;
+mod policy_hook;
 pub mod postgres_url;
 pub mod preflight;
 mod secret;
@@ -32,6 +33,7 @@ pub use load::{check, check_file};
 pub use log::{LogConfig, LogFormat};
 pub use mcp::McpConfig;
 pub use pay::{PayConfig, PayScheme};
+pub use policy_hook::{OnFailure, PolicyHookConfig};
 pub use secret::read_secret;
 pub use store::{
     PostgresConfig, PostgresTls, RetentionConfig, StoreBackend, StoreConfig, MIN_PAYMENTS_DAYS,
@@ -128,6 +130,10 @@ pub struct Config {
     /// Budget thresholds, the low-wallet level and the webhooks events go to.
     #[serde(default)]
     pub alerts: crate::alerts::AlertsConfig,
+    /// `policy_hook:` — the operator's service asked, signed, before any payment leaves.
+    /// Absent: none is asked.
+    #[serde(default)]
+    pub policy_hook: Option<PolicyHookConfig>,
     /// On SIGTERM: how long open connections and in-flight payments may take to finish.
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
@@ -166,6 +172,9 @@ impl Config {
             out.push(err(field, problem));
         }
         out.extend(self.approval.problems());
+        if let Some(hook) = &self.policy_hook {
+            out.extend(hook.problems());
+        }
         out
     }
 }

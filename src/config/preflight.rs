@@ -21,6 +21,14 @@ pub fn check(config: &Config) -> Vec<ConfigError> {
             &mut out,
         );
     }
+    if let Some(hook) = &config.policy_hook {
+        secret(
+            hook.secret_env.as_deref(),
+            hook.secret_file.as_deref(),
+            "policy_hook.secret",
+            &mut out,
+        );
+    }
     out
 }
 

@@ -250,6 +250,17 @@ pub enum Decline {
         /// How long it waited.
         secs: u64,
     },
+    /// The operator's policy service (`policy_hook`) answered `deny`.
+    PolicyDenied {
+        /// Its reason, cleaned of control and bidirectional characters and capped.
+        reason: String,
+    },
+    /// The operator's policy service did not answer usably (timeout, connection refused, a
+    /// non-2xx status, no decision) and `policy_hook.on_failure` is `deny`.
+    PolicyUnavailable {
+        /// What went wrong, in words without the service's address (the log has the detail).
+        reason: String,
+    },
     /// The wallet refused or failed the payment.
     Wallet {
         /// The wallet error's code (`no-route`, `insufficient-balance`, …).
@@ -307,6 +318,8 @@ impl Decline {
             PriceJump { .. } => "price-jump",
             ApprovalDenied { .. } => "approval-denied",
             ApprovalTimeout { .. } => "approval-timeout",
+            PolicyDenied { .. } => "policy-denied",
+            PolicyUnavailable { .. } => "policy-unavailable",
             Wallet { code, .. } => code,
         }
     }
@@ -499,6 +512,16 @@ impl fmt::Display for Decline {
             ApprovalTimeout { id, secs } => write!(
                 f,
                 "nobody approved the payment within {secs} s (approval {id})"
+            ),
+            PolicyDenied { reason } if reason.is_empty() => {
+                f.write_str("the operator's payment policy denied the payment")
+            }
+            PolicyDenied { reason } => {
+                write!(f, "the operator's payment policy denied the payment: {reason}")
+            }
+            PolicyUnavailable { reason } => write!(
+                f,
+                "the operator's payment policy service did not decide ({reason}); not paying without its decision"
             ),
             Wallet { detail, .. } => f.write_str(detail),
         }

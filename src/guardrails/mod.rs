@@ -1,12 +1,14 @@
 //! Guardrails for autonomous spending, beside the budgets: human approval above a threshold,
-//! rate limits, the price-jump guard, budget threshold alerts, and the background watch over
-//! the wallet's balance, the store and payments stuck in reconciliation.
+//! rate limits, the price-jump guard, the operator's policy service (`policy_hook`), budget
+//! threshold alerts, and the background watch over the wallet's balance, the store and payments
+//! stuck in reconciliation.
 //!
 //! An agent with none of these limits set pays nothing for them on the request path (no lock,
 //! no map entry, no store read); with `requests_per_minute` set, every request (cached-token
 //! ones too) takes one token from an in-memory bucket, never the store.
 
 pub mod approvals;
+pub mod hook;
 pub mod price;
 pub mod rate;
 pub mod stops;
@@ -17,11 +19,12 @@ use crate::alerts::Alerts;
 use crate::config::Limits;
 use crate::core::{Clock, Msat};
 use crate::ledger::Ledger;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use approvals::{Approvals, DecideError, Hold};
+pub use hook::PolicyHook;
 pub use price::{PriceCheck, PriceGuard};
 pub use rate::RateLimits;
 
@@ -45,6 +48,8 @@ pub struct Guardrails {
     /// Where events go.
     pub alerts: Arc<Alerts>,
     settings: ArcSwap<AlertSettings>,
+    /// The operator's policy service, when `policy_hook` is configured.
+    policy_hook: ArcSwapOption<PolicyHook>,
     /// The wallet's balance as last read (msat; `u64::MAX` until first read).
     balance: AtomicU64,
     /// Wakes the watcher to read the balance again (after a payment).
@@ -66,6 +71,7 @@ impl Guardrails {
             prices: PriceGuard::new(ledger),
             alerts,
             settings: ArcSwap::from_pointee(settings),
+            policy_hook: ArcSwapOption::empty(),
             balance: AtomicU64::new(u64::MAX),
             balance_stale: tokio::sync::Notify::new(),
         }
@@ -81,6 +87,16 @@ impl Guardrails {
     /// The alert settings in force.
     pub fn settings(&self) -> Arc<AlertSettings> {
         self.settings.load_full()
+    }
+
+    /// Sets (or, with `None`, removes) the policy service payments are asked about.
+    pub fn set_policy_hook(&self, hook: Option<PolicyHook>) {
+        self.policy_hook.store(hook.map(Arc::new));
+    }
+
+    /// The policy service in force, if any.
+    pub fn policy_hook(&self) -> Option<Arc<PolicyHook>> {
+        self.policy_hook.load_full()
     }
 
     /// The wallet's balance as last read in the background, if it was.

@@ -357,6 +357,7 @@ impl Purchases {
             amount,
             hash: invoice.payment_hash,
             invoice_expires_at: i64::try_from(invoice.expires_at()).ok(),
+            description: invoice.description.clone(),
             offer,
             key,
             purchase,

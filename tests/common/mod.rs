@@ -4,6 +4,7 @@
 
 pub mod lnbits;
 pub mod pg_server;
+pub mod policy;
 pub mod process;
 pub mod store;
 pub mod webhooks;

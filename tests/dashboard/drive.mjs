@@ -1,7 +1,8 @@
 // Drives the admin dashboard in Debian's headless Chromium (npm playwright-core, no browser
 // download) for tests/dashboard.rs, as an operator would. SCENARIO=manage (the default): sign
 // in, watch a payment arrive, create an agent, hand its key to the proxy, pause it, and so on;
-// SCENARIO=approvals: approve and deny payments held above approve_above_sats.
+// SCENARIO=approvals: approve and deny payments held above approve_above_sats;
+// SCENARIO=policy: the policy service (policy_hook) in the overview and its declines.
 //
 // Talks to the Rust test on stdin/stdout, one line each:
 //   we print  LOG <text>                   progress, shown by the test on failure
@@ -493,6 +494,34 @@ async function approvals() {
   await page.locator('#approvals-body', { hasText: 'No payment waits for approval' }).waitFor();
 }
 
+// ------------------------------------------------------------------ scenario "policy"
+// The test configured a policy_hook on 127.0.0.1 that allowed one payment and denied one
+// before the browser opened, and allows from now on.
+async function policy() {
+  log('P1. the overview shows the policy service: its host, fail-closed, its decisions');
+  const page = watch(context.pages()[0] || (await context.newPage()), 'tab 1');
+  await page.goto(`${ADMIN}/#token=${encodeURIComponent(TOKEN)}`);
+  await card(page, 'alice').waitFor();
+  const fact = page.locator('#f-policy');
+  await fact.locator('code', { hasText: '127.0.0.1' }).waitFor();
+  await fact.locator('.badge', { hasText: 'fail-closed' }).waitFor();
+  await fact.getByText('1 allowed · 1 denied · 0 held · 0 failed').waitFor();
+  const badgeTitle = await fact.locator('.badge').getAttribute('title');
+  expect(badgeTitle.includes('policy-unavailable'), `the badge explains failure: ${badgeTitle}`);
+
+  log('P2. the denial is among the declines, its code explained on hover');
+  const row = page.locator('#declines-body tbody tr', { hasText: 'policy-denied' }).first();
+  await row.waitFor();
+  const title = await row.locator('code.code.guard').getAttribute('title');
+  expect(title && title.includes('policy service'), `the code's explanation: ${title}`);
+  expect((await row.innerText()).includes('not on the list'), 'the reason is shown');
+
+  log('P3. a payment allowed now is counted without a reload');
+  await pay('alice', 'alice-key', '/news/policy-live', 'paid');
+  await fact.getByText('2 allowed · 1 denied · 0 held · 0 failed').waitFor();
+  await shot(page, 'policy.png');
+}
+
 /** Waits for the confirmation dialog to close; if it stays open, fails with what it shows. */
 async function confirmClosed(page) {
   try {
@@ -512,6 +541,7 @@ async function heldOutcome(name, expectOutcome) {
 try {
   if (SCENARIO === 'manage') await manage();
   else if (SCENARIO === 'approvals') await approvals();
+  else if (SCENARIO === 'policy') await policy();
   else fail(`unknown SCENARIO ${SCENARIO}`);
 
   expect(strays.length === 0, `requests left the admin origin: ${strays.join(', ')}`);

@@ -357,6 +357,7 @@
       setFact('f-proxy', h('span', { class: 'muted' }, 'not available'));
       setFact('f-agents', String(state.agents.length));
       setFact('f-pending', h('span', { class: 'muted' }, '—'));
+      setFact('f-policy', h('span', { class: 'muted' }, 'not available'));
       panelNote('overview', 'Status (wallet, store) not available on this server.');
       $('version').textContent = '';
       return;
@@ -379,6 +380,7 @@
     }
     setFact('f-pending', typeof st.pending_payments === 'number' ? nf0.format(st.pending_payments) : h('span', { class: 'muted' }, '—'));
     renderFleet(st.fleet);
+    setFact('f-policy', policyFact(st.policy_hook));
   }
 
   /** The kill switch: the banner and the Payments fact say whether the fleet may pay. */
@@ -422,6 +424,26 @@
         if (e.status !== 401) toast(`Could not resume payments: ${explain(e)}`, true);
       }
     });
+  }
+
+  // The policy service payments are asked about: its host, how it fails, what it decided.
+  function policyFact(hook) {
+    if (!hook || typeof hook !== 'object') {
+      return [h('span', { class: 'muted', title: 'No policy_hook configured: payments are not sent to a policy service' }, 'off')];
+    }
+    const d = hook.decisions || {};
+    const open = hook.on_failure === 'allow';
+    return [
+      h('code', {}, String(hook.host || '—')), ' ',
+      h('span', {
+        class: open ? 'badge down' : 'badge up',
+        title: open
+          ? 'on_failure: allow — when the service does not answer, payments go ahead'
+          : 'on_failure: deny — when the service does not answer, payments are declined policy-unavailable',
+      }, open ? 'fail-open' : 'fail-closed'),
+      h('div', { class: 'muted small', title: `timeout ${nf0.format(hook.timeout_ms || 0)} ms; decisions counted by this replica since it started` },
+        `${nf0.format(d.allow || 0)} allowed · ${nf0.format(d.deny || 0)} denied · ${nf0.format(d.hold || 0)} held · ${nf0.format(d.error || 0)} failed`),
+    ];
   }
 
   // ---------------------------------------------------------------- agents
@@ -1140,6 +1162,8 @@
     'approval-timeout': 'Nobody approved the payment in time (approval.timeout_secs)',
     'rate-limited': 'Over requests_per_minute or payments_per_minute (answered 429 with Retry-After)',
     'price-jump': 'The price rose more than max_price_increase_pct over the last one paid',
+    'policy-denied': 'The operator\'s policy service (policy_hook) denied the payment',
+    'policy-unavailable': 'The operator\'s policy service did not answer in time, or not usably; on_failure is deny',
   };
 
   async function loadDeclines() {

@@ -38,6 +38,8 @@ pub(super) struct Job {
     pub(super) hash: PaymentHash,
     /// When the invoice expires (bounds an approval's wait).
     pub(super) invoice_expires_at: Option<i64>,
+    /// The invoice's description as the seller wrote it (shown to the policy service, cleaned).
+    pub(super) description: Option<String>,
     pub(super) offer: Offer,
     pub(super) key: String,
     /// The purchase within (agent, origin): service or scope, `=path` for single-use.
