@@ -192,6 +192,33 @@ async fn an_operator_sees_the_policy_service_in_a_browser() {
     assert!(hook.calls().iter().all(|c| c.signed));
 }
 
+/// The kill switch and the spend-spike breaker in the browser: the operator pauses every
+/// payment (after a confirmation; the agents' paid requests are declined `fleet-paused`, free
+/// traffic passes), resumes them, then sees alice's tripped breaker on her card and lifts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_pauses_the_fleet_and_resumes_a_tripped_agent_in_a_browser() {
+    check_browser();
+    let h = Harness::with(Options {
+        admin_token: Some(TOKEN.into()),
+        alice_limits: "{ spike_max_sats: 20 }".into(),
+        max_fee_sats: 0,
+        ..Options::default()
+    })
+    .await;
+    let session = browse(&h, "fleet", &[]).await;
+    assert_eq!(session.asks, 7, "{}", session.report);
+    assert_eq!(
+        h.payments(),
+        4,
+        "bob once, alice three times: {}",
+        session.report
+    );
+    let audit = h.admin(Some(TOKEN), "GET", "/v1/audit", &[]).await;
+    for action in ["fleet.pause", "fleet.resume", "agent.resume"] {
+        assert!(audit.body.contains(action), "{action}: {}", audit.body);
+    }
+}
+
 fn check_browser() {
     assert!(
         Path::new(CHROMIUM).exists(),
@@ -306,10 +333,12 @@ async fn browse(h: &Harness, scenario: &str, env: &[(&str, String)]) -> Session 
     Session { out, asks, report }
 }
 
-/// Whether a reply is the outcome the script wants: `paid`, `refused` (407) or a decline code.
+/// Whether a reply is the outcome the script wants: `paid`, `free` (200, nothing paid),
+/// `refused` (407) or a decline code.
 fn outcome_is(r: &Reply, want: &str) -> bool {
     match want {
         "paid" => r.status == 200 && r.paid(),
+        "free" => r.status == 200 && r.decline().is_none() && !r.paid(),
         "refused" => r.status == 407,
         code => r.status == 402 && r.decline() == Some(code),
     }

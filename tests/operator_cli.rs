@@ -7,6 +7,7 @@ use common::{Harness, Options};
 use std::process::Output;
 
 const TOKEN: &str = "operator-cli-token";
+const ALICE: (&str, &str) = ("alice", "alice-key");
 
 /// Runs the binary against the harness's admin API (token in the default variable).
 async fn cli(h: &Harness, args: &[&str]) -> Output {
@@ -168,8 +169,46 @@ async fn an_operator_runs_the_fleet_from_the_command_line() {
     );
     assert!(status.contains("store             sqlite — up"), "{status}");
     assert!(status.contains("policy hook       off"), "{status}");
+    assert!(status.contains("fleet             paying"), "{status}");
+
+    // The kill switch: nothing new is paid until resumed; free traffic passes.
+    let out = ok(&h, &["pause-all", "--reason", "cli drill"]).await;
+    assert!(out.contains("paused for the whole fleet"), "{out}");
+    let out = ok(&h, &["pause-all"]).await;
+    assert!(
+        out.contains("already paused (by operator: cli drill)"),
+        "{out}"
+    );
+    let status = ok(&h, &["status"]).await;
+    assert!(
+        status.contains("fleet             PAUSED by operator (cli drill)"),
+        "{status}"
+    );
+    let refused = h.curl(Some(ALICE), &h.http_url("/pause/x"), &[]).await;
+    assert_eq!(refused.decline(), Some("fleet-paused"), "{refused:?}");
+    assert_eq!(
+        h.curl(Some(ALICE), &h.http_url("/free/x"), &[])
+            .await
+            .status,
+        200
+    );
+    let out = ok(&h, &["resume-all"]).await;
+    assert!(out.contains("payments resumed"), "{out}");
+    assert!(ok(&h, &["resume-all"]).await.contains("were not paused"));
+    assert!(h
+        .curl(Some(ALICE), &h.http_url("/pause/x"), &[])
+        .await
+        .paid());
+
     let audit = ok(&h, &["audit"]).await;
-    for action in ["agent.create", "agent.update", "budget", "agent.key"] {
+    for action in [
+        "agent.create",
+        "agent.update",
+        "budget",
+        "agent.key",
+        "fleet.pause",
+        "fleet.resume",
+    ] {
         assert!(audit.contains(action), "{action} in {audit}");
     }
     assert!(!audit.contains(&key) && !audit.contains(&new_key));

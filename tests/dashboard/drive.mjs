@@ -3,6 +3,7 @@
 // in, watch a payment arrive, create an agent, hand its key to the proxy, pause it, and so on;
 // SCENARIO=approvals: approve and deny payments held above approve_above_sats;
 // SCENARIO=policy: the policy service (policy_hook) in the overview and its declines.
+// SCENARIO=fleet: the kill switch (pause and resume every payment) and a tripped breaker.
 //
 // Talks to the Rust test on stdin/stdout, one line each:
 //   we print  LOG <text>                   progress, shown by the test on failure
@@ -522,6 +523,51 @@ async function policy() {
   await shot(page, 'policy.png');
 }
 
+// ------------------------------------------------------------------ scenario "fleet"
+// The kill switch and a tripped spend-spike breaker: alice's breaker is at 20 sats (two
+// payments of 10, no fee), bob has none.
+async function fleet() {
+  log('F1. "Pause all payments" asks first, then every paid request is declined fleet-paused');
+  const page = watch(context.pages()[0] || (await context.newPage()), 'tab 1');
+  await page.goto(`${ADMIN}/#token=${encodeURIComponent(TOKEN)}`);
+  await card(page, 'alice').waitFor();
+  await page.locator('#f-fleet .badge', { hasText: 'paying' }).waitFor();
+  await page.locator('#pause-all').click();
+  await page.locator('#confirm-dialog[open]').waitFor();
+  expect((await page.locator('#confirm-text').innerText()).includes('fleet-paused'), 'the confirmation says what agents get');
+  await page.locator('#confirm-ok').click();
+  await confirmClosed(page);
+  await page.locator('#fleet-banner').waitFor({ state: 'visible' });
+  expect((await page.locator('#fleet-banner-text').innerText()).includes('paused by the operator'), 'the banner says who paused');
+  await page.locator('#f-fleet .badge', { hasText: 'paused' }).waitFor();
+  expect(await page.locator('#pause-all').isHidden(), 'no second pause button while paused');
+  await pay('bob', 'bob-key', '/fleet/x', 'fleet-paused');
+  await pay('bob', 'bob-key', '/free/x', 'free');
+  await shot(page, 'fleet-paused.png');
+
+  log('F2. "Resume payments" lifts it: the fleet pays again');
+  await page.locator('#resume-all').click();
+  await page.locator('#fleet-banner').waitFor({ state: 'hidden' });
+  await page.locator('.toast', { hasText: 'Payments resumed for the fleet.' }).waitFor();
+  await page.locator('#f-fleet .badge', { hasText: 'paying' }).waitFor();
+  await pay('bob', 'bob-key', '/fleet/x', 'paid');
+
+  log('F3. alice trips her breaker: her card says so, and Resume lifts it');
+  await pay('alice', 'alice-key', '/b1/x', 'paid');
+  await pay('alice', 'alice-key', '/b2/x', 'paid');
+  await pay('alice', 'alice-key', '/b3/x', 'spend-spike');
+  const alice = card(page, 'alice');
+  await alice.locator('.badge.stopped', { hasText: 'stopped: spend-spike' }).waitFor();
+  await alice.locator('.guards .chip', { hasText: 'breaker at 20 sats' }).waitFor();
+  await shot(page, 'fleet-breaker.png');
+  const resume = page.getByRole('button', { name: 'Resume alice', exact: true });
+  expect(!(await resume.isDisabled()), 'a config agent\'s breaker is lifted from the page');
+  await resume.click();
+  await page.locator('.toast', { hasText: 'alice is resumed' }).waitFor();
+  await alice.locator('.badge.stopped').waitFor({ state: 'detached' });
+  await pay('alice', 'alice-key', '/b3/x', 'paid');
+}
+
 /** Waits for the confirmation dialog to close; if it stays open, fails with what it shows. */
 async function confirmClosed(page) {
   try {
@@ -542,6 +588,7 @@ try {
   if (SCENARIO === 'manage') await manage();
   else if (SCENARIO === 'approvals') await approvals();
   else if (SCENARIO === 'policy') await policy();
+  else if (SCENARIO === 'fleet') await fleet();
   else fail(`unknown SCENARIO ${SCENARIO}`);
 
   expect(strays.length === 0, `requests left the admin origin: ${strays.join(', ')}`);
