@@ -8,101 +8,21 @@
 
 mod common;
 
-use common::store::{backing, Backing, Store};
-use common::{Harness, Options, Reply};
-use l402_proxy::ledger::{PaymentFilter, PaymentState};
+use common::fleet::{declined, fleet, replicas_for, TOKEN};
+use common::store::Store;
+use common::Options;
+use l402_proxy::ledger::PaymentState;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const ALICE: (&str, &str) = ("alice", "alice-key");
 const BOB: (&str, &str) = ("bob", "bob-key");
-const TOKEN: &str = "fleet-admin-token";
-
-/// One proxy, or two replicas on one PostgreSQL ledger, with one seller and one wallet.
-struct Fleet {
-    replicas: Vec<Harness>,
-    _store: Backing,
-}
-
-impl std::ops::Deref for Fleet {
-    type Target = Harness;
-    fn deref(&self) -> &Harness {
-        &self.replicas[0]
-    }
-}
-
-/// Starts `replicas` proxies (more than one only on PostgreSQL) sharing the store, the seller
-/// and the wallet; `opts` is each one's configuration.
-async fn fleet(store: Store, replicas: usize, opts: impl Fn() -> Options) -> Fleet {
-    let backing = backing(store);
-    let first = Harness::with(Options {
-        store_yaml: backing.yaml.clone(),
-        admin_token: Some(TOKEN.into()),
-        ..opts()
-    })
-    .await;
-    let mut all = vec![first];
-    for _ in 1..replicas {
-        let next = Harness::with(Options {
-            store_yaml: backing.yaml.clone(),
-            admin_token: Some(TOKEN.into()),
-            reuse_seller: Some(all[0].seller.clone()),
-            wallet: Some(all[0].wallet.clone()),
-            ..opts()
-        })
-        .await;
-        all.push(next);
-    }
-    Fleet {
-        replicas: all,
-        _store: backing,
-    }
-}
-
-impl Fleet {
-    async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut extra = vec!["-H", "content-type: application/json"];
-        let body = body.map(|b| b.to_string());
-        if let Some(b) = &body {
-            extra.push("-d");
-            extra.push(b);
-        }
-        let r = self.admin(Some(TOKEN), method, path, &extra).await;
-        let v = serde_json::from_str(&r.body).unwrap_or(Value::Null);
-        (r.status, v)
-    }
-
-    /// The ledger's payments of `agent` in `state`.
-    async fn rows(&self, agent: &str, state: PaymentState) -> usize {
-        self.shared
-            .ledger
-            .payments(PaymentFilter {
-                agent: Some(agent.into()),
-                state: Some(state),
-                limit: 1000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .len()
-    }
-}
-
-/// `reply` was refused with `code`, nothing paid for it.
-#[track_caller]
-fn declined(reply: &Reply, code: &str) {
-    assert_eq!(reply.status, 402, "{reply:?}");
-    assert_eq!(reply.decline(), Some(code), "{reply:?}");
-}
 
 // ---------------------------------------------------------------------------------------------
 // The kill switch.
 
 async fn kill_switch(store: Store) {
-    let replicas = match store {
-        Store::Postgres => 2,
-        Store::Sqlite => 1,
-    };
+    let replicas = replicas_for(store);
     let f = fleet(store, replicas, || Options {
         pay_delay: Duration::from_millis(1500),
         extra_agents: vec![("carol".into(), "{ approve_above_sats: 5 }".into())],
@@ -225,10 +145,7 @@ async fn the_kill_switch_stops_new_payments_on_every_replica_postgres() {
 /// Alice's breaker trips above 30 sats in 5 minutes (each service costs 10, no fee): three
 /// payments reach it exactly, the fourth would pass it.
 async fn agent_breaker(store: Store) {
-    let replicas = match store {
-        Store::Postgres => 2,
-        Store::Sqlite => 1,
-    };
+    let replicas = replicas_for(store);
     let f = fleet(store, replicas, || Options {
         alice_limits: "{ spike_max_sats: 30, spike_window_secs: 300 }".into(),
         max_fee_sats: 0,
@@ -284,10 +201,7 @@ async fn the_agent_breaker_counts_across_replicas_postgres() {
 /// The operator's breaker over all agents: concurrent payments of two agents never take the
 /// fleet's spend in the window above the maximum, and the trip pauses the whole fleet.
 async fn fleet_breaker(store: Store) {
-    let replicas = match store {
-        Store::Postgres => 2,
-        Store::Sqlite => 1,
-    };
+    let replicas = replicas_for(store);
     let f = fleet(store, replicas, || Options {
         operator_limits: "{ spike_max_sats: 50 }".into(),
         max_fee_sats: 0,

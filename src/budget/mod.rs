@@ -18,7 +18,7 @@ use crate::core::window::Window;
 use crate::core::{Clock, Decline, Msat, Sats};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-pub use view::{BudgetView, LimitSource, WindowAmounts};
+pub use view::{BudgetView, LimitSource, SellerView, WindowAmounts};
 
 /// Spend recorded against one agent (or the operator), per window and in total.
 #[derive(Debug, Default, Clone)]
@@ -139,6 +139,8 @@ pub struct Reservation {
     starts: [i64; 4],
     /// The minute it was reserved in (the breaker's count).
     minute: i64,
+    /// The caps per seller it counts under, by owner key.
+    sellers: Vec<Arc<str>>,
 }
 
 impl Reservation {
@@ -146,12 +148,45 @@ impl Reservation {
     pub fn amount(&self) -> Msat {
         self.amount
     }
+
+    /// The owner keys of the caps per seller it counts under (stored with the payment, so a
+    /// restart counts it under the same caps).
+    pub fn sellers(&self) -> Vec<String> {
+        self.sellers.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+/// The key a cap per seller's spend is kept under: the agent's (`<agent> US <hosts>`), or,
+/// without an agent, the operator's over all agents (`US <hosts>`). Agent names cannot hold
+/// the unit separator, so the keys of different owners never meet.
+pub fn seller_owner(agent: Option<&str>, cap: &crate::config::SellerCap) -> String {
+    format!("{}\u{1f}{}", agent.unwrap_or(""), cap.key())
+}
+
+/// The caps per seller a payment of `agent` to `host` counts against: the first of the agent's
+/// rules matching the host, then the first of the operator's, each with its owner key.
+pub fn seller_caps<'a>(
+    agent: &str,
+    host: &str,
+    limits: &'a Limits,
+    operator: &'a Limits,
+) -> Vec<(Whose, String, &'a crate::config::SellerCap)> {
+    let mut out = Vec::new();
+    if let Some(cap) = limits.seller_cap(host) {
+        out.push((Whose::Agent, seller_owner(Some(agent), cap), cap));
+    }
+    if let Some(cap) = operator.seller_cap(host) {
+        out.push((Whose::Operator, seller_owner(None, cap), cap));
+    }
+    out
 }
 
 #[derive(Debug, Default)]
 struct State {
     agents: HashMap<Arc<str>, Usage>,
     operator: Usage,
+    /// Spend under each cap per seller, by its owner key ([`seller_owner`]).
+    sellers: HashMap<Arc<str>, Usage>,
     /// Operator-set totals (admin top-up / recall), overriding the config's `total_sats`.
     totals: HashMap<Arc<str>, Msat>,
 }
@@ -189,6 +224,19 @@ impl Budget {
         operator: &Limits,
         amount: Msat,
     ) -> Result<Reservation, Decline> {
+        self.reserve_at(agent, "", limits, operator, amount)
+    }
+
+    /// [`Budget::reserve`] for a payment to `host`, which also counts against the caps per
+    /// seller matching it (checked after every other limit, before the breakers).
+    pub fn reserve_at(
+        &self,
+        agent: &Arc<str>,
+        host: &str,
+        limits: &Limits,
+        operator: &Limits,
+        amount: Msat,
+    ) -> Result<Reservation, Decline> {
         let now = self.clock.now();
         let mut guard = self.state();
         let total_override = guard.totals.get(&**agent).copied();
@@ -201,6 +249,23 @@ impl Budget {
             &rules::Owner::operator(operator, state.operator.used_now()),
             amount,
         )?;
+        let caps = if host.is_empty() {
+            Vec::new()
+        } else {
+            seller_caps(agent, host, limits, operator)
+        };
+        let mut sides = Vec::with_capacity(caps.len());
+        for (whose, owner, cap) in &caps {
+            let used = state.sellers.entry(Arc::from(owner.as_str())).or_default();
+            used.refresh(now);
+            sides.push(rules::SellerSide {
+                whose: *whose,
+                cap,
+                used: used.used_now(),
+            });
+        }
+        rules::decide_sellers(&sides, amount)?;
+        let usage = state.agents.entry(agent.clone()).or_default();
         // The breakers, once the limits allowed it.
         if let Some((_, window)) = limits.spike() {
             let recent = usage.recent(rules::spike_since(now, window));
@@ -216,11 +281,20 @@ impl Budget {
         usage.add_minute(minute, amount.get(), now);
         state.operator.add(&starts, amount.get());
         state.operator.add_minute(minute, amount.get(), now);
+        let mut sellers = Vec::with_capacity(caps.len());
+        for (_, owner, _) in caps {
+            let owner: Arc<str> = Arc::from(owner);
+            if let Some(u) = state.sellers.get_mut(&owner) {
+                u.add(&starts, amount.get());
+            }
+            sellers.push(owner);
+        }
         Ok(Reservation {
             agent: agent.clone(),
             amount,
             starts,
             minute,
+            sellers,
         })
     }
 
@@ -247,6 +321,12 @@ impl Budget {
         state
             .operator
             .add_minute(reservation.minute, spent.get(), now);
+        for owner in &reservation.sellers {
+            let u = state.sellers.entry(owner.clone()).or_default();
+            u.refresh(now);
+            u.sub(&reservation.starts, reservation.amount.get());
+            u.add(&reservation.starts, spent.get());
+        }
     }
 
     /// Gives a reservation back: the payment did not happen.
@@ -257,6 +337,18 @@ impl Budget {
     /// Re-applies spend found in the ledger at start: `msat` spent (or reserved, when pending)
     /// at `created_at`, counted in the windows still current.
     pub fn restore(&self, agent: &str, created_at: i64, msat: Msat) -> Reservation {
+        self.restore_with(agent, &[], created_at, msat)
+    }
+
+    /// [`Budget::restore`] for a payment that also counts under the caps per seller `sellers`
+    /// (the owner keys it was reserved under).
+    pub fn restore_with(
+        &self,
+        agent: &str,
+        sellers: &[String],
+        created_at: i64,
+        msat: Msat,
+    ) -> Reservation {
         let now = self.clock.now();
         let mut state = self.state();
         let state = &mut *state;
@@ -270,12 +362,40 @@ impl Budget {
         usage.add_minute(minute, msat.get(), now);
         state.operator.add(&starts, msat.get());
         state.operator.add_minute(minute, msat.get(), now);
+        let sellers: Vec<Arc<str>> = sellers.iter().map(|s| Arc::from(s.as_str())).collect();
+        for owner in &sellers {
+            let u = state.sellers.entry(owner.clone()).or_default();
+            u.refresh(now);
+            u.add(&starts, msat.get());
+        }
         Reservation {
             agent,
             amount: msat,
             starts,
             minute,
+            sellers,
         }
+    }
+
+    /// Re-applies, at start, spend settled long ago (before every window) under the caps per
+    /// seller `sellers`: their totals only (the agent's own total is restored apart).
+    pub fn restore_sellers(&self, sellers: &[String], msat: Msat) {
+        let now = self.clock.now();
+        let mut state = self.state();
+        for owner in sellers {
+            let u = state.sellers.entry(Arc::from(owner.as_str())).or_default();
+            u.refresh(now);
+            u.total = u.total.saturating_add(msat.get());
+        }
+    }
+
+    /// What has been spent under one cap per seller (its owner key), per window and in total.
+    pub fn seller_used(&self, owner: &str) -> rules::Used {
+        let now = self.clock.now();
+        let mut state = self.state();
+        let u = state.sellers.entry(Arc::from(owner)).or_default();
+        u.refresh(now);
+        u.used_now()
     }
 
     /// Starts the spend-spike breaker's count afresh for `agent` (or, with `None`, for the
@@ -313,20 +433,37 @@ impl Budget {
     /// Spent and remaining for one agent under `limits`.
     pub fn view(&self, agent: &str, limits: &Limits) -> BudgetView {
         let now = self.clock.now();
-        let mut state = self.state();
-        let over = state.totals.get(agent).copied();
-        let usage = state.agents.entry(Arc::from(agent)).or_default();
-        usage.refresh(now);
-        BudgetView::new(agent, limits, over, usage.windows(), Msat::new(usage.total))
+        let view = {
+            let mut state = self.state();
+            let over = state.totals.get(agent).copied();
+            let usage = state.agents.entry(Arc::from(agent)).or_default();
+            usage.refresh(now);
+            BudgetView::new(agent, limits, over, usage.windows(), Msat::new(usage.total))
+        };
+        view.with_sellers(self.seller_views(Some(agent), limits))
     }
 
     /// The operator's spend over all agents under the operator's `limits` (named `""`).
     pub fn operator_view(&self, limits: &Limits) -> BudgetView {
         let now = self.clock.now();
-        let mut state = self.state();
-        let usage = &mut state.operator;
-        usage.refresh(now);
-        BudgetView::new("", limits, None, usage.windows(), Msat::new(usage.total))
+        let view = {
+            let mut state = self.state();
+            let usage = &mut state.operator;
+            usage.refresh(now);
+            BudgetView::new("", limits, None, usage.windows(), Msat::new(usage.total))
+        };
+        view.with_sellers(self.seller_views(None, limits))
+    }
+
+    fn seller_views(&self, agent: Option<&str>, limits: &Limits) -> Vec<SellerView> {
+        limits
+            .sellers
+            .iter()
+            .map(|cap| {
+                let used = self.seller_used(&seller_owner(agent, cap));
+                SellerView::new(cap, used.windows, used.total)
+            })
+            .collect()
     }
 }
 

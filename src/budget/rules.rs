@@ -101,6 +101,50 @@ pub fn decide(agent: &Owner<'_>, operator: &Owner<'_>, amount: Msat) -> Result<(
     }
 }
 
+/// One owner's cap per seller that a payment counts against: the rule, and what was used
+/// under it before this reservation.
+#[derive(Debug, Clone, Copy)]
+pub struct SellerSide<'a> {
+    /// The agent's rule or the operator's.
+    pub whose: Whose,
+    /// The rule.
+    pub cap: &'a crate::config::SellerCap,
+    /// Used under it, per window and in total.
+    pub used: Used,
+}
+
+/// Decides the caps per seller, after [`decide`] allowed the reservation: the agent's cap
+/// first, then the operator's, windows before the total, as for every limit.
+pub fn decide_sellers(sides: &[SellerSide<'_>], amount: Msat) -> Result<(), Decline> {
+    for side in sides {
+        let limits = side.cap.limits();
+        let owner = Owner {
+            whose: side.whose,
+            limits: &limits,
+            total: limits.total_sats.map(Sats::msat),
+            used: side.used,
+        };
+        if let Some(Decline::OverLimit {
+            whose,
+            period,
+            used,
+            amount,
+            limit,
+        }) = owner.passed(amount)
+        {
+            return Err(Decline::OverSellerLimit {
+                whose,
+                period,
+                hosts: side.cap.key(),
+                used,
+                amount,
+                limit,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The spend-spike breaker of one owner: `Err` when `amount` on top of `recent` (what it
 /// spent in the breaker's window, pending payments included) would pass `spike_max_sats`.
 /// Reaching the maximum exactly is allowed, as with every limit. Asked only after

@@ -36,6 +36,36 @@ pub struct BudgetView {
     /// reserve every payment holds, capped by `per_request_sats`; absent with no limit at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spendable_msat: Option<u64>,
+    /// Each cap per seller (`limits.sellers`, in order): spent and remaining under it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sellers: Vec<SellerView>,
+}
+
+/// Spent and remaining under one cap per seller.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SellerView {
+    /// The rule's host globs.
+    pub hosts: Vec<String>,
+    /// Its caps in sats (the window and total keys it sets).
+    pub limits: Limits,
+    /// Spent under it (settled plus reserved by pending payments), per window and in total.
+    pub spent_msat: WindowAmounts,
+    /// What remains under each cap it sets.
+    pub remaining_msat: WindowAmounts,
+}
+
+impl SellerView {
+    /// The view of `cap` with `used` spent under it.
+    pub fn new(cap: &crate::config::SellerCap, windows: [Msat; 4], total: Msat) -> SellerView {
+        let limits = cap.limits();
+        let base = BudgetView::new("", &limits, None, windows, total);
+        SellerView {
+            hosts: cap.hosts.clone(),
+            limits,
+            spent_msat: base.spent_msat,
+            remaining_msat: base.remaining_msat,
+        }
+    }
 }
 
 /// Where each set limit comes from.
@@ -151,7 +181,14 @@ impl BudgetView {
             spent_msat: spent,
             remaining_msat: remaining,
             spendable_msat: None,
+            sellers: Vec::new(),
         }
+    }
+
+    /// This view with the caps per seller and what was spent under each.
+    pub fn with_sellers(mut self, sellers: Vec<SellerView>) -> BudgetView {
+        self.sellers = sellers;
+        self
     }
 
     /// The decline a reservation of `needed` would meet under this view's limits — the first

@@ -52,6 +52,95 @@ pub struct Limits {
     /// steps: the spend of the current minute and of the whole minutes before it that fit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spike_window_secs: Option<u32>,
+    /// Caps per seller: a payment counts against the first rule whose `hosts` match the
+    /// seller's host (none: no seller cap), on top of every other limit, with the same windows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sellers: Vec<SellerCap>,
+}
+
+/// One cap per seller (`limits.sellers[]`): the spend of payments to hosts matching `hosts`, per
+/// window and in total. Its count is kept under [`SellerCap::key`], so reordering the rules
+/// keeps every count, and changing a rule's hosts starts that rule's count afresh.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SellerCap {
+    /// Host globs (`api.example.com`, `*.example.org`, `*` for anything else), matched against
+    /// the seller's host name without the port, ASCII case-insensitively.
+    pub hosts: Vec<String>,
+    /// Per calendar hour (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hourly_sats: Option<crate::core::Sats>,
+    /// Per calendar day (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daily_sats: Option<crate::core::Sats>,
+    /// Per week (UTC, from Monday).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weekly_sats: Option<crate::core::Sats>,
+    /// Per calendar month (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_sats: Option<crate::core::Sats>,
+    /// In total.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_sats: Option<crate::core::Sats>,
+}
+
+impl SellerCap {
+    /// The name its count is kept under: its host globs, lower-cased, joined by `,`.
+    pub fn key(&self) -> String {
+        self.hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Whether `host` (a bare name or `name:port`) is one of this rule's sellers.
+    pub fn matches(&self, host: &str) -> bool {
+        let bare = super::split_host_port(host).map_or(host, |(h, _)| h);
+        crate::glob::any_matches(&self.hosts, bare)
+    }
+
+    /// The limits this rule sets, as [`Limits`] with only the window and total keys.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            hourly_sats: self.hourly_sats,
+            daily_sats: self.daily_sats,
+            weekly_sats: self.weekly_sats,
+            monthly_sats: self.monthly_sats,
+            total_sats: self.total_sats,
+            ..Limits::NONE
+        }
+    }
+
+    fn problems(&self, i: usize) -> Vec<(String, &'static str)> {
+        let mut out = Vec::new();
+        if self.hosts.is_empty() || self.hosts.iter().any(|h| h.trim().is_empty()) {
+            out.push((
+                format!("sellers[{i}].hosts"),
+                "needs at least one host glob (`api.example.com`, `*.example.org`, or `*` for any other seller)",
+            ));
+        }
+        if self.hosts.iter().any(|h| h.contains(',')) {
+            out.push((
+                format!("sellers[{i}].hosts"),
+                "a host glob cannot contain `,`: list each host separately",
+            ));
+        }
+        let windows = [
+            self.hourly_sats,
+            self.daily_sats,
+            self.weekly_sats,
+            self.monthly_sats,
+            self.total_sats,
+        ];
+        if windows.iter().all(Option::is_none) {
+            out.push((
+                format!("sellers[{i}]"),
+                "sets no cap: give it hourly_sats, daily_sats, weekly_sats, monthly_sats or total_sats",
+            ));
+        }
+        out
+    }
 }
 
 /// The spend-spike breaker's window when `spike_window_secs` is not set.
@@ -62,8 +151,8 @@ pub const MAX_SPIKE_WINDOW_SECS: u32 = 3600;
 impl Limits {
     /// Values no operator means: `(field, problem and fix)` for each, fields relative to the
     /// limits object (`per_request_sats`, …).
-    pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
-        let mut out = Vec::new();
+    pub fn problems(&self) -> Vec<(String, &'static str)> {
+        let mut out: Vec<(&'static str, &'static str)> = Vec::new();
         if self.per_request_sats == Some(crate::core::Sats::new(0)) {
             out.push((
                 "per_request_sats",
@@ -102,6 +191,18 @@ impl Limits {
                 "0 would refuse every connection; remove the key for no limit",
             ));
         }
+        let mut out: Vec<(String, &'static str)> =
+            out.into_iter().map(|(f, p)| (f.to_string(), p)).collect();
+        let mut keys = std::collections::HashSet::new();
+        for (i, cap) in self.sellers.iter().enumerate() {
+            out.extend(cap.problems(i));
+            if !keys.insert(cap.key()) {
+                out.push((
+                    format!("sellers[{i}].hosts"),
+                    "the same hosts as an earlier rule: the first one wins, so this one would never apply",
+                ));
+            }
+        }
         out
     }
 
@@ -120,7 +221,13 @@ impl Limits {
         max_connections: None,
         spike_max_sats: None,
         spike_window_secs: None,
+        sellers: Vec::new(),
     };
+
+    /// The seller cap a payment to `host` counts against: the first rule matching it.
+    pub fn seller_cap(&self, host: &str) -> Option<&SellerCap> {
+        self.sellers.iter().find(|c| c.matches(host))
+    }
 
     /// The spend-spike breaker, when set: its maximum and its window in seconds.
     pub fn spike(&self) -> Option<(crate::core::Sats, u32)> {

@@ -28,7 +28,7 @@ pub use approval::ApprovalConfig;
 pub use guard::{split_host_port, GuardConfig};
 pub use host_rules::HostRules;
 pub use http::HttpConfig;
-pub use limits::Limits;
+pub use limits::{Limits, SellerCap};
 pub use load::{check, check_file};
 pub use log::{LogConfig, LogFormat};
 pub use mcp::McpConfig;
@@ -200,6 +200,36 @@ mod tests {
         assert_eq!(c.network(), Network::Regtest);
         assert_eq!(c.wallet.max_fee_sats.get(), 10);
         assert!(c.agents[0].hosts.permits("anything.example"));
+    }
+
+    #[test]
+    fn caps_per_seller_are_checked_and_matched_first_rule_first() {
+        let with = |limits: &str| {
+            Config::parse(&format!(
+                "wallet: {{ backend: dev }}\nagents:\n  - {{ name: r, key_sha256: \"{KEY}\", limits: {limits} }}\n"
+            ))
+        };
+        let e = with("{ sellers: [ { hosts: [a.example] } ] }").unwrap_err();
+        assert_eq!(e.field, "agents[0].limits.sellers[0]", "{e}");
+        assert!(e.problem.contains("daily_sats"), "{e}");
+        let e = with("{ sellers: [ { hosts: [], daily_sats: 5 } ] }").unwrap_err();
+        assert_eq!(e.field, "agents[0].limits.sellers[0].hosts", "{e}");
+        let e = with(
+            "{ sellers: [ { hosts: ['*'], daily_sats: 5 }, { hosts: ['*'], daily_sats: 9 } ] }",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "agents[0].limits.sellers[1].hosts", "{e}");
+        let c = with(
+            "{ sellers: [ { hosts: [api.example.com], daily_sats: 500 }, { hosts: ['*'], daily_sats: 50 } ] }",
+        )
+        .unwrap();
+        let limits = &c.agents[0].limits;
+        let cap = |host| limits.seller_cap(host).map(|c| c.key());
+        assert_eq!(
+            cap("API.example.com:443").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(cap("other.example:8080").as_deref(), Some("*"));
     }
 
     #[test]

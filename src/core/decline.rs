@@ -89,6 +89,22 @@ pub enum Decline {
         /// The limit.
         limit: Msat,
     },
+    /// The payment would pass a cap per seller (`limits.sellers[]`) of the agent's or the
+    /// operator's.
+    OverSellerLimit {
+        /// The agent's cap or the operator's.
+        whose: Whose,
+        /// Which window of it.
+        period: Period,
+        /// The rule's hosts (`api.example.com,*.example.org`).
+        hosts: String,
+        /// Already spent or reserved under it.
+        used: Msat,
+        /// What this payment would reserve (amount + fee reserve).
+        amount: Msat,
+        /// The cap.
+        limit: Msat,
+    },
     /// The token commits to another payment hash than its invoice carries.
     TokenInvoiceMismatch,
     /// The challenge cannot be answered (its token cannot be sent in a header, …).
@@ -283,6 +299,7 @@ impl Decline {
             HostNotAllowed { .. } => "host-not-allowed",
             OverPerRequestLimit { .. } => "over-per-request-limit",
             OverLimit { whose, period, .. } => over_limit_code(*whose, *period),
+            OverSellerLimit { whose, period, .. } => over_seller_limit_code(*whose, *period),
             TokenInvoiceMismatch => "token-invoice-mismatch",
             ChallengeInvalid { .. } => "challenge-invalid",
             ChallengeTooLarge { .. } => "challenge-too-large",
@@ -344,6 +361,23 @@ impl Decline {
     }
 }
 
+fn over_seller_limit_code(whose: Whose, period: Period) -> &'static str {
+    use Period::{Total, Window as W};
+    use Window::*;
+    match (whose, period) {
+        (Whose::Agent, W(Hour)) => "over-seller-hourly-limit",
+        (Whose::Agent, W(Day)) => "over-seller-daily-limit",
+        (Whose::Agent, W(Week)) => "over-seller-weekly-limit",
+        (Whose::Agent, W(Month)) => "over-seller-monthly-limit",
+        (Whose::Agent, Total) => "over-seller-total-limit",
+        (Whose::Operator, W(Hour)) => "operator-over-seller-hourly-limit",
+        (Whose::Operator, W(Day)) => "operator-over-seller-daily-limit",
+        (Whose::Operator, W(Week)) => "operator-over-seller-weekly-limit",
+        (Whose::Operator, W(Month)) => "operator-over-seller-monthly-limit",
+        (Whose::Operator, Total) => "operator-over-seller-total-limit",
+    }
+}
+
 fn over_limit_code(whose: Whose, period: Period) -> &'static str {
     use Period::{Total, Window as W};
     use Window::*;
@@ -395,6 +429,22 @@ impl fmt::Display for Decline {
             } => write!(
                 f,
                 "{amount} (with fee reserve) would pass {} {} limit: {used} of {limit} spent",
+                match whose {
+                    Whose::Agent => "the agent's",
+                    Whose::Operator => "the operator's",
+                },
+                period.name()
+            ),
+            OverSellerLimit {
+                whose,
+                period,
+                hosts,
+                used,
+                amount,
+                limit,
+            } => write!(
+                f,
+                "{amount} (with fee reserve) would pass {} {} cap for the sellers {hosts}: {used} of {limit} spent there",
                 match whose {
                     Whose::Agent => "the agent's",
                     Whose::Operator => "the operator's",

@@ -255,6 +255,25 @@ pub struct PaymentRecord {
     /// The purchase it belongs to (see [`NewPayment::purchase`]); `None` for rows written
     /// before purchases were recorded.
     pub purchase: Option<String>,
+    /// The caps per seller it counts under (their owner keys, see
+    /// [`crate::budget::seller_owner`]), as decided when it was reserved.
+    pub sellers: Vec<String>,
+}
+
+/// The caps per seller of a payment as stored: owner keys one per line (`None` for none).
+pub fn sellers_text(sellers: &[String]) -> Option<String> {
+    (!sellers.is_empty()).then(|| sellers.join("\n"))
+}
+
+/// [`sellers_text`] read back.
+pub fn sellers_from_text(text: Option<&str>) -> Vec<String> {
+    text.map(|t| {
+        t.split('\n')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 impl PaymentRecord {

@@ -303,7 +303,7 @@ impl Ledger for PostgresLedger {
         let select = txn
             .prepare_cached(
                 "SELECT status, agent, amount_msat, fee_reserve_msat, w_hour, w_day, w_week, w_month, scheme IS NOT NULL,
-                 created_at FROM l402_payments WHERE payment_hash = $1 FOR UPDATE",
+                 created_at, sellers FROM l402_payments WHERE payment_hash = $1 FOR UPDATE",
             )
             .await
             .map_err(unavailable)?;
@@ -321,6 +321,7 @@ impl Ledger for PostgresLedger {
             get(&row, 9)?,
         );
         let keep_proof: bool = get(&row, 8)?;
+        let sellers = super::sellers_from_text(get::<Option<String>>(&row, 10)?.as_deref());
         let delta = match status.as_str() {
             "settled" => return Ok(()),
             // The reservation still holds amount + reserve: give the unused reserve back.
@@ -348,7 +349,7 @@ impl Ledger for PostgresLedger {
         // Pipelined, one round trip: the usage rows (locked in the one lock order), the row,
         // the lease and the announcement, in the order sent.
         tokio::try_join!(
-            self.adjust(&txn, &agent, &starts, delta),
+            self.adjust(&txn, &agent, &starts, delta, &sellers),
             async {
                 txn.execute(
                     &update,
@@ -386,7 +387,7 @@ impl Ledger for PostgresLedger {
             .prepare_cached(
                 "UPDATE l402_payments SET status = 'failed', failure = $2, owner = NULL, updated_at = $3
                  WHERE payment_hash = $1 AND status = 'pending'
-                 RETURNING agent, amount_msat, fee_reserve_msat, w_hour, w_day, w_week, w_month, created_at",
+                 RETURNING agent, amount_msat, fee_reserve_msat, w_hour, w_day, w_week, w_month, created_at, sellers",
             )
             .await
             .map_err(unavailable)?;
@@ -401,7 +402,8 @@ impl Ledger for PostgresLedger {
                 [get(&row, 3)?, get(&row, 4)?, get(&row, 5)?, get(&row, 6)?],
                 get(&row, 7)?,
             );
-            self.adjust(&txn, &agent, &starts, -held).await?;
+            let sellers = super::sellers_from_text(get::<Option<String>>(&row, 8)?.as_deref());
+            self.adjust(&txn, &agent, &starts, -held, &sellers).await?;
         }
         txn.commit().await.map_err(unavailable)
     }

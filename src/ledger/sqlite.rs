@@ -117,18 +117,21 @@ impl SqliteLedger {
         let since = Window::Week.start(now).min(Window::Month.start(now));
         let (recent, older) = self.journal.spend(since).await?;
         for row in &recent {
-            let _settled = self
-                .budget
-                .restore(&row.agent, row.created_at, row.charged());
+            let _settled =
+                self.budget
+                    .restore_with(&row.agent, &row.sellers, row.created_at, row.charged());
         }
         report.settled_in_windows = recent.len();
         for (agent, msat) in older {
             let _settled = self.budget.restore(&agent, since - 1, msat);
         }
+        for (sellers, msat) in self.journal.seller_spend(since).await? {
+            self.budget.restore_sellers(&sellers, msat);
+        }
         for row in self.journal.pending().await? {
-            let reservation = self
-                .budget
-                .restore(&row.agent, row.created_at, row.charged());
+            let reservation =
+                self.budget
+                    .restore_with(&row.agent, &row.sellers, row.created_at, row.charged());
             self.claimed.insert(row.hash, ());
             let purchase = row
                 .purchase
@@ -208,9 +211,13 @@ impl SqliteLedger {
             }
         }
         if !limits.api_agent {
-            return self
-                .budget
-                .reserve(&payment.agent, limits.agent, limits.operator, amount);
+            return self.budget.reserve_at(
+                &payment.agent,
+                &payment.host,
+                limits.agent,
+                limits.operator,
+                amount,
+            );
         }
         let api = self.api.lock().unwrap_or_else(|p| p.into_inner());
         match api.get(&*payment.agent) {
@@ -220,9 +227,13 @@ impl SqliteLedger {
             Some(a) if a.paused => Err(Decline::AgentPaused {
                 agent: payment.agent.to_string(),
             }),
-            Some(a) => self
-                .budget
-                .reserve(&payment.agent, &a.limits, limits.operator, amount),
+            Some(a) => self.budget.reserve_at(
+                &payment.agent,
+                &payment.host,
+                &a.limits,
+                limits.operator,
+                amount,
+            ),
         }
     }
 
@@ -336,7 +347,7 @@ impl Ledger for SqliteLedger {
             }
         };
         let (amount, keep_proof) = (payment.amount, payment.credential.is_some());
-        match self.journal.begin(payment).await {
+        match self.journal.begin(payment, reservation.sellers()).await {
             Ok(JournalBegin::Fresh) => {
                 self.hold(
                     hash,

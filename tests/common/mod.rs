@@ -2,6 +2,7 @@
 //! 127.0.0.1, and real clients (curl, Python requests, a hyper client) talking through it.
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod lnbits;
 pub mod pg_server;
 pub mod policy;

@@ -11,6 +11,9 @@ use crate::core::decline::Whose;
 use crate::core::window::Window;
 use crate::core::{Decline, Msat, PaymentHash, Preimage};
 
+/// One cap per seller a reservation counts against: whose, its owner key, the rule.
+pub(super) type SellerCapOf<'a> = (Whose, String, &'a crate::config::SellerCap);
+
 /// The usage rows a payment made at `created_at` counts in: its hour, day, week and month
 /// (`windows`), then its minute (the breakers' count).
 pub(super) fn usage_starts(windows: [i64; 4], created_at: i64) -> [i64; 5] {
@@ -29,6 +32,7 @@ impl PostgresLedger {
         starts: &[i64; 5],
         amount: Msat,
         limits: LimitSet<'_>,
+        caps: &[SellerCapOf<'_>],
     ) -> Result<Option<Decline>, LedgerError> {
         let stmt = txn
             .prepare_cached(
@@ -106,7 +110,64 @@ impl PostgresLedger {
         ) {
             return Ok(Some(decline));
         }
+        if let Some(decline) = self.sellers(txn, starts, amount, caps).await? {
+            return Ok(Some(decline));
+        }
         self.breakers(txn, agent, starts[4], amount, limits).await
+    }
+
+    /// The caps per seller, once the limits allowed the reservation: increments their usage
+    /// rows (the agent's cap, then the operator's: the order every settlement locks them in)
+    /// and checks what was used before against each rule.
+    async fn sellers(
+        &self,
+        txn: &deadpool_postgres::Transaction<'_>,
+        starts: &[i64; 5],
+        amount: Msat,
+        caps: &[SellerCapOf<'_>],
+    ) -> Result<Option<Decline>, LedgerError> {
+        if caps.is_empty() {
+            return Ok(None);
+        }
+        let stmt = txn
+            .prepare_cached(
+                "INSERT INTO l402_usage (owner, period, start, msat) VALUES
+                 ($1, 'hour', $2, $6), ($1, 'day', $3, $6), ($1, 'week', $4, $6), ($1, 'month', $5, $6), ($1, 'total', 0, $6)
+                 ON CONFLICT (owner, period, start) DO UPDATE SET msat = l402_usage.msat + EXCLUDED.msat
+                 RETURNING period, msat",
+            )
+            .await
+            .map_err(unavailable)?;
+        let msat = i(amount.get());
+        let mut sides = Vec::with_capacity(caps.len());
+        for (whose, owner, cap) in caps {
+            let rows = txn
+                .query(
+                    &stmt,
+                    &[owner, &starts[0], &starts[1], &starts[2], &starts[3], &msat],
+                )
+                .await
+                .map_err(unavailable)?;
+            let mut used = Used::default();
+            for row in rows {
+                let period: String = get(&row, 0)?;
+                let before = Msat::new(non_negative(get(&row, 1)?)?).saturating_sub(amount);
+                match period.as_str() {
+                    "total" => used.total = before,
+                    name => {
+                        if let Some(w) = Window::ALL.into_iter().find(|w| w.name_short() == name) {
+                            used.windows[w as usize] = before;
+                        }
+                    }
+                }
+            }
+            sides.push(rules::SellerSide {
+                whose: *whose,
+                cap,
+                used,
+            });
+        }
+        Ok(rules::decide_sellers(&sides, amount).err())
     }
 
     /// The spend-spike breakers, once the limits allowed the reservation: the minute rows this
@@ -164,6 +225,7 @@ impl PostgresLedger {
         agent: &str,
         starts: &[i64; 5],
         delta: i64,
+        sellers: &[String],
     ) -> Result<(), LedgerError> {
         if delta == 0 {
             return Ok(());
@@ -197,6 +259,28 @@ impl PostgresLedger {
         ];
         tokio::try_join!(txn.query(&lock, &rows[..7]), txn.execute(&update, &rows))
             .map_err(unavailable)?;
+        if sellers.is_empty() {
+            return Ok(());
+        }
+        // Then the caps per seller, in the order the reservation took them.
+        let seller = txn
+            .prepare_cached(
+                "UPDATE l402_usage SET msat = GREATEST(msat + $6, 0)
+                 WHERE owner = $1 AND ((period = 'hour' AND start = $2) OR (period = 'day' AND start = $3)
+                 OR (period = 'week' AND start = $4) OR (period = 'month' AND start = $5) OR period = 'total')",
+            )
+            .await
+            .map_err(unavailable)?;
+        for owner in sellers {
+            txn.execute(
+                &seller,
+                &[
+                    owner, &starts[0], &starts[1], &starts[2], &starts[3], &delta,
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        }
         Ok(())
     }
 
@@ -224,6 +308,9 @@ impl PostgresLedger {
             agent: stored_limits.as_ref().unwrap_or(limits.agent),
             ..limits
         };
+        let caps = crate::budget::seller_caps(&p.agent, &p.host, limits.agent, limits.operator);
+        let sellers: Vec<String> = caps.iter().map(|(_, owner, _)| owner.clone()).collect();
+        let sellers = crate::ledger::sellers_text(&sellers);
         let window_starts = Window::ALL.map(|w| w.start(p.created_at));
         let starts = usage_starts(window_starts, p.created_at);
         let hash = p.hash.to_hex();
@@ -232,7 +319,7 @@ impl PostgresLedger {
             None => ("", None),
         };
         let flight = p.service.as_deref().unwrap_or(&p.scope);
-        let fields: [&(dyn tokio_postgres::types::ToSql + Sync); 22] = [
+        let fields: [&(dyn tokio_postgres::types::ToSql + Sync); 23] = [
             &hash,
             &&*p.agent,
             &p.host,
@@ -255,13 +342,14 @@ impl PostgresLedger {
             &p.created_at,
             &p.created_at,
             &p.purchase,
+            &sellers,
         ];
         let insert = txn
             .prepare_cached(
                 "INSERT INTO l402_payments (payment_hash, agent, host, origin, dialect, flight, amount_msat, fee_reserve_msat,
                  status, bolt11, token, scheme, services, scope, token_expires_at, owner, w_hour, w_day, w_week, w_month,
-                 created_at, updated_at, purchase)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+                 created_at, updated_at, purchase, sellers)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
                  ON CONFLICT (payment_hash) DO NOTHING RETURNING 1",
             )
             .await
@@ -311,7 +399,7 @@ impl PostgresLedger {
                              scheme = $11, services = $12, scope = $13, token_expires_at = $14, owner = $15,
                              w_hour = $16, w_day = $17, w_week = $18, w_month = $19, created_at = $20, updated_at = $21,
                              fee_msat = NULL, failure = NULL, preimage = NULL, scopes = '', token_retired = FALSE,
-                             purchase = $22
+                             purchase = $22, sellers = $23
                              WHERE payment_hash = $1 AND status = 'failed'",
                         )
                         .await
@@ -329,7 +417,7 @@ impl PostgresLedger {
         }
         let reserve = p.amount.saturating_add(p.fee_reserve);
         if let Some(decline) = self
-            .reserve(&txn, &p.agent, &starts, reserve, limits)
+            .reserve(&txn, &p.agent, &starts, reserve, limits, &caps)
             .await?
         {
             txn.rollback().await.map_err(unavailable)?;

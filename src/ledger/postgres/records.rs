@@ -156,12 +156,39 @@ pub(super) async fn budget(
     let client = ledger.client().await?;
     let now = ledger.clock.now();
     let starts = Window::ALL.map(|w| w.start(now));
+    let (spent, total) = usage_of(&client, agent, &starts).await?;
+    let over = client
+        .query_opt(
+            "SELECT total_msat FROM l402_totals WHERE agent = $1",
+            &[&agent],
+        )
+        .await
+        .map_err(unavailable)?
+        .map(|r| get(&r, 0).and_then(non_negative).map(Msat::new))
+        .transpose()?;
+    let whose = (agent != super::OPERATOR).then_some(agent);
+    let mut sellers = Vec::with_capacity(limits.sellers.len());
+    for cap in &limits.sellers {
+        let owner = crate::budget::seller_owner(whose, cap);
+        let (windows, total) = usage_of(&client, &owner, &starts).await?;
+        sellers.push(crate::budget::SellerView::new(cap, windows, total));
+    }
+    Ok(BudgetView::new(agent, limits, over, spent, total).with_sellers(sellers))
+}
+
+/// What `owner` (an agent, the operator, or a cap per seller) used in the windows starting at
+/// `starts`, and in total.
+async fn usage_of(
+    client: &deadpool_postgres::Client,
+    owner: &str,
+    starts: &[i64; 4],
+) -> Result<([Msat; 4], Msat), LedgerError> {
     let rows = client
         .query(
             "SELECT period, msat FROM l402_usage WHERE owner = $1 AND ((period = 'hour' AND start = $2)
              OR (period = 'day' AND start = $3) OR (period = 'week' AND start = $4)
              OR (period = 'month' AND start = $5) OR period = 'total')",
-            &[&agent, &starts[0], &starts[1], &starts[2], &starts[3]],
+            &[&owner, &starts[0], &starts[1], &starts[2], &starts[3]],
         )
         .await
         .map_err(unavailable)?;
@@ -179,16 +206,7 @@ pub(super) async fn budget(
             }
         }
     }
-    let over = client
-        .query_opt(
-            "SELECT total_msat FROM l402_totals WHERE agent = $1",
-            &[&agent],
-        )
-        .await
-        .map_err(unavailable)?
-        .map(|r| get(&r, 0).and_then(non_negative).map(Msat::new))
-        .transpose()?;
-    Ok(BudgetView::new(agent, limits, over, spent, total))
+    Ok((spent, total))
 }
 
 pub(super) async fn api_agents(ledger: &PostgresLedger) -> Result<Vec<StoredAgent>, LedgerError> {

@@ -63,7 +63,7 @@ async fn payments(
     let mut prices: HashMap<(String, String, String), (i64, i64, i64)> = HashMap::new();
     for r in &rows {
         let p = payment_row(r)?;
-        let flight: String = get(r, 20)?;
+        let flight: String = get(r, 21)?;
         let settled = p.state == PaymentState::Settled;
         let day = p.created_at - p.created_at.rem_euclid(86_400);
         let spent = if settled {

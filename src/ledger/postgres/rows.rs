@@ -51,7 +51,7 @@ impl Window {
 
 pub(super) const PAYMENT_COLUMNS: &str =
     "payment_hash, agent, host, origin, dialect, amount_msat, fee_msat, fee_reserve_msat, status, \
-     created_at, updated_at, failure, token, scheme, services, scope, token_expires_at, scopes, preimage, purchase";
+     created_at, updated_at, failure, token, scheme, services, scope, token_expires_at, scopes, preimage, purchase, sellers";
 
 pub(super) fn payment_row(r: &Row) -> Result<PaymentRecord, LedgerError> {
     let hash: String = get(r, 0)?;
@@ -81,6 +81,7 @@ pub(super) fn payment_row(r: &Row) -> Result<PaymentRecord, LedgerError> {
         scope: get(r, 15)?,
         token_expires_at: get::<Option<i64>>(r, 16)?.map(u),
         purchase: get(r, 19)?,
+        sellers: crate::ledger::sellers_from_text(get::<Option<String>>(r, 20)?.as_deref()),
     })
 }
 

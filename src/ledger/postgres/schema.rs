@@ -189,8 +189,14 @@ CREATE TABLE l402_stops (
 );
 ";
 
+/// Version 7: the caps per seller each payment counts under (owner keys, one per line), so its
+/// settlement adjusts the same usage rows its reservation took.
+const V7: &str = "
+ALTER TABLE l402_payments ADD COLUMN sellers TEXT;
+";
+
 /// The steps, in order; `l402_schema.version` records how many were applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// Brings the schema to the newest version this build knows.
 pub async fn migrate(client: &mut Client) -> Result<u32, tokio_postgres::Error> {

@@ -60,7 +60,7 @@ fn payment(p: &Preimage, agent: &str, service: &str, at: i64) -> NewPayment {
     }
 }
 
-const NONE: Limits = Limits::NONE;
+static NONE: Limits = Limits::NONE;
 
 fn no_limits() -> LimitSet<'static> {
     LimitSet {

@@ -70,7 +70,7 @@ fn payment(p: &Preimage, agent: &str) -> NewPayment {
     }
 }
 
-const NONE: Limits = Limits::NONE;
+static NONE: Limits = Limits::NONE;
 
 fn no_limits() -> LimitSet<'static> {
     LimitSet {

@@ -40,6 +40,29 @@ impl Journal {
         .await
     }
 
+    /// Settled spend before `since` per set of caps per seller it counted under (their totals
+    /// at start).
+    pub async fn seller_spend(&self, since: i64) -> Result<Vec<(Vec<String>, Msat)>, LedgerError> {
+        self.run(move |t| {
+            let mut st = t.prepare_cached(
+                "SELECT sellers, SUM(msat) FROM (
+                     SELECT sellers, amount_msat + COALESCE(fee_msat, 0) AS msat FROM payments
+                     WHERE status = 'settled' AND created_at < ?1 AND sellers IS NOT NULL
+                     UNION ALL SELECT sellers, settled_msat FROM seller_rollups
+                 ) GROUP BY sellers",
+            )?;
+            let rows = st.query_map([since], |r| {
+                let text: Option<String> = r.get(0)?;
+                Ok((
+                    crate::ledger::sellers_from_text(text.as_deref()),
+                    msat_at(r, 1)?,
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// Sets or clears an operator override of an agent's total.
     pub async fn set_total(
         &self,

@@ -13,7 +13,11 @@ type KnownPayment = (String, String, String, Option<String>, Option<i64>);
 impl Journal {
     /// Records a payment as pending unless the hash is pending or settled: the durable step
     /// that must precede every call to the wallet. A failed hash may be begun again.
-    pub async fn begin(&self, p: NewPayment) -> Result<JournalBegin, LedgerError> {
+    pub async fn begin(
+        &self,
+        p: NewPayment,
+        sellers: Vec<String>,
+    ) -> Result<JournalBegin, LedgerError> {
         self.run(move |t| {
             let known: Option<KnownPayment> = t
                 .prepare_cached(
@@ -41,12 +45,12 @@ impl Journal {
             };
             t.prepare_cached(
                 "INSERT INTO payments (payment_hash, agent, host, origin, dialect, amount_msat, fee_reserve_msat, status, bolt11, \
-                 token, scheme, services, scope, token_expires_at, created_at, updated_at, purchase)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15)
+                 token, scheme, services, scope, token_expires_at, created_at, updated_at, purchase, sellers)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16)
                  ON CONFLICT (payment_hash) DO UPDATE SET agent = ?2, host = ?3, origin = ?4, dialect = ?5, amount_msat = ?6,
                  fee_reserve_msat = ?7, status = 'pending', bolt11 = ?8, token = ?9, scheme = ?10, services = ?11, scope = ?12,
                  token_expires_at = ?13, fee_msat = NULL, failure = NULL, preimage = NULL, scopes = '', token_retired = 0,
-                 created_at = ?14, updated_at = ?14, purchase = ?15",
+                 created_at = ?14, updated_at = ?14, purchase = ?15, sellers = ?16",
             )?
             .execute(params![
                 p.hash.to_hex(),
@@ -63,7 +67,8 @@ impl Journal {
                 p.scope,
                 p.token_expires_at.map(|v| v as i64),
                 p.created_at,
-                p.purchase
+                p.purchase,
+                crate::ledger::sellers_text(&sellers)
             ])?;
             Ok(JournalBegin::Fresh)
         })

@@ -122,6 +122,10 @@ impl Journal {
                      last_at = MAX(last_at, excluded.last_at),
                      highest_msat = MAX(highest_msat, excluded.highest_msat)",
             )?;
+            let mut seller_rollup = t.prepare_cached(
+                "INSERT INTO seller_rollups (sellers, settled_msat) VALUES (?1, ?2)
+                 ON CONFLICT (sellers) DO UPDATE SET settled_msat = settled_msat + excluded.settled_msat",
+            )?;
             let mut delete = t.prepare_cached(
                 "DELETE FROM payments WHERE payment_hash = ?1 AND status <> 'pending'",
             )?;
@@ -146,6 +150,11 @@ impl Journal {
                     i64::try_from(spent).unwrap_or(i64::MAX),
                     i64::from(p.state == PaymentState::Failed)
                 ])?;
+                // The caps per seller it counted under keep counting it in their totals.
+                if let (true, Some(sellers)) = (settled, crate::ledger::sellers_text(&p.sellers)) {
+                    seller_rollup
+                        .execute(params![sellers, i64::try_from(spent).unwrap_or(i64::MAX)])?;
+                }
                 if settled {
                     let flight = p.service.as_deref().unwrap_or(&p.scope);
                     price.execute(params![

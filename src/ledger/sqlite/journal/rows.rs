@@ -33,7 +33,7 @@ pub(super) fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRe
 
 pub(super) const PAYMENT_COLUMNS: &str =
     "payment_hash, agent, host, origin, dialect, amount_msat, fee_msat, fee_reserve_msat, status, \
-     created_at, updated_at, failure, token, scheme, services, scope, token_expires_at, scopes, purchase";
+     created_at, updated_at, failure, token, scheme, services, scope, token_expires_at, scopes, purchase, sellers";
 
 /// A stored amount as msat. Amounts are never stored negative: a negative one is refused as
 /// an inconsistent row rather than wrapped into a huge number.
@@ -92,6 +92,7 @@ pub(super) fn payment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PaymentReco
         scope: r.get(15)?,
         token_expires_at: r.get::<_, Option<i64>>(16)?.map(|v| v as u64),
         purchase: r.get(18)?,
+        sellers: crate::ledger::sellers_from_text(r.get::<_, Option<String>>(19)?.as_deref()),
     })
 }
 
@@ -100,7 +101,7 @@ pub(super) fn token_extras(
     r: &rusqlite::Row<'_>,
 ) -> rusqlite::Result<(Vec<String>, Option<String>)> {
     let scopes: String = r.get(17)?;
-    let preimage: Option<String> = r.get(19)?;
+    let preimage: Option<String> = r.get(20)?;
     Ok((
         scopes
             .split('\n')

@@ -156,9 +156,19 @@ CREATE TABLE IF NOT EXISTS stops (
 );
 ";
 
+/// Version 8: the caps per seller each payment counts under (owner keys, one per line), so a
+/// restart counts it under the same caps; and what retention removed, per set of caps.
+const SCHEMA_V8: &str = "
+ALTER TABLE payments ADD COLUMN sellers TEXT;
+CREATE TABLE IF NOT EXISTS seller_rollups (
+    sellers TEXT PRIMARY KEY,
+    settled_msat INTEGER NOT NULL
+);
+";
+
 /// The schema versions, applied in order; `PRAGMA user_version` records the last applied.
-const MIGRATIONS: [&str; 7] = [
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
+const MIGRATIONS: [&str; 8] = [
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
 ];
 
 /// On a new, empty file: pages freed by retention go back to the file system in small steps
