@@ -194,13 +194,15 @@ async fn an_operator_sees_the_policy_service_in_a_browser() {
 
 /// The kill switch and the spend-spike breaker in the browser: the operator pauses every
 /// payment (after a confirmation; the agents' paid requests are declined `fleet-paused`, free
-/// traffic passes), resumes them, then sees alice's tripped breaker on her card and lifts it.
+/// traffic passes), resumes them, then sees alice's tripped breaker on her card and lifts it,
+/// and bob's cap per seller with what he spent under it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_pauses_the_fleet_and_resumes_a_tripped_agent_in_a_browser() {
     check_browser();
     let h = Harness::with(Options {
         admin_token: Some(TOKEN.into()),
         alice_limits: "{ spike_max_sats: 20 }".into(),
+        bob_limits: "{ sellers: [ { hosts: ['127.0.0.1'], daily_sats: 100 } ] }".into(),
         max_fee_sats: 0,
         ..Options::default()
     })

@@ -213,6 +213,45 @@ async fn an_operator_runs_the_fleet_from_the_command_line() {
     }
     assert!(!audit.contains(&key) && !audit.contains(&new_key));
 
+    // Caps per seller from the command line: 30 sats a day at 127.0.0.1 (each 10-sat payment
+    // reserves 20 with the fee reserve), 100 elsewhere.
+    let out = ok(
+        &h,
+        &[
+            "agents",
+            "add",
+            "hank",
+            "--seller",
+            "127.0.0.1=daily:30",
+            "--seller",
+            "*=daily:100,total:500",
+        ],
+    )
+    .await;
+    let hank = key_in(&out);
+    for path in ["/h1/x", "/h2/x"] {
+        let r = h.curl(Some(("hank", &hank)), &h.http_url(path), &[]).await;
+        assert!(r.paid(), "{r:?}");
+    }
+    let over = h
+        .curl(Some(("hank", &hank)), &h.http_url("/h3/x"), &[])
+        .await;
+    assert_eq!(over.decline(), Some("over-seller-daily-limit"), "{over:?}");
+    let list = ok(&h, &["agents", "list"]).await;
+    let row_hank = row(&list, "hank").unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        row_hank.contains("at 127.0.0.1: daily 30")
+            && row_hank.contains("at *: daily 100, total 500"),
+        "{row_hank}"
+    );
+    assert!(row_hank.contains("at 127.0.0.1: daily 10"), "{row_hank}");
+    let e = fails(
+        &h,
+        &["agents", "add", "ivy", "--seller", "x.example=yearly:5"],
+    )
+    .await;
+    assert!(e.contains("not a window"), "{e}");
+
     let out = ok(&h, &["agents", "rm", "gina"]).await;
     assert!(out.contains("deleted"), "{out}");
     assert!(row(&ok(&h, &["agents", "list"]).await, "gina").is_none());

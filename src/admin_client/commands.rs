@@ -30,6 +30,46 @@ pub struct LimitArgs {
     /// Spend in all, ever (top it up with `agents topup`).
     #[arg(long)]
     pub total_sats: Option<u64>,
+    /// A cap per seller (repeatable, first match wins): `HOSTS=WINDOW:SATS[,WINDOW:SATS]`, e.g.
+    /// `api.example.com=daily:500` then `'*=daily:50'` for anything else; HOSTS is one or more
+    /// globs joined by `|`, WINDOW one of hourly, daily, weekly, monthly, total.
+    #[arg(long = "seller", value_name = "HOSTS=WINDOW:SATS", value_parser = parse_seller)]
+    pub sellers: Vec<Value>,
+}
+
+/// One `--seller` value as the API's `limits.sellers[]` object.
+fn parse_seller(text: &str) -> Result<Value, String> {
+    let (hosts, caps) = text
+        .split_once('=')
+        .ok_or("expected HOSTS=WINDOW:SATS, e.g. api.example.com=daily:500")?;
+    let hosts: Vec<&str> = hosts
+        .split('|')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    if hosts.is_empty() {
+        return Err("no host glob before `=` (use `*` for any other seller)".into());
+    }
+    let mut rule = Map::new();
+    rule.insert("hosts".into(), json!(hosts));
+    for cap in caps.split(',') {
+        let (window, sats) = cap
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| format!("`{cap}`: expected WINDOW:SATS, e.g. daily:500"))?;
+        let window = window.trim();
+        if !["hourly", "daily", "weekly", "monthly", "total"].contains(&window) {
+            return Err(format!(
+                "`{window}` is not a window: hourly, daily, weekly, monthly or total"
+            ));
+        }
+        let sats: u64 = sats
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{sats}` is not a number of sats"))?;
+        rule.insert(format!("{window}_sats"), json!(sats));
+    }
+    Ok(Value::Object(rule))
 }
 
 impl LimitArgs {
@@ -42,10 +82,13 @@ impl LimitArgs {
             ("monthly_sats", self.monthly_sats),
             ("total_sats", self.total_sats),
         ];
-        let map: Map<String, Value> = fields
+        let mut map: Map<String, Value> = fields
             .iter()
             .filter_map(|(k, v)| v.map(|v| (k.to_string(), json!(v))))
             .collect();
+        if !self.sellers.is_empty() {
+            map.insert("sellers".into(), Value::Array(self.sellers.clone()));
+        }
         (!map.is_empty()).then_some(Value::Object(map))
     }
 }
@@ -203,15 +246,29 @@ fn limits_cell(limits: &Value) -> String {
         ("monthly_sats", "monthly"),
         ("total_sats", "total"),
     ];
-    let set: Vec<String> = ORDER
+    let mut set: Vec<String> = ORDER
         .iter()
         .filter_map(|(k, label)| limits[*k].as_u64().map(|v| format!("{label} {v}")))
         .collect();
+    for seller in limits["sellers"].as_array().into_iter().flatten() {
+        set.push(format!("at {}: {}", hosts_of(seller), limits_cell(seller)));
+    }
     if set.is_empty() {
         "none".into()
     } else {
         set.join(", ")
     }
+}
+
+/// A cap per seller's host globs, `|`-joined as `--seller` takes them.
+fn hosts_of(seller: &Value) -> String {
+    seller["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 /// `daily 900, total 4000` — what remains under each set limit, in sats.
@@ -235,6 +292,19 @@ fn remaining_cell(remaining: &Value) -> String {
     }
 }
 
+/// What remains under the agent's limits, then under each of its caps per seller.
+fn remaining_with_sellers(agent: &Value) -> String {
+    let mut cells = vec![remaining_cell(&agent["remaining_msat"])];
+    for seller in agent["sellers"].as_array().into_iter().flatten() {
+        cells.push(format!(
+            "at {}: {}",
+            hosts_of(seller),
+            remaining_cell(&seller["remaining_msat"])
+        ));
+    }
+    cells.join("; ")
+}
+
 fn agents_table(v: &Value) -> String {
     let mut t = Table::new(&[
         "AGENT",
@@ -249,14 +319,19 @@ fn agents_table(v: &Value) -> String {
         t.row(vec![
             a["agent"].as_str().unwrap_or_default().to_string(),
             a["managed_by"].as_str().unwrap_or("config").to_string(),
-            if a["paused"].as_bool() == Some(true) {
+            if !a["stopped"].is_null() {
+                format!(
+                    "stopped ({})",
+                    a["stopped"]["reason"].as_str().unwrap_or("?")
+                )
+            } else if a["paused"].as_bool() == Some(true) {
                 "paused".into()
             } else {
                 "active".into()
             },
             msat_cell(&a["spent_msat"]["total"]),
             limits_cell(&a["limits"]),
-            remaining_cell(&a["remaining_msat"]),
+            remaining_with_sellers(a),
             a["last_payment_at_rfc3339"]
                 .as_str()
                 .unwrap_or("-")

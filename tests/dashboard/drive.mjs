@@ -566,6 +566,14 @@ async function fleet() {
   await page.locator('.toast', { hasText: 'alice is resumed' }).waitFor();
   await alice.locator('.badge.stopped').waitFor({ state: 'detached' });
   await pay('alice', 'alice-key', '/b3/x', 'paid');
+
+  log('F4. bob\'s cap per seller shows what he spent there and what is left');
+  const bob = card(page, 'bob');
+  const capRow = bob.locator('.bar-row.seller[data-seller="127.0.0.1"]');
+  await capRow.waitFor();
+  await waitFor('bob\'s spend at 127.0.0.1', async () => (await capRow.innerText()).includes('10 sats of 100 sats'), 10000);
+  expect((await capRow.innerText()).includes('Today at 127.0.0.1'), `the cap's row: ${await capRow.innerText()}`);
+  await shot(page, 'fleet-seller-cap.png');
 }
 
 /** Waits for the confirmation dialog to close; if it stays open, fails with what it shows. */

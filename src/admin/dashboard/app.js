@@ -557,6 +557,18 @@
     const rows = WINDOWS
       .filter(([w, , key]) => limits[key] !== undefined || w === 'daily' || w === 'total')
       .map(([w, label, key]) => barRow(label, spent[w], limits[key], remaining[w], sources[key]));
+    // Caps per seller: one bar per window each rule sets.
+    for (const seller of a.sellers || []) {
+      const where = (seller.hosts || []).join(', ');
+      for (const [w, label, key] of WINDOWS) {
+        const cap = (seller.limits || {})[key];
+        if (cap === undefined) continue;
+        const row = barRow(`${label} at ${where}`, (seller.spent_msat || {})[w], cap, (seller.remaining_msat || {})[w]);
+        row.classList.add('seller');
+        row.setAttribute('data-seller', where);
+        rows.push(row);
+      }
+    }
     c.bars.replaceChildren(...rows);
 
     const meta = [];
