@@ -261,3 +261,47 @@ async fn the_fleet_breaker_is_exact_under_concurrency_sqlite() {
 async fn the_fleet_breaker_is_exact_across_replicas_postgres() {
     fleet_breaker(Store::Postgres).await
 }
+
+/// `spike_multiple`: alice spent 80 sats two hours ago (the breaker had no usual rate then, so
+/// it let them pass); over the last 24 hours that is her usual rate, and six times it over a
+/// one-hour window is 20 sats: two payments of 10 reach it, a third would pass it.
+async fn rate_breaker(store: Store) {
+    let clock = std::sync::Arc::new(l402_proxy::core::time::ManualClock::new(1_795_269_910));
+    let f = fleet(store, replicas_for(store), || Options {
+        alice_limits: "{ spike_multiple: 6, spike_window_secs: 3600 }".into(),
+        max_fee_sats: 0,
+        clock: Some(clock.clone()),
+        ..Default::default()
+    })
+    .await;
+    for i in 0..8 {
+        let r = &f.replicas[i % f.replicas.len()];
+        let paid = r.get(ALICE, &r.http_url(&format!("/early{i}/x"))).await;
+        assert_eq!(paid.status, 200, "{paid:?}");
+    }
+    clock.advance(2 * 3600);
+    for path in ["/late1/x", "/late2/x"] {
+        let r = f.replicas.last().unwrap();
+        let paid = r.get(ALICE, &r.http_url(path)).await;
+        assert_eq!(paid.status, 200, "{path}: {paid:?}");
+    }
+    let tripped = f.get(ALICE, &f.http_url("/late3/x")).await;
+    declined(&tripped, "spend-spike");
+    assert!(
+        tripped
+            .header("x-l402-proxy-reason")
+            .is_some_and(|r| r.contains("20 sat")),
+        "{tripped:?}"
+    );
+    assert_eq!(f.payments(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_trips_at_a_multiple_of_the_usual_rate_sqlite() {
+    rate_breaker(Store::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_trips_at_a_multiple_of_the_usual_rate_postgres() {
+    rate_breaker(Store::Postgres).await
+}

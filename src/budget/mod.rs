@@ -8,15 +8,17 @@
 //! Every window's spend is kept exactly, limited or not, so a limit added later (by a reload)
 //! sees the spend earlier in its window, and views show true figures.
 
+mod buckets;
 pub mod rules;
 pub mod view;
 
-use crate::config::limits::MAX_SPIKE_WINDOW_SECS;
+use crate::config::limits::{MAX_SPIKE_WINDOW_SECS, SPIKE_BASELINE_HOURS};
 use crate::config::Limits;
 use crate::core::decline::Whose;
 use crate::core::window::Window;
 use crate::core::{Clock, Decline, Msat, Sats};
-use std::collections::{HashMap, VecDeque};
+use buckets::Buckets;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 pub use view::{BudgetView, LimitSource, SellerView, WindowAmounts};
 
@@ -26,9 +28,10 @@ struct Usage {
     /// (window start, msat used in it) for hour, day, week, month.
     windows: [(i64, u64); 4],
     total: u64,
-    /// (minute start, msat used in it), oldest first, for the spend-spike breaker: the last
-    /// [`MAX_SPIKE_WINDOW_SECS`] only.
-    minutes: VecDeque<(i64, u64)>,
+    /// Per minute, for the spend-spike breaker's window: the last [`MAX_SPIKE_WINDOW_SECS`].
+    minutes: Buckets,
+    /// Per hour, for the breaker's usual rate: the last [`SPIKE_BASELINE_HOURS`] and this one.
+    hours: Buckets,
 }
 
 impl Usage {
@@ -73,40 +76,38 @@ impl Usage {
         self.total = self.total.saturating_add(msat);
     }
 
-    /// Adds to the minute starting at `minute` (kept only while a breaker window can see it).
-    fn add_minute(&mut self, minute: i64, msat: u64, now: i64) {
-        let oldest = now - i64::from(MAX_SPIKE_WINDOW_SECS);
-        while self.minutes.front().is_some_and(|(m, _)| *m < oldest) {
-            self.minutes.pop_front();
-        }
-        if minute < oldest {
-            return;
-        }
-        match self.minutes.iter_mut().rev().find(|(m, _)| *m == minute) {
-            Some(slot) => slot.1 = slot.1.saturating_add(msat),
-            None => {
-                let at = self.minutes.partition_point(|(m, _)| *m < minute);
-                self.minutes.insert(at, (minute, msat));
-            }
-        }
+    /// Adds `msat` spent at `at` to the breaker's minute and hour (kept only while a breaker
+    /// can read them).
+    fn add_recent(&mut self, at: i64, msat: u64, now: i64) {
+        self.minutes.add(
+            Buckets::start(at, 60),
+            msat,
+            now,
+            i64::from(MAX_SPIKE_WINDOW_SECS),
+        );
+        self.hours.add(
+            Buckets::start(at, 3600),
+            msat,
+            now,
+            (SPIKE_BASELINE_HOURS + 1) * 3600,
+        );
     }
 
-    /// Takes from the minute starting at `minute`, if it is still kept.
-    fn sub_minute(&mut self, minute: i64, msat: u64) {
-        if let Some(slot) = self.minutes.iter_mut().rev().find(|(m, _)| *m == minute) {
-            slot.1 = slot.1.saturating_sub(msat);
-        }
+    /// Takes `msat` spent at `at` back from the breaker's minute and hour.
+    fn sub_recent(&mut self, at: i64, msat: u64) {
+        self.minutes.sub(Buckets::start(at, 60), msat);
+        self.hours.sub(Buckets::start(at, 3600), msat);
     }
 
     /// Used in the minutes from `since` on.
     fn recent(&self, since: i64) -> Msat {
-        Msat::new(
-            self.minutes
-                .iter()
-                .rev()
-                .take_while(|(m, _)| *m >= since)
-                .fold(0u64, |sum, (_, msat)| sum.saturating_add(*msat)),
-        )
+        self.minutes.sum(since, i64::MAX)
+    }
+
+    /// Used in the last [`SPIKE_BASELINE_HOURS`] whole hours before `now`'s.
+    fn usual(&self, now: i64) -> Msat {
+        let (from, until) = rules::usual_hours(now);
+        self.hours.sum(from, until)
     }
 
     fn sub(&mut self, starts: &[i64; 4], msat: u64) {
@@ -137,8 +138,8 @@ pub struct Reservation {
     agent: Arc<str>,
     amount: Msat,
     starts: [i64; 4],
-    /// The minute it was reserved in (the breaker's count).
-    minute: i64,
+    /// When it was reserved (the breakers count it in that minute and hour).
+    at: i64,
     /// The caps per seller it counts under, by owner key.
     sellers: Vec<Arc<str>>,
 }
@@ -267,20 +268,22 @@ impl Budget {
         rules::decide_sellers(&sides, amount)?;
         let usage = state.agents.entry(agent.clone()).or_default();
         // The breakers, once the limits allowed it.
-        if let Some((_, window)) = limits.spike() {
-            let recent = usage.recent(rules::spike_since(now, window));
-            rules::spike(Whose::Agent, limits, recent, amount)?;
+        if let Some(spike) = limits.spike() {
+            let recent = usage.recent(rules::spike_since(now, spike.window_secs));
+            rules::spike(Whose::Agent, limits, recent, usage.usual(now), amount)?;
         }
-        if let Some((_, window)) = operator.spike() {
-            let recent = state.operator.recent(rules::spike_since(now, window));
-            rules::spike(Whose::Operator, operator, recent, amount)?;
+        if let Some(spike) = operator.spike() {
+            let recent = state
+                .operator
+                .recent(rules::spike_since(now, spike.window_secs));
+            let usual = state.operator.usual(now);
+            rules::spike(Whose::Operator, operator, recent, usual, amount)?;
         }
         let starts = Window::ALL.map(|w| w.start(now));
-        let minute = now - now.rem_euclid(60);
         usage.add(&starts, amount.get());
-        usage.add_minute(minute, amount.get(), now);
+        usage.add_recent(now, amount.get(), now);
         state.operator.add(&starts, amount.get());
-        state.operator.add_minute(minute, amount.get(), now);
+        state.operator.add_recent(now, amount.get(), now);
         let mut sellers = Vec::with_capacity(caps.len());
         for (_, owner, _) in caps {
             let owner: Arc<str> = Arc::from(owner);
@@ -293,7 +296,7 @@ impl Budget {
             agent: agent.clone(),
             amount,
             starts,
-            minute,
+            at: now,
             sellers,
         })
     }
@@ -308,8 +311,8 @@ impl Budget {
         usage.refresh(now);
         usage.sub(&reservation.starts, reservation.amount.get());
         usage.add(&reservation.starts, spent.get());
-        usage.sub_minute(reservation.minute, reservation.amount.get());
-        usage.add_minute(reservation.minute, spent.get(), now);
+        usage.sub_recent(reservation.at, reservation.amount.get());
+        usage.add_recent(reservation.at, spent.get(), now);
         state.operator.refresh(now);
         state
             .operator
@@ -317,10 +320,8 @@ impl Budget {
         state.operator.add(&reservation.starts, spent.get());
         state
             .operator
-            .sub_minute(reservation.minute, reservation.amount.get());
-        state
-            .operator
-            .add_minute(reservation.minute, spent.get(), now);
+            .sub_recent(reservation.at, reservation.amount.get());
+        state.operator.add_recent(reservation.at, spent.get(), now);
         for owner in &reservation.sellers {
             let u = state.sellers.entry(owner.clone()).or_default();
             u.refresh(now);
@@ -357,11 +358,10 @@ impl Budget {
         usage.refresh(now);
         state.operator.refresh(now);
         let starts = Window::ALL.map(|w| w.start(created_at));
-        let minute = created_at - created_at.rem_euclid(60);
         usage.add(&starts, msat.get());
-        usage.add_minute(minute, msat.get(), now);
+        usage.add_recent(created_at, msat.get(), now);
         state.operator.add(&starts, msat.get());
-        state.operator.add_minute(minute, msat.get(), now);
+        state.operator.add_recent(created_at, msat.get(), now);
         let sellers: Vec<Arc<str>> = sellers.iter().map(|s| Arc::from(s.as_str())).collect();
         for owner in &sellers {
             let u = state.sellers.entry(owner.clone()).or_default();
@@ -372,7 +372,7 @@ impl Budget {
             agent,
             amount: msat,
             starts,
-            minute,
+            at: created_at,
             sellers,
         }
     }

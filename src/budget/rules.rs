@@ -146,23 +146,44 @@ pub fn decide_sellers(sides: &[SellerSide<'_>], amount: Msat) -> Result<(), Decl
 }
 
 /// The spend-spike breaker of one owner: `Err` when `amount` on top of `recent` (what it
-/// spent in the breaker's window, pending payments included) would pass `spike_max_sats`.
-/// Reaching the maximum exactly is allowed, as with every limit. Asked only after
-/// [`decide`] allowed the payment: a payment a limit refuses never trips a breaker.
-pub fn spike(whose: Whose, limits: &Limits, recent: Msat, amount: Msat) -> Result<(), Decline> {
-    let Some((max, window_secs)) = limits.spike() else {
+/// spent in the breaker's window, pending payments included) would pass its threshold — the
+/// lower of `spike_max_sats` and `spike_multiple` times the usual spend over as long, from
+/// `usual`, the spend over the last 24 whole hours. Reaching it exactly is allowed, as with
+/// every limit. Asked only after [`decide`] allowed the payment: a payment a limit refuses
+/// never trips a breaker.
+pub fn spike(
+    whose: Whose,
+    limits: &Limits,
+    recent: Msat,
+    usual: Msat,
+    amount: Msat,
+) -> Result<(), Decline> {
+    let Some(spike) = limits.spike() else {
         return Ok(());
     };
-    if recent.saturating_add(amount) > max.msat() {
+    let Some(max) = spike.threshold(usual) else {
+        return Ok(());
+    };
+    if recent.saturating_add(amount) > max {
         return Err(Decline::SpendSpike {
             whose,
-            window_secs: u64::from(window_secs),
+            window_secs: u64::from(spike.window_secs),
             spent: recent,
             amount,
-            max: max.msat(),
+            max,
         });
     }
     Ok(())
+}
+
+/// The first hour the usual rate counts at `now`, and the hour it stops before (the current
+/// one): the last [`crate::config::limits::SPIKE_BASELINE_HOURS`] whole hours.
+pub fn usual_hours(now: i64) -> (i64, i64) {
+    let hour = now - now.rem_euclid(3600);
+    (
+        hour - crate::config::limits::SPIKE_BASELINE_HOURS * 3600,
+        hour,
+    )
 }
 
 /// The first minute (a multiple of 60 s) a breaker window of `window_secs` counts at `now`:
@@ -202,16 +223,30 @@ mod tests {
             spike_window_secs: Some(120),
             ..Limits::NONE
         };
-        assert!(spike(Whose::Agent, &limits, Msat::new(4_000), Msat::new(6_000)).is_ok());
-        let tripped = spike(Whose::Operator, &limits, Msat::new(4_000), Msat::new(6_001));
-        assert_eq!(code(tripped), "fleet-spend-spike");
-        assert!(spike(
-            Whose::Agent,
-            &Limits::NONE,
-            Msat::new(u64::MAX),
-            Msat::new(1)
-        )
-        .is_ok());
+        let none = Msat::ZERO;
+        let check = |l: &Limits, whose, recent, usual, amount| {
+            code(spike(whose, l, Msat::new(recent), usual, Msat::new(amount)))
+        };
+        assert_eq!(check(&limits, Whose::Agent, 4_000, none, 6_000), "ok");
+        assert_eq!(
+            check(&limits, Whose::Operator, 4_000, none, 6_001),
+            "fleet-spend-spike"
+        );
+        assert_eq!(check(&Limits::NONE, Whose::Agent, u64::MAX, none, 1), "ok");
+        // 24 000 sats over 24 h is 100 sats per 6 min; ten times that is 1000 sats.
+        let rate = Limits {
+            spike_multiple: Some(10),
+            spike_window_secs: Some(360),
+            ..Limits::NONE
+        };
+        let usual = Msat::from_sats(24_000);
+        assert_eq!(check(&rate, Whose::Agent, 900_000, usual, 100_000), "ok");
+        assert_eq!(
+            check(&rate, Whose::Agent, 900_000, usual, 100_001),
+            "spend-spike"
+        );
+        // No usual rate yet: only an absolute maximum could trip it.
+        assert_eq!(check(&rate, Whose::Agent, 900_000, none, 5_000_000), "ok");
         // Two minutes: the current one and the one before.
         assert_eq!(spike_since(10 * 60 + 5, 120), 9 * 60);
         assert_eq!(spike_since(10 * 60, 60), 10 * 60);

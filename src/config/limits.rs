@@ -52,6 +52,11 @@ pub struct Limits {
     /// steps: the spend of the current minute and of the whole minutes before it that fit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spike_window_secs: Option<u32>,
+    /// The breaker also trips when the spend over its window would pass this many times the
+    /// usual spend over as long (the average of the last 24 whole hours). Without a usual rate
+    /// yet (no spend in those hours) only `spike_max_sats` applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spike_multiple: Option<u32>,
     /// Caps per seller: a payment counts against the first rule whose `hosts` match the
     /// seller's host (none: no seller cap), on top of every other limit, with the same windows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -147,6 +152,38 @@ impl SellerCap {
 pub const DEFAULT_SPIKE_WINDOW_SECS: u32 = 300;
 /// The longest breaker window (the ledgers keep one-minute spend for this long).
 pub const MAX_SPIKE_WINDOW_SECS: u32 = 3600;
+/// The hours whose average spend is the usual rate `spike_multiple` compares with.
+pub const SPIKE_BASELINE_HOURS: i64 = 24;
+
+/// A spend-spike breaker as configured: its absolute maximum, its multiple of the usual rate
+/// (at least one of the two), and its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spike {
+    /// `spike_max_sats`.
+    pub max: Option<crate::core::Sats>,
+    /// `spike_multiple`.
+    pub multiple: Option<u32>,
+    /// `spike_window_secs` (or its default), in seconds.
+    pub window_secs: u32,
+}
+
+impl Spike {
+    /// The most the window may hold given `usual`, the spend over the last
+    /// [`SPIKE_BASELINE_HOURS`] whole hours: the lower of the maximum and the multiple of the
+    /// usual spend over as long as the window (the multiple counts only once there is one).
+    pub fn threshold(&self, usual: crate::core::Msat) -> Option<crate::core::Msat> {
+        let by_rate = self.multiple.filter(|_| usual.get() > 0).map(|m| {
+            // Multiplied first, divided last: no rounding before the multiple.
+            let msat = u128::from(usual.get()) * u128::from(self.window_secs) * u128::from(m)
+                / (SPIKE_BASELINE_HOURS as u128 * 3600);
+            crate::core::Msat::new(u64::try_from(msat).unwrap_or(u64::MAX))
+        });
+        match (self.max.map(|m| m.msat()), by_rate) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
 
 impl Limits {
     /// Values no operator means: `(field, problem and fix)` for each, fields relative to the
@@ -175,6 +212,12 @@ impl Limits {
             out.push((
                 "spike_max_sats",
                 "0 would trip the breaker on the first payment; remove the key for no breaker (or pause the agent)",
+            ));
+        }
+        if self.spike_multiple.is_some_and(|m| m < 2) {
+            out.push((
+                "spike_multiple",
+                "must be 2 or more (times the usual spend); remove the key for no such breaker",
             ));
         }
         if let Some(w) = self.spike_window_secs {
@@ -221,6 +264,7 @@ impl Limits {
         max_connections: None,
         spike_max_sats: None,
         spike_window_secs: None,
+        spike_multiple: None,
         sellers: Vec::new(),
     };
 
@@ -229,14 +273,20 @@ impl Limits {
         self.sellers.iter().find(|c| c.matches(host))
     }
 
-    /// The spend-spike breaker, when set: its maximum and its window in seconds.
-    pub fn spike(&self) -> Option<(crate::core::Sats, u32)> {
-        let max = self.spike_max_sats?;
-        let window = self
+    /// The spend-spike breaker, when set.
+    pub fn spike(&self) -> Option<Spike> {
+        if self.spike_max_sats.is_none() && self.spike_multiple.is_none() {
+            return None;
+        }
+        let window_secs = self
             .spike_window_secs
             .unwrap_or(DEFAULT_SPIKE_WINDOW_SECS)
             .clamp(60, MAX_SPIKE_WINDOW_SECS);
-        Some((max, window))
+        Some(Spike {
+            max: self.spike_max_sats,
+            multiple: self.spike_multiple,
+            window_secs,
+        })
     }
 }
 

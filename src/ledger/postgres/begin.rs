@@ -186,35 +186,67 @@ impl PostgresLedger {
             return Ok(None);
         }
         // A window no breaker has counts from after this minute: nothing.
-        let since = |spike: Option<(crate::core::Sats, u32)>| {
-            spike.map_or(minute + 60, |(_, w)| rules::spike_since(minute, w))
+        let since = |spike: Option<crate::config::limits::Spike>| {
+            spike.map_or(minute + 60, |s| rules::spike_since(minute, s.window_secs))
         };
         let (agent_since, fleet_since) = (since(agent_spike), since(fleet_spike));
+        // The usual rate only where a multiple is set (no hours: an empty range).
+        let (from, until) = rules::usual_hours(minute);
+        let usual_range = |spike: Option<crate::config::limits::Spike>| match spike {
+            Some(s) if s.multiple.is_some() => (from, until),
+            _ => (until, until),
+        };
+        let (agent_usual, fleet_usual) = (usual_range(agent_spike), usual_range(fleet_spike));
         let sums = txn
             .prepare_cached(
-                "SELECT owner = $2, COALESCE(SUM(msat), 0)::BIGINT FROM l402_usage
-                 WHERE period = 'minute' AND ((owner = $1 AND start >= $3) OR (owner = $2 AND start >= $4))
-                 GROUP BY owner",
+                "SELECT owner = $2, period, COALESCE(SUM(msat), 0)::BIGINT FROM l402_usage
+                 WHERE (period = 'minute' AND ((owner = $1 AND start >= $3) OR (owner = $2 AND start >= $4)))
+                    OR (period = 'hour' AND ((owner = $1 AND start >= $5 AND start < $6)
+                                          OR (owner = $2 AND start >= $7 AND start < $8)))
+                 GROUP BY owner, period",
             )
             .await
             .map_err(unavailable)?;
         let rows = txn
-            .query(&sums, &[&agent, &OPERATOR, &agent_since, &fleet_since])
+            .query(
+                &sums,
+                &[
+                    &agent,
+                    &OPERATOR,
+                    &agent_since,
+                    &fleet_since,
+                    &agent_usual.0,
+                    &agent_usual.1,
+                    &fleet_usual.0,
+                    &fleet_usual.1,
+                ],
+            )
             .await
             .map_err(unavailable)?;
         let (mut agent_recent, mut fleet_recent) = (Msat::ZERO, Msat::ZERO);
+        let (mut agent_rate, mut fleet_rate) = (Msat::ZERO, Msat::ZERO);
         for row in rows {
             let fleet: bool = get(&row, 0)?;
-            // The sums include this reservation; the rule reads what was spent before it.
-            let before = Msat::new(non_negative(get(&row, 1)?)?).saturating_sub(amount);
-            if fleet {
-                fleet_recent = before;
-            } else {
-                agent_recent = before;
+            let period: String = get(&row, 1)?;
+            let sum = Msat::new(non_negative(get(&row, 2)?)?);
+            match (period.as_str(), fleet) {
+                // The minute sums include this reservation; the rule reads what came before.
+                ("minute", true) => fleet_recent = sum.saturating_sub(amount),
+                ("minute", false) => agent_recent = sum.saturating_sub(amount),
+                (_, true) => fleet_rate = sum,
+                (_, false) => agent_rate = sum,
             }
         }
-        let check = rules::spike(Whose::Agent, limits.agent, agent_recent, amount)
-            .and_then(|()| rules::spike(Whose::Operator, limits.operator, fleet_recent, amount));
+        let check = rules::spike(Whose::Agent, limits.agent, agent_recent, agent_rate, amount)
+            .and_then(|()| {
+                rules::spike(
+                    Whose::Operator,
+                    limits.operator,
+                    fleet_recent,
+                    fleet_rate,
+                    amount,
+                )
+            });
         Ok(check.err())
     }
 
