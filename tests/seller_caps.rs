@@ -169,6 +169,7 @@ async fn caps_per_seller_survive_a_restart_sqlite() {
             assert!(h.get(ALICE, &h.http_url(path)).await.paid());
         }
         h.shared.ledger.flush().await.unwrap();
+        h.stop().await;
     }
     let h = common::Harness::with(opts()).await;
     assert!(h.get(ALICE, &h.http_url("/r3/x")).await.paid());
