@@ -209,24 +209,13 @@ async fn fleet_breaker(store: Store) {
     })
     .await;
     // Twelve payments of 10 sats at once, from two agents through every replica: five fit.
-    let tasks: Vec<_> = (0..12)
-        .map(|i| {
-            let r = &f.replicas[i % f.replicas.len()];
-            let who = if i % 2 == 0 { ALICE } else { BOB };
-            let (proxy, url) = (r.proxy, r.http_url(&format!("/svc{i}/x")));
-            tokio::spawn(async move {
-                common::proxied(proxy, who, http::Method::GET, &url, bytes::Bytes::new()).await
-            })
-        })
-        .collect();
-    let mut codes = Vec::new();
-    for t in tasks {
-        let reply = t.await.unwrap();
-        codes.push(match reply.status {
-            200 => "paid".to_string(),
-            _ => reply.decline().unwrap_or("?").to_string(),
-        });
-    }
+    let codes = f
+        .at_once(
+            12,
+            |i| if i % 2 == 0 { ALICE } else { BOB },
+            |r, i| r.http_url(&format!("/svc{i}/x")),
+        )
+        .await;
     let paid = codes.iter().filter(|c| *c == "paid").count();
     assert_eq!(paid, 5, "{codes:?}");
     assert_eq!(f.payments(), 5, "{codes:?}");

@@ -26,37 +26,27 @@ fn named_url(r: &common::Harness, path: &str) -> String {
     format!("http://localhost:{}{path}", r.seller.http.port())
 }
 
-/// Runs `n` payments of `who` at once, each to its own service at `url(i)`, through every
-/// replica in turn; the outcomes (`paid` or the decline code).
+/// Runs `n` payments of `who` at once, each to its own service at the seller's address
+/// (or, `named`, its name), through every replica in turn.
 async fn at_once(
     f: &Fleet,
     n: usize,
     who: (&'static str, &'static str),
     named: bool,
 ) -> Vec<String> {
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            let r = &f.replicas[i % f.replicas.len()];
-            let url = if named {
-                named_url(r, &format!("/s{i}/x"))
+    f.at_once(
+        n,
+        |_| who,
+        |r, i| {
+            let path = format!("/s{i}/x");
+            if named {
+                named_url(r, &path)
             } else {
-                r.http_url(&format!("/s{i}/x"))
-            };
-            let proxy = r.proxy;
-            tokio::spawn(async move {
-                common::proxied(proxy, who, http::Method::GET, &url, bytes::Bytes::new()).await
-            })
-        })
-        .collect();
-    let mut out = Vec::new();
-    for t in tasks {
-        let reply = t.await.unwrap();
-        out.push(match reply.status {
-            200 if reply.paid() => "paid".to_string(),
-            _ => reply.decline().unwrap_or("?").to_string(),
-        });
-    }
-    out
+                r.http_url(&path)
+            }
+        },
+    )
+    .await
 }
 
 fn count(outcomes: &[String], what: &str) -> usize {

@@ -65,6 +65,34 @@ impl Fleet {
         (r.status, v)
     }
 
+    /// Sends `n` paid requests at once, the `i`th as `who(i)` to `url(replica, i)` through
+    /// replica `i` modulo their number; the outcomes in order (`paid`, or the decline code).
+    pub async fn at_once(
+        &self,
+        n: usize,
+        who: impl Fn(usize) -> (&'static str, &'static str),
+        url: impl Fn(&Harness, usize) -> String,
+    ) -> Vec<String> {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let r = &self.replicas[i % self.replicas.len()];
+                let (proxy, who, url) = (r.proxy, who(i), url(r, i));
+                tokio::spawn(async move {
+                    super::proxied(proxy, who, http::Method::GET, &url, bytes::Bytes::new()).await
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(n);
+        for t in tasks {
+            let reply = t.await.expect("a request task");
+            out.push(match reply.status {
+                200 if reply.paid() => "paid".to_string(),
+                _ => reply.decline().unwrap_or("?").to_string(),
+            });
+        }
+        out
+    }
+
     /// The ledger's payments of `agent` in `state`.
     pub async fn rows(&self, agent: &str, state: PaymentState) -> usize {
         self.shared
