@@ -233,6 +233,44 @@ impl BudgetView {
         .next()
     }
 
+    /// [`BudgetView::first_passed`] for the cap per seller a payment to `host` counts against
+    /// (the first rule whose hosts match it): the decline its reservation would meet there.
+    pub fn first_passed_at(&self, host: &str, needed: Msat, whose: Whose) -> Option<Decline> {
+        let seller = self.sellers.iter().find(|s| {
+            crate::config::SellerCap {
+                hosts: s.hosts.clone(),
+                ..Default::default()
+            }
+            .matches(host)
+        })?;
+        let as_budget = BudgetView {
+            agent: self.agent.clone(),
+            limits: seller.limits.clone(),
+            limit_sources: LimitSources::default(),
+            spent_msat: seller.spent_msat.clone(),
+            remaining_msat: seller.remaining_msat.clone(),
+            spendable_msat: None,
+            sellers: Vec::new(),
+        };
+        match as_budget.first_passed(needed, whose)? {
+            Decline::OverLimit {
+                whose,
+                period,
+                used,
+                amount,
+                limit,
+            } => Some(Decline::OverSellerLimit {
+                whose,
+                period,
+                hosts: seller.hosts.join(","),
+                used,
+                amount,
+                limit,
+            }),
+            other => Some(other),
+        }
+    }
+
     /// The view with `spendable_msat` computed for a fee reserve of `reserve` per payment.
     pub fn with_fee_reserve(mut self, reserve: Msat) -> BudgetView {
         let by_windows = self

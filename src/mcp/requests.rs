@@ -593,6 +593,22 @@ async fn would_pay(
     if let Some(d) = operator_view.first_passed(needed, Whose::Operator) {
         return Err(d);
     }
+    if let Some(d) = view
+        .first_passed_at(dest.host, needed, Whose::Agent)
+        .or_else(|| operator_view.first_passed_at(dest.host, needed, Whose::Operator))
+    {
+        return Err(d);
+    }
+    // The kill switch, or a tripped breaker, refuses it too.
+    if let Some(stop) = shared
+        .ledger
+        .stops()
+        .await?
+        .into_iter()
+        .find(|s| s.scope == crate::ledger::FLEET || s.scope == *agent.name)
+    {
+        return Err(stop.decline(&agent.name));
+    }
     let spendable = view.with_fee_reserve(fee).spendable_msat;
     let approval = crate::guardrails::approve_above(&agent.limits, &operator)
         .is_some_and(|above| amount > above.msat());

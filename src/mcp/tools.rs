@@ -252,6 +252,8 @@ pub fn catalogue() -> Vec<Value> {
                 "properties": {
                     "agent": { "type": "string" },
                     "paused": { "type": "boolean", "description": "A paused agent pays nothing (declined agent-paused); free requests still pass" },
+                    "fleet_paused": { "type": "boolean", "description": "The operator paused every payment (declined fleet-paused); free requests and cached tokens still pass" },
+                    "stopped": { "type": ["object", "null"], "description": "This agent's spend-spike breaker tripped: nothing is paid for it (declined agent-stopped) until the operator resumes it" },
                     "limits": { "type": "object", "description": "The agent's limits in sats (per_request_sats, hourly_sats … total_sats, approve_above_sats, rate limits); an absent key is no limit" },
                     "limit_sources": { "type": "object" },
                     "spent_msat": windows,
@@ -404,6 +406,15 @@ async fn balance(caller: &Caller<'_>) -> Outcome {
         _ => Map::new(),
     };
     structured.insert("paused".into(), json!(agent.paused));
+    // The operator's kill switch, or this agent's tripped breaker, stop it too.
+    let stops = shared.ledger.stops().await.unwrap_or_default();
+    let fleet_paused = stops.iter().any(|s| s.scope == crate::ledger::FLEET);
+    let stopped = stops.iter().find(|s| s.scope == *agent.name);
+    structured.insert("fleet_paused".into(), json!(fleet_paused));
+    structured.insert(
+        "stopped".into(),
+        json!(stopped.map(crate::admin::fleet::stop)),
+    );
     structured.insert("pending_msat".into(), json!(pending_msat));
     structured.insert("pending_payments".into(), json!(pending.len()));
     structured.insert("fee_reserve_msat".into(), json!(fee.get()));
@@ -418,6 +429,15 @@ async fn balance(caller: &Caller<'_>) -> Outcome {
     let mut text = format!("{}: ", agent.name);
     if agent.paused {
         text.push_str("PAUSED by the operator, pays nothing; ");
+    }
+    if fleet_paused {
+        text.push_str("ALL PAYMENTS PAUSED by the operator, pays nothing; ");
+    }
+    if let Some(stop) = stopped {
+        text.push_str(&format!(
+            "STOPPED ({}) until the operator resumes it, pays nothing; ",
+            stop.reason
+        ));
     }
     match view.remaining_msat.tightest() {
         Some(left) => text.push_str(&format!(
