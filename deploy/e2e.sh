@@ -16,6 +16,7 @@
 #      args, env, ConfigMap, Secret and volumes, its probe endpoints answer, and an agent container
 #      in the pod pays through 127.0.0.1.
 #
+# L402_E2E_STAGES="compose kube" (the default) picks the parts 3 and 4 to run.
 # Idempotent; everything it starts (containers, pods, volumes, networks) is removed on exit, and
 # the images it made too unless --keep-images (or L402_E2E_KEEP_IMAGES=1): kept, they are the
 # build cache of the next run (.ci/run keeps them).
@@ -72,6 +73,7 @@ cleanup() {
   done
   podman pod rm -f -t 0 $(podman pod ps -q --filter name=l402e2e) >/dev/null 2>&1
   podman volume rm -f $(podman volume ls -q | grep -E "^(${PROJECT}_|l402e2e)") >/dev/null 2>&1
+  for s in "$WORK"/secrets-*/*.json; do [ -e "$s" ] && podman secret rm "$(basename "$s" .json)" >/dev/null 2>&1; done
   if [ "$KEEP_IMAGES" != 1 ]; then
     podman rmi -f "$IMG_PROXY" "$IMG_DISTROLESS" "$IMG_LNBITS" "$IMG_POSTGRES" "$IMG_PYTHON" \
       "$IMG_RUST" "$IMG_BASE" >/dev/null 2>&1
@@ -292,37 +294,39 @@ PY
   done 3<"$WORK/order.txt"
 }
 
-step "podman-compose up -d, service by service (deploy/docker-compose.yaml)"
-compose down -v -t 5 >/dev/null 2>&1 || true
-compose_up
-wait_healthy postgres lnbits seller proxy-1 proxy-2
-check_users
-wait_rounds 3
-check_agent_log "first start"
-check_ledger "first start" 1
+compose_e2e() {
+  step "podman-compose up -d, service by service (deploy/docker-compose.yaml)"
+  compose down -v -t 5 >/dev/null 2>&1 || true
+  compose_up
+  wait_healthy postgres lnbits seller proxy-1 proxy-2
+  check_users
+  wait_rounds 3
+  check_agent_log "first start"
+  check_ledger "first start" 1
 
-step "a replica killed (SIGKILL) and started again: served from the shared ledger, no second payment"
-podman kill --signal KILL "$(ctr proxy-1)" >/dev/null
-podman start "$(ctr proxy-1)" >/dev/null
-wait_healthy proxy-1
-# The round under way may have met proxy-1 down: judge the ones after it.
-n=$(agent_rounds)
-wait_rounds $((n + 3))
-check_agent_log "after proxy-1 was killed" $((n + 1))
-check_ledger "after proxy-1 was killed" 0
+  step "a replica killed (SIGKILL) and started again: served from the shared ledger, no second payment"
+  podman kill --signal KILL "$(ctr proxy-1)" >/dev/null
+  podman start "$(ctr proxy-1)" >/dev/null
+  wait_healthy proxy-1
+  # The round under way may have met proxy-1 down: judge the ones after it.
+  n=$(agent_rounds)
+  wait_rounds $((n + 3))
+  check_agent_log "after proxy-1 was killed" $((n + 1))
+  check_ledger "after proxy-1 was killed" 0
 
-step "podman-compose down, then up: the ledger (PostgreSQL volume) is kept"
-compose down -t 30 >"$WORK/down.log" 2>&1 || { cat "$WORK/down.log"; die "podman-compose down"; }
-[ -z "$(podman ps -a -q --filter "name=^${PROJECT}_")" ] || die "containers left after down"
-compose_up
-wait_healthy postgres lnbits seller proxy-1 proxy-2
-check_users
-wait_rounds 3
-check_agent_log "after down + up"
-# The demo seller forgets its tokens when it stops (its macaroon root key is per process), so
-# the agent buys each once more; the replicas' ledger keeps everything from before.
-check_ledger "after down + up" 1
-compose down -v -t 30 >/dev/null 2>&1
+  step "podman-compose down, then up: the ledger (PostgreSQL volume) is kept"
+  compose down -t 30 >"$WORK/down.log" 2>&1 || { cat "$WORK/down.log"; die "podman-compose down"; }
+  [ -z "$(podman ps -a -q --filter "name=^${PROJECT}_")" ] || die "containers left after down"
+  compose_up
+  wait_healthy postgres lnbits seller proxy-1 proxy-2
+  check_users
+  wait_rounds 3
+  check_agent_log "after down + up"
+  # The demo seller forgets its tokens when it stops (its macaroon root key is per process), so
+  # the agent buys each once more; the replicas' ledger keeps everything from before.
+  check_ledger "after down + up" 1
+  compose down -v -t 30 >/dev/null 2>&1
+}
 
 # ---- 4. the Helm chart with podman kube play ----------------------------------------------
 KUBE_MIN="$(sed -nE 's/^kubeVersion: *"?>= *([0-9]+\.[0-9]+)(\.[0-9]+)?(-0)?"? *$/\1/p' helm/l402-proxy/Chart.yaml)"
@@ -332,19 +336,33 @@ kube_scenario() {  # kube_scenario MODE CI-VALUES
   "$HELM" template l402e2e helm/l402-proxy --namespace agents -f "$values" -f deploy/e2e/kube-values.yaml \
     --kube-version "$KUBE_MIN.0" >"$WORK/rendered-$mode.yaml" || die "helm template ($mode)"
   python3 deploy/e2e/kube_pod.py "$mode" "$WORK/rendered-$mode.yaml" "$f" "$WORK/probes-$mode.json" \
-    "$IMG_PROXY" "$IMG_PYTHON" || die "kube_pod.py ($mode)"
-  podman kube play "$f" >"$WORK/play-$mode.log" 2>&1 || { cat "$WORK/play-$mode.log"; die "podman kube play ($mode)"; }
+    "$IMG_PROXY" "$IMG_PYTHON" "$WORK/secrets-$mode" || die "kube_pod.py ($mode)"
+  # podman 4.3 keeps a ConfigMap's or Secret's files in a volume named after it: start clean.
+  podman volume rm -f $(podman volume ls -q | grep '^l402e2e') >/dev/null 2>&1 || true
+  for s in "$WORK/secrets-$mode"/*.json; do
+    podman secret rm "$(basename "$s" .json)" >/dev/null 2>&1 || true
+    podman secret create "$(basename "$s" .json)" "$s" >/dev/null || die "podman secret create ($mode)"
+  done
+  podman kube play --start=false "$f" >"$WORK/play-$mode.log" 2>&1 || { cat "$WORK/play-$mode.log"; die "podman kube play ($mode)"; }
   pod="$(podman pod ps --format '{{.Name}}' --filter name=l402e2e | head -n 1)"
   [ -n "$pod" ] || die "$mode: no pod"
+  proxy="" agent=""
   for c in $(podman ps -a --filter "pod=$pod" --format '{{.Names}}'); do
     case "$c" in *-l402-proxy) proxy=$c ;; *-agent) agent=$c ;; esac
   done
-  [ -n "${proxy:-}" ] && [ -n "${agent:-}" ] || die "$mode: pod $pod lacks the proxy or the agent container"
+  [ -n "$proxy" ] && [ -n "$agent" ] || die "$mode: pod $pod lacks the proxy or the agent container"
+  # emptyDirs are 0777 in Kubernetes (see deploy/e2e/kube_pod.py): the same here, then start.
+  for path in $(python3 -c 'import json, sys; print(" ".join(json.load(open(sys.argv[1]))["empty_dirs"]))' "$WORK/probes-$mode.json"); do
+    vol="$(podman inspect --format '{{range .Mounts}}{{if eq .Destination "'"$path"'"}}{{.Name}}{{end}}{{end}}' "$proxy")"
+    [ -n "$vol" ] || die "$mode: no volume at $path in the proxy container"
+    chmod 0777 "$(podman volume inspect --format '{{.Mountpoint}}' "$vol")"
+  done
+  podman pod start "$pod" >/dev/null || die "$mode: podman pod start"
   u="$(podman exec "$proxy" cat /proc/1/status | awk '/^Uid:/ {print $2} /^Gid:/ {print $2}' | tr '\n' :)"
   [ "$u" = "65532:65532:" ] || die "$mode: the proxy runs as uid:gid $u, not 65532"
   # The probes' endpoints, from inside the pod (the agent container has curl), as the kubelet
   # would ask them: each must answer 200 (readiness within 60 s of the start).
-  python3 -c 'import json, sys; [print(p["probe"], p["port"], p["path"]) for p in json.load(open(sys.argv[1]))]' \
+  python3 -c 'import json, sys; [print(p["probe"], p["port"], p["path"]) for p in json.load(open(sys.argv[1]))["probes"]]' \
     "$WORK/probes-$mode.json" >"$WORK/probes-$mode.txt"
   [ -s "$WORK/probes-$mode.txt" ] || die "$mode: the chart's proxy has no probes"
   while read -r probe port path; do
@@ -372,14 +390,20 @@ print(f"   {mode}: the agent paid once through 127.0.0.1:8402 and was served aga
 PY
   if [ "$mode" = sidecar ]; then
     # The snippet's promise: the agent trusts the proxy's CA from the shared emptyDir (HTTPS).
-    podman logs "$agent" 2>&1 | grep -A1 -- '-- balance:' | grep -q '"agent" *: *"research"' \
+    podman logs "$agent" 2>&1 | grep -A2 -- '-- balance:' | grep -q '"agent" *: *"research"' \
       || { podman logs "$agent" | tail -20; die "sidecar: the agent's HTTPS balance call (CA from the pod) failed"; }
     echo "   sidecar: the agent's HTTPS call to https://l402-proxy.local/balance trusts the pod's CA"
   fi
   podman kube play --down "$f" >/dev/null 2>&1 || die "podman kube play --down ($mode)"
+  for s in "$WORK/secrets-$mode"/*.json; do podman secret rm "$(basename "$s" .json)" >/dev/null; done
   podman volume rm -f $(podman volume ls -q | grep '^l402e2e') >/dev/null 2>&1 || true
 }
-kube_scenario sidecar helm/l402-proxy/ci/sidecar-sqlite-values.yaml
-kube_scenario gateway helm/l402-proxy/ci/default-values.yaml
+# L402_E2E_STAGES: which of the two to run (default both; the images are always built).
+STAGES=" ${L402_E2E_STAGES:-compose kube} "
+[[ "$STAGES" != *" compose "* ]] || compose_e2e
+if [[ "$STAGES" == *" kube "* ]]; then
+  kube_scenario sidecar helm/l402-proxy/ci/sidecar-sqlite-values.yaml
+  kube_scenario gateway helm/l402-proxy/ci/default-values.yaml
+fi
 
 step "e2e: ok ($(($(date +%s) - T0)) s)"
