@@ -72,16 +72,30 @@ cleanup() {
     [ -e "$f" ] && podman kube play --down "$f" >/dev/null 2>&1
   done
   podman pod rm -f -t 0 $(podman pod ps -q --filter name=l402e2e) >/dev/null 2>&1
-  podman volume rm -f $(podman volume ls -q | grep -E "^(${PROJECT}_|l402e2e)") >/dev/null 2>&1
+  # The named ones, and the anonymous ones the pods' emptyDirs got (podman 4.3 keeps those).
+  for v in $(podman volume ls -q); do
+    if [[ "$v" =~ ^(${PROJECT}_|l402e2e) ]] || ! grep -qx "$v" "$WORK/volumes-before"; then
+      podman volume rm -f "$v" >/dev/null 2>&1
+    fi
+  done
+  for n in "${PROJECT}_default" podman-default-kube-network; do
+    grep -qx "$n" "$WORK/networks-before" || podman network rm -f "$n" >/dev/null 2>&1
+  done
   for s in "$WORK"/secrets-*/*.json; do [ -e "$s" ] && podman secret rm "$(basename "$s" .json)" >/dev/null 2>&1; done
   if [ "$KEEP_IMAGES" != 1 ]; then
     podman rmi -f "$IMG_PROXY" "$IMG_DISTROLESS" "$IMG_LNBITS" "$IMG_POSTGRES" "$IMG_PYTHON" \
       "$IMG_RUST" "$IMG_BASE" >/dev/null 2>&1
-    podman image prune -f >/dev/null 2>&1
+    # The build's intermediate images (untagged) made by this run, and only those.
+    for i in $(podman images -a -q --filter dangling=true); do
+      grep -qx "$i" "$WORK/images-before" || podman rmi -f "$i" >/dev/null 2>&1
+    done
   fi
   rm -rf "$WORK"
   exit $rc
 }
+podman images -a -q >"$WORK/images-before"
+podman network ls -q --format '{{.Name}}' >"$WORK/networks-before"
+podman volume ls -q >"$WORK/volumes-before"
 trap cleanup EXIT
 
 # ---- 1. base images -----------------------------------------------------------------------
