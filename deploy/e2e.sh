@@ -64,7 +64,9 @@ cleanup() {
   if [ $rc -ne 0 ]; then
     echo "== e2e failed: container logs (last lines)" >&2
     for c in $(podman ps -a --format '{{.Names}}' | grep -E "^(${PROJECT}|l402e2e)" ); do
-      echo "---- $c" >&2; podman logs --tail 40 "$c" 2>&1 | sed 's/^/    /' >&2
+      echo "---- $c" >&2
+      case "$c" in *agent*) n=200 ;; *) n=40 ;; esac
+      podman logs --tail "$n" "$c" 2>&1 | sed 's/^/    /' >&2
     done
   fi
   compose down -v -t 5 >/dev/null 2>&1
@@ -72,6 +74,7 @@ cleanup() {
     [ -e "$f" ] && podman kube play --down "$f" >/dev/null 2>&1
   done
   podman pod rm -f -t 0 $(podman pod ps -q --filter name=l402e2e) >/dev/null 2>&1
+  podman rm -f -t 0 l402e2e-default >/dev/null 2>&1
   # The named ones, and the anonymous ones the pods' emptyDirs got (podman 4.3 keeps those).
   for v in $(podman volume ls -q); do
     if [[ "$v" =~ ^(${PROJECT}_|l402e2e) ]] || ! grep -qx "$v" "$WORK/volumes-before"; then
@@ -85,6 +88,9 @@ cleanup() {
   if [ "$KEEP_IMAGES" != 1 ]; then
     podman rmi -f "$IMG_PROXY" "$IMG_DISTROLESS" "$IMG_LNBITS" "$IMG_POSTGRES" "$IMG_PYTHON" \
       "$IMG_RUST" "$IMG_BASE" >/dev/null 2>&1
+    # podman's pause image for the pods, if this run made it.
+    pause="$(podman images -q localhost/podman-pause 2>/dev/null)"
+    [ -z "$pause" ] || grep -qx "$pause" "$WORK/images-before" || podman rmi -f "$pause" >/dev/null 2>&1
     # The build's intermediate images (untagged) made by this run, and only those.
     for i in $(podman images -a -q --filter dangling=true); do
       grep -qx "$i" "$WORK/images-before" || podman rmi -f "$i" >/dev/null 2>&1
@@ -170,7 +176,9 @@ rm -rf "$WORK/rust-ctx"
 dockerfile_build() {  # dockerfile_build TARGET IMAGE
   step "podman build -f deploy/Dockerfile --target $1 (-t $2)"
   local t=$(date +%s)
-  podman build --pull=never -f deploy/Dockerfile --target "$1" \
+  # --format docker: the OCI format has no HEALTHCHECK (podman drops it with a warning); Docker
+  # always builds this format.
+  podman build --pull=never --format docker -f deploy/Dockerfile --target "$1" \
     --build-arg "RUST_IMAGE=$IMG_RUST" --build-arg "RUNTIME_IMAGE=$IMG_BASE" \
     --build-arg "DISTROLESS_IMAGE=$IMG_BASE" -t "$2" . >"$WORK/build-$1.log" 2>&1 \
     || { tail -40 "$WORK/build-$1.log"; die "podman build --target $1"; }
@@ -181,9 +189,24 @@ dockerfile_build distroless "$IMG_DISTROLESS"
 for img in "$IMG_PROXY" "$IMG_DISTROLESS"; do
   user="$(podman image inspect --format '{{.Config.User}}' "$img")"
   [ "$user" = 65532:65532 ] || die "$img runs as '$user', not 65532:65532"
-  # Not root even when started without the image's user settings: --version as the image says.
+  podman image inspect --format '{{.Config.Healthcheck.Test}}' "$img" | grep -q 'l402-proxy healthcheck' \
+    || die "$img has no HEALTHCHECK running l402-proxy healthcheck"
   podman run --rm "$img" --version >/dev/null || die "$img: l402-proxy --version"
   step "$img: $(podman image inspect --format '{{.Size}}' "$img" | awk '{printf "%.1f MB", $1/1e6}'), user $user"
+done
+# Each image as shipped: its default command and config (dev wallet) on its volume, as 65532,
+# until its own HEALTHCHECK passes.
+for img in "$IMG_PROXY" "$IMG_DISTROLESS"; do
+  c=l402e2e-default
+  podman run -d --name "$c" -e L402_PROXY_ADMIN_TOKEN=e2e-default-token "$img" >/dev/null 2>&1 \
+    || die "$img does not start with its default command"
+  deadline=$(($(date +%s) + 60))
+  until podman healthcheck run "$c" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || { podman logs "$c" | tail -20; die "$img: its HEALTHCHECK does not pass"; }
+    sleep 1
+  done
+  podman rm -f -t 5 "$c" >/dev/null
+  step "$img: starts with its default command and config, HEALTHCHECK passes"
 done
 binary_mb="$(podman run --rm --entrypoint /bin/sh "$IMG_PROXY" -c 'wc -c </usr/local/bin/l402-proxy' | awk '{printf "%.1f", $1/1e6}')"
 step "l402-proxy binary in the image: $binary_mb MB (stripped)"
