@@ -36,7 +36,10 @@ PROXY_HEADERS = (
 
 
 def log(msg):
-    print(time.strftime("%H:%M:%S"), msg, flush=True)
+    # One write per entry: an engine's log driver may record the pieces of a line written in
+    # several writes as separate partial entries, and show them out of order (podman 4.3 does).
+    sys.stdout.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
+    sys.stdout.flush()
 
 
 def one_round(session, proxies):
