@@ -185,7 +185,7 @@ fn start() -> Running {
         let wallet = Arc::new(DevWallet::new(
             "fuzz-dev-secret",
             Msat::from_sats(1_000_000),
-            Msat(0),
+            Msat::ZERO,
             Duration::ZERO,
         ));
         let app = App::build(&config, wallet, Arc::new(SystemClock))
